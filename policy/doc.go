@@ -1,0 +1,10 @@
+// Package policy owns tiergate's service-tier policy: loading and validating
+// the policy file (tiergate.v1.Config), reloading it live, deciding what a
+// request or WebSocket frame may carry, and rewriting request bodies and
+// frames byte by byte to carry exactly that.
+//
+// It knows nothing of gRPC, Envoy or WebSockets: callers hand it the
+// endpoint, the caller's identity, and the raw body or frame, and get back a
+// decision plus the bytes to forward. Rewriting never re-marshals a body; a
+// body that needs no change is never copied.
+package policy

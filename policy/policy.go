@@ -1,0 +1,275 @@
+package policy
+
+import (
+	"crypto/sha256"
+	"strconv"
+	"strings"
+	"time"
+
+	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
+)
+
+// Policy is a loaded, validated policy, compiled for evaluation. It is
+// immutable once built, so every request can read it without locks.
+type Policy struct {
+	rules        []rule
+	forced       map[string]Tier     // group -> forced tier
+	keyGroups    map[[32]byte]string // SHA-256 of an API key -> group
+	groupHeader  string              // lower case; "" = not used
+	aliases      map[string]string
+	modelLabels  map[string]struct{}
+	groupLabels  map[string]struct{}
+	config       *tiergatev1.Config
+	sha256       string
+	loadedAt     time.Time
+	sourceLength int
+}
+
+type rule struct {
+	label       string
+	tier        Tier // TierNone with all set
+	all         bool
+	action      Action
+	message     string
+	whitelist   []pattern
+	hasFallback bool
+	fallback    Action
+	fallbackMsg string
+	groups      []string
+	endpoints   uint32 // bit set of Endpoint; 0 = every endpoint
+}
+
+// pattern is one model_whitelist entry.
+type pattern struct {
+	text   string
+	prefix bool // written with a trailing '*'; text holds what precedes it
+}
+
+func (p pattern) match(model string) bool {
+	if p.prefix {
+		return strings.HasPrefix(model, p.text)
+	}
+	return model == p.text
+}
+
+// Config returns the policy as loaded. Callers must not modify it.
+func (p *Policy) Config() *tiergatev1.Config { return p.config }
+
+// SHA256 returns the hex SHA-256 of the file the policy was loaded from (of
+// the embedded default when none was).
+func (p *Policy) SHA256() string { return p.sha256 }
+
+// LoadedAt returns when the policy was loaded.
+func (p *Policy) LoadedAt() time.Time { return p.loadedAt }
+
+// GroupHeader returns the lower-case name of the trusted header that names
+// the caller's group, or "" when the policy names none.
+func (p *Policy) GroupHeader() string { return p.groupHeader }
+
+// ResolveGroup returns the caller's group: the group header's value when the
+// policy names such a header and the request carries it, else the group
+// whose api_key_sha256 lists the SHA-256 of one of the keys, else "".
+func (p *Policy) ResolveGroup(headerValue string, apiKeys ...string) string {
+	if p.groupHeader != "" {
+		if v := strings.TrimSpace(headerValue); v != "" {
+			return v
+		}
+	}
+	if len(p.keyGroups) == 0 {
+		return ""
+	}
+	for _, k := range apiKeys {
+		if k == "" {
+			continue
+		}
+		if g, ok := p.keyGroups[sha256.Sum256([]byte(k))]; ok {
+			return g
+		}
+	}
+	return ""
+}
+
+// ForcedTier returns the tier a group's requests are forced to, or TierNone.
+func (p *Policy) ForcedTier(group string) Tier {
+	if group == "" {
+		return TierNone
+	}
+	return p.forced[group]
+}
+
+// MatchModel returns the model as rules see it: mapped through model_aliases.
+func (p *Policy) MatchModel(model string) string {
+	if m, ok := p.aliases[model]; ok {
+		return m
+	}
+	return model
+}
+
+// ModelLabel bounds a model name for use as a metric label: models listed in
+// metrics.models or named in the policy keep their name, an absent model is
+// "none", and every other model is "other".
+func (p *Policy) ModelLabel(model string) string {
+	if model == "" {
+		return "none"
+	}
+	if _, ok := p.modelLabels[model]; ok {
+		return model
+	}
+	return "other"
+}
+
+// GroupLabel bounds a group name for use as a metric label: groups listed in
+// the policy (under groups or in a rule) keep their name, no group is
+// "none", and any other value a group header carried is "other".
+func (p *Policy) GroupLabel(group string) string {
+	if group == "" {
+		return "none"
+	}
+	if _, ok := p.groupLabels[group]; ok {
+		return group
+	}
+	return "other"
+}
+
+// Decision is the policy's verdict on one request or frame.
+type Decision struct {
+	// Action is what happens: the strictest verdict over every occurrence of
+	// the tier and every candidate model.
+	Action Action
+	// Requested is the tier the client asked for: the canonical form of the
+	// last occurrence, as a last-key-wins reader sees it.
+	Requested Tier
+	// Tier is the tier the deciding verdict judged (after any group force).
+	Tier Tier
+	// Sent is the tier in what goes upstream (TierNone when blocked or
+	// filtered).
+	Sent Tier
+	// Forced reports that the group's force_service_tier applied.
+	Forced bool
+	// Rule labels the rule that decided, "" when none matched.
+	Rule string
+	// Model is the model as matched (after aliases) by the deciding verdict.
+	Model string
+	// Group is the caller's group, "" for none.
+	Group string
+	// Message is the refusal message when Action is ActionBlock.
+	Message string
+}
+
+// verdict is one rule's answer for one tier and model.
+type verdict struct {
+	action Action
+	rule   *rule
+	tier   Tier
+	model  string
+	msg    string
+	// fallback reports that the rule decided through its fallback_action.
+	fallback bool
+}
+
+// Evaluate judges a request: each tier occurrence against each candidate
+// model, first matching rule per pair, the strictest result over all pairs.
+// An empty tiers means no tier was sent; an empty models means the request
+// named no model.
+func (p *Policy) Evaluate(ep Endpoint, group string, tiers []Tier, models []string) Decision {
+	d := Decision{Group: group, Requested: TierNone}
+	if len(tiers) > 0 {
+		d.Requested = tiers[len(tiers)-1]
+	}
+	if f := p.ForcedTier(group); f != TierNone {
+		d.Forced = true
+		tiers = []Tier{f}
+	}
+	if len(models) == 0 {
+		models = []string{""}
+	}
+	best := verdict{action: ActionPass, tier: TierNone}
+	if len(tiers) > 0 {
+		best.tier = tiers[len(tiers)-1]
+	}
+	best.model = p.MatchModel(models[len(models)-1])
+	// Ties go to the later pair, so a pass reports the last occurrence: the
+	// one a last-key-wins reader acts on.
+	for _, t := range tiers {
+		for _, m := range models {
+			if v := p.judge(ep, group, t, p.MatchModel(m)); v.action >= best.action {
+				best = v
+			}
+		}
+	}
+	d.Action, d.Tier, d.Model = best.action, best.tier, best.model
+	if best.rule != nil {
+		d.Rule = best.rule.label
+	}
+	switch d.Action {
+	case ActionBlock:
+		d.Message = best.msg
+		if d.Message == "" {
+			d.Message = "service_tier=" + best.tier.String() + " is not allowed for model " + best.model
+		}
+	case ActionPass:
+		d.Sent = TierNone
+		if len(tiers) > 0 {
+			d.Sent = tiers[len(tiers)-1]
+		}
+	}
+	return d
+}
+
+// judge runs the rules for one tier occurrence and one model.
+func (p *Policy) judge(ep Endpoint, group string, t Tier, model string) verdict {
+	v := verdict{action: ActionPass, tier: t, model: model}
+	if !t.Concrete() {
+		return v // a missing or unrecognised tier matches no rule
+	}
+	for i := range p.rules {
+		r := &p.rules[i]
+		if !r.all && r.tier != t {
+			continue
+		}
+		if r.endpoints != 0 && r.endpoints&(1<<ep) == 0 {
+			continue
+		}
+		if len(r.groups) > 0 && !contains(r.groups, group) {
+			continue
+		}
+		if r.whitelisted(model) {
+			v.action, v.rule, v.msg = r.action, r, r.message
+			return v
+		}
+		if r.hasFallback {
+			v.action, v.rule, v.msg, v.fallback = r.fallback, r, r.fallbackMsg, true
+			return v
+		}
+	}
+	return v
+}
+
+func (r *rule) whitelisted(model string) bool {
+	if len(r.whitelist) == 0 {
+		return true
+	}
+	for _, p := range r.whitelist {
+		if p.match(model) {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ruleLabel is the label of an unnamed rule at index i.
+func ruleLabel(name string, i int) string {
+	if name != "" {
+		return name
+	}
+	return "#" + strconv.Itoa(i+1)
+}

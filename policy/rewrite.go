@@ -1,0 +1,477 @@
+package policy
+
+import (
+	"bytes"
+	"strings"
+)
+
+// Request describes the request (or WebSocket frame) a body belongs to.
+type Request struct {
+	Endpoint Endpoint
+	// Group is the caller's group (see Policy.ResolveGroup); "" for none.
+	Group string
+	// Beta holds the anthropic-beta header lines as received (Messages).
+	Beta []string
+	// SessionModels are the models a WebSocket frame that names none may run
+	// under: the confirmed session model, plus any a client claimed that the
+	// upstream has not confirmed yet. The frame is judged against each.
+	SessionModels []string
+	// EnsureUsage asks that a streamed Chat Completions request carry
+	// stream_options.include_usage: true, so its usage can be counted.
+	EnsureUsage bool
+}
+
+// Result is a decision plus what to forward.
+type Result struct {
+	Decision
+	// Status is 0 when the request goes on, 403 when the policy refuses it and
+	// 400 when the body is not valid JSON (Err says where).
+	Status int
+	Err    error
+	// Body is what to forward: the input slice itself when BodyChanged is
+	// false, so a body that needs no change is never copied.
+	Body        []byte
+	BodyChanged bool
+	// Beta is the new anthropic-beta value when BetaChanged; "" means remove
+	// the header.
+	Beta        string
+	BetaChanged bool
+	// RequestModel is the model the body named (the last string occurrence),
+	// before aliases; for a WebSocket frame without one, the session model.
+	RequestModel string
+	// Stream reports that the body asks for a streamed response.
+	Stream bool
+	// UsageAdded reports that tiergate added stream_options.include_usage, so
+	// the usage-only chunk it causes is tiergate's to remove.
+	UsageAdded bool
+	// Policed is false for a WebSocket frame that is not a response.create:
+	// such a frame passes byte-identical.
+	Policed bool
+}
+
+// Key names, as tiergate compares them after JSON unescaping.
+const (
+	keyServiceTier   = "service_tier"
+	keyModel         = "model"
+	keyStream        = "stream"
+	keyStreamOptions = "stream_options"
+	keyIncludeUsage  = "include_usage"
+	keySpeed         = "speed"
+	keyFallbacks     = "fallbacks"
+	keyType          = "type"
+	keyResponse      = "response"
+)
+
+// fastModeBeta is the anthropic-beta token tiergate adds when a group is
+// forced to priority on the Messages API.
+const fastModeBeta = "fast-mode-2026-02-01"
+
+// scratch holds the fixed-size buffers one evaluation needs, so a request
+// that passes untouched allocates (almost) nothing.
+type scratch struct {
+	doc     object
+	members [32]member
+	tiers   [8]Tier
+	models  [4]string
+}
+
+func (s *scratch) init() {
+	s.doc.members = s.members[:0]
+}
+
+// Apply decides an HTTP request body (Chat Completions, Responses, Messages)
+// and produces what to forward.
+func (p *Policy) Apply(req *Request, body []byte) Result {
+	var s scratch
+	s.init()
+	res := Result{Body: body, Policed: true}
+	isObj, err := scanDocument(body, &s.doc)
+	if err != nil {
+		res.Status, res.Err = 400, err
+		res.Decision = Decision{Group: req.Group, Action: ActionBlock}
+		return res
+	}
+	if !isObj {
+		s.doc = object{}
+	}
+	if req.Endpoint.Anthropic() {
+		p.applyAnthropic(req, body, &s, &res)
+		return res
+	}
+	p.applyOpenAI(req, body, &s, &res, false)
+	return res
+}
+
+// ApplyFrame decides a WebSocket client frame. Only response.create frames
+// are policed; others come back with Policed false and the frame unchanged.
+// A frame that is not valid JSON cannot be told apart from a response.create
+// a lenient reader would accept, so it is refused with Status 400.
+func (p *Policy) ApplyFrame(req *Request, frame []byte) Result {
+	var s scratch
+	s.init()
+	res := Result{Body: frame}
+	isObj, err := scanDocument(frame, &s.doc)
+	if err != nil {
+		res.Status, res.Err, res.Policed = 400, err, true
+		res.Decision = Decision{Group: req.Group, Action: ActionBlock}
+		return res
+	}
+	if !isObj || !hasStringMember(frame, &s.doc, keyType, "response.create") {
+		return res
+	}
+	res.Policed = true
+	p.applyOpenAI(req, frame, &s, &res, true)
+	return res
+}
+
+// occurrence is one service_tier member: in the top-level object (obj nil)
+// or in a nested response object.
+type occurrence struct {
+	obj   int // index into nested objects, -1 for the top level
+	index int // member index within that object
+}
+
+// nestedResponse is a "response" member of a frame whose value is an object.
+type nestedResponse struct {
+	member int
+	obj    object
+}
+
+// applyOpenAI polices an OpenAI body or frame: every service_tier member at
+// the top level and, on frames, in every "response" object.
+func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result, frame bool) {
+	top := &s.doc
+	tiers := s.tiers[:0]
+	models := s.models[:0]
+	var nested []nestedResponse
+	stream := 0 // 1: every stream member is true; -1: one is not
+	for i, m := range top.members {
+		key := body[m.keyStart:m.keyEnd]
+		val := body[m.valStart:m.valEnd]
+		switch {
+		case keyEquals(key, keyServiceTier):
+			tiers = append(tiers, tierOfValue(val))
+		case keyEquals(key, keyModel):
+			if v, ok := stringValue(nil, val); ok {
+				models = append(models, string(v))
+			}
+		case keyEquals(key, keyStream):
+			if string(val) == "true" && stream >= 0 {
+				stream = 1
+			} else {
+				stream = -1
+			}
+		case frame && keyEquals(key, keyResponse):
+			var o object
+			if scanNested(body, m.valStart, m.valEnd, &o) {
+				nested = append(nested, nestedResponse{member: i, obj: o})
+			}
+		}
+	}
+	for _, n := range nested {
+		for _, m := range n.obj.members {
+			if keyEquals(body[m.keyStart:m.keyEnd], keyServiceTier) {
+				tiers = append(tiers, tierOfValue(body[m.valStart:m.valEnd]))
+			}
+		}
+	}
+	if len(models) == 0 && frame {
+		for _, n := range nested {
+			for _, m := range n.obj.members {
+				if keyEquals(body[m.keyStart:m.keyEnd], keyModel) {
+					if v, ok := stringValue(nil, body[m.valStart:m.valEnd]); ok {
+						models = append(models, string(v))
+					}
+				}
+			}
+		}
+		if len(models) == 0 {
+			models = append(models, req.SessionModels...)
+		}
+	}
+	res.Stream = stream == 1 || frame
+	if len(models) > 0 {
+		res.RequestModel = models[len(models)-1]
+	}
+	res.Decision = p.Evaluate(req.Endpoint, req.Group, tiers, models)
+	if res.Action == ActionBlock {
+		res.Status = 403
+		res.Sent = TierNone
+		return
+	}
+
+	// What each object that carries the key must end up with: nothing on
+	// filter; on pass, one member with the canonical value (or, for a value
+	// tiergate does not recognise, the raw value of the last occurrence).
+	keep := res.Action == ActionPass
+	var want []byte
+	if keep && res.Sent.Concrete() {
+		want = []byte(res.Sent.quoted())
+	}
+	topEdits := planTier(body, top, keep, want)
+	for _, n := range nested {
+		if e := planTier(body, &n.obj, keep, want); e != nil {
+			if topEdits == nil {
+				topEdits = make([]edit, len(top.members))
+			}
+			topEdits[n.member].replace = rebuild(nil, body, &n.obj, e, nil)
+		}
+	}
+	var adds []string
+	if res.Forced && res.Action == ActionPass && !anyMember(body, top, keyServiceTier) && !anyNested(body, nested, keyServiceTier) {
+		adds = append(adds, `"service_tier":`+res.Sent.quoted())
+	}
+	if req.EnsureUsage && req.Endpoint == EndpointChatCompletions && stream == 1 {
+		var added bool
+		topEdits, adds, added = ensureIncludeUsage(body, top, topEdits, adds)
+		res.UsageAdded = added
+	}
+	if topEdits == nil && adds == nil {
+		return
+	}
+	if topEdits == nil {
+		topEdits = make([]edit, len(top.members))
+	}
+	out := make([]byte, 0, len(body)+64)
+	out = append(out, body[:top.start]...)
+	out = rebuild(out, body, top, topEdits, adds)
+	out = append(out, body[top.end:]...)
+	res.Body, res.BodyChanged = out, true
+}
+
+// edit says what becomes of one member when its object is rebuilt.
+type edit struct {
+	remove  bool
+	replace []byte // non-nil: the member's new value
+}
+
+// planTier plans the service_tier members of one object. With keep false
+// every one is removed; with keep true exactly one is left, the last, with
+// its value replaced by want when want is non-nil. It returns nil when the
+// object needs no change.
+func planTier(body []byte, obj *object, keep bool, want []byte) []edit {
+	var idx [8]int
+	found := idx[:0]
+	for i, m := range obj.members {
+		if keyEquals(body[m.keyStart:m.keyEnd], keyServiceTier) {
+			found = append(found, i)
+		}
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	li := found[len(found)-1]
+	lastVal := body[obj.members[li].valStart:obj.members[li].valEnd]
+	replace := keep && want != nil && !bytes.Equal(lastVal, want)
+	if keep && len(found) == 1 && !replace {
+		return nil
+	}
+	edits := make([]edit, len(obj.members))
+	for _, i := range found[:len(found)-1] {
+		edits[i].remove = true
+	}
+	switch {
+	case !keep:
+		edits[li].remove = true
+	case replace:
+		edits[li].replace = want
+	}
+	return edits
+}
+
+// rebuild appends obj to dst with per-member edits applied and adds (each a
+// rendered "key":value) appended as new members. White space between kept
+// members is preserved; commas come from the gaps that separated members.
+func rebuild(dst, src []byte, obj *object, edits []edit, adds []string) []byte {
+	if len(obj.members) == 0 {
+		dst = append(dst, '{')
+		for i, a := range adds {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, a...)
+		}
+		return append(dst, src[obj.start+1:obj.end]...)
+	}
+	dst = append(dst, src[obj.start:obj.members[0].keyStart]...)
+	first := true
+	for i, m := range obj.members {
+		e := edits[i]
+		if e.remove {
+			continue
+		}
+		if !first {
+			// The gap after the previous member holds exactly one comma,
+			// whether or not that member is kept.
+			dst = append(dst, src[obj.members[i-1].valEnd:m.keyStart]...)
+		}
+		first = false
+		if e.replace != nil {
+			dst = append(dst, src[m.keyStart:m.valStart]...)
+			dst = append(dst, e.replace...)
+		} else {
+			dst = append(dst, src[m.keyStart:m.valEnd]...)
+		}
+	}
+	for _, a := range adds {
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = append(dst, a...)
+	}
+	return append(dst, src[obj.members[len(obj.members)-1].valEnd:obj.end]...)
+}
+
+// ensureIncludeUsage makes every stream_options carry include_usage: true,
+// adding the member when there is none.
+func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string) ([]edit, []string, bool) {
+	seen, added := false, false
+	for i, m := range top.members {
+		if !keyEquals(body[m.keyStart:m.keyEnd], keyStreamOptions) {
+			continue
+		}
+		seen = true
+		val := body[m.valStart:m.valEnd]
+		var repl []byte
+		switch {
+		case string(val) == "null":
+			repl = []byte(`{"include_usage":true}`)
+		case val[0] == '{':
+			var o object
+			scanNested(body, m.valStart, m.valEnd, &o)
+			ok, n := true, 0
+			for _, om := range o.members {
+				if keyEquals(body[om.keyStart:om.keyEnd], keyIncludeUsage) {
+					n++
+					ok = ok && string(body[om.valStart:om.valEnd]) == "true"
+				}
+			}
+			if ok && n > 0 {
+				continue
+			}
+			oe := make([]edit, len(o.members))
+			for j, om := range o.members {
+				oe[j].remove = keyEquals(body[om.keyStart:om.keyEnd], keyIncludeUsage)
+			}
+			repl = rebuild(nil, body, &o, oe, []string{`"include_usage":true`})
+		default:
+			continue // not an object: the upstream will refuse it
+		}
+		if edits == nil {
+			edits = make([]edit, len(top.members))
+		}
+		edits[i].replace = repl
+		added = true
+	}
+	if !seen {
+		adds = append(adds, `"stream_options":{"include_usage":true}`)
+		added = true
+	}
+	return edits, adds, added
+}
+
+// tierOfValue reads a service_tier value token: a string is normalised,
+// null is no tier, anything else is unrecognised.
+func tierOfValue(val []byte) Tier {
+	if string(val) == "null" {
+		return TierNone
+	}
+	var buf [48]byte
+	s, ok := stringValue(buf[:0], val)
+	if !ok {
+		return TierUnrecognised
+	}
+	return parseTierBytes(s)
+}
+
+// parseTierBytes is ParseTier for a byte slice, without allocating in the
+// common case.
+func parseTierBytes(b []byte) Tier {
+	if len(b) <= 16 {
+		var buf [16]byte
+		n := 0
+		for _, c := range bytes.TrimSpace(b) {
+			if c >= 0x80 {
+				return ParseTier(string(b))
+			}
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			buf[n] = c
+			n++
+		}
+		switch string(buf[:n]) {
+		case "priority", "fast":
+			return TierPriority
+		case "flex":
+			return TierFlex
+		case "auto":
+			return TierAuto
+		case "default":
+			return TierDefault
+		case "scale":
+			return TierScale
+		case "ultrafast":
+			return TierUltrafast
+		}
+		return TierUnrecognised
+	}
+	return ParseTier(string(b))
+}
+
+func anyMember(body []byte, obj *object, key string) bool {
+	for _, m := range obj.members {
+		if keyEquals(body[m.keyStart:m.keyEnd], key) {
+			return true
+		}
+	}
+	return false
+}
+
+func anyNested(body []byte, nested []nestedResponse, key string) bool {
+	for i := range nested {
+		if anyMember(body, &nested[i].obj, key) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasStringMember reports whether any member named key has the string value
+// want (after unescaping).
+func hasStringMember(body []byte, obj *object, key, want string) bool {
+	for _, m := range obj.members {
+		if keyEquals(body[m.keyStart:m.keyEnd], key) {
+			var buf [32]byte
+			if v, ok := stringValue(buf[:0], body[m.valStart:m.valEnd]); ok && string(v) == want {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// betaTokens splits anthropic-beta header lines into trimmed tokens.
+func betaTokens(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		for _, t := range strings.Split(l, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+func isFastModeToken(t string) bool {
+	return len(t) >= len("fast-mode-") && strings.EqualFold(t[:len("fast-mode-")], "fast-mode-")
+}
+
+// isFastSpeed reads a speed value: fast (trimmed, any case) is fast mode.
+func isFastSpeed(val []byte) bool {
+	var buf [32]byte
+	s, ok := stringValue(buf[:0], val)
+	return ok && strings.EqualFold(string(bytes.TrimSpace(s)), "fast")
+}

@@ -1,0 +1,175 @@
+package policy
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// Tier is a service tier as the policy sees it: canonical, with the alias
+// fast folded into Priority and Anthropic fast mode counted as Priority.
+type Tier uint8
+
+// Tiers. TierNone means no tier was sent; TierUnrecognised means a value was
+// sent that tiergate does not know (a non-string, or an unknown name): it is
+// left for the upstream to reject and matches no rule.
+const (
+	TierNone Tier = iota
+	TierPriority
+	TierFlex
+	TierAuto
+	TierDefault
+	TierScale
+	TierUltrafast
+	TierUnrecognised
+)
+
+var tierNames = [...]string{
+	TierNone:         "none",
+	TierPriority:     "priority",
+	TierFlex:         "flex",
+	TierAuto:         "auto",
+	TierDefault:      "default",
+	TierScale:        "scale",
+	TierUltrafast:    "ultrafast",
+	TierUnrecognised: "unrecognised",
+}
+
+// String returns the canonical name: the value written upstream for a
+// concrete tier, "none" or "unrecognised" otherwise.
+func (t Tier) String() string {
+	if int(t) < len(tierNames) {
+		return tierNames[t]
+	}
+	return "unrecognised"
+}
+
+// Concrete reports whether t is a tier that can be written upstream.
+func (t Tier) Concrete() bool { return t >= TierPriority && t <= TierUltrafast }
+
+// quoted returns the JSON string token of a concrete tier.
+func (t Tier) quoted() string { return `"` + t.String() + `"` }
+
+// ParseTier normalises a tier name as a client may write it: surrounding
+// white space trimmed, case folded, fast read as priority. Anything else is
+// TierUnrecognised; the empty string (after trimming) too.
+func ParseTier(s string) Tier {
+	s = strings.TrimSpace(s)
+	if len(s) > 4*len("ultrafast") {
+		// No folding shrinks a rune to less than a quarter of its bytes.
+		return TierUnrecognised
+	}
+	lower := asciiLower(s)
+	switch lower {
+	case "priority", "fast":
+		return TierPriority
+	case "flex":
+		return TierFlex
+	case "auto":
+		return TierAuto
+	case "default":
+		return TierDefault
+	case "scale":
+		return TierScale
+	case "ultrafast":
+		return TierUltrafast
+	}
+	return TierUnrecognised
+}
+
+// asciiLower lower-cases s without allocating when it is already lower-case
+// ASCII; other strings take Unicode folding, so that a look-alike spelling
+// some upstream might fold (the Kelvin sign, the long s) is read the same way.
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf || ('A' <= c && c <= 'Z') {
+			return strings.ToLower(strings.Map(foldRune, s))
+		}
+	}
+	return s
+}
+
+// foldRune maps the long s, whose case folding lands on an ASCII letter but
+// which ToLower leaves alone, onto that letter. (ToLower already maps the
+// Kelvin sign to k.)
+func foldRune(r rune) rune {
+	if r == 'ſ' {
+		return 's'
+	}
+	return r
+}
+
+// Action is what the policy does with a request.
+type Action uint8
+
+// Actions, ordered by strictness: when several occurrences or candidate
+// models are judged, the highest wins.
+const (
+	ActionPass Action = iota
+	ActionFilter
+	ActionBlock
+)
+
+var actionNames = [...]string{ActionPass: "pass", ActionFilter: "filter", ActionBlock: "block"}
+
+// String returns the action as written in the policy file.
+func (a Action) String() string {
+	if int(a) < len(actionNames) {
+		return actionNames[a]
+	}
+	return "unknown"
+}
+
+// Endpoint is an API surface that tiergate polices.
+type Endpoint uint8
+
+// Endpoints. EndpointUnknown is any path tiergate does not police.
+const (
+	EndpointUnknown Endpoint = iota
+	EndpointChatCompletions
+	EndpointResponses
+	EndpointMessages
+	EndpointResponsesWS
+	EndpointRealtime
+)
+
+var endpointNames = [...]string{
+	EndpointUnknown:         "unknown",
+	EndpointChatCompletions: "chat_completions",
+	EndpointResponses:       "responses",
+	EndpointMessages:        "messages",
+	EndpointResponsesWS:     "responses_ws",
+	EndpointRealtime:        "realtime",
+}
+
+// String returns the endpoint's name as written in the policy file and in
+// metric labels.
+func (e Endpoint) String() string {
+	if int(e) < len(endpointNames) {
+		return endpointNames[e]
+	}
+	return "unknown"
+}
+
+// Anthropic reports whether the endpoint speaks Anthropic's dialect, where
+// fast mode (speed and the anthropic-beta header) stands for the tier.
+func (e Endpoint) Anthropic() bool { return e == EndpointMessages }
+
+// EndpointForPath recognises an HTTP endpoint by the suffix of its path, so
+// Azure-style (/openai/deployments/x/chat/completions) and gateway prefixes
+// are policed too. The query string is ignored; a trailing slash is not
+// accepted, as the upstream would not route it either.
+func EndpointForPath(path string) Endpoint {
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	switch {
+	case strings.HasSuffix(path, "/chat/completions"):
+		return EndpointChatCompletions
+	case strings.HasSuffix(path, "/responses"), strings.HasSuffix(path, "/responses/compact"):
+		return EndpointResponses
+	case strings.HasSuffix(path, "/v1/messages"):
+		return EndpointMessages
+	}
+	return EndpointUnknown
+}
