@@ -1,0 +1,206 @@
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Store holds the policy in force. Every decision reads it with one atomic
+// load, so a reload applies to the next request and the next frame of an
+// open WebSocket session, and never to half of one.
+type Store struct {
+	p atomic.Pointer[Policy]
+}
+
+// NewStore returns a Store holding p.
+func NewStore(p *Policy) *Store {
+	s := &Store{}
+	s.p.Store(p)
+	return s
+}
+
+// Load returns the policy in force.
+func (s *Store) Load() *Policy { return s.p.Load() }
+
+// Set puts p in force.
+func (s *Store) Set(p *Policy) { s.p.Store(p) }
+
+// Reload results, the values of tiergate_config_reloads_total's result label.
+const (
+	ReloadSuccess = "success"
+	ReloadInvalid = "invalid"
+	ReloadMissing = "missing"
+)
+
+// reloadMetrics are the config reload collectors.
+type reloadMetrics struct {
+	reloads     *prometheus.CounterVec
+	lastSuccess prometheus.Gauge
+	info        *prometheus.GaugeVec
+}
+
+func newReloadMetrics(reg prometheus.Registerer) (*reloadMetrics, error) {
+	m := &reloadMetrics{
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tiergate_config_reloads_total",
+			Help: "Policy file reload attempts by result: success, invalid (refused; the last good policy stays), missing (the file could not be read).",
+		}, []string{"result"}),
+		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tiergate_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time at which the policy in force was loaded.",
+		}),
+		info: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tiergate_config_info",
+			Help: "Always 1; the sha256 label is the SHA-256 of the policy file in force.",
+		}, []string{"sha256"}),
+	}
+	for _, c := range []prometheus.Collector{m.reloads, m.lastSuccess, m.info} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register config metrics: %w", err)
+		}
+	}
+	// Start every result at zero so rate() and alerts see the series at once.
+	for _, r := range []string{ReloadSuccess, ReloadInvalid, ReloadMissing} {
+		m.reloads.WithLabelValues(r)
+	}
+	return m, nil
+}
+
+func (m *reloadMetrics) inForce(p *Policy) {
+	m.info.Reset()
+	m.info.WithLabelValues(p.SHA256()).Set(1)
+	m.lastSuccess.Set(float64(p.LoadedAt().UnixNano()) / 1e9)
+}
+
+// Watcher keeps a Store in step with a policy file mounted the way
+// Kubernetes mounts a ConfigMap: the file is a symlink through a ..data
+// symlink that the kubelet swaps atomically. It watches the directory, not
+// the file, so it sees the swap; plain rewrites and delete-then-create work
+// the same way. A periodic re-read covers any event the kernel drops.
+type Watcher struct {
+	path     string
+	store    *Store
+	log      *slog.Logger
+	metrics  *reloadMetrics
+	debounce time.Duration
+	poll     time.Duration
+}
+
+// WatcherOptions tune a Watcher; zero values take the defaults.
+type WatcherOptions struct {
+	// Debounce is how long the watcher waits for a burst of file events to
+	// settle before reading (default 100ms; a burst is read at most 500ms
+	// after its first event).
+	Debounce time.Duration
+	// Poll is how often the file is re-read regardless of events (default 10s).
+	Poll time.Duration
+}
+
+// NewWatcher returns a Watcher for path feeding store, with its metrics on
+// reg. The store's current policy is reported as in force.
+func NewWatcher(path string, store *Store, reg prometheus.Registerer, log *slog.Logger, opts WatcherOptions) (*Watcher, error) {
+	m, err := newReloadMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = 100 * time.Millisecond
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = 10 * time.Second
+	}
+	m.inForce(store.Load())
+	return &Watcher{path: path, store: store, log: log, metrics: m, debounce: opts.Debounce, poll: opts.Poll}, nil
+}
+
+// maxBurst bounds how long a steady stream of events can hold a reload off.
+const maxBurst = 500 * time.Millisecond
+
+// Run watches until ctx ends. It returns an error only when it cannot watch
+// at all; without inotify it falls back to polling.
+func (w *Watcher) Run(ctx context.Context) error {
+	fw, err := fsnotify.NewWatcher()
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if err != nil {
+		w.log.Warn("cannot watch the policy file; polling only", "path", w.path, "err", err)
+	} else {
+		defer fw.Close()
+		if err := fw.Add(filepath.Dir(w.path)); err != nil {
+			w.log.Warn("cannot watch the policy directory; polling only", "path", w.path, "err", err)
+		}
+		events, errs = fw.Events, fw.Errors
+	}
+	poll := time.NewTicker(w.poll)
+	defer poll.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var burstStart time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-events:
+			now := time.Now()
+			if burstStart.IsZero() {
+				burstStart = now
+			}
+			wait := w.debounce
+			if left := maxBurst - now.Sub(burstStart); left < wait {
+				wait = max(left, 0)
+			}
+			timer.Reset(wait)
+		case err := <-errs:
+			w.log.Warn("policy watch error", "path", w.path, "err", err)
+		case <-timer.C:
+			burstStart = time.Time{}
+			w.Reload()
+		case <-poll.C:
+			w.Reload()
+		}
+	}
+}
+
+// Reload reads the file once and puts it in force if it is valid and
+// differs from the policy in force. It returns the result label, or "" when
+// the file is unchanged.
+func (w *Watcher) Reload() string {
+	data, err := os.ReadFile(w.path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			w.log.Warn("policy file missing; keeping the policy in force", "path", w.path, "sha256", w.store.Load().SHA256())
+		} else {
+			w.log.Error("policy file unreadable; keeping the policy in force", "path", w.path, "err", err)
+		}
+		w.metrics.reloads.WithLabelValues(ReloadMissing).Inc()
+		return ReloadMissing
+	}
+	sum := sha256.Sum256(data)
+	if hex.EncodeToString(sum[:]) == w.store.Load().SHA256() {
+		return ""
+	}
+	p, err := Load(data)
+	if err != nil {
+		w.log.Error("policy file refused; keeping the policy in force", "path", w.path,
+			"sha256", w.store.Load().SHA256(), "problems", err.Error())
+		w.metrics.reloads.WithLabelValues(ReloadInvalid).Inc()
+		return ReloadInvalid
+	}
+	w.store.Set(p)
+	w.metrics.inForce(p)
+	w.metrics.reloads.WithLabelValues(ReloadSuccess).Inc()
+	w.log.Info("policy reloaded", "path", w.path, "sha256", p.SHA256(), "rules", len(p.rules))
+	return ReloadSuccess
+}

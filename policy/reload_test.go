@@ -1,0 +1,219 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// kubeletDir lays out a ConfigMap volume as the kubelet does: the data in a
+// timestamped directory, ..data pointing at it, and the key's file a symlink
+// through ..data. update swaps ..data atomically and removes the old data.
+type kubeletDir struct {
+	t       *testing.T
+	dir     string
+	version int
+}
+
+func newKubeletDir(t *testing.T, content string) *kubeletDir {
+	k := &kubeletDir{t: t, dir: t.TempDir()}
+	k.update(content)
+	if err := os.Symlink(filepath.Join("..data", "tiergate.yaml"), filepath.Join(k.dir, "tiergate.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func (k *kubeletDir) path() string { return filepath.Join(k.dir, "tiergate.yaml") }
+
+func (k *kubeletDir) update(content string) {
+	k.t.Helper()
+	k.version++
+	ts := fmt.Sprintf("..2026_11_22_03_00_%02d.%d", k.version, 1000+k.version)
+	if err := os.Mkdir(filepath.Join(k.dir, ts), 0o755); err != nil {
+		k.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(k.dir, ts, "tiergate.yaml"), []byte(content), 0o644); err != nil {
+		k.t.Fatal(err)
+	}
+	old, _ := os.Readlink(filepath.Join(k.dir, "..data"))
+	if err := os.Symlink(ts, filepath.Join(k.dir, "..data_tmp")); err != nil {
+		k.t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(k.dir, "..data_tmp"), filepath.Join(k.dir, "..data")); err != nil {
+		k.t.Fatal(err)
+	}
+	if old != "" {
+		if err := os.RemoveAll(filepath.Join(k.dir, old)); err != nil {
+			k.t.Fatal(err)
+		}
+	}
+}
+
+const (
+	filterFile = "rules: [{name: v1, service_tier: priority, action: filter}]\n"
+	blockFile  = "rules: [{name: v2, service_tier: priority, action: block}]\n"
+	passFile   = "rules: [{name: v3, service_tier: priority, action: pass}]\n"
+	brokenFile = "rules: [{name: v9, service_tier: priority, action: blok}]\n"
+)
+
+func startWatcher(t *testing.T, path string) (*Store, *Watcher, *prometheus.Registry) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := NewStore(p)
+	reg := prometheus.NewRegistry()
+	w, err := NewWatcher(path, store, reg, slog.New(slog.NewTextHandler(io.Discard, nil)), WatcherOptions{Poll: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// Give the watcher a moment to subscribe before the test changes files.
+	time.Sleep(50 * time.Millisecond)
+	return store, w, reg
+}
+
+// waitForRule waits up to 2s (the promise) for the rule in force to be want.
+func waitForRule(t *testing.T, store *Store, want string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if got := store.Load().rules[0].label; got == want {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("rule in force = %q after 2s, want %q", store.Load().rules[0].label, want)
+}
+
+func waitForCount(t *testing.T, reg *prometheus.Registry, w *Watcher, result string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if testutil.ToFloat64(w.metrics.reloads.WithLabelValues(result)) == want {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("reloads{result=%q} = %v, want %v", result, testutil.ToFloat64(w.metrics.reloads.WithLabelValues(result)), want)
+}
+
+func TestReloadKubeletConfigMap(t *testing.T) {
+	t.Parallel()
+	k := newKubeletDir(t, filterFile)
+	store, w, reg := startWatcher(t, k.path())
+
+	k.update(blockFile)
+	waitForRule(t, store, "v2")
+	waitForCount(t, reg, w, ReloadSuccess, 1)
+
+	k.update(brokenFile)
+	waitForCount(t, reg, w, ReloadInvalid, 1)
+	if got := store.Load().rules[0].label; got != "v2" {
+		t.Fatalf("a bad update replaced the policy: rule %q in force", got)
+	}
+
+	k.update(passFile)
+	waitForRule(t, store, "v3")
+	waitForCount(t, reg, w, ReloadSuccess, 2)
+
+	want := fmt.Sprintf(`
+# HELP tiergate_config_info Always 1; the sha256 label is the SHA-256 of the policy file in force.
+# TYPE tiergate_config_info gauge
+tiergate_config_info{sha256=%q} 1
+`, store.Load().SHA256())
+	if err := testutil.GatherAndCompare(reg, stringsReader(want), "tiergate_config_info"); err != nil {
+		t.Fatal(err)
+	}
+	if ts := testutil.ToFloat64(w.metrics.lastSuccess); time.Since(time.Unix(int64(ts), 0)) > time.Minute {
+		t.Fatalf("last success timestamp %v is stale", ts)
+	}
+}
+
+func TestReloadPlainFile(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		change func(t *testing.T, path string)
+	}{
+		{"a rewrite in place", func(t *testing.T, path string) {
+			if err := os.WriteFile(path, []byte(blockFile), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"a delete then create", func(t *testing.T, path string) {
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(20 * time.Millisecond)
+			if err := os.WriteFile(path, []byte(blockFile), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"a rename over the file", func(t *testing.T, path string) {
+			tmp := path + ".tmp"
+			if err := os.WriteFile(tmp, []byte(blockFile), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "policy.yaml")
+			if err := os.WriteFile(path, []byte(filterFile), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			store, _, _ := startWatcher(t, path)
+			tc.change(t, path)
+			waitForRule(t, store, "v2")
+		})
+	}
+}
+
+func TestReloadMissingFileKeepsPolicy(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte(filterFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	store, w, _ := startWatcher(t, path)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Reload(); got != ReloadMissing {
+		t.Fatalf("Reload of a missing file = %q", got)
+	}
+	if store.Load().rules[0].label != "v1" {
+		t.Fatal("a missing file replaced the policy")
+	}
+	if got := w.Reload(); got != ReloadMissing {
+		t.Fatalf("second Reload = %q", got)
+	}
+	if err := os.WriteFile(path, []byte(filterFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Reload(); got != "" {
+		t.Fatalf("Reload of the same content = %q, want no reload", got)
+	}
+}
