@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 )
 
@@ -87,7 +88,7 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 		res.Beta, res.BetaChanged = strings.Join(kept, ","), true
 	}
 
-	edits := planSpeed(body, top, keep, forced)
+	edits := planSpeed(body, top, keep, forced, s)
 	for _, fb := range fallbacks {
 		var out []byte
 		pos := top.members[fb.member].valStart
@@ -96,7 +97,7 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 			if !scanNested(body, e.start, e.end, &o) {
 				continue
 			}
-			oe := planSpeed(body, &o, keep, false)
+			oe := planSpeed(body, &o, keep, false, nil)
 			if oe == nil {
 				continue
 			}
@@ -109,7 +110,7 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 		}
 		out = append(out, body[pos:top.members[fb.member].valEnd]...)
 		if edits == nil {
-			edits = make([]edit, len(top.members))
+			edits = s.topEdits(len(top.members))
 		}
 		edits[fb.member].replace = out
 	}
@@ -117,13 +118,15 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 	if forced && !anyMember(body, top, keySpeed) {
 		adds = append(adds, `"speed":"fast"`)
 	}
-	if edits == nil && adds == nil {
+	if edits == nil && adds == nil || top.end == 0 {
+		// A body that is not an object has no members to edit; the
+		// upstream will refuse it.
 		return
 	}
 	if edits == nil {
-		edits = make([]edit, len(top.members))
+		edits = s.topEdits(len(top.members))
 	}
-	out := make([]byte, 0, len(body)+32)
+	out := slices.Grow(req.Buf[:0], len(body)+32)
 	out = append(out, body[:top.start]...)
 	out = rebuild(out, body, top, edits, adds)
 	out = append(out, body[top.end:]...)
@@ -134,7 +137,9 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 // speed that asks for fast mode goes. With keep, exactly one speed member is
 // left, the last, spelled "fast" when it asks for fast mode or when forceFast
 // (other values are kept as they are). It returns nil when nothing changes.
-func planSpeed(body []byte, obj *object, keep, forceFast bool) []edit {
+//
+// Top-level plans use s's storage; nested ones (s nil) allocate.
+func planSpeed(body []byte, obj *object, keep, forceFast bool, s *scratch) []edit {
 	var idx [8]int
 	found := idx[:0]
 	for i, m := range obj.members {
@@ -145,12 +150,18 @@ func planSpeed(body []byte, obj *object, keep, forceFast bool) []edit {
 	if len(found) == 0 {
 		return nil
 	}
+	newEdits := func() []edit {
+		if s != nil {
+			return s.topEdits(len(obj.members))
+		}
+		return make([]edit, len(obj.members))
+	}
 	var edits []edit
 	if !keep {
 		for _, i := range found {
 			if isFastSpeed(body[obj.members[i].valStart:obj.members[i].valEnd]) {
 				if edits == nil {
-					edits = make([]edit, len(obj.members))
+					edits = newEdits()
 				}
 				edits[i].remove = true
 			}
@@ -163,7 +174,7 @@ func planSpeed(body []byte, obj *object, keep, forceFast bool) []edit {
 	if len(found) == 1 && !replace {
 		return nil
 	}
-	edits = make([]edit, len(obj.members))
+	edits = newEdits()
 	for _, i := range found[:len(found)-1] {
 		edits[i].remove = true
 	}

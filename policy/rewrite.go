@@ -2,7 +2,9 @@ package policy
 
 import (
 	"bytes"
+	"slices"
 	"strings"
+	"sync"
 )
 
 // Request describes the request (or WebSocket frame) a body belongs to.
@@ -19,6 +21,10 @@ type Request struct {
 	// EnsureUsage asks that a streamed Chat Completions request carry
 	// stream_options.include_usage: true, so its usage can be counted.
 	EnsureUsage bool
+	// Buf, when non-nil, is storage for a rewritten body: Apply appends to
+	// Buf[:0], so a caller that recycles buffers rewrites without
+	// allocating. The input body is never written to.
+	Buf []byte
 }
 
 // Result is a decision plus what to forward.
@@ -73,17 +79,39 @@ type scratch struct {
 	members [32]member
 	tiers   [8]Tier
 	models  [4]string
+	edits   [32]edit
 }
 
-func (s *scratch) init() {
-	s.doc.members = s.members[:0]
+// topEdits returns cleared edits for the top-level object's n members.
+func (s *scratch) topEdits(n int) []edit {
+	if n <= len(s.edits) {
+		e := s.edits[:n]
+		clear(e)
+		return e
+	}
+	return make([]edit, n)
+}
+
+// scratchPool recycles scratch space: it is too large to zero per request
+// and, pointing into itself, would escape to the heap anyway.
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+func getScratch() *scratch {
+	s := scratchPool.Get().(*scratch)
+	s.doc = object{members: s.members[:0]}
+	return s
+}
+
+func putScratch(s *scratch) {
+	clear(s.models[:]) // drop references to model strings
+	scratchPool.Put(s)
 }
 
 // Apply decides an HTTP request body (Chat Completions, Responses, Messages)
 // and produces what to forward.
 func (p *Policy) Apply(req *Request, body []byte) Result {
-	var s scratch
-	s.init()
+	s := getScratch()
+	defer putScratch(s)
 	res := Result{Body: body, Policed: true}
 	isObj, err := scanDocument(body, &s.doc)
 	if err != nil {
@@ -95,10 +123,10 @@ func (p *Policy) Apply(req *Request, body []byte) Result {
 		s.doc = object{}
 	}
 	if req.Endpoint.Anthropic() {
-		p.applyAnthropic(req, body, &s, &res)
+		p.applyAnthropic(req, body, s, &res)
 		return res
 	}
-	p.applyOpenAI(req, body, &s, &res, false)
+	p.applyOpenAI(req, body, s, &res, false)
 	return res
 }
 
@@ -107,8 +135,8 @@ func (p *Policy) Apply(req *Request, body []byte) Result {
 // A frame that is not valid JSON cannot be told apart from a response.create
 // a lenient reader would accept, so it is refused with Status 400.
 func (p *Policy) ApplyFrame(req *Request, frame []byte) Result {
-	var s scratch
-	s.init()
+	s := getScratch()
+	defer putScratch(s)
 	res := Result{Body: frame}
 	isObj, err := scanDocument(frame, &s.doc)
 	if err != nil {
@@ -120,7 +148,7 @@ func (p *Policy) ApplyFrame(req *Request, frame []byte) Result {
 		return res
 	}
 	res.Policed = true
-	p.applyOpenAI(req, frame, &s, &res, true)
+	p.applyOpenAI(req, frame, s, &res, true)
 	return res
 }
 
@@ -205,14 +233,14 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 	// tiergate does not recognise, the raw value of the last occurrence).
 	keep := res.Action == ActionPass
 	var want []byte
-	if keep && res.Sent.Concrete() {
-		want = []byte(res.Sent.quoted())
+	if keep && res.Forced {
+		want = quotedTier[res.Sent]
 	}
-	topEdits := planTier(body, top, keep, want)
+	topEdits := planTier(body, top, keep, want, s)
 	for _, n := range nested {
-		if e := planTier(body, &n.obj, keep, want); e != nil {
+		if e := planTier(body, &n.obj, keep, want, nil); e != nil {
 			if topEdits == nil {
-				topEdits = make([]edit, len(top.members))
+				topEdits = s.topEdits(len(top.members))
 			}
 			topEdits[n.member].replace = rebuild(nil, body, &n.obj, e, nil)
 		}
@@ -223,16 +251,18 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 	}
 	if req.EnsureUsage && req.Endpoint == EndpointChatCompletions && stream == 1 {
 		var added bool
-		topEdits, adds, added = ensureIncludeUsage(body, top, topEdits, adds)
+		topEdits, adds, added = ensureIncludeUsage(body, top, topEdits, adds, s)
 		res.UsageAdded = added
 	}
-	if topEdits == nil && adds == nil {
+	if topEdits == nil && adds == nil || top.end == 0 {
+		// A body that is not an object has no members to edit; the
+		// upstream will refuse it.
 		return
 	}
 	if topEdits == nil {
-		topEdits = make([]edit, len(top.members))
+		topEdits = s.topEdits(len(top.members))
 	}
-	out := make([]byte, 0, len(body)+64)
+	out := slices.Grow(req.Buf[:0], len(body)+64)
 	out = append(out, body[:top.start]...)
 	out = rebuild(out, body, top, topEdits, adds)
 	out = append(out, body[top.end:]...)
@@ -246,10 +276,13 @@ type edit struct {
 }
 
 // planTier plans the service_tier members of one object. With keep false
-// every one is removed; with keep true exactly one is left, the last, with
-// its value replaced by want when want is non-nil. It returns nil when the
-// object needs no change.
-func planTier(body []byte, obj *object, keep bool, want []byte) []edit {
+// every one is removed; with keep true exactly one is left, the last,
+// carrying want when it is non-nil (a forced tier) and otherwise the
+// canonical spelling of its own value (a value tiergate does not recognise
+// is kept as it is). It returns nil when the object needs no change.
+//
+// Top-level plans use s's storage; nested ones (s nil) allocate.
+func planTier(body []byte, obj *object, keep bool, want []byte, s *scratch) []edit {
 	var idx [8]int
 	found := idx[:0]
 	for i, m := range obj.members {
@@ -262,11 +295,19 @@ func planTier(body []byte, obj *object, keep bool, want []byte) []edit {
 	}
 	li := found[len(found)-1]
 	lastVal := body[obj.members[li].valStart:obj.members[li].valEnd]
+	if keep && want == nil {
+		want = quotedTier[tierOfValue(lastVal)]
+	}
 	replace := keep && want != nil && !bytes.Equal(lastVal, want)
 	if keep && len(found) == 1 && !replace {
 		return nil
 	}
-	edits := make([]edit, len(obj.members))
+	var edits []edit
+	if s != nil {
+		edits = s.topEdits(len(obj.members))
+	} else {
+		edits = make([]edit, len(obj.members))
+	}
 	for _, i := range found[:len(found)-1] {
 		edits[i].remove = true
 	}
@@ -278,6 +319,15 @@ func planTier(body []byte, obj *object, keep bool, want []byte) []edit {
 	}
 	return edits
 }
+
+// quotedTier holds the JSON token of each concrete tier (nil otherwise).
+var quotedTier = func() [TierUnrecognised + 1][]byte {
+	var q [TierUnrecognised + 1][]byte
+	for t := TierPriority; t <= TierUltrafast; t++ {
+		q[t] = []byte(t.quoted())
+	}
+	return q
+}()
 
 // rebuild appends obj to dst with per-member edits applied and adds (each a
 // rendered "key":value) appended as new members. White space between kept
@@ -325,7 +375,7 @@ func rebuild(dst, src []byte, obj *object, edits []edit, adds []string) []byte {
 
 // ensureIncludeUsage makes every stream_options carry include_usage: true,
 // adding the member when there is none.
-func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string) ([]edit, []string, bool) {
+func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s *scratch) ([]edit, []string, bool) {
 	seen, added := false, false
 	for i, m := range top.members {
 		if !keyEquals(body[m.keyStart:m.keyEnd], keyStreamOptions) {
@@ -359,7 +409,7 @@ func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string) (
 			continue // not an object: the upstream will refuse it
 		}
 		if edits == nil {
-			edits = make([]edit, len(top.members))
+			edits = s.topEdits(len(top.members))
 		}
 		edits[i].replace = repl
 		added = true

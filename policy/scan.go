@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -254,7 +255,14 @@ func special(v uint64) uint64 {
 // the offset just past its closing quote. It checks escapes and UTF-8.
 func validString(d []byte, i int) (int, bool) {
 	for {
-		for i+8 <= len(d) && special(binary.LittleEndian.Uint64(d[i:]))&msb == 0 {
+		// Skip eight plain bytes at a time, then jump straight to the first
+		// byte that needs a look: the lowest flagged byte is exact (borrows
+		// only ever flag bytes above a true match).
+		for i+8 <= len(d) {
+			if m := special(binary.LittleEndian.Uint64(d[i:])) & msb; m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
 			i += 8
 		}
 		if i >= len(d) {
