@@ -1,0 +1,139 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/tiergate/tiergate/policy"
+)
+
+// headerFlags collects repeated --header k=v flags.
+type headerFlags []string
+
+func (h *headerFlags) String() string     { return strings.Join(*h, ", ") }
+func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
+
+// evalDecision is the one JSON line `tiergate eval` writes to stderr.
+type evalDecision struct {
+	Endpoint             string            `json:"endpoint"`
+	Group                string            `json:"group"`
+	Model                string            `json:"model"`
+	ServiceTierRequested string            `json:"service_tier_requested"`
+	ServiceTierSent      string            `json:"service_tier_sent"`
+	Action               string            `json:"action"`
+	Rule                 string            `json:"rule"`
+	Message              string            `json:"message"`
+	Status               int               `json:"status"`
+	SetHeaders           map[string]string `json:"set_headers,omitempty"`
+	RemoveHeaders        []string          `json:"remove_headers,omitempty"`
+}
+
+// runEval decides one request read from stdin exactly as the ext_proc
+// server would, printing the body that would go upstream (or the error body
+// returned) on stdout and the decision on stderr.
+func runEval(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	config := fs.String("config", "", "policy file (default: the embedded default policy)")
+	path := fs.String("path", "", "request path, e.g. /v1/responses (required)")
+	maxBody := fs.Int64("max-body-bytes", defaultMaxBody, "largest body, compressed or decompressed")
+	var headers headerFlags
+	fs.Var(&headers, "header", "request header as name=value (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *path == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: tiergate eval [--config FILE] --path /v1/responses [--header k=v]... < body.json")
+		return exitCode(2)
+	}
+	p, err := loadPolicy(*config)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitCode(exitError)
+	}
+	hdr := map[string][]string{}
+	for _, h := range headers {
+		k, v, ok := strings.Cut(h, "=")
+		if !ok {
+			fmt.Fprintf(stderr, "tiergate eval: --header %q: want name=value\n", h)
+			return exitCode(2)
+		}
+		k = strings.ToLower(strings.TrimSpace(k))
+		hdr[k] = append(hdr[k], v)
+	}
+	body, err := io.ReadAll(io.LimitReader(stdin, *maxBody+1))
+	if err != nil {
+		return fmt.Errorf("read body: %w", err)
+	}
+	if int64(len(body)) > *maxBody {
+		return fmt.Errorf("body larger than --max-body-bytes (%d)", *maxBody)
+	}
+	ep := policy.EndpointForPath(*path)
+	dec := evalDecision{Endpoint: ep.String(), Action: "pass", ServiceTierRequested: "none", ServiceTierSent: "none"}
+	if ep == policy.EndpointUnknown {
+		// Not policed: the ext_proc server lets it through untouched.
+		_, _ = stdout.Write(body)
+		return writeDecision(stderr, dec, exitForwarded)
+	}
+	get := func(name string) string {
+		if v := hdr[name]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	out := p.DecideHTTP(&policy.HTTPRequest{
+		Endpoint: ep, Header: get, Beta: hdr["anthropic-beta"], Body: body, MaxDecoded: *maxBody,
+	})
+	dec.Group, dec.Model = out.Group, out.RequestModel
+	dec.ServiceTierRequested, dec.ServiceTierSent = out.Requested.String(), out.Sent.String()
+	dec.Action, dec.Rule, dec.Message = out.Action.String(), out.Rule, out.Message
+	if out.Refused {
+		dec.Status = out.Refusal.Status()
+		_, _ = stdout.Write(out.ErrorBody)
+		return writeDecision(stderr, dec, exitRefused)
+	}
+	if out.BetaChanged {
+		if out.Beta == "" {
+			dec.RemoveHeaders = append(dec.RemoveHeaders, "anthropic-beta")
+		} else {
+			dec.SetHeaders = map[string]string{"anthropic-beta": out.Beta}
+		}
+	}
+	if out.Decoded {
+		dec.RemoveHeaders = append(dec.RemoveHeaders, "content-encoding")
+	}
+	_, _ = stdout.Write(out.Body)
+	return writeDecision(stderr, dec, exitForwarded)
+}
+
+func writeDecision(w io.Writer, d evalDecision, code int) error {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("encode decision: %w", err)
+	}
+	fmt.Fprintf(w, "%s\n", b)
+	if code != 0 {
+		return exitCode(code)
+	}
+	return nil
+}
+
+// loadPolicy reads a policy file, or returns the embedded default for "".
+func loadPolicy(path string) (*policy.Policy, error) {
+	if path == "" {
+		return policy.Default(), nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	p, err := policy.Load(data)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s:\n%w", path, err)
+	}
+	return p, nil
+}

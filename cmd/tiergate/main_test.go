@@ -1,0 +1,355 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the tiergate binary the subprocess tests run, built once.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tiergate-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "tiergate")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		panic("go build: " + err.Error() + "\n" + string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func runBinary(t *testing.T, stdin []byte, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+func readFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		files []string
+		code  int
+		want  []string
+	}{
+		{"a good file passes silently", []string{"testdata/good.yaml"}, 0, nil},
+		{"a bad file lists every problem as file: place: message", []string{"testdata/good.yaml", "testdata/bad.yaml"}, 1, []string{
+			`testdata/bad.yaml: groups[0].force_service_tier: all is not a tier a request can be forced to (want priority, flex, auto, default, scale or ultrafast)`,
+			`testdata/bad.yaml: rules[0].action: unknown action "blok" (want pass, filter or block)`,
+			`testdata/bad.yaml: rules[1].serviceTier: unknown field (did you mean service_tier? fields are written in snake_case)`,
+			`testdata/bad.yaml: rules[1].service_tier: required (priority, fast, flex, auto, default, scale, ultrafast or all)`,
+			`testdata/bad.yaml: rules[1].name: duplicate rule name "typo" (also rules[0])`,
+		}},
+		{"a missing file is reported", []string{"testdata/nope.yaml"}, 1, []string{"testdata/nope.yaml: open testdata/nope.yaml: no such file or directory"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := runBinary(t, nil, append([]string{"validate"}, tc.files...)...)
+			if r.code != tc.code {
+				t.Fatalf("exit %d, want %d; stdout:\n%s", r.code, tc.code, r.stdout)
+			}
+			lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+			if len(tc.want) == 0 && strings.TrimSpace(r.stdout) != "" {
+				t.Fatalf("unexpected output:\n%s", r.stdout)
+			}
+			if len(tc.want) > 0 && len(lines) != len(tc.want) {
+				t.Errorf("%d lines, want %d:\n%s", len(lines), len(tc.want), r.stdout)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(r.stdout, w+"\n") {
+					t.Errorf("missing line %q in:\n%s", w, r.stdout)
+				}
+			}
+		})
+	}
+}
+
+func gzipped(t *testing.T, b []byte) []byte {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	w.Write(b)
+	w.Close()
+	return buf.Bytes()
+}
+
+func TestEval(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name     string
+		args     []string
+		body     []byte
+		code     int
+		stdout   string
+		decision map[string]any
+	}{
+		{
+			name: "the default policy strips fast", args: []string{"--path", "/v1/responses"},
+			body: readFile(t, "responses-priority.json"), code: 0,
+			stdout:   `{"model":"gpt-5.5","input":"hi"}`,
+			decision: map[string]any{"endpoint": "responses", "action": "filter", "rule": "#1", "service_tier_requested": "priority", "service_tier_sent": "none", "model": "gpt-5.5"},
+		},
+		{
+			name: "a block prints the error body and exits 3", args: []string{"--config", "testdata/good.yaml", "--path", "/v1/responses"},
+			body: readFile(t, "responses-priority.json"), code: 3,
+			stdout:   `{"error":{"message":"priority is reserved for the codex-fast group","type":"forbidden_error","param":"service_tier","code":"policy_violation"}}`,
+			decision: map[string]any{"action": "block", "rule": "no-priority-on-gpt-5.5", "status": 403.0},
+		},
+		{
+			name: "the group header selects a forcing group", args: []string{"--config", "testdata/good.yaml", "--path", "/v1/chat/completions", "--header", "x-tiergate-group=codex-fast"},
+			body: []byte(`{"model":"gpt-5.5-mini","messages":[]}`), code: 0,
+			stdout:   `{"model":"gpt-5.5-mini","messages":[],"service_tier":"priority"}`,
+			decision: map[string]any{"group": "codex-fast", "action": "pass", "rule": "codex-fast-ok", "service_tier_sent": "priority", "service_tier_requested": "none"},
+		},
+		{
+			name: "an API key's digest selects its group", args: []string{"--config", "testdata/good.yaml", "--path", "/v1/responses", "--header", "Authorization=Bearer sk-test-keyed"},
+			body: []byte(`{"model":"gpt-4o","service_tier":"priority"}`), code: 0,
+			stdout:   `{"model":"gpt-4o"}`,
+			decision: map[string]any{"group": "keyed", "action": "filter", "rule": "strip-priority"},
+		},
+		{
+			name: "Anthropic fast mode is filtered from body and header", args: []string{"--path", "/v1/messages", "--header", "anthropic-beta=fast-mode-2026-02-01,context-1m-2025-08-07"},
+			body: readFile(t, "messages-fast.json"), code: 0,
+			stdout:   `{"model":"claude-opus-4-6","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}`,
+			decision: map[string]any{"endpoint": "messages", "action": "filter", "set_headers": map[string]any{"anthropic-beta": "context-1m-2025-08-07"}},
+		},
+		{
+			name: "a gzip body is decoded, policed and forwarded decoded", args: []string{"--path", "/v1/chat/completions", "--header", "content-encoding=gzip"},
+			body: gzipped(t, readFile(t, "chat-priority.json")), code: 0,
+			stdout:   `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}`,
+			decision: map[string]any{"action": "filter", "remove_headers": []any{"content-encoding"}},
+		},
+		{
+			name: "an unknown encoding is refused with 415", args: []string{"--path", "/v1/chat/completions", "--header", "content-encoding=br"},
+			body: []byte("xx"), code: 3,
+			stdout:   `{"error":{"message":"content-encoding \"br\" is not supported; send the body uncompressed, gzip or deflate","type":"invalid_request_error","param":null,"code":"unsupported_content_encoding"}}`,
+			decision: map[string]any{"status": 415.0},
+		},
+		{
+			name: "invalid JSON is refused with 400 in Anthropic's shape", args: []string{"--path", "/v1/messages"},
+			body: readFile(t, "invalid.json"), code: 3,
+			stdout:   `{"type":"error","error":{"type":"invalid_request_error","message":"the request body is not valid JSON: invalid JSON at byte 44"}}`,
+			decision: map[string]any{"status": 400.0},
+		},
+		{
+			name: "an unpoliced path passes untouched", args: []string{"--path", "/v1/embeddings"},
+			body: readFile(t, "responses-priority.json"), code: 0,
+			stdout:   string(readFile(t, "responses-priority.json")),
+			decision: map[string]any{"endpoint": "unknown", "action": "pass"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := runBinary(t, tc.body, append([]string{"eval"}, tc.args...)...)
+			if r.code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr: %s", r.code, tc.code, r.stderr)
+			}
+			if r.stdout != tc.stdout {
+				t.Errorf("stdout:\n got %s\nwant %s", r.stdout, tc.stdout)
+			}
+			lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+			if len(lines) != 1 {
+				t.Fatalf("stderr has %d lines, want one decision line:\n%s", len(lines), r.stderr)
+			}
+			var got map[string]any
+			if err := json.Unmarshal([]byte(lines[0]), &got); err != nil {
+				t.Fatalf("decision line is not JSON: %v\n%s", err, lines[0])
+			}
+			for k, v := range tc.decision {
+				if gb, _ := json.Marshal(got[k]); string(gb) != mustJSON(v) {
+					t.Errorf("decision[%s] = %s, want %s (line %s)", k, gb, mustJSON(v), lines[0])
+				}
+			}
+		})
+	}
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no command prints usage", nil, 2, "usage: tiergate <command>"},
+		{"an unknown command is named", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{"eval needs a path", []string{"eval"}, 2, "usage: tiergate eval"},
+		{"validate needs a file", []string{"validate"}, 2, "usage: tiergate validate FILE..."},
+		{"serve refuses a bad policy", []string{"serve", "--config", "testdata/bad.yaml", "--admin-listen", "127.0.0.1:0"}, 1, `rules[0].action: unknown action "blok"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := runBinary(t, nil, tc.args...)
+			if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("exit %d (want %d), stderr:\n%s\nwant it to contain %q", r.code, tc.code, r.stderr, tc.want)
+			}
+		})
+	}
+	if r := runBinary(t, nil, "version"); r.code != 0 || !strings.HasPrefix(r.stdout, "tiergate ") {
+		t.Fatalf("version: exit %d stdout %q", r.code, r.stdout)
+	}
+}
+
+// startServe runs `tiergate serve` and returns the addresses it logged, by
+// listener name.
+func startServe(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"serve"}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var usage bytes.Buffer
+	cmd.Stdout = &usage
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addrs := map[string]string{}
+	ready := make(chan struct{})
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var l struct{ Msg, Listener, Address string }
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
+				lines <- l.Listener + "=" + l.Address
+			}
+		}
+		close(lines)
+	}()
+	want := 1
+	for _, a := range args {
+		if a == "--extproc-listen" {
+			want++
+		}
+	}
+	go func() {
+		for l := range lines {
+			k, v, _ := strings.Cut(l, "=")
+			addrs[k] = v
+			if len(addrs) == want {
+				close(ready)
+				for range lines {
+				}
+				return
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("serve did not log its listeners")
+	}
+	return cmd, addrs, &usage
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestServeAdminAndShutdown(t *testing.T) {
+	t.Parallel()
+	cmd, addrs, _ := startServe(t, "--config", "testdata/good.yaml", "--admin-listen", "127.0.0.1:0")
+	base := "http://" + addrs["admin"]
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ok"} {
+		if code, body := get(t, base+path); code != 200 || strings.TrimSpace(body) != want {
+			t.Errorf("%s = %d %q", path, code, body)
+		}
+	}
+	code, body := get(t, base+"/policy")
+	var pol struct {
+		Source   string
+		SHA256   string
+		LoadedAt string `json:"loaded_at"`
+		Policy   struct {
+			Rules  []struct{ Label, Action string }
+			Groups []struct {
+				Name         string
+				APIKeySHA256 []string `json:"api_key_sha256"`
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &pol); code != 200 || err != nil {
+		t.Fatalf("/policy = %d %v\n%s", code, err, body)
+	}
+	if len(pol.Policy.Rules) != 3 || pol.Policy.Rules[1].Action != "block" {
+		t.Errorf("/policy rules = %+v", pol.Policy.Rules)
+	}
+	if strings.Contains(body, "0a5928330") || pol.Policy.Groups[1].APIKeySHA256[0] != "redacted" {
+		t.Errorf("/policy shows key digests:\n%s", body)
+	}
+	_, metrics := get(t, base+"/metrics")
+	for _, m := range []string{"tiergate_config_info{sha256=", "tiergate_config_reloads_total{result=\"invalid\"} 0", "go_goroutines"} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve exited with %v after SIGTERM", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop after SIGTERM")
+	}
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tiergate/tiergate/policy"
+)
+
+const defaultMaxBody = 64 << 20
+
+// serveConfig is everything `tiergate serve` is told on its command line.
+type serveConfig struct {
+	configPath    string
+	adminListen   string
+	usageLog      string
+	logLevel      string
+	shutdownGrace time.Duration
+}
+
+func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
+	c := &serveConfig{}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.configPath, "config", "", "policy file, watched and reloaded live (default: the embedded default policy, which strips priority)")
+	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9464", "address of /metrics, /healthz, /readyz and /policy (in Kubernetes bind :9464)")
+	fs.StringVar(&c.usageLog, "usage-log", "stdout", "where usage records go, one JSON object per line: stdout, a file path, or off")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug (one line per decision), info (one line per block), warn or error; logs go to stderr as JSON")
+	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open streams and sessions may run on before they are closed")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	return c, nil
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// openUsageLog returns the usage log's writer and a function that closes it.
+func openUsageLog(dest string, stdout io.Writer) (io.Writer, func() error, error) {
+	switch dest {
+	case "stdout", "-", "":
+		return stdout, func() error { return nil }, nil
+	case "off":
+		return io.Discard, func() error { return nil }, nil
+	}
+	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--usage-log: %w", err)
+	}
+	return f, f.Close, nil
+}
+
+// listen opens a TCP address or, for unix:///path, a Unix socket (a stale
+// socket file from a previous run is removed first).
+func listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
+		return net.Listen("unix", path)
+	}
+	return net.Listen("tcp", addr)
+}
+
+// runServe runs the servers until ctx ends, then drains them.
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseServeFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, cfg.logLevel)
+	if err != nil {
+		return err
+	}
+	p, err := loadPolicy(cfg.configPath)
+	if err != nil {
+		return err
+	}
+	source := cfg.configPath
+	if source == "" {
+		source = "embedded default"
+	}
+	log.Info("policy loaded", "source", source, "sha256", p.SHA256())
+	store := policy.NewStore(p)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	usageOut, closeUsage, err := openUsageLog(cfg.usageLog, stdout)
+	if err != nil {
+		return err
+	}
+	defer closeUsage()
+	_ = usageOut
+
+	var wg sync.WaitGroup
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 4)
+
+	if cfg.configPath != "" {
+		w, err := policy.NewWatcher(cfg.configPath, store, reg, log, policy.WatcherOptions{})
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.Run(runCtx); err != nil {
+				errc <- fmt.Errorf("policy watcher: %w", err)
+			}
+		}()
+	}
+
+	rd := &readiness{}
+	adminLn, err := listen(cfg.adminListen)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	admin := &http.Server{Handler: adminHandler(reg, store, source, rd), ReadHeaderTimeout: 10 * time.Second}
+	log.Info("listening", "listener", "admin", "address", adminLn.Addr().String())
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin listener: %w", err)
+		}
+	}()
+
+	rd.ready.Store(true)
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "grace", cfg.shutdownGrace.String())
+	case runErr = <-errc:
+		log.Error("shutting down after a failure", "err", runErr)
+	}
+	rd.draining.Store(true)
+	cancel()
+	shutdownCtx, done := context.WithTimeout(context.Background(), cfg.shutdownGrace)
+	defer done()
+	_ = admin.Shutdown(shutdownCtx)
+	wg.Wait()
+	log.Info("stopped")
+	return runErr
+}

@@ -1,0 +1,79 @@
+package contentcoding
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func gz(b []byte) []byte {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	w.Write(b)
+	w.Close()
+	return buf.Bytes()
+}
+
+func zl(b []byte) []byte {
+	var buf bytes.Buffer
+	w := zlib.NewWriter(&buf)
+	w.Write(b)
+	w.Close()
+	return buf.Bytes()
+}
+
+func raw(b []byte) []byte {
+	var buf bytes.Buffer
+	w, _ := flate.NewWriter(&buf, flate.DefaultCompression)
+	w.Write(b)
+	w.Close()
+	return buf.Bytes()
+}
+
+func TestDecode(t *testing.T) {
+	t.Parallel()
+	body := []byte(`{"model":"gpt-5.5","service_tier":"priority"}`)
+	cases := []struct {
+		name   string
+		header string
+		in     []byte
+		limit  int64
+		want   []byte
+		err    error
+	}{
+		{"identity passes through", "", body, 1 << 20, body, nil},
+		{"explicit identity passes through", "identity", body, 1 << 20, body, nil},
+		{"gzip is decoded", "gzip", gz(body), 1 << 20, body, nil},
+		{"gzip is decoded whatever its case", " GZIP ", gz(body), 1 << 20, body, nil},
+		{"zlib deflate is decoded", "deflate", zl(body), 1 << 20, body, nil},
+		{"raw deflate is decoded", "deflate", raw(body), 1 << 20, body, nil},
+		{"stacked codings are undone in reverse", "deflate, gzip", gz(zl(body)), 1 << 20, body, nil},
+		{"brotli is unsupported", "br", body, 1 << 20, nil, ErrUnsupported},
+		{"a bomb is cut off at the limit", "gzip", gz(bytes.Repeat([]byte("a"), 1<<20)), 1 << 16, nil, ErrTooLarge},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := Decode(tc.header, tc.in, tc.limit)
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("err = %v, want %v", err, tc.err)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(got, tc.want) {
+				t.Fatalf("Decode = %q, %v", got, err)
+			}
+		})
+	}
+	if _, err := Decode("gzip", []byte("not gzip"), 100); err == nil || !strings.Contains(err.Error(), "gzip") {
+		t.Fatalf("corrupt gzip: err = %v", err)
+	}
+	if !Supported("gzip, identity") || Supported("zstd") || !Identity(" identity ") || Identity("gzip") {
+		t.Fatal("Supported/Identity disagree with the codings")
+	}
+}

@@ -1,0 +1,85 @@
+package policy
+
+import (
+	"encoding/json"
+	"strings"
+
+	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
+)
+
+// fileRule and friends mirror the policy file, so /policy shows the policy
+// in the terms it was written in.
+type fileRule struct {
+	Name                 string   `json:"name,omitempty"`
+	Label                string   `json:"label"`
+	ServiceTier          string   `json:"service_tier"`
+	Action               string   `json:"action"`
+	ErrorMessage         string   `json:"error_message,omitempty"`
+	ModelWhitelist       []string `json:"model_whitelist,omitempty"`
+	FallbackAction       string   `json:"fallback_action,omitempty"`
+	FallbackErrorMessage string   `json:"fallback_error_message,omitempty"`
+	Groups               []string `json:"groups,omitempty"`
+	Endpoints            []string `json:"endpoints,omitempty"`
+}
+
+type fileGroup struct {
+	Name             string   `json:"name"`
+	ForceServiceTier string   `json:"force_service_tier,omitempty"`
+	APIKeySHA256     []string `json:"api_key_sha256,omitempty"`
+}
+
+type fileConfig struct {
+	Rules        []fileRule        `json:"rules"`
+	Groups       []fileGroup       `json:"groups,omitempty"`
+	Identity     map[string]string `json:"identity,omitempty"`
+	ModelAliases map[string]string `json:"model_aliases,omitempty"`
+	Metrics      map[string]any    `json:"metrics,omitempty"`
+}
+
+// enumName spells a proto enum value as the policy file does.
+func enumName(full, prefix string) string {
+	return strings.ToLower(strings.TrimPrefix(full, prefix))
+}
+
+// RedactedJSON renders the policy as the file would write it, with each
+// rule's label added and every API key digest replaced by "redacted": a
+// digest of a short key can be reversed, so it is not shown.
+func (p *Policy) RedactedJSON() ([]byte, error) {
+	cfg := p.config
+	out := fileConfig{Rules: []fileRule{}, ModelAliases: cfg.GetModelAliases()}
+	for i, r := range cfg.GetRules() {
+		fr := fileRule{
+			Name: r.Name, Label: ruleLabel(r.Name, i),
+			ServiceTier:          enumName(r.ServiceTier.String(), "SERVICE_TIER_"),
+			Action:               enumName(r.Action.String(), "ACTION_"),
+			ErrorMessage:         r.ErrorMessage,
+			ModelWhitelist:       r.ModelWhitelist,
+			FallbackErrorMessage: r.FallbackErrorMessage,
+			Groups:               r.Groups,
+		}
+		if r.FallbackAction != tiergatev1.Action_ACTION_UNSPECIFIED {
+			fr.FallbackAction = enumName(r.FallbackAction.String(), "ACTION_")
+		}
+		for _, e := range r.Endpoints {
+			fr.Endpoints = append(fr.Endpoints, enumName(e.String(), "ENDPOINT_"))
+		}
+		out.Rules = append(out.Rules, fr)
+	}
+	for _, g := range cfg.GetGroups() {
+		fg := fileGroup{Name: g.Name}
+		if g.ForceServiceTier != tiergatev1.ServiceTier_SERVICE_TIER_UNSPECIFIED {
+			fg.ForceServiceTier = enumName(g.ForceServiceTier.String(), "SERVICE_TIER_")
+		}
+		for range g.ApiKeySha256 {
+			fg.APIKeySHA256 = append(fg.APIKeySHA256, "redacted")
+		}
+		out.Groups = append(out.Groups, fg)
+	}
+	if h := cfg.GetIdentity().GetGroupHeader(); h != "" {
+		out.Identity = map[string]string{"group_header": h}
+	}
+	if m := cfg.GetMetrics().GetModels(); len(m) > 0 {
+		out.Metrics = map[string]any{"models": m}
+	}
+	return json.Marshal(out)
+}

@@ -1,0 +1,120 @@
+package policy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+)
+
+// Refusal is why tiergate itself answers a request instead of forwarding it.
+type Refusal uint8
+
+// Refusals, each with its HTTP status and error code.
+const (
+	RefusalPolicy              Refusal = iota // 403: the policy blocks the tier
+	RefusalInvalidJSON                        // 400: the body is not valid JSON
+	RefusalUnsupportedEncoding                // 415: a content-encoding tiergate cannot decode
+)
+
+// Status returns the HTTP status of a refusal.
+func (r Refusal) Status() int {
+	switch r {
+	case RefusalInvalidJSON:
+		return 400
+	case RefusalUnsupportedEncoding:
+		return 415
+	}
+	return 403
+}
+
+// Code returns the OpenAI-style error code of a refusal.
+func (r Refusal) Code() string {
+	switch r {
+	case RefusalInvalidJSON:
+		return "invalid_json"
+	case RefusalUnsupportedEncoding:
+		return "unsupported_content_encoding"
+	}
+	return "policy_violation"
+}
+
+func (r Refusal) openAIType() string {
+	if r == RefusalPolicy {
+		return "forbidden_error"
+	}
+	return "invalid_request_error"
+}
+
+func (r Refusal) anthropicType() string {
+	if r == RefusalPolicy {
+		return "permission_error"
+	}
+	return "invalid_request_error"
+}
+
+// ErrorBody renders the JSON error body tiergate answers with, in the
+// endpoint's own dialect (DESIGN.md, Error shapes).
+func ErrorBody(ep Endpoint, r Refusal, message string) []byte {
+	var v any
+	if ep.Anthropic() {
+		v = anthropicError{Type: "error", Error: anthropicErrorDetail{Type: r.anthropicType(), Message: message}}
+	} else {
+		var param *string
+		if r == RefusalPolicy {
+			p := "service_tier"
+			param = &p
+		}
+		v = openAIError{Error: openAIErrorDetail{Message: message, Type: r.openAIType(), Param: param, Code: r.Code()}}
+	}
+	b, _ := json.Marshal(v) // plain structs of strings: cannot fail
+	return b
+}
+
+// ErrorEvent renders the WebSocket error event tiergate sends before it
+// closes a session: the Responses WebSocket error form, whose status makes
+// Codex treat it as an HTTP error of that status rather than retry.
+func ErrorEvent(r Refusal, message string) []byte {
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	b, _ := json.Marshal(wsErrorEvent{
+		EventID: "evt_" + hex.EncodeToString(id[:]),
+		Type:    "error",
+		Status:  r.Status(),
+		Error:   wsErrorDetail{Type: r.openAIType(), Code: r.Code(), Message: message},
+	})
+	return b
+}
+
+type openAIError struct {
+	Error openAIErrorDetail `json:"error"`
+}
+
+type openAIErrorDetail struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    string  `json:"code"`
+}
+
+type anthropicError struct {
+	Type  string               `json:"type"`
+	Error anthropicErrorDetail `json:"error"`
+}
+
+type anthropicErrorDetail struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+}
+
+type wsErrorEvent struct {
+	EventID string        `json:"event_id"`
+	Type    string        `json:"type"`
+	Status  int           `json:"status"`
+	Error   wsErrorDetail `json:"error"`
+}
+
+type wsErrorDetail struct {
+	Type    string `json:"type"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}

@@ -1,0 +1,89 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/tiergate/tiergate/contentcoding"
+)
+
+// HTTPRequest is an HTTP request to a policed endpoint, as the policy needs
+// it. The ext_proc server and `tiergate eval` both decide through it, so the
+// CLI shows exactly what the server does.
+type HTTPRequest struct {
+	Endpoint Endpoint
+	// Header looks a header up by lower-case name ("" when absent).
+	Header func(name string) string
+	// Beta holds every anthropic-beta header line.
+	Beta []string
+	Body []byte
+	// MaxDecoded bounds a decompressed body.
+	MaxDecoded int64
+	// EnsureUsage: see Request.EnsureUsage.
+	EnsureUsage bool
+	// Buf: see Request.Buf.
+	Buf []byte
+}
+
+// HTTPOutcome is what becomes of an HTTP request.
+type HTTPOutcome struct {
+	Result
+	// Refused is set when tiergate answers the request itself, with
+	// Refusal.Status() and ErrorBody.
+	Refused   bool
+	Refusal   Refusal
+	ErrorBody []byte
+	// Decoded reports that a compressed body was decoded: what goes upstream
+	// is the decoded body without content-encoding.
+	Decoded bool
+}
+
+// DecideHTTP decides an HTTP request: resolves the caller's group, decodes
+// a compressed body, applies the policy and, when the request is refused,
+// renders the error body.
+func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
+	group := p.GroupFromHeaders(r.Header)
+	body := r.Body
+	var out HTTPOutcome
+	if enc := r.Header("content-encoding"); !contentcoding.Identity(enc) {
+		decoded, err := contentcoding.Decode(enc, body, r.MaxDecoded)
+		switch {
+		case errors.Is(err, contentcoding.ErrUnsupported):
+			return p.refuse(r.Endpoint, group, RefusalUnsupportedEncoding,
+				fmt.Sprintf("content-encoding %q is not supported; send the body uncompressed, gzip or deflate", enc))
+		case errors.Is(err, contentcoding.ErrTooLarge):
+			return p.refuse(r.Endpoint, group, RefusalInvalidJSON, "the decompressed body is too large")
+		case err != nil:
+			return p.refuse(r.Endpoint, group, RefusalInvalidJSON, "the body could not be decompressed: "+err.Error())
+		}
+		body, out.Decoded = decoded, true
+	}
+	out.Result = p.Apply(&Request{
+		Endpoint: r.Endpoint, Group: group, Beta: r.Beta, EnsureUsage: r.EnsureUsage, Buf: r.Buf,
+	}, body)
+	if out.Decoded {
+		out.BodyChanged = true // the decoded body replaces the compressed one
+	}
+	switch out.Status {
+	case 400:
+		o := p.refuse(r.Endpoint, group, RefusalInvalidJSON, "the request body is not valid JSON: "+out.Err.Error())
+		o.Result.RequestModel = out.RequestModel
+		return o
+	case 403:
+		out.Refused, out.Refusal = true, RefusalPolicy
+		out.ErrorBody = ErrorBody(r.Endpoint, RefusalPolicy, out.Message)
+	}
+	return out
+}
+
+func (p *Policy) refuse(ep Endpoint, group string, r Refusal, msg string) HTTPOutcome {
+	return HTTPOutcome{
+		Result: Result{
+			Decision: Decision{Action: ActionBlock, Group: group, Message: msg},
+			Status:   r.Status(),
+		},
+		Refused:   true,
+		Refusal:   r,
+		ErrorBody: ErrorBody(ep, r, msg),
+	}
+}
