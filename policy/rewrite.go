@@ -152,13 +152,6 @@ func (p *Policy) ApplyFrame(req *Request, frame []byte) Result {
 	return res
 }
 
-// occurrence is one service_tier member: in the top-level object (obj nil)
-// or in a nested response object.
-type occurrence struct {
-	obj   int // index into nested objects, -1 for the top level
-	index int // member index within that object
-}
-
 // nestedResponse is a "response" member of a frame whose value is an object.
 type nestedResponse struct {
 	member int

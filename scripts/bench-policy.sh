@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${COUNT:-10}
+printf "%-44s %12s %8s %7s\n" "benchmark" "median ns/op" "allocs" "ratio"
 go test -run '^$' -bench 'ValidBytes|Apply' -benchmem -count "$count" ./policy/ | tee /tmp/tiergate-bench-policy.txt |
 awk '
 /^Benchmark/ {
@@ -17,7 +18,6 @@ function median(list,   a, n, i, j, t) {
   return (n%2) ? a[(n+1)/2] : (a[n/2]+a[n/2+1])/2
 }
 END {
-  printf "%-44s %12s %8s %7s\n", "benchmark", "median ns/op", "allocs", "ratio"
   for (name in ns) {
     if (name !~ /Apply/) continue
     size=name; sub(/.*\//, "", size)
