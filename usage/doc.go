@@ -1,0 +1,22 @@
+// Package usage reads what an LLM upstream reports having used, and turns it
+// into usage records and token metrics.
+//
+// It owns:
+//   - parsing token usage out of response bodies (ParseJSON), SSE streams
+//     read incrementally chunk by chunk (SSE), and WebSocket server events
+//     (ParseEvent), for Chat Completions, Responses, Anthropic Messages and
+//     Realtime, with the wire shapes of PROTOCOLS.md;
+//   - removing the usage-only final chunk that tiergate itself asked a Chat
+//     Completions stream for (ChatStreamFilter);
+//   - the usage record's JSON line (AppendRecord, Log);
+//   - the token counters (Metrics).
+//
+// It must know nothing of gRPC, Envoy or WebSockets: callers hand it bytes (a
+// body, a network chunk, one text frame) and get values back. What a stream
+// reader holds is bounded by a size the caller chooses, and JSON is read at
+// the byte level with gjson rather than unmarshalled, because responses run to
+// megabytes and usage is a few fields of them.
+//
+// A count the upstream did not report is -1 in a Usage and absent from a
+// record, never 0: zero tokens and "not said" bill differently.
+package usage

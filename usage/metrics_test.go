@@ -1,0 +1,161 @@
+package usage
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestMetricsAdd(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		adds  []Usage
+		want  string // exposition text of tiergate_tokens_total, without HELP and TYPE
+		count int    // series
+	}{
+		{
+			name: "every known count is added under its type",
+			adds: []Usage{known(100, 60, 20, 5, "", "", "", "")},
+			want: `
+tiergate_tokens_total{endpoint="responses",group="team-a",model="gpt-5.5",service_tier="priority",type="cached_input"} 60
+tiergate_tokens_total{endpoint="responses",group="team-a",model="gpt-5.5",service_tier="priority",type="input"} 100
+tiergate_tokens_total{endpoint="responses",group="team-a",model="gpt-5.5",service_tier="priority",type="output"} 20
+tiergate_tokens_total{endpoint="responses",group="team-a",model="gpt-5.5",service_tier="priority",type="reasoning"} 5
+`,
+			count: 4,
+		},
+		{
+			name: "unknown counts add nothing and make no series, while a known zero does",
+			adds: []Usage{known(10, 0, -1, -1, "", "", "", "")},
+			want: `
+tiergate_tokens_total{endpoint="responses",group="team-a",model="gpt-5.5",service_tier="priority",type="cached_input"} 0
+tiergate_tokens_total{endpoint="responses",group="team-a",model="gpt-5.5",service_tier="priority",type="input"} 10
+`,
+			count: 2,
+		},
+		{
+			name: "counts add up across responses",
+			adds: []Usage{known(10, -1, 1, -1, "", "", "", ""), known(5, -1, 2, -1, "", "", "", "")},
+			want: `
+tiergate_tokens_total{endpoint="responses",group="team-a",model="gpt-5.5",service_tier="priority",type="input"} 15
+tiergate_tokens_total{endpoint="responses",group="team-a",model="gpt-5.5",service_tier="priority",type="output"} 3
+`,
+			count: 2,
+		},
+		{
+			name:  "a usage with nothing known makes no series at all",
+			adds:  []Usage{Unknown()},
+			count: 0,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			reg := prometheus.NewRegistry()
+			m, err := NewMetrics(reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, u := range tt.adds {
+				m.Add("responses", "gpt-5.5", "priority", "team-a", u)
+			}
+			if n := testutil.CollectAndCount(m.tokens, TokensMetric); n != tt.count {
+				t.Fatalf("%d series, want %d", n, tt.count)
+			}
+			if tt.count == 0 {
+				return
+			}
+			want := "# HELP " + TokensMetric + " " + helpOf(t, reg) + "\n# TYPE " + TokensMetric + " counter" + tt.want
+			if err := testutil.GatherAndCompare(reg, strings.NewReader(want), TokensMetric); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// helpOf returns the counter's help text, so the comparisons above stay about
+// the samples; TestMetricsHelp pins the text itself.
+func helpOf(t *testing.T, reg *prometheus.Registry) string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == TokensMetric {
+			return mf.GetHelp()
+		}
+	}
+	t.Fatalf("%s not registered", TokensMetric)
+	return ""
+}
+
+func TestMetricsHelp(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Add("messages", "other", "default", "", known(1, -1, -1, -1, "", "", "", ""))
+	help := helpOf(t, reg)
+	for _, word := range []string{"tokens", "input", "cached_input", "output", "reasoning"} {
+		if !strings.Contains(help, word) {
+			t.Errorf("help %q does not mention %q", help, word)
+		}
+	}
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestNewMetrics(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		reg     func() prometheus.Registerer
+		wantErr bool
+	}{
+		{"a second registration on one registry reuses the counter", func() prometheus.Registerer {
+			reg := prometheus.NewRegistry()
+			if _, err := NewMetrics(reg); err != nil {
+				t.Fatal(err)
+			}
+			return reg
+		}, false},
+		{"a different collector under the same name is refused", func() prometheus.Registerer {
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: TokensMetric, Help: "other"}))
+			return reg
+		}, true},
+		{"a nil registerer counts without exporting", func() prometheus.Registerer { return nil }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m, err := NewMetrics(tt.reg())
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("NewMetrics error = %v, want error %v", err, tt.wantErr)
+			}
+			if err == nil {
+				m.Add("responses", "other", "default", "", known(3, -1, -1, -1, "", "", "", ""))
+				if got := testutil.ToFloat64(m.tokens.WithLabelValues("responses", "other", "default", "", TokenInput)); got < 3 {
+					t.Fatalf("input = %v, want at least 3", got)
+				}
+			}
+		})
+	}
+}
+
+func TestMetricsNilIsANoOp(t *testing.T) {
+	t.Parallel()
+	var m *Metrics
+	m.Add("responses", "m", "t", "g", known(1, 1, 1, 1, "", "", "", ""))
+}

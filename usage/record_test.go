@@ -1,0 +1,249 @@
+package usage
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
+)
+
+func fullRecord() *tiergatev1.UsageRecord {
+	return &tiergatev1.UsageRecord{
+		Time:                 "2026-08-21T10:11:12.345Z",
+		RequestId:            "req-1",
+		ResponseId:           "resp_1",
+		Endpoint:             "responses",
+		Group:                "team-a",
+		Model:                "gpt-latest",
+		ResponseModel:        "gpt-5.5-2026-06-01",
+		ServiceTierRequested: "priority",
+		ServiceTierSent:      "none",
+		ServiceTierReported:  "default",
+		Action:               "filter",
+		Rule:                 "#1",
+		InputTokens:          proto.Uint64(8438),
+		CachedInputTokens:    proto.Uint64(0),
+		OutputTokens:         proto.Uint64(398),
+		ReasoningTokens:      proto.Uint64(256),
+		DurationMs:           1234,
+		TimeToFirstTokenMs:   proto.Uint64(210),
+		Stream:               true,
+		Status:               "completed",
+		HttpStatus:           proto.Uint32(200),
+	}
+}
+
+func TestAppendRecord(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		r    *tiergatev1.UsageRecord
+		want string
+	}{
+		{
+			name: "every field is written in proto order with numbers as numbers",
+			r:    fullRecord(),
+			want: `{"time":"2026-08-21T10:11:12.345Z","request_id":"req-1","response_id":"resp_1","endpoint":"responses","group":"team-a","model":"gpt-latest","response_model":"gpt-5.5-2026-06-01","service_tier_requested":"priority","service_tier_sent":"none","service_tier_reported":"default","action":"filter","rule":"#1","input_tokens":8438,"cached_input_tokens":0,"output_tokens":398,"reasoning_tokens":256,"duration_ms":1234,"time_to_first_token_ms":210,"stream":true,"status":"completed","http_status":200}` + "\n",
+		},
+		{
+			name: "an empty record keeps the always-present fields and drops the rest",
+			r:    &tiergatev1.UsageRecord{},
+			want: `{"time":"","endpoint":"","action":"","duration_ms":0,"stream":false,"status":""}` + "\n",
+		},
+		{
+			name: "a nil record writes the same as an empty one",
+			r:    nil,
+			want: `{"time":"","endpoint":"","action":"","duration_ms":0,"stream":false,"status":""}` + "\n",
+		},
+		{
+			name: "a blocked request has no token counts at all",
+			r:    &tiergatev1.UsageRecord{Time: "t", Endpoint: "chat_completions", Action: "block", Status: "blocked", HttpStatus: proto.Uint32(403)},
+			want: `{"time":"t","endpoint":"chat_completions","action":"block","duration_ms":0,"stream":false,"status":"blocked","http_status":403}` + "\n",
+		},
+		{
+			name: "quotes, backslashes and control characters are escaped",
+			r:    &tiergatev1.UsageRecord{Model: "a\"b\\c\nd\re\tf\x00g\x1fh\x7f"},
+			want: `{"time":"","endpoint":"","model":"a\"b\\c\nd\re\tf\u0000g\u001fh` + "\x7f" + `","action":"","duration_ms":0,"stream":false,"status":""}` + "\n",
+		},
+		{
+			name: "line and paragraph separators are escaped",
+			r:    &tiergatev1.UsageRecord{Model: "x\u2028y\u2029z"},
+			want: `{"time":"","endpoint":"","model":"x\u2028y\u2029z","action":"","duration_ms":0,"stream":false,"status":""}` + "\n",
+		},
+		{
+			name: "invalid UTF-8 becomes the replacement character and valid runes stay",
+			r:    &tiergatev1.UsageRecord{Model: "ok\xffé\xe2\x82🚀"},
+			want: `{"time":"","endpoint":"","model":"ok\ufffdé\ufffd\ufffd🚀","action":"","duration_ms":0,"stream":false,"status":""}` + "\n",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := string(AppendRecord([]byte("prefix:"), tt.r))
+			if got != "prefix:"+tt.want {
+				t.Errorf("AppendRecord =\n%s\nwant\n%s", got, "prefix:"+tt.want)
+			}
+			if !json.Valid([]byte(strings.TrimSuffix(tt.want, "\n"))) {
+				t.Errorf("not valid JSON: %s", tt.want)
+			}
+		})
+	}
+}
+
+// TestAppendRecordRoundTrip proves the line is the record: protojson reads it
+// back into an equal message, presence of optional fields included.
+func TestAppendRecordRoundTrip(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		r    *tiergatev1.UsageRecord
+	}{
+		{"a full record", fullRecord()},
+		{"an empty record", &tiergatev1.UsageRecord{}},
+		{"optional zeros stay present", &tiergatev1.UsageRecord{InputTokens: proto.Uint64(0), TimeToFirstTokenMs: proto.Uint64(0), HttpStatus: proto.Uint32(0)}},
+		{"the largest counts", &tiergatev1.UsageRecord{OutputTokens: proto.Uint64(1<<64 - 1), DurationMs: 1<<64 - 1, HttpStatus: proto.Uint32(1<<32 - 1)}},
+		{"strings needing escapes", &tiergatev1.UsageRecord{
+			Model: "q\"b\\s/\n\r\t\b\f\x00\x01\x1f\u2028\u2029<>&é🚀", Rule: "rule \"fast\"", Group: "\x7f",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			line := AppendRecord(nil, tt.r)
+			if bytes.Count(line, []byte("\n")) != 1 || line[len(line)-1] != '\n' {
+				t.Fatalf("not one line: %q", line)
+			}
+			got := &tiergatev1.UsageRecord{}
+			if err := protojson.Unmarshal(line, got); err != nil {
+				t.Fatalf("protojson.Unmarshal(%s): %v", line, err)
+			}
+			if !proto.Equal(got, tt.r) {
+				t.Errorf("round trip gave %v, want %v", got, tt.r)
+			}
+		})
+	}
+}
+
+// TestAppendStringMatchesEncodingJSON checks the escaper against
+// encoding/json's decoder for every single byte and some sequences.
+func TestAppendStringMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	var inputs []string
+	for b := range 256 {
+		inputs = append(inputs, string([]byte{byte(b)}), "a"+string([]byte{byte(b)})+"z")
+	}
+	inputs = append(inputs, "\xed\xa0\x80", "\xf4\x90\x80\x80", "\u2028\u2029", "é\xc3", "🚀")
+	for _, in := range inputs {
+		enc := appendString(nil, in)
+		var got string
+		if err := json.Unmarshal(enc, &got); err != nil {
+			t.Fatalf("appendString(%q) = %s: %v", in, enc, err)
+		}
+		// Each invalid byte becomes one U+FFFD, as converting to runes does.
+		want := string([]rune(in))
+		if got != want {
+			t.Errorf("appendString(%q) decodes to %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestFormatTime(t *testing.T) {
+	t.Parallel()
+	tm := time.Date(2026, 8, 21, 12, 11, 12, 345_678_900, time.FixedZone("CEST", 2*3600))
+	if got, want := FormatTime(tm), "2026-08-21T10:11:12.345Z"; got != want {
+		t.Errorf("FormatTime = %q, want %q", got, want)
+	}
+}
+
+// callWriter records each Write call separately.
+type callWriter struct {
+	mu    sync.Mutex
+	calls [][]byte
+}
+
+func (w *callWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.calls = append(w.calls, bytes.Clone(p))
+	return len(p), nil
+}
+
+func TestLogWritesOneLinePerCallUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	w := &callWriter{}
+	l := NewLog(w)
+	const goroutines, each = 8, 50
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				r := fullRecord()
+				r.RequestId = strings.Repeat("r", g*10+i)
+				if err := l.Write(r); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(w.calls) != goroutines*each {
+		t.Fatalf("%d Write calls, want %d", len(w.calls), goroutines*each)
+	}
+	for _, c := range w.calls {
+		if bytes.Count(c, []byte("\n")) != 1 || c[len(c)-1] != '\n' || !json.Valid(c) {
+			t.Fatalf("a Write call was not one JSON line: %q", c)
+		}
+	}
+}
+
+func TestLogWithoutAWriter(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		l    *Log
+	}{
+		{"a nil writer gives the log that writes nothing", NewLog(nil)},
+		{"io.Discard gives the log that writes nothing", NewLog(io.Discard)},
+		{"a nil log writes nothing", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if tt.l != nil {
+				t.Fatalf("got a %T, want nil", tt.l)
+			}
+			if err := tt.l.Write(fullRecord()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+func TestLogReportsWriteErrors(t *testing.T) {
+	t.Parallel()
+	if err := NewLog(failingWriter{}).Write(fullRecord()); err == nil || err.Error() != "disk full" {
+		t.Fatalf("Write error = %v, want disk full", err)
+	}
+}
+
+func BenchmarkAppendRecord(b *testing.B) {
+	r := fullRecord()
+	buf := make([]byte, 0, 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendRecord(buf[:0], r)
+	}
+}
