@@ -221,7 +221,7 @@ func TestUsageErrors(t *testing.T) {
 		{"an unknown command is named", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
 		{"eval needs a path", []string{"eval"}, 2, "usage: tiergate eval"},
 		{"validate needs a file", []string{"validate"}, 2, "usage: tiergate validate FILE..."},
-		{"serve refuses a bad policy", []string{"serve", "--config", "testdata/bad.yaml", "--admin-listen", "127.0.0.1:0"}, 1, `rules[0].action: unknown action "blok"`},
+		{"serve refuses a bad policy", []string{"serve", "--config", "testdata/bad.yaml", "--admin-listen", "127.0.0.1:0", "--extproc-listen", "127.0.0.1:0"}, 1, `rules[0].action: unknown action "blok"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -265,12 +265,7 @@ func startServe(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *by
 		}
 		close(lines)
 	}()
-	want := 1
-	for _, a := range args {
-		if a == "--extproc-listen" {
-			want++
-		}
-	}
+	want := 2 // admin and extproc
 	go func() {
 		for l := range lines {
 			k, v, _ := strings.Cut(l, "=")
@@ -304,7 +299,7 @@ func get(t *testing.T, url string) (int, string) {
 
 func TestServeAdminAndShutdown(t *testing.T) {
 	t.Parallel()
-	cmd, addrs, _ := startServe(t, "--config", "testdata/good.yaml", "--admin-listen", "127.0.0.1:0")
+	cmd, addrs, _ := startServe(t, "--config", "testdata/good.yaml", "--admin-listen", "127.0.0.1:0", "--extproc-listen", "127.0.0.1:0")
 	base := "http://" + addrs["admin"]
 	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ok"} {
 		if code, body := get(t, base+path); code != 200 || strings.TrimSpace(body) != want {

@@ -17,7 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tiergate/tiergate/extproc"
 	"github.com/tiergate/tiergate/policy"
+	"github.com/tiergate/tiergate/usage"
 )
 
 const defaultMaxBody = 64 << 20
@@ -25,6 +27,10 @@ const defaultMaxBody = 64 << 20
 // serveConfig is everything `tiergate serve` is told on its command line.
 type serveConfig struct {
 	configPath    string
+	extprocListen string
+	grpcMaxMsg    int
+	maxBody       int64
+	maxUsage      int
 	adminListen   string
 	usageLog      string
 	logLevel      string
@@ -36,6 +42,10 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.configPath, "config", "", "policy file, watched and reloaded live (default: the embedded default policy, which strips priority)")
+	fs.StringVar(&c.extprocListen, "extproc-listen", "127.0.0.1:50051", "ext_proc gRPC address: host:port or unix:///path/to.sock")
+	fs.IntVar(&c.grpcMaxMsg, "grpc-max-message-bytes", 80<<20, "largest ext_proc message accepted or sent; at least Envoy's per_connection_buffer_limit_bytes (envoy.yaml: 64 MiB) plus headroom")
+	fs.Int64Var(&c.maxBody, "max-body-bytes", defaultMaxBody, "largest request body after decompression; a larger gzip body is refused (400)")
+	fs.IntVar(&c.maxUsage, "max-usage-bytes", 8<<20, "how much of a non-streamed response (or of one SSE event) is kept to read its usage; beyond it the usage is recorded as unknown")
 	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9464", "address of /metrics, /healthz, /readyz and /policy (in Kubernetes bind :9464)")
 	fs.StringVar(&c.usageLog, "usage-log", "stdout", "where usage records go, one JSON object per line: stdout, a file path, or off")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug (one line per decision), info (one line per block), warn or error; logs go to stderr as JSON")
@@ -112,7 +122,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer closeUsage()
-	_ = usageOut
+	usageLog := usage.NewLog(usageOut)
+	decisions, err := policy.NewDecisionMetrics(reg)
+	if err != nil {
+		return err
+	}
+	tokens, err := usage.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
 
 	var wg sync.WaitGroup
 	runCtx, cancel := context.WithCancel(ctx)
@@ -148,6 +166,28 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}()
 
+	ep, err := extproc.New(extproc.Options{
+		Store: store, Registerer: reg, Decisions: decisions, Tokens: tokens, Usage: usageLog, Log: log,
+		MaxBodyBytes: cfg.maxBody, MaxUsageBytes: cfg.maxUsage,
+	})
+	if err != nil {
+		return err
+	}
+	grpcServer, health := newGRPCServer(cfg.grpcMaxMsg)
+	ep.Register(grpcServer)
+	extprocLn, err := listen(cfg.extprocListen)
+	if err != nil {
+		return fmt.Errorf("ext_proc listener: %w", err)
+	}
+	log.Info("listening", "listener", "extproc", "address", listenerAddress(extprocLn))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := grpcServer.Serve(extprocLn); err != nil {
+			errc <- fmt.Errorf("ext_proc listener: %w", err)
+		}
+	}()
+
 	rd.ready.Store(true)
 	var runErr error
 	select {
@@ -157,6 +197,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log.Error("shutting down after a failure", "err", runErr)
 	}
 	rd.draining.Store(true)
+	health.Shutdown() // NOT_SERVING: Envoy's health checks see the drain
+	stopGRPC(grpcServer, cfg.shutdownGrace, log)
 	cancel()
 	shutdownCtx, done := context.WithTimeout(context.Background(), cfg.shutdownGrace)
 	defer done()
@@ -164,4 +206,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	wg.Wait()
 	log.Info("stopped")
 	return runErr
+}
+
+func listenerAddress(ln net.Listener) string {
+	if ln.Addr().Network() == "unix" {
+		return "unix://" + ln.Addr().String()
+	}
+	return ln.Addr().String()
 }

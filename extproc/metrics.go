@@ -1,0 +1,73 @@
+package extproc
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metric names, defined once. Conventions: https://prometheus.io/docs/practices/naming/
+const (
+	metricRequests        = "tiergate_extproc_requests_total"
+	metricMessageDuration = "tiergate_extproc_message_duration_seconds"
+	metricStreamsActive   = "tiergate_extproc_streams_active"
+	metricUsageUnknown    = "tiergate_usage_unknown_total"
+)
+
+// Request outcomes, the values of tiergate_extproc_requests_total's outcome.
+const (
+	outcomeForwarded   = "forwarded"   // policed, sent on unchanged
+	outcomeRewritten   = "rewritten"   // policed, sent on with the body or headers changed
+	outcomeBlocked     = "blocked"     // refused by the policy (403)
+	outcomeInvalid     = "invalid"     // refused: not JSON, or undecodable (400)
+	outcomeUnsupported = "unsupported" // refused: content-encoding tiergate cannot decode (415)
+	outcomeUnpoliced   = "unpoliced"   // a path tiergate does not police, or a request without a body
+	outcomeError       = "error"       // tiergate could not process the request (500)
+)
+
+// Phases, the values of the duration histogram's phase label.
+const (
+	phaseRequestHeaders  = "request_headers"
+	phaseRequestBody     = "request_body"
+	phaseResponseHeaders = "response_headers"
+	phaseResponseBody    = "response_body"
+	phaseOther           = "other"
+)
+
+type metrics struct {
+	requests     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	streams      prometheus.Gauge
+	usageUnknown *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricRequests,
+			Help: "HTTP requests seen by the ext_proc server, by endpoint and outcome (forwarded, rewritten, blocked, invalid, unsupported, unpoliced, error).",
+		}, []string{"endpoint", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    metricMessageDuration,
+			Help:    "Server-side time to answer one ext_proc message, by phase (request_headers, request_body, response_headers, response_body).",
+			Buckets: []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1},
+		}, []string{"phase"}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricStreamsActive,
+			Help: "ext_proc streams open now (one per HTTP request in flight through Envoy).",
+		}),
+		usageUnknown: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricUsageUnknown,
+			Help: "Responses whose token usage could not be read, by endpoint and reason (too_large, encoding, missing, truncated).",
+		}, []string{"endpoint", "reason"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.streams, m.usageUnknown} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register ext_proc metrics: %w", err)
+		}
+	}
+	for _, p := range []string{phaseRequestHeaders, phaseRequestBody, phaseResponseHeaders, phaseResponseBody} {
+		m.duration.WithLabelValues(p)
+	}
+	return m, nil
+}

@@ -1,0 +1,327 @@
+package extproc
+
+import (
+	"bytes"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/tiergate/tiergate/contentcoding"
+	"github.com/tiergate/tiergate/policy"
+	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
+	"github.com/tiergate/tiergate/usage"
+)
+
+// Reasons usage could not be read, the values of tiergate_usage_unknown_total's reason.
+const (
+	unknownTooLarge  = "too_large" // a JSON body or SSE event beyond MaxUsageBytes
+	unknownEncoding  = "encoding"  // a content-encoding tiergate cannot decode
+	unknownMissing   = "missing"   // the response carried no usage
+	unknownTruncated = "truncated" // the stream ended before its usage
+)
+
+// statusFromEnd asks finish to take the record's status from the response.
+const statusFromEnd = ""
+
+// responseState reads one response for its usage. The response itself is
+// never held back or changed, except for removing the usage-only chunk that
+// tiergate added to a streamed Chat Completions request.
+type responseState struct {
+	httpStatus int
+	api        usage.API
+	stream     bool
+	sse        *usage.SSE
+	filter     *usage.ChatStreamFilter
+	json       []byte
+	tooLarge   bool
+	decoder    *streamDecoder
+	encoding   bool // undecodable content-encoding
+	firstOut   time.Time
+}
+
+func apiFor(ep policy.Endpoint) usage.API {
+	switch ep {
+	case policy.EndpointChatCompletions:
+		return usage.ChatCompletions
+	case policy.EndpointResponses:
+		return usage.Responses
+	case policy.EndpointMessages:
+		return usage.Messages
+	}
+	return 0
+}
+
+func (x *exchange) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+		ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}},
+	}}
+	if !x.decided {
+		return resp
+	}
+	get := headerGetter(h.GetHeaders())
+	r := &responseState{api: apiFor(x.endpoint)}
+	r.httpStatus, _ = strconv.Atoi(get(":status"))
+	ct := strings.ToLower(get("content-type"))
+	r.stream = strings.HasPrefix(ct, "text/event-stream")
+	max := x.srv.opts.MaxUsageBytes
+	enc := get("content-encoding")
+	switch {
+	case !contentcoding.Supported(enc):
+		r.encoding = true
+	case r.stream && x.out.UsageAdded && contentcoding.Identity(enc):
+		r.filter = usage.NewChatStreamFilter(max)
+	case r.stream:
+		r.sse = usage.NewSSE(r.api, max)
+	}
+	if !r.encoding && !contentcoding.Identity(enc) {
+		codings := strings.Split(enc, ",")
+		r.decoder = newStreamDecoder(strings.ToLower(strings.TrimSpace(codings[len(codings)-1])), r.consume(max))
+	}
+	x.resp = r
+	if h.GetEndOfStream() {
+		x.finish(statusFromEnd)
+	}
+	return resp
+}
+
+// consume returns the sink for decoded response bytes.
+func (r *responseState) consume(max int) func([]byte) {
+	return func(p []byte) {
+		if r.sse != nil {
+			r.sse.Write(p)
+			return
+		}
+		if len(r.json)+len(p) > max {
+			r.tooLarge, r.json = true, nil
+			return
+		}
+		if !r.tooLarge {
+			r.json = append(r.json, p...)
+		}
+	}
+}
+
+func (x *exchange) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	common := &extprocv3.CommonResponse{}
+	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+		ResponseBody: &extprocv3.BodyResponse{Response: common},
+	}}
+	r := x.resp
+	if r == nil || x.recorded {
+		return resp
+	}
+	chunk := b.GetBody()
+	if len(chunk) > 0 && r.firstOut.IsZero() && !r.stream {
+		r.firstOut = time.Now()
+	}
+	switch {
+	case r.encoding:
+	case r.filter != nil:
+		out := r.filter.Filter(nil, chunk)
+		if b.GetEndOfStream() {
+			out = r.filter.Flush(out)
+		}
+		if !bytes.Equal(out, chunk) {
+			common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: out}}
+		}
+		if r.firstOut.IsZero() && r.filter.FirstOutput() {
+			r.firstOut = time.Now()
+		}
+	case r.decoder != nil:
+		r.decoder.Write(chunk)
+	default:
+		r.consume(x.srv.opts.MaxUsageBytes)(chunk)
+		if r.sse != nil && r.firstOut.IsZero() && r.sse.FirstOutput() {
+			r.firstOut = time.Now()
+		}
+	}
+	if r.decoder != nil && r.firstOut.IsZero() && len(chunk) > 0 {
+		r.firstOut = time.Now() // compressed: the first chunk is the best estimate
+	}
+	if b.GetEndOfStream() {
+		x.finish(statusFromEnd)
+	}
+	return resp
+}
+
+// close ends the exchange when the stream does: a request that was
+// forwarded but whose response never finished is recorded as cut short.
+func (x *exchange) close() {
+	if x.pending != nil {
+		x.srv.putBuf(x.pending)
+		x.pending = nil
+	}
+	if x.decided && !x.recorded && !x.out.Refused {
+		x.finish("client_closed")
+	}
+	if x.resp != nil && x.resp.decoder != nil {
+		x.resp.decoder.Close()
+	}
+}
+
+// finish reads the response's usage and writes the record and token counts.
+// status overrides the record's status when non-empty.
+func (x *exchange) finish(status string) {
+	if x.recorded {
+		return
+	}
+	u, reason := x.readUsage()
+	httpStatus := 0
+	if r := x.resp; r != nil {
+		httpStatus = r.httpStatus
+	}
+	if status == statusFromEnd {
+		switch {
+		case httpStatus >= 400:
+			status = "upstream_error"
+		case u.Status != "":
+			status = u.Status
+		case x.resp != nil && x.resp.stream:
+			status, reason = "upstream_closed", unknownTruncated
+		default:
+			status = usage.StatusCompleted
+		}
+	}
+	if reason != "" && httpStatus < 400 {
+		x.srv.metrics.usageUnknown.WithLabelValues(x.endpoint.String(), reason).Inc()
+	}
+	x.writeRecord(status, httpStatus, u)
+	tier := u.ServiceTier
+	if tier == "" {
+		tier = x.out.Sent.String()
+	}
+	x.srv.opts.Tokens.Add(x.endpoint.String(), x.pol.ModelLabel(x.out.RequestModel), normaliseTier(tier), x.pol.GroupLabel(x.out.Group), u)
+}
+
+// normaliseTier bounds a tier the upstream reported to the policy's names,
+// so the metric label cannot grow with whatever an upstream sends.
+func normaliseTier(t string) string {
+	switch pt := policy.ParseTier(t); {
+	case pt.Concrete():
+		return pt.String()
+	case t == "none" || t == "":
+		return "none"
+	}
+	return "other"
+}
+
+// readUsage returns the response's usage and, when it is unknown, why.
+func (x *exchange) readUsage() (usage.Usage, string) {
+	r := x.resp
+	if r == nil {
+		return usage.Unknown(), ""
+	}
+	if r.decoder != nil {
+		r.decoder.Close()
+	}
+	var u usage.Usage
+	switch {
+	case r.encoding:
+		return usage.Unknown(), unknownEncoding
+	case r.filter != nil:
+		u = r.filter.Usage()
+		if r.filter.Overflowed() && !u.Known() {
+			return u, unknownTooLarge
+		}
+	case r.sse != nil:
+		r.sse.Finish()
+		u = r.sse.Usage()
+		if r.sse.Overflowed() && !u.Known() {
+			return u, unknownTooLarge
+		}
+	case r.tooLarge:
+		return usage.Unknown(), unknownTooLarge
+	default:
+		u = usage.ParseJSON(r.api, r.json)
+	}
+	if !u.Known() {
+		return u, unknownMissing
+	}
+	return u, ""
+}
+
+// writeRecord writes the request's usage record.
+func (x *exchange) writeRecord(status string, httpStatus int, u usage.Usage) {
+	x.recorded = true
+	now := time.Now()
+	rec := &tiergatev1.UsageRecord{
+		Time:                 usage.FormatTime(now),
+		RequestId:            x.requestID,
+		Endpoint:             x.endpoint.String(),
+		Group:                x.out.Group,
+		Model:                x.out.RequestModel,
+		ServiceTierRequested: x.out.Requested.String(),
+		ServiceTierSent:      x.out.Sent.String(),
+		Action:               x.out.Action.String(),
+		Rule:                 x.out.Rule,
+		DurationMs:           uint64(now.Sub(x.start).Milliseconds()),
+		Status:               status,
+	}
+	if x.out.Refused {
+		rec.ServiceTierSent = "none"
+	}
+	if r := x.resp; r != nil {
+		rec.Stream = r.stream
+		if !r.firstOut.IsZero() {
+			ttft := uint64(r.firstOut.Sub(x.start).Milliseconds())
+			rec.TimeToFirstTokenMs = &ttft
+		}
+	}
+	if httpStatus > 0 {
+		hs := uint32(httpStatus)
+		rec.HttpStatus = &hs
+	}
+	u.Fill(rec)
+	if err := x.srv.opts.Usage.Write(rec); err != nil {
+		x.srv.log.Error("usage record lost", "request_id", x.requestID, "err", err)
+	}
+}
+
+// streamDecoder decodes a compressed response as it streams, keeping the
+// decompressor's state across chunks (never re-inflating what came before).
+// Go's decompressors pull from a reader, so one runs on its own goroutine
+// fed through a pipe; Close always ends that goroutine.
+type streamDecoder struct {
+	pw   *io.PipeWriter
+	done chan struct{}
+}
+
+func newStreamDecoder(coding string, sink func([]byte)) *streamDecoder {
+	pr, pw := io.Pipe()
+	d := &streamDecoder{pw: pw, done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		zr, err := contentcoding.NewReader(coding, pr)
+		if err != nil {
+			pr.CloseWithError(err)
+			return
+		}
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := zr.Read(buf)
+			if n > 0 {
+				sink(buf[:n])
+			}
+			if err != nil {
+				pr.CloseWithError(err)
+				return
+			}
+		}
+	}()
+	return d
+}
+
+// Write hands a chunk to the decoder; it returns once the decoder has
+// taken it. After a decoding error it discards.
+func (d *streamDecoder) Write(p []byte) {
+	_, _ = d.pw.Write(p)
+}
+
+// Close ends the input and waits for the decoder to finish.
+func (d *streamDecoder) Close() {
+	_ = d.pw.Close()
+	<-d.done
+}

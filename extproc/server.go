@@ -1,0 +1,152 @@
+package extproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tiergate/tiergate/policy"
+	"github.com/tiergate/tiergate/usage"
+)
+
+// Options configure a Server. Store, Registerer, Decisions and Tokens are
+// required.
+type Options struct {
+	// Store holds the policy; each request reads it once, at its headers.
+	Store *policy.Store
+	// Registerer receives the server's metrics (never the global registry).
+	Registerer prometheus.Registerer
+	// Decisions and Tokens are shared with the WebSocket bridge.
+	Decisions *policy.DecisionMetrics
+	Tokens    *usage.Metrics
+	// Usage receives one record per request; nil discards them.
+	Usage *usage.Log
+	Log   *slog.Logger
+	// MaxBodyBytes bounds a decompressed request body (default 64 MiB).
+	MaxBodyBytes int64
+	// MaxUsageBytes bounds how much of a non-streamed response is kept to
+	// read its usage, and the size of one SSE event (default 8 MiB). Beyond
+	// it the usage is recorded as unknown; the response itself is never
+	// affected.
+	MaxUsageBytes int
+}
+
+// Server implements envoy.service.ext_proc.v3.ExternalProcessor.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+	opts    Options
+	metrics *metrics
+	log     *slog.Logger
+	bufs    sync.Pool // *[]byte, output buffers for rewritten bodies
+}
+
+// New returns a Server; Register it on a grpc.Server.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil || opts.Registerer == nil || opts.Decisions == nil || opts.Tokens == nil {
+		return nil, errors.New("extproc: Store, Registerer, Decisions and Tokens are required")
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 64 << 20
+	}
+	if opts.MaxUsageBytes <= 0 {
+		opts.MaxUsageBytes = 8 << 20
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Usage == nil {
+		opts.Usage = usage.NewLog(io.Discard)
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{opts: opts, metrics: m, log: opts.Log}, nil
+}
+
+// Register adds the server to g.
+func (s *Server) Register(g *grpc.Server) {
+	extprocv3.RegisterExternalProcessorServer(g, s)
+}
+
+// Process handles one HTTP request's stream: it answers every message in
+// order and writes the request's usage record when the stream ends, however
+// it ends.
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	s.metrics.streams.Inc()
+	defer s.metrics.streams.Dec()
+	x := &exchange{srv: s, start: time.Now()}
+	defer x.close()
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		}
+		began := time.Now()
+		resp, phase, err := x.handle(req)
+		if err != nil {
+			s.log.Error("ext_proc message failed", "phase", phase, "err", err, "request_id", x.requestID)
+			return status.Error(codes.Internal, err.Error())
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+		x.sent()
+		s.metrics.duration.WithLabelValues(phase).Observe(time.Since(began).Seconds())
+		if x.done {
+			return nil
+		}
+	}
+}
+
+// handle dispatches one message to its phase.
+func (x *exchange) handle(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, string, error) {
+	switch r := req.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		return x.requestHeaders(r.RequestHeaders), phaseRequestHeaders, nil
+	case *extprocv3.ProcessingRequest_RequestBody:
+		return x.requestBody(r.RequestBody), phaseRequestBody, nil
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		return x.responseHeaders(r.ResponseHeaders), phaseResponseHeaders, nil
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		return x.responseBody(r.ResponseBody), phaseResponseBody, nil
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
+			RequestTrailers: &extprocv3.TrailersResponse{}}}, phaseOther, nil
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		x.finish(statusFromEnd)
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
+			ResponseTrailers: &extprocv3.TrailersResponse{}}}, phaseOther, nil
+	}
+	return nil, phaseOther, fmt.Errorf("unexpected ext_proc message %T", req.Request)
+}
+
+func (s *Server) getBuf() []byte {
+	if b, ok := s.bufs.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return nil
+}
+
+// maxPooledBuf keeps one huge body from pinning its buffer in the pool.
+const maxPooledBuf = 4 << 20
+
+func (s *Server) putBuf(b []byte) {
+	if b == nil || cap(b) > maxPooledBuf {
+		return
+	}
+	s.bufs.Put(&b)
+}

@@ -1,0 +1,402 @@
+// Package envoysim plays Envoy's side of ext_proc for tests and the load
+// tool: an HTTP proxy that sends each request through an ext_proc server
+// the way Envoy's ext_proc filter does (headers, mode override, a BUFFERED
+// request body, a STREAMED response), applies what the server answers, and
+// forwards to an upstream. No Envoy binary can run here; this is the
+// stand-in, kept faithful to the behaviours tiergate depends on.
+package envoysim
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Proxy is an http.Handler that behaves as Envoy with the ext_proc filter
+// configured as envoy/envoy.yaml configures it.
+type Proxy struct {
+	// Client is the ext_proc client (a gRPC connection to tiergate).
+	Client extprocv3.ExternalProcessorClient
+	// Upstream is the base URL requests are forwarded to.
+	Upstream string
+	// HTTP sends upstream requests (default http.DefaultClient's transport
+	// with compression left alone).
+	HTTP *http.Client
+	// MessageTimeout bounds each ext_proc exchange (envoy.yaml: 10s).
+	MessageTimeout time.Duration
+	// StripHeaders are removed from what goes upstream, as the route's
+	// request_headers_to_remove does (envoy.yaml: x-tiergate-group).
+	StripHeaders []string
+
+	mu       sync.Mutex
+	metadata []*structpb.Struct
+}
+
+// Metadata returns the dynamic metadata ext_proc has set, in order.
+func (p *Proxy) Metadata() []*structpb.Struct {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*structpb.Struct(nil), p.metadata...)
+}
+
+// errLocal is a failure Envoy answers itself (as it would with 500 when the
+// ext_proc stream breaks with failure_mode_allow: false).
+type errLocal struct {
+	status int
+	msg    string
+}
+
+func (e *errLocal) Error() string { return fmt.Sprintf("%d: %s", e.status, e.msg) }
+
+func local(status int, format string, args ...any) error {
+	return &errLocal{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// stream wraps one ext_proc stream with Envoy's per-message timeout.
+type stream struct {
+	s       extprocv3.ExternalProcessor_ProcessClient
+	timeout time.Duration
+}
+
+func (s *stream) exchange(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	if err := s.s.Send(req); err != nil {
+		return nil, local(500, "ext_proc send: %v", err)
+	}
+	type result struct {
+		r   *extprocv3.ProcessingResponse
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() { r, err := s.s.Recv(); ch <- result{r, err} }()
+	select {
+	case res := <-ch:
+		if res.err != nil {
+			return nil, local(500, "ext_proc recv: %v", res.err)
+		}
+		return res.r, nil
+	case <-time.After(s.timeout):
+		return nil, local(504, "ext_proc message timeout")
+	}
+}
+
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	err := p.serve(w, r)
+	var le *errLocal
+	switch {
+	case err == nil:
+	case errors.As(err, &le):
+		http.Error(w, le.msg, le.status)
+	default:
+		http.Error(w, err.Error(), 502)
+	}
+}
+
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	cs, err := p.Client.Process(ctx)
+	if err != nil {
+		return local(500, "ext_proc open: %v", err)
+	}
+	defer func() { _ = cs.CloseSend() }()
+	timeout := p.MessageTimeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	st := &stream{s: cs, timeout: timeout}
+
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return local(400, "read body: %v", err)
+	}
+	hdr := requestHeaderMap(r)
+	resp, err := st.exchange(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
+		RequestHeaders: &extprocv3.HttpHeaders{Headers: hdr, EndOfStream: len(body) == 0},
+	}})
+	if err != nil {
+		return err
+	}
+	if ir := resp.GetImmediateResponse(); ir != nil {
+		return p.writeImmediate(w, ir, resp)
+	}
+	hr, ok := resp.Response.(*extprocv3.ProcessingResponse_RequestHeaders)
+	if !ok {
+		return local(500, "ext_proc answered request headers with %T", resp.Response)
+	}
+	if err := applyHeaderMutation(hdr, hr.RequestHeaders.GetResponse().GetHeaderMutation()); err != nil {
+		return err
+	}
+	p.keepMetadata(resp)
+	bodyMode, respHeaders, respBody := filterv3.ProcessingMode_BUFFERED, true, true
+	if mo := resp.GetModeOverride(); mo != nil {
+		// allow_mode_override: true in envoy.yaml.
+		bodyMode = mo.RequestBodyMode
+		respHeaders = mo.ResponseHeaderMode != filterv3.ProcessingMode_SKIP
+		respBody = mo.ResponseBodyMode != filterv3.ProcessingMode_NONE
+	}
+
+	if len(body) > 0 && bodyMode == filterv3.ProcessingMode_BUFFERED {
+		resp, err := st.exchange(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+			RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true},
+		}})
+		if err != nil {
+			return err
+		}
+		if ir := resp.GetImmediateResponse(); ir != nil {
+			return p.writeImmediate(w, ir, resp)
+		}
+		br, ok := resp.Response.(*extprocv3.ProcessingResponse_RequestBody)
+		if !ok {
+			return local(500, "ext_proc answered the request body with %T", resp.Response)
+		}
+		common := br.RequestBody.GetResponse()
+		if common.GetStatus() == extprocv3.CommonResponse_CONTINUE_AND_REPLACE {
+			return local(500, "CONTINUE_AND_REPLACE on a buffered body")
+		}
+		if err := applyHeaderMutation(hdr, common.GetHeaderMutation()); err != nil {
+			return err
+		}
+		if bm := common.GetBodyMutation(); bm != nil {
+			switch m := bm.Mutation.(type) {
+			case *extprocv3.BodyMutation_Body:
+				body = m.Body
+			case *extprocv3.BodyMutation_ClearBody:
+				body = nil
+			}
+			// Envoy keeps content-length in BUFFERED mode and rejects a
+			// mutation whose length does not match it.
+			if cl := get(hdr, "content-length"); cl != "" && cl != strconv.Itoa(len(body)) {
+				return local(500, "body mutation of %d bytes with content-length %s", len(body), cl)
+			}
+		}
+		p.keepMetadata(resp)
+	}
+
+	up, err := p.forward(ctx, r, hdr, body)
+	if err != nil {
+		return local(503, "upstream: %v", err)
+	}
+	defer up.Body.Close()
+	return p.relayResponse(w, st, up, respHeaders, respBody)
+}
+
+func (p *Proxy) relayResponse(w http.ResponseWriter, st *stream, up *http.Response, sendHeaders, sendBody bool) error {
+	rh := responseHeaderMap(up)
+	if sendHeaders {
+		resp, err := st.exchange(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
+			ResponseHeaders: &extprocv3.HttpHeaders{Headers: rh},
+		}})
+		if err != nil {
+			return err
+		}
+		if ir := resp.GetImmediateResponse(); ir != nil {
+			return p.writeImmediate(w, ir, resp)
+		}
+		hr, ok := resp.Response.(*extprocv3.ProcessingResponse_ResponseHeaders)
+		if !ok {
+			return local(500, "ext_proc answered response headers with %T", resp.Response)
+		}
+		if err := applyHeaderMutation(rh, hr.ResponseHeaders.GetResponse().GetHeaderMutation()); err != nil {
+			return err
+		}
+	}
+	for _, h := range rh.Headers {
+		if strings.HasPrefix(h.Key, ":") || (sendBody && h.Key == "content-length") {
+			// In STREAMED mode Envoy drops content-length: a chunk may change.
+			continue
+		}
+		w.Header().Add(h.Key, string(h.RawValue))
+	}
+	w.WriteHeader(up.StatusCode)
+	flusher, _ := w.(http.Flusher)
+	buf := make([]byte, 16<<10)
+	for {
+		n, rerr := up.Body.Read(buf)
+		end := rerr != nil
+		if n == 0 && !end {
+			continue
+		}
+		chunk := append([]byte(nil), buf[:n]...)
+		if sendBody {
+			resp, err := st.exchange(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
+				ResponseBody: &extprocv3.HttpBody{Body: chunk, EndOfStream: end},
+			}})
+			if err != nil {
+				return nil // headers are out; Envoy resets the stream
+			}
+			br, ok := resp.Response.(*extprocv3.ProcessingResponse_ResponseBody)
+			if !ok {
+				return nil
+			}
+			if bm := br.ResponseBody.GetResponse().GetBodyMutation(); bm != nil {
+				if m, ok := bm.Mutation.(*extprocv3.BodyMutation_Body); ok {
+					chunk = m.Body
+				}
+			}
+		}
+		if len(chunk) > 0 {
+			_, _ = w.Write(chunk)
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if end {
+			return nil
+		}
+	}
+}
+
+func (p *Proxy) forward(ctx context.Context, r *http.Request, hdr *corev3.HeaderMap, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, get(hdr, ":method"), strings.TrimSuffix(p.Upstream, "/")+get(hdr, ":path"), bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range hdr.Headers {
+		if strings.HasPrefix(h.Key, ":") || h.Key == "content-length" || h.Key == "host" {
+			continue
+		}
+		skip := false
+		for _, s := range p.StripHeaders {
+			skip = skip || h.Key == s
+		}
+		if !skip {
+			req.Header.Add(h.Key, string(h.RawValue))
+		}
+	}
+	req.ContentLength = int64(len(body))
+	client := p.HTTP
+	if client == nil {
+		client = &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	}
+	return client.Do(req)
+}
+
+func (p *Proxy) writeImmediate(w http.ResponseWriter, ir *extprocv3.ImmediateResponse, resp *extprocv3.ProcessingResponse) error {
+	p.keepMetadata(resp)
+	h := &corev3.HeaderMap{}
+	if err := applyHeaderMutation(h, ir.GetHeaders()); err != nil {
+		return err
+	}
+	for _, hv := range h.Headers {
+		w.Header().Set(hv.Key, string(hv.RawValue))
+	}
+	status := int(ir.GetStatus().GetCode())
+	if status == 0 {
+		status = 200
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(ir.GetBody())
+	return nil
+}
+
+func (p *Proxy) keepMetadata(resp *extprocv3.ProcessingResponse) {
+	if md := resp.GetDynamicMetadata(); md != nil {
+		p.mu.Lock()
+		p.metadata = append(p.metadata, md)
+		p.mu.Unlock()
+	}
+}
+
+// requestHeaderMap builds the header map Envoy sends: lower-case names,
+// pseudo-headers first, values in raw_value.
+func requestHeaderMap(r *http.Request) *corev3.HeaderMap {
+	m := &corev3.HeaderMap{}
+	add := func(k, v string) {
+		m.Headers = append(m.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
+	}
+	add(":method", r.Method)
+	add(":path", r.URL.RequestURI())
+	add(":authority", r.Host)
+	add(":scheme", "http")
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			add(strings.ToLower(k), v)
+		}
+	}
+	if r.ContentLength > 0 && get(m, "content-length") == "" {
+		add("content-length", strconv.FormatInt(r.ContentLength, 10))
+	}
+	return m
+}
+
+func responseHeaderMap(r *http.Response) *corev3.HeaderMap {
+	m := &corev3.HeaderMap{}
+	m.Headers = append(m.Headers, &corev3.HeaderValue{Key: ":status", RawValue: []byte(strconv.Itoa(r.StatusCode))})
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			m.Headers = append(m.Headers, &corev3.HeaderValue{Key: strings.ToLower(k), RawValue: []byte(v)})
+		}
+	}
+	return m
+}
+
+func get(m *corev3.HeaderMap, name string) string {
+	for _, h := range m.Headers {
+		if h.Key == name {
+			return string(h.RawValue)
+		}
+	}
+	return ""
+}
+
+// applyHeaderMutation applies a mutation as Envoy does with its default
+// send_header_raw_value flag: only raw_value is read; a mutation that sets
+// value alone yields an empty header, one that sets both fails the request.
+func applyHeaderMutation(m *corev3.HeaderMap, mu *extprocv3.HeaderMutation) error {
+	if mu == nil {
+		return nil
+	}
+	for _, name := range mu.RemoveHeaders {
+		kept := m.Headers[:0]
+		for _, h := range m.Headers {
+			if h.Key != name {
+				kept = append(kept, h)
+			}
+		}
+		m.Headers = kept
+	}
+	for _, o := range mu.SetHeaders {
+		h := o.GetHeader()
+		if h.GetValue() != "" && len(h.GetRawValue()) > 0 {
+			return local(500, "header mutation %q sets both value and raw_value", h.GetKey())
+		}
+		if strings.ToLower(h.GetKey()) != h.GetKey() {
+			return local(500, "header mutation %q is not lower case", h.GetKey())
+		}
+		nv := &corev3.HeaderValue{Key: h.GetKey(), RawValue: h.GetRawValue()}
+		switch o.GetAppendAction() {
+		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
+			replaced := false
+			kept := m.Headers[:0]
+			for _, x := range m.Headers {
+				if x.Key == h.GetKey() {
+					if !replaced {
+						kept = append(kept, nv)
+						replaced = true
+					}
+					continue
+				}
+				kept = append(kept, x)
+			}
+			m.Headers = kept
+			if !replaced && o.GetAppendAction() == corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+				m.Headers = append(m.Headers, nv)
+			}
+		default:
+			m.Headers = append(m.Headers, nv)
+		}
+	}
+	return nil
+}

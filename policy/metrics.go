@@ -1,0 +1,35 @@
+package policy
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DecisionMetrics counts decisions. The ext_proc server and the WebSocket
+// bridge share one, so tiergate_policy_decisions_total covers HTTP requests
+// and WebSocket frames alike.
+type DecisionMetrics struct {
+	decisions *prometheus.CounterVec
+}
+
+// NewDecisionMetrics registers tiergate_policy_decisions_total on reg.
+func NewDecisionMetrics(reg prometheus.Registerer) (*DecisionMetrics, error) {
+	m := &DecisionMetrics{decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tiergate_policy_decisions_total",
+		Help: "Policy decisions on requests and WebSocket frames: endpoint, action (pass, filter, block), the tier judged (none when none was sent), the rule that decided (none when no rule matched), and the caller's group (bounded: other for groups the policy does not name).",
+	}, []string{"endpoint", "action", "service_tier", "rule", "group"})}
+	if err := reg.Register(m.decisions); err != nil {
+		return nil, fmt.Errorf("register decision metrics: %w", err)
+	}
+	return m, nil
+}
+
+// Observe counts one decision made under p.
+func (m *DecisionMetrics) Observe(p *Policy, ep Endpoint, d *Decision) {
+	rule := d.Rule
+	if rule == "" {
+		rule = "none"
+	}
+	m.decisions.WithLabelValues(ep.String(), d.Action.String(), d.Tier.String(), rule, p.GroupLabel(d.Group)).Inc()
+}
