@@ -1,0 +1,232 @@
+package extproc
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tiergate/tiergate/internal/envoysim"
+	"github.com/tiergate/tiergate/policy"
+	"github.com/tiergate/tiergate/usage"
+)
+
+// syncBuffer collects usage records written from many streams.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) records(t *testing.T) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("usage record is not JSON: %v\n%s", err, sc.Text())
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// upstreamRequest is what the fake upstream received.
+type upstreamRequest struct {
+	method, path string
+	header       http.Header
+	body         []byte
+}
+
+// harness is tiergate's ext_proc server on a real gRPC connection, a fake
+// upstream, and envoysim in front, as Envoy would be.
+type harness struct {
+	t        *testing.T
+	srv      *Server
+	reg      *prometheus.Registry
+	usageLog *syncBuffer
+	proxy    *envoysim.Proxy
+	url      string // the "Envoy" listener clients talk to
+	mu       sync.Mutex
+	got      []upstreamRequest
+	respond  func(w http.ResponseWriter, r *http.Request)
+}
+
+func newHarness(t *testing.T, policyYAML string) *harness {
+	t.Helper()
+	p := policy.Default()
+	if policyYAML != "" {
+		var err error
+		if p, err = policy.Load([]byte(policyYAML)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := &harness{t: t, reg: prometheus.NewRegistry(), usageLog: &syncBuffer{}}
+	decisions, err := policy.NewDecisionMetrics(h.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := usage.NewMetrics(h.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Options{
+		Store: policy.NewStore(p), Registerer: h.reg, Decisions: decisions, Tokens: tokens,
+		Usage: usage.NewLog(h.usageLog), MaxUsageBytes: 1 << 20,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.srv = srv
+	g := grpc.NewServer()
+	srv.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(ln) }()
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		h.mu.Lock()
+		h.got = append(h.got, upstreamRequest{r.Method, r.URL.RequestURI(), r.Header.Clone(), body})
+		respond := h.respond
+		h.mu.Unlock()
+		if respond == nil {
+			w.Header().Set("content-type", "application/json")
+			_, _ = w.Write([]byte(`{"id":"x","usage":null}`))
+			return
+		}
+		respond(w, r)
+	}))
+	h.proxy = &envoysim.Proxy{
+		Client:       extprocv3.NewExternalProcessorClient(conn),
+		Upstream:     up.URL,
+		StripHeaders: []string{"x-tiergate-group"},
+	}
+	front := httptest.NewServer(h.proxy)
+	h.url = front.URL
+	t.Cleanup(func() {
+		front.Close()
+		up.Close()
+		_ = conn.Close()
+		g.Stop()
+	})
+	return h
+}
+
+func (h *harness) setResponse(f func(w http.ResponseWriter, r *http.Request)) {
+	h.mu.Lock()
+	h.respond = f
+	h.mu.Unlock()
+}
+
+func (h *harness) upstream() []upstreamRequest {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]upstreamRequest(nil), h.got...)
+}
+
+// do sends a request through "Envoy" and returns the client's response.
+func (h *harness) do(method, path string, header map[string]string, body []byte) (*http.Response, []byte) {
+	h.t.Helper()
+	req, err := http.NewRequest(method, h.url+path, bytes.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: 20 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return resp, b
+}
+
+// lastRecord waits for the n-th usage record (1-based).
+func (h *harness) record(n int) map[string]any {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		recs := h.usageLog.records(h.t)
+		if len(recs) >= n {
+			return recs[n-1]
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("only %d usage records after 5s, want %d", len(recs), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// writeChunks writes body in pieces of the given sizes, flushing each, so
+// the ext_proc server sees chunk boundaries in awkward places.
+func writeChunks(w http.ResponseWriter, body []byte, sizes ...int) {
+	f := w.(http.Flusher)
+	for i := 0; len(body) > 0; i++ {
+		n := sizes[i%len(sizes)]
+		if n > len(body) {
+			n = len(body)
+		}
+		_, _ = w.Write(body[:n])
+		f.Flush()
+		body = body[n:]
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// metricValue reads one series from a registry; 0 when it does not exist.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
+					continue series
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
