@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -239,15 +240,34 @@ func TestUsageErrors(t *testing.T) {
 
 // startServe runs `tiergate serve` and returns the addresses it logged, by
 // listener name.
-func startServe(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *bytes.Buffer) {
+// lockedBuffer is a bytes.Buffer the subprocess's output goroutine and the
+// test may use at once.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func startServe(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *lockedBuffer) {
 	t.Helper()
 	cmd := exec.Command(binary, append([]string{"serve"}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var usage bytes.Buffer
-	cmd.Stdout = &usage
+	usage := &lockedBuffer{}
+	cmd.Stdout = usage
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +303,7 @@ func startServe(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *by
 	case <-time.After(20 * time.Second):
 		t.Fatalf("serve did not log its listeners")
 	}
-	return cmd, addrs, &usage
+	return cmd, addrs, usage
 }
 
 func get(t *testing.T, url string) (int, string) {
