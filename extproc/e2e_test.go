@@ -3,10 +3,13 @@ package extproc
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"fmt"
 	"strconv"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tiergate/tiergate/policy"
@@ -188,4 +191,28 @@ func TestRequestPolicyThroughEnvoy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTrailersOnAnUnpolicedStream: Envoy may send trailers on a stream
+// tiergate never policed; that must be answered, not crash the server.
+func TestTrailersOnAnUnpolicedStream(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "")
+	stream, err := h.proxy.Client.Process(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, msg := range []*extprocv3.ProcessingRequest{
+		{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+			Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":path", RawValue: []byte("/v1/models")}}}}}},
+		{Request: &extprocv3.ProcessingRequest_ResponseTrailers{ResponseTrailers: &extprocv3.HttpTrailers{}}},
+	} {
+		if err := stream.Send(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatalf("answer to %T: %v", msg.Request, err)
+		}
+	}
+	_ = stream.CloseSend()
 }

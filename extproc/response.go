@@ -165,8 +165,8 @@ func (x *exchange) close() {
 // finish reads the response's usage and writes the record and token counts.
 // status overrides the record's status when non-empty.
 func (x *exchange) finish(status string) {
-	if x.recorded {
-		return
+	if !x.decided || x.recorded {
+		return // nothing was policed, or the record is written
 	}
 	u, reason := x.readUsage()
 	httpStatus := 0
