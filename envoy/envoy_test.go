@@ -648,3 +648,33 @@ func changedLines(t *testing.T, a, b []byte) int {
 	}
 	return n
 }
+
+func TestPodConfigHelpers(t *testing.T) {
+	pod, err := os.ReadFile("../k8s/base/envoy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.ReadFile("envoy-unix-socket.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ValidateBootstrap(pod); err != nil {
+		t.Fatalf("k8s/base/envoy.yaml: %v", err)
+	}
+	if p, err := ExtProcSocketPath(pod); err != nil || p != "/var/run/tiergate/extproc.sock" {
+		t.Fatalf("ExtProcSocketPath = %q, %v", p, err)
+	}
+	if a, err := ClusterAddress(pod, "tiergate_ws"); err != nil || a != "127.0.0.1:8081" {
+		t.Fatalf("ClusterAddress(tiergate_ws) = %q, %v", a, err)
+	}
+	if same, err := SameExceptPodListener(pod, base); err != nil || !same {
+		t.Fatalf("pod config drifted from envoy-unix-socket.yaml: %v %v", same, err)
+	}
+	tcp, _ := os.ReadFile("envoy.yaml")
+	if same, _ := SameExceptPodListener(pod, tcp); same {
+		t.Fatal("SameExceptPodListener must tell the TCP config apart")
+	}
+	if _, err := ExtProcSocketPath(tcp); err == nil {
+		t.Fatal("ExtProcSocketPath accepted a TCP cluster")
+	}
+}
