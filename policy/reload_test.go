@@ -12,49 +12,31 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tiergate/tiergate/internal/kubeletdir"
 )
 
-// kubeletDir lays out a ConfigMap volume as the kubelet does: the data in a
-// timestamped directory, ..data pointing at it, and the key's file a symlink
-// through ..data. update swaps ..data atomically and removes the old data.
-type kubeletDir struct {
-	t       *testing.T
-	dir     string
-	version int
-}
-
+// newKubeletDir lays out a ConfigMap volume as the kubelet does.
 func newKubeletDir(t *testing.T, content string) *kubeletDir {
-	k := &kubeletDir{t: t, dir: t.TempDir()}
-	k.update(content)
-	if err := os.Symlink(filepath.Join("..data", "tiergate.yaml"), filepath.Join(k.dir, "tiergate.yaml")); err != nil {
+	t.Helper()
+	d, err := kubeletdir.New(t.TempDir(), "tiergate.yaml", []byte(content))
+	if err != nil {
 		t.Fatal(err)
 	}
-	return k
+	return &kubeletDir{t: t, d: d}
 }
 
-func (k *kubeletDir) path() string { return filepath.Join(k.dir, "tiergate.yaml") }
+type kubeletDir struct {
+	t *testing.T
+	d *kubeletdir.Dir
+}
+
+func (k *kubeletDir) path() string { return k.d.File() }
 
 func (k *kubeletDir) update(content string) {
 	k.t.Helper()
-	k.version++
-	ts := fmt.Sprintf("..2026_11_22_03_00_%02d.%d", k.version, 1000+k.version)
-	if err := os.Mkdir(filepath.Join(k.dir, ts), 0o755); err != nil {
+	if err := k.d.Update([]byte(content)); err != nil {
 		k.t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(k.dir, ts, "tiergate.yaml"), []byte(content), 0o644); err != nil {
-		k.t.Fatal(err)
-	}
-	old, _ := os.Readlink(filepath.Join(k.dir, "..data"))
-	if err := os.Symlink(ts, filepath.Join(k.dir, "..data_tmp")); err != nil {
-		k.t.Fatal(err)
-	}
-	if err := os.Rename(filepath.Join(k.dir, "..data_tmp"), filepath.Join(k.dir, "..data")); err != nil {
-		k.t.Fatal(err)
-	}
-	if old != "" {
-		if err := os.RemoveAll(filepath.Join(k.dir, old)); err != nil {
-			k.t.Fatal(err)
-		}
 	}
 }
 
