@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tiergate/tiergate/policy"
 )
 
 // Metric names, defined once. Conventions: https://prometheus.io/docs/practices/naming/
@@ -66,8 +68,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, fmt.Errorf("register ext_proc metrics: %w", err)
 		}
 	}
+	// Start the bounded series at zero, so dashboards and alerts see them
+	// before the first event.
 	for _, p := range []string{phaseRequestHeaders, phaseRequestBody, phaseResponseHeaders, phaseResponseBody} {
 		m.duration.WithLabelValues(p)
+	}
+	for _, ep := range []policy.Endpoint{policy.EndpointChatCompletions, policy.EndpointResponses, policy.EndpointMessages} {
+		for _, r := range []string{unknownTooLarge, unknownEncoding, unknownMissing, unknownTruncated} {
+			m.usageUnknown.WithLabelValues(ep.String(), r)
+		}
 	}
 	return m, nil
 }

@@ -109,7 +109,9 @@ type WatcherOptions struct {
 }
 
 // NewWatcher returns a Watcher for path feeding store, with its metrics on
-// reg. The store's current policy is reported as in force.
+// reg. The store's current policy is reported as in force. With path "",
+// the policy came from no file (the embedded default): the metrics still
+// report it, and there is nothing to watch.
 func NewWatcher(path string, store *Store, reg prometheus.Registerer, log *slog.Logger, opts WatcherOptions) (*Watcher, error) {
 	m, err := newReloadMetrics(reg)
 	if err != nil {
@@ -131,6 +133,10 @@ const maxBurst = 500 * time.Millisecond
 // Run watches until ctx ends. It returns an error only when it cannot watch
 // at all; without inotify it falls back to polling.
 func (w *Watcher) Run(ctx context.Context) error {
+	if w.path == "" {
+		<-ctx.Done()
+		return nil
+	}
 	fw, err := fsnotify.NewWatcher()
 	var events <-chan fsnotify.Event
 	var errs <-chan error
@@ -177,6 +183,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 // differs from the policy in force. It returns the result label, or "" when
 // the file is unchanged.
 func (w *Watcher) Reload() string {
+	if w.path == "" {
+		return ""
+	}
 	data, err := os.ReadFile(w.path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {

@@ -19,8 +19,9 @@ import (
 
 // transact sends one policed request through ext_proc as Envoy does and
 // returns the HTTP status tiergate gives it: 200 when forwarded, or the
-// immediate response's status.
-func transact(ctx context.Context, c extprocv3.ExternalProcessorClient, body string) (int, error) {
+// immediate response's status. A forwarded request gets response as its
+// JSON response body, when that is not "".
+func transact(ctx context.Context, c extprocv3.ExternalProcessorClient, body, response string) (int, error) {
 	s, err := c.Process(ctx)
 	if err != nil {
 		return 0, err
@@ -48,6 +49,22 @@ func transact(ctx context.Context, c extprocv3.ExternalProcessorClient, body str
 		}
 		if i == 1 && r.GetRequestBody() == nil {
 			return 0, fmt.Errorf("answer to the body: %T", r.Response)
+		}
+	}
+	if response == "" {
+		return 200, nil
+	}
+	for _, m := range []*extprocv3.ProcessingRequest{
+		{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+			{Key: ":status", RawValue: []byte("200")}, {Key: "content-type", RawValue: []byte("application/json")},
+		}}}}},
+		{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{Body: []byte(response), EndOfStream: true}}},
+	} {
+		if err := s.Send(m); err != nil {
+			return 0, err
+		}
+		if _, err := s.Recv(); err != nil {
+			return 0, err
 		}
 	}
 	return 200, nil
@@ -91,7 +108,7 @@ func TestConfigMapUpdateUnderLoad(t *testing.T) {
 					return
 				default:
 				}
-				status, err := transact(ctx, client, `{"model":"gpt-5.5","service_tier":"priority"}`)
+				status, err := transact(ctx, client, `{"model":"gpt-5.5","service_tier":"priority"}`, "")
 				sent.Add(1)
 				switch {
 				case err != nil:

@@ -137,19 +137,17 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer cancel()
 	errc := make(chan error, 4)
 
-	if cfg.configPath != "" {
-		w, err := policy.NewWatcher(cfg.configPath, store, reg, log, policy.WatcherOptions{})
-		if err != nil {
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := w.Run(runCtx); err != nil {
-				errc <- fmt.Errorf("policy watcher: %w", err)
-			}
-		}()
+	watcher, err := policy.NewWatcher(cfg.configPath, store, reg, log, policy.WatcherOptions{})
+	if err != nil {
+		return err
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := watcher.Run(runCtx); err != nil {
+			errc <- fmt.Errorf("policy watcher: %w", err)
+		}
+	}()
 
 	rd := &readiness{}
 	adminLn, err := listen(cfg.adminListen)
