@@ -193,19 +193,7 @@ func (x *exchange) finish(status string) {
 	if tier == "" {
 		tier = x.out.Sent.String()
 	}
-	x.srv.opts.Tokens.Add(x.endpoint.String(), x.pol.ModelLabel(x.out.RequestModel), normaliseTier(tier), x.pol.GroupLabel(x.out.Group), u)
-}
-
-// normaliseTier bounds a tier the upstream reported to the policy's names,
-// so the metric label cannot grow with whatever an upstream sends.
-func normaliseTier(t string) string {
-	switch pt := policy.ParseTier(t); {
-	case pt.Concrete():
-		return pt.String()
-	case t == "none" || t == "":
-		return "none"
-	}
-	return "other"
+	x.srv.opts.Tokens.Add(x.endpoint.String(), x.pol.ModelLabel(x.out.RequestModel), policy.TierLabel(tier), x.pol.GroupLabel(x.out.Group), u)
 }
 
 // readUsage returns the response's usage and, when it is unknown, why.

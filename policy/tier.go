@@ -173,3 +173,16 @@ func EndpointForPath(path string) Endpoint {
 	}
 	return EndpointUnknown
 }
+
+// TierLabel bounds a tier name an upstream reported (or tiergate sent) for
+// use as a metric label: a recognised tier is spelled canonically, no tier
+// is "none", and anything else an upstream might send is "other".
+func TierLabel(t string) string {
+	switch pt := ParseTier(t); {
+	case pt.Concrete():
+		return pt.String()
+	case t == "none" || t == "":
+		return "none"
+	}
+	return "other"
+}

@@ -54,7 +54,7 @@ func processMessages(path string, headers map[string]string, body string) string
 // through reflection, as an operator would by hand.
 func TestGRPCurl(t *testing.T) {
 	t.Parallel()
-	_, addrs, usage := startServe(t, "--config", "testdata/good.yaml", "--admin-listen", "127.0.0.1:0", "--extproc-listen", "127.0.0.1:0")
+	_, addrs, usage := startServe(t, "--config", "testdata/good.yaml")
 	addr := addrs["extproc"]
 
 	t.Run("reflection lists the ext_proc and health services", func(t *testing.T) {

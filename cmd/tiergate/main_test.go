@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -238,8 +239,6 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// startServe runs `tiergate serve` and returns the addresses it logged, by
-// listener name.
 // lockedBuffer is a bytes.Buffer the subprocess's output goroutine and the
 // test may use at once.
 type lockedBuffer struct {
@@ -259,8 +258,15 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
+// startServe runs `tiergate serve` with args, every listener not named in
+// args on a free loopback port, and waits for all three to be logged.
 func startServe(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *lockedBuffer) {
 	t.Helper()
+	for _, l := range []string{"--admin-listen", "--extproc-listen", "--ws-listen"} {
+		if !slices.Contains(args, l) {
+			args = append(args, l, "127.0.0.1:0")
+		}
+	}
 	cmd := exec.Command(binary, append([]string{"serve"}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -285,7 +291,7 @@ func startServe(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *lo
 		}
 		close(lines)
 	}()
-	want := 2 // admin and extproc
+	want := 3 // admin, extproc, websocket
 	go func() {
 		for l := range lines {
 			k, v, _ := strings.Cut(l, "=")
@@ -319,7 +325,7 @@ func get(t *testing.T, url string) (int, string) {
 
 func TestServeAdminAndShutdown(t *testing.T) {
 	t.Parallel()
-	cmd, addrs, _ := startServe(t, "--config", "testdata/good.yaml", "--admin-listen", "127.0.0.1:0", "--extproc-listen", "127.0.0.1:0")
+	cmd, addrs, _ := startServe(t, "--config", "testdata/good.yaml")
 	base := "http://" + addrs["admin"]
 	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ok"} {
 		if code, body := get(t, base+path); code != 200 || strings.TrimSpace(body) != want {

@@ -32,6 +32,7 @@ type serveConfig struct {
 	maxBody       int64
 	maxUsage      int
 	adminListen   string
+	ws            wsConfig
 	usageLog      string
 	logLevel      string
 	shutdownGrace time.Duration
@@ -46,6 +47,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.grpcMaxMsg, "grpc-max-message-bytes", 80<<20, "largest ext_proc message accepted or sent; at least Envoy's per_connection_buffer_limit_bytes (envoy.yaml: 64 MiB) plus headroom")
 	fs.Int64Var(&c.maxBody, "max-body-bytes", defaultMaxBody, "largest request body after decompression; a larger gzip body is refused (400)")
 	fs.IntVar(&c.maxUsage, "max-usage-bytes", 8<<20, "how much of a non-streamed response (or of one SSE event) is kept to read its usage; beyond it the usage is recorded as unknown")
+	c.ws.register(fs)
 	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9464", "address of /metrics, /healthz, /readyz and /policy (in Kubernetes bind :9464)")
 	fs.StringVar(&c.usageLog, "usage-log", "stdout", "where usage records go, one JSON object per line: stdout, a file path, or off")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug (one line per decision), info (one line per block), warn or error; logs go to stderr as JSON")
@@ -171,6 +173,30 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	bridge, err := cfg.ws.bridge(store, reg, decisions, tokens, usageLog, log)
+	if err != nil {
+		return err
+	}
+	wsServer := bridge.HTTPServer()
+	wsLn, err := listen(cfg.ws.listen)
+	if err != nil {
+		return fmt.Errorf("WebSocket listener: %w", err)
+	}
+	log.Info("listening", "listener", "websocket", "address", listenerAddress(wsLn), "tls", cfg.ws.tlsCert != "", "upstream", cfg.ws.upstream)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var err error
+		if cfg.ws.tlsCert != "" {
+			err = wsServer.ServeTLS(wsLn, cfg.ws.tlsCert, cfg.ws.tlsKey)
+		} else {
+			err = wsServer.Serve(wsLn)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("WebSocket listener: %w", err)
+		}
+	}()
+
 	grpcServer, health := newGRPCServer(cfg.grpcMaxMsg)
 	ep.Register(grpcServer)
 	extprocLn, err := listen(cfg.extprocListen)
@@ -196,10 +222,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	rd.draining.Store(true)
 	health.Shutdown() // NOT_SERVING: Envoy's health checks see the drain
-	stopGRPC(grpcServer, cfg.shutdownGrace, log)
-	cancel()
 	shutdownCtx, done := context.WithTimeout(context.Background(), cfg.shutdownGrace)
 	defer done()
+	// HTTP streams and WebSocket sessions drain side by side within one grace.
+	var drain sync.WaitGroup
+	drain.Add(2)
+	go func() { defer drain.Done(); stopGRPC(grpcServer, cfg.shutdownGrace, log) }()
+	go func() {
+		defer drain.Done()
+		if err := bridge.Shutdown(shutdownCtx); err != nil {
+			log.Warn("shutdown grace over; closed the remaining WebSocket sessions with 1001", "err", err)
+		}
+		_ = wsServer.Shutdown(shutdownCtx)
+	}()
+	drain.Wait()
+	cancel()
 	_ = admin.Shutdown(shutdownCtx)
 	wg.Wait()
 	log.Info("stopped")

@@ -1,0 +1,15 @@
+// Package wsbridge is tiergate's WebSocket bridge: Envoy routes WebSocket
+// upgrades for /v1/responses (the Responses API's WebSocket mode, which
+// Codex uses) and /v1/realtime (the Realtime API) to it, and it relays each
+// session to the upstream with the policy applied to every client frame and
+// the usage of every turn accounted.
+//
+// It owns the upgrade and the upstream dial (server.go, upstream.go), which
+// headers cross and why (headers.go), the two pumps that relay frames and
+// pass close codes (relay.go), the session's model and group (session.go),
+// and turn accounting (turns.go). Policy decisions and frame rewriting are
+// package policy's; usage parsing, records and token counters are package
+// usage's. It must not buffer without bound: each direction holds at most
+// one message, and a slow reader slows its sender. It knows nothing of
+// ext_proc.
+package wsbridge

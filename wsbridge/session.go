@@ -1,0 +1,356 @@
+package wsbridge
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/coder/websocket"
+	"github.com/tidwall/gjson"
+
+	"github.com/tiergate/tiergate/policy"
+)
+
+// session is one bridged WebSocket session: the client's connection, the
+// upstream's, the two pumps between them (relay.go), the session model, and
+// the turns in flight (turns.go).
+type session struct {
+	b         *Bridge
+	ep        policy.Endpoint
+	em        *epMetrics
+	client    *websocket.Conn
+	upstream  *websocket.Conn
+	header    http.Header // the upgrade request's, to resolve the group
+	keys      []string    // API keys offered as openai-insecure-api-key.<key>
+	requestID string
+	start     time.Time
+
+	// lastData is when the last data frame went either way, in nanoseconds
+	// since start (monotonic). Pings do not count.
+	lastData atomic.Int64
+	// writing is, per side, when the write to it in progress began, in
+	// nanoseconds since start plus one; 0 when none is. The watchdog reads it.
+	writing [2]atomic.Int64
+	// stopRelay is set once the session is ending: the pumps still read
+	// (so the close handshakes complete and late events are accounted) but
+	// forward nothing more.
+	stopRelay atomic.Bool
+
+	// Owned by the client pump.
+	groupPol *policy.Policy // the policy group was resolved under
+	group    string
+	cands    []string // scratch for the candidate models
+
+	// mu guards what both pumps, the timers and Shutdown share.
+	mu     sync.Mutex
+	models models
+	turns  turnBook
+	ended  bool
+	cause  endCause
+	idle   *time.Timer
+	max    *time.Timer
+
+	closers          sync.WaitGroup // the goroutines running the two closes
+	c2uDone, u2cDone chan struct{}
+}
+
+func newSession(b *Bridge, ep policy.Endpoint, r *http.Request, client, up *websocket.Conn, keys []string) *session {
+	client.SetReadLimit(b.opts.ReadLimit)
+	s := &session{
+		b:         b,
+		ep:        ep,
+		em:        b.eps[ep],
+		client:    client,
+		upstream:  up,
+		header:    r.Header,
+		keys:      keys,
+		requestID: r.Header.Get("X-Request-Id"),
+		start:     time.Now(),
+		c2uDone:   make(chan struct{}),
+		u2cDone:   make(chan struct{}),
+	}
+	if r.URL.RawQuery != "" {
+		s.models.current = r.URL.Query().Get("model")
+	}
+	return s
+}
+
+// run relays until the session ends, then records the turns still open and
+// counts the session. It returns once every goroutine of the session has.
+func (s *session) run() {
+	s.em.active.Inc()
+	s.mu.Lock()
+	s.idle = time.AfterFunc(s.b.opts.IdleTimeout, s.checkIdle)
+	s.max = time.AfterFunc(s.b.opts.MaxSession, func() { s.end(causeMaxSession) })
+	s.mu.Unlock()
+
+	go func() {
+		defer close(s.u2cDone)
+		s.upstreamToClient()
+	}()
+	s.clientToUpstream()
+	close(s.c2uDone)
+	<-s.u2cDone
+	s.closers.Wait()
+
+	s.mu.Lock()
+	s.idle.Stop()
+	s.max.Stop()
+	cause := s.cause
+	s.mu.Unlock()
+	s.recordOpen(cause.turnStatus)
+	s.em.active.Dec()
+	s.em.m.sessions.WithLabelValues(s.em.endpoint, closeCodeLabel(cause.label)).Inc()
+	s.b.log.Debug("session ended", "request_id", s.requestID, "endpoint", s.em.endpoint,
+		"close_code", cause.label, "why", cause.why, "duration", time.Since(s.start).String())
+}
+
+// touch notes a data frame, for the idle timeout, and returns when it was
+// (nanoseconds since start).
+func (s *session) touch() int64 {
+	now := int64(time.Since(s.start))
+	s.lastData.Store(now)
+	return now
+}
+
+// checkIdle runs when the idle timer fires: it ends the session if no data
+// frame went either way for IdleTimeout, and otherwise sets the timer for
+// when that would be.
+func (s *session) checkIdle() {
+	idle := time.Since(s.start) - time.Duration(s.lastData.Load())
+	if idle >= s.b.opts.IdleTimeout {
+		s.end(causeIdle)
+		return
+	}
+	s.mu.Lock()
+	if !s.ended {
+		s.idle.Reset(s.b.opts.IdleTimeout - idle)
+	}
+	s.mu.Unlock()
+}
+
+// end ends the session for cause; the first cause wins. Both connections
+// are closed concurrently, each with its close code (or at once, for a side
+// already gone), and the pumps see their reads fail.
+func (s *session) end(c endCause) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	s.cause = c
+	s.mu.Unlock()
+	s.stopRelay.Store(true)
+	s.closers.Add(2)
+	go s.closeConn(s.client, c.toClient)
+	go s.closeConn(s.upstream, c.toUpstream)
+}
+
+func (s *session) closeConn(c *websocket.Conn, m closeMsg) {
+	defer s.closers.Done()
+	if m.code == 0 {
+		_ = c.CloseNow()
+		return
+	}
+	// Close writes the close frame (after any frame being written) and
+	// waits up to 5s for the peer's.
+	_ = c.Close(m.code, m.reason)
+}
+
+// groupFor resolves the caller's group under p, once per policy: a reload
+// can change the group header or the key digests.
+func (s *session) groupFor(p *policy.Policy) string {
+	if p != s.groupPol {
+		s.group = p.GroupFromHeaders(s.header.Get, s.keys...)
+		s.groupPol = p
+	}
+	return s.group
+}
+
+// models tracks the model a session runs under (DESIGN.md, "Session model"
+// and Evaluation 6). Guarded by session.mu.
+type models struct {
+	// current is the settled session model: ?model= at connect, then what
+	// the upstream reports in session.created and session.updated or, where
+	// the upstream reports none (the Responses API), the model of the last
+	// response.create that named one.
+	current string
+	// reported is the model the upstream itself last reported; a Realtime
+	// turn's response names none, so its record takes this one.
+	reported string
+	// claims are the client's session.update frames the upstream has not
+	// answered yet, oldest first. Every model they claim is a candidate
+	// until the upstream confirms what the session runs under.
+	claims  []claim
+	claimed int // models in claims
+}
+
+type claim struct {
+	eventID string
+	models  []string
+}
+
+// maxClaimed bounds the models claimed and not yet confirmed: a client that
+// sends more session.update frames than the upstream answers is refused
+// rather than holding memory without end.
+const maxClaimed = 256
+
+// candidates appends the models a frame that names none may run under.
+func (m *models) candidates(dst []string) []string {
+	if m.current != "" {
+		dst = append(dst, m.current)
+	}
+	for _, c := range m.claims {
+		dst = append(dst, c.models...)
+	}
+	return dst
+}
+
+// claim notes a client session.update; false when too many are pending.
+func (m *models) claim(eventID string, claimed []string) bool {
+	for m.claimed+len(claimed) > maxClaimed || len(m.claims) >= maxClaimed {
+		// Drop the oldest claim that names no model; if every one does,
+		// refuse.
+		i := 0
+		for i < len(m.claims) && len(m.claims[i].models) > 0 {
+			i++
+		}
+		if i == len(m.claims) {
+			return false
+		}
+		m.claims = append(m.claims[:i], m.claims[i+1:]...)
+	}
+	m.claims = append(m.claims, claim{eventID: eventID, models: claimed})
+	m.claimed += len(claimed)
+	return true
+}
+
+// reportedBy takes the upstream's session.created or session.updated. A
+// session.updated answers the oldest pending session.update, whose claim
+// it settles; one that names no model settles nothing (the claim stays a
+// candidate, the strict choice).
+func (m *models) reportedBy(model string, updated bool) {
+	if model == "" {
+		return
+	}
+	m.current, m.reported = model, model
+	if updated && len(m.claims) > 0 {
+		m.claimed -= len(m.claims[0].models)
+		m.claims[0] = claim{}
+		m.claims = m.claims[1:]
+		if len(m.claims) == 0 {
+			m.claims = nil
+		}
+	}
+}
+
+// refused drops the claim of a session.update the upstream answered with an
+// error (matched by the client's event_id); it reports whether one matched.
+func (m *models) refused(eventID string) bool {
+	if eventID == "" {
+		return false
+	}
+	for i, c := range m.claims {
+		if c.eventID == eventID {
+			m.claimed -= len(c.models)
+			m.claims = append(m.claims[:i], m.claims[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// named takes the model a forwarded response.create named. It settles the
+// session model only where the upstream reports none: a Realtime session's
+// model is the upstream's to say.
+func (m *models) named(model string) {
+	if m.reported == "" && model != "" {
+		m.current = model
+	}
+}
+
+// view returns b as a string without copying, for gjson. Nothing returned
+// from it may outlive b's next reuse: keep only copies.
+func view(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+var sessionUpdateType = []byte("session.update")
+
+// frameMeta is what the session needs from a client frame beyond the
+// policy's verdict.
+type frameMeta struct {
+	// Of a response.create:
+	streamID string // the Responses WebSocket lane
+	eventID  string // the client's event id (Realtime)
+	named    bool   // the frame names a model (top level, or in response)
+	// Of a session.update (any "type" occurrence counts, with duplicate
+	// keys: a claim only adds candidates):
+	update  bool
+	claimed []string // every session.model, each occurrence
+}
+
+// readFrame reads a client frame the policy found to be valid JSON. A
+// response.create (policed) is always read; any other frame only when it
+// could be a session.update: without a backslash, that type would be
+// spelled out in its bytes, so an audio append is never parsed.
+func readFrame(frame []byte, policed bool) frameMeta {
+	var m frameMeta
+	if !policed && !bytes.Contains(frame, sessionUpdateType) && bytes.IndexByte(frame, '\\') < 0 {
+		return m
+	}
+	var sessions []gjson.Result
+	gjson.Parse(view(frame)).ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "type":
+			m.update = m.update || v.Type == gjson.String && v.Str == "session.update"
+		case "stream_id":
+			if v.Type == gjson.String {
+				m.streamID = v.Str
+			}
+		case "event_id":
+			if v.Type == gjson.String {
+				m.eventID = v.Str
+			}
+		case "model":
+			m.named = m.named || v.Type == gjson.String
+		case "response":
+			if v.IsObject() && v.Get("model").Type == gjson.String {
+				m.named = true
+			}
+		case "session":
+			if v.IsObject() {
+				sessions = append(sessions, v)
+			}
+		}
+		return true
+	})
+	if m.update {
+		for _, sess := range sessions {
+			sess.ForEach(func(k, v gjson.Result) bool {
+				if k.Str == "model" && v.Type == gjson.String {
+					m.claimed = append(m.claimed, strings.Clone(v.Str))
+				}
+				return true
+			})
+		}
+	}
+	// Copies: the strings point into frame, whose buffer is reused.
+	m.streamID = strings.Clone(m.streamID)
+	m.eventID = strings.Clone(m.eventID)
+	return m
+}
+
+// writeClient writes one frame to the client outside the relay pump (the
+// refusal event), bounded by the write timeout.
+func (s *session) writeClient(typ websocket.MessageType, p []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.b.opts.WriteTimeout)
+	defer cancel()
+	return s.client.Write(ctx, typ, p)
+}

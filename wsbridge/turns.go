@@ -1,0 +1,476 @@
+package wsbridge
+
+import (
+	"bytes"
+	"slices"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/tidwall/gjson"
+
+	"github.com/tiergate/tiergate/policy"
+	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
+	"github.com/tiergate/tiergate/usage"
+)
+
+// Turn accounting (DESIGN.md, "WebSocket bridge"). Each response.create that
+// reaches the upstream waits, in order and per stream_id lane, for the next
+// response.created; a response.created with none waiting is a turn the
+// server started (Realtime server VAD). A turn is keyed by its response id
+// from then on and ends at response.completed, .failed, .incomplete
+// (Responses) or response.done (Realtime). An error event that answers a
+// response.create before any response.created removes the oldest waiting
+// frame (or, on Realtime, the one whose event_id it names). Every turn gets
+// one usage record, turns cut short by a close included.
+
+// turn is one response.
+type turn struct {
+	seq        uint64
+	lane       string // the stream_id of the response.create; "" for none
+	curLane    string // the lane whose events stream it, once created
+	eventID    string // the response.create's event_id (Realtime)
+	start      time.Time
+	firstToken time.Time
+	responseID string
+	created    bool // response.created seen
+	server     bool // started by the server: no response.create, no decision
+
+	model           string
+	group           string
+	requested, sent policy.Tier
+	action          policy.Action
+	rule            string
+}
+
+// lane is one stream_id's queue: the frames waiting for their
+// response.created, oldest first, and the turn whose events stream now.
+type lane struct {
+	waiting []*turn
+	current *turn
+}
+
+func (l *lane) shift() *turn {
+	t := l.waiting[0]
+	l.waiting[0] = nil
+	l.waiting = l.waiting[1:]
+	if len(l.waiting) == 0 {
+		l.waiting = nil
+	}
+	return t
+}
+
+// maxWaiting bounds the response.create frames waiting for the upstream in
+// one session; a client that pipelines more is refused, so a session's
+// memory stays bounded whatever the upstream does.
+const maxWaiting = 4096
+
+// turnBook is a session's turns, guarded by session.mu. Only the upstream
+// pump changes turns under way (and, after it has ended, run).
+type turnBook struct {
+	seq     uint64
+	waiting int
+	def     lane // the lane of frames without stream_id
+	lanes   map[string]*lane
+	open    map[string]*turn // turns under way, by response id
+	// needFirst counts turns under way without an output delta yet: while it
+	// is zero the upstream pump need not parse delta events.
+	needFirst int
+}
+
+func (b *turnBook) lane(id string, create bool) *lane {
+	if id == "" {
+		return &b.def
+	}
+	l := b.lanes[id]
+	if l == nil && create {
+		if b.lanes == nil {
+			b.lanes = make(map[string]*lane)
+		}
+		l = &lane{}
+		b.lanes[id] = l
+	}
+	return l
+}
+
+// tidy forgets a named lane with nothing in it.
+func (b *turnBook) tidy(id string) {
+	if l := b.lanes[id]; id != "" && l != nil && len(l.waiting) == 0 && l.current == nil {
+		delete(b.lanes, id)
+	}
+}
+
+// push queues a forwarded response.create; false when too many wait.
+func (b *turnBook) push(t *turn) bool {
+	if b.waiting >= maxWaiting {
+		return false
+	}
+	b.seq++
+	t.seq = b.seq
+	l := b.lane(t.lane, true)
+	l.waiting = append(l.waiting, t)
+	b.waiting++
+	return true
+}
+
+// popWaiting takes the oldest frame waiting in lane id. An event without
+// stream_id when no frame without one waits (an upstream that does not
+// echo stream_id) takes the oldest frame of any lane.
+func (b *turnBook) popWaiting(id string) *turn {
+	l := b.lane(id, false)
+	if l == nil || len(l.waiting) == 0 {
+		if id != "" {
+			return nil
+		}
+		l = nil
+		for _, c := range b.lanes {
+			if len(c.waiting) > 0 && (l == nil || c.waiting[0].seq < l.waiting[0].seq) {
+				l = c
+			}
+		}
+		if l == nil {
+			return nil
+		}
+	}
+	t := l.shift()
+	b.waiting--
+	b.tidy(t.lane)
+	return t
+}
+
+// removeWaiting takes the waiting frame whose event_id is id.
+func (b *turnBook) removeWaiting(id string) *turn {
+	for _, l := range append([]*lane{&b.def}, lanesOf(b.lanes)...) {
+		for i, t := range l.waiting {
+			if t.eventID == id {
+				l.waiting = slices.Delete(l.waiting, i, i+1)
+				b.waiting--
+				b.tidy(t.lane)
+				return t
+			}
+		}
+	}
+	return nil
+}
+
+func lanesOf(m map[string]*lane) []*lane {
+	out := make([]*lane, 0, len(m))
+	for _, l := range m {
+		out = append(out, l)
+	}
+	return out
+}
+
+// created opens a turn at response.created.
+func (b *turnBook) created(e *usage.Event, now time.Time, sessionModel string) {
+	t := b.popWaiting(e.StreamID)
+	if t == nil {
+		t = &turn{lane: e.StreamID, start: now, model: sessionModel, server: true, action: policy.ActionPass}
+	}
+	t.created = true
+	t.responseID = e.ResponseID
+	t.curLane = e.StreamID
+	if t.responseID != "" {
+		if b.open == nil {
+			b.open = make(map[string]*turn)
+		}
+		b.open[t.responseID] = t
+	}
+	b.lane(e.StreamID, true).current = t
+	b.needFirst++
+}
+
+// streaming finds the turn under way an event belongs to: by response id
+// (Realtime events carry it), else the lane's current turn (Responses
+// deltas carry only stream_id), else the only turn under way.
+func (b *turnBook) streaming(e *usage.Event) *turn {
+	if e.ResponseID != "" {
+		if t := b.open[e.ResponseID]; t != nil {
+			return t
+		}
+	}
+	if l := b.lane(e.StreamID, false); l != nil && l.current != nil {
+		return l.current
+	}
+	if len(b.open) == 1 {
+		for _, t := range b.open {
+			return t
+		}
+	}
+	return nil
+}
+
+// delta times a turn's first output.
+func (b *turnBook) delta(e *usage.Event, now time.Time) {
+	if t := b.streaming(e); t != nil && t.firstToken.IsZero() {
+		t.firstToken = now
+		b.needFirst--
+	}
+}
+
+// terminal ends a turn at its terminal event and returns it.
+func (b *turnBook) terminal(e *usage.Event, now time.Time, sessionModel string) *turn {
+	id := e.Usage.ResponseID
+	if id == "" {
+		id = e.ResponseID
+	}
+	var t *turn
+	if id != "" {
+		t = b.open[id]
+	} else {
+		t = b.streaming(e)
+	}
+	if t == nil {
+		// Ended without a response.created we saw.
+		if t = b.popWaiting(e.StreamID); t == nil {
+			t = &turn{lane: e.StreamID, start: now, model: sessionModel, server: true, action: policy.ActionPass}
+		}
+		t.responseID = id
+		return t
+	}
+	b.end(t)
+	return t
+}
+
+// end removes a turn under way.
+func (b *turnBook) end(t *turn) {
+	if t.responseID != "" && b.open[t.responseID] == t {
+		delete(b.open, t.responseID)
+	}
+	if l := b.lane(t.curLane, false); l != nil && l.current == t {
+		l.current = nil
+		b.tidy(t.curLane)
+	}
+	if t.created && t.firstToken.IsZero() {
+		b.needFirst--
+	}
+}
+
+// failed takes the waiting frame an upstream error event answers: the one
+// whose event_id the error names, or with none named, the lane's oldest.
+func (b *turnBook) failed(streamID, eventID string) *turn {
+	if eventID != "" {
+		return b.removeWaiting(eventID)
+	}
+	return b.popWaiting(streamID)
+}
+
+// all returns every turn not yet recorded, in the order they began.
+func (b *turnBook) all() []*turn {
+	var out []*turn
+	for _, l := range append([]*lane{&b.def}, lanesOf(b.lanes)...) {
+		out = append(out, l.waiting...)
+	}
+	for _, t := range b.open {
+		out = append(out, t)
+	}
+	for _, l := range append([]*lane{&b.def}, lanesOf(b.lanes)...) {
+		if t := l.current; t != nil && (t.responseID == "" || b.open[t.responseID] != t) {
+			out = append(out, t) // under way without a response id
+		}
+	}
+	slices.SortFunc(out, func(a, c *turn) int {
+		return a.start.Compare(c.start)
+	})
+	return out
+}
+
+// Event types the upstream pump must parse; every other type is relayed
+// without a look, and output deltas are parsed only while a turn awaits its
+// first one.
+var accountedTypes = map[string]bool{
+	"session.created": true, "session.updated": true,
+	"response.created": true, "error": true,
+	"response.completed": true, "response.failed": true, "response.incomplete": true, "response.done": true,
+}
+
+var typePrefix = []byte(`{"type":"`)
+
+// sniffType reads the event type when it is the frame's first member and
+// spelled without escapes, as the upstream writes it; ok is false otherwise
+// and the frame must be parsed. The string shares frame's memory.
+func sniffType(frame []byte) (typ string, ok bool) {
+	if !bytes.HasPrefix(frame, typePrefix) {
+		return "", false
+	}
+	rest := frame[len(typePrefix):]
+	i := bytes.IndexByte(rest, '"')
+	if i < 0 || bytes.IndexByte(rest[:i], '\\') >= 0 {
+		return "", false
+	}
+	return view(rest[:i]), true
+}
+
+func isDelta(t string) bool {
+	return len(t) > len("response.")+len(".delta") && t[:len("response.")] == "response." && t[len(t)-len(".delta"):] == ".delta"
+}
+
+// account reads one upstream event for the session model and the turns.
+// It runs on the upstream pump, before the event is relayed, so a turn that
+// completed upstream is recorded as such even if the client has gone.
+func (s *session) account(frame []byte) {
+	if t, ok := sniffType(frame); ok && !accountedTypes[t] && (!isDelta(t) || s.turns.needFirst == 0) {
+		return
+	}
+	e := usage.ParseEvent(frame)
+	if e.Type == "" {
+		return
+	}
+	now := time.Now()
+	var (
+		done       *turn
+		status     string
+		httpStatus int
+	)
+	s.mu.Lock()
+	switch {
+	case e.Type == "session.created" || e.Type == "session.updated":
+		s.models.reportedBy(e.SessionModel, e.Type == "session.updated")
+	case e.Type == "response.created":
+		s.turns.created(&e, now, s.models.current)
+	case e.Terminal:
+		done = s.turns.terminal(&e, now, s.models.current)
+		status = e.Usage.Status
+		if status == "" {
+			status = usage.StatusCompleted
+		}
+	case e.IsDelta:
+		s.turns.delta(&e, now)
+	case e.Type == "error":
+		eventID, st := errorDetails(frame)
+		if !s.models.refused(eventID) {
+			done = s.turns.failed(e.StreamID, eventID)
+			status, httpStatus = statusUpstreamError, st
+		}
+	}
+	reported := s.models.reported
+	s.mu.Unlock()
+	if done != nil {
+		s.record(done, status, httpStatus, e.Usage, reported, now)
+	}
+}
+
+// errorDetails reads the client event id an error event names (Realtime's
+// error.event_id) and its HTTP-like status (Responses WebSocket's status,
+// or status_code as Codex also reads it).
+func errorDetails(frame []byte) (eventID string, status int) {
+	r := gjson.GetManyBytes(frame, "error.event_id", "status", "status_code")
+	if r[0].Type == gjson.String {
+		eventID = r[0].Str
+	}
+	for _, v := range r[1:] {
+		if v.Type == gjson.Number && v.Int() >= 100 && v.Int() <= 599 {
+			return eventID, int(v.Int())
+		}
+	}
+	return eventID, 0
+}
+
+// recordOpen records the turns the session's end cut short.
+func (s *session) recordOpen(status string) {
+	s.mu.Lock()
+	open := s.turns.all()
+	reported := s.models.reported
+	s.mu.Unlock()
+	now := time.Now()
+	for _, t := range open {
+		s.record(t, status, 0, usage.Unknown(), reported, now)
+	}
+}
+
+// record writes a turn's usage record and counts its tokens and metrics.
+func (s *session) record(t *turn, status string, httpStatus int, u usage.Usage, reportedModel string, now time.Time) {
+	pol := s.b.opts.Store.Load()
+	group := t.group
+	if t.server {
+		group = pol.GroupFromHeaders(s.header.Get, s.keys...)
+	}
+	rec := &tiergatev1.UsageRecord{
+		Time:                 usage.FormatTime(now),
+		RequestId:            s.requestID,
+		ResponseId:           t.responseID,
+		Endpoint:             s.em.endpoint,
+		Group:                group,
+		Model:                t.model,
+		ServiceTierRequested: t.requested.String(),
+		ServiceTierSent:      t.sent.String(),
+		Action:               t.action.String(),
+		Rule:                 t.rule,
+		DurationMs:           uint64(now.Sub(t.start).Milliseconds()),
+		Stream:               true,
+		Status:               status,
+	}
+	if !t.firstToken.IsZero() {
+		ttft := uint64(t.firstToken.Sub(t.start).Milliseconds())
+		rec.TimeToFirstTokenMs = &ttft
+		s.em.ttft.Observe(t.firstToken.Sub(t.start).Seconds())
+	}
+	if httpStatus > 0 {
+		hs := uint32(httpStatus)
+		rec.HttpStatus = &hs
+	}
+	u.Fill(rec)
+	if rec.ResponseModel == "" && reportedModel != "" && (t.created || u.Status != "") {
+		// Realtime responses name no model; the session's is the one the
+		// upstream reported.
+		rec.ResponseModel = reportedModel
+	}
+	s.em.duration.Observe(now.Sub(t.start).Seconds())
+	s.em.turn(status)
+	if err := s.b.opts.Usage.Write(rec); err != nil {
+		s.b.log.Error("usage record lost", "request_id", s.requestID, "err", err)
+	}
+	tier := u.ServiceTier
+	if tier == "" {
+		tier = t.sent.String()
+	}
+	s.b.opts.Tokens.Add(s.em.endpoint, pol.ModelLabel(t.model), policy.TierLabel(tier), pol.GroupLabel(group), u)
+}
+
+// refuse answers a response.create the policy blocked (or that is not
+// valid JSON): one error event, fully written, then the close (1008, or
+// 1007 for invalid JSON) with the message. The frame never reaches the
+// upstream, which is closed normally.
+func (s *session) refuse(res *policy.Result) {
+	refusal, code, status, msg := policy.RefusalPolicy, websocket.StatusPolicyViolation, statusBlocked, res.Message
+	if res.Status == 400 {
+		refusal, code, status = policy.RefusalInvalidJSON, websocket.StatusInvalidFramePayloadData, statusRefused
+		msg = "the frame is not valid JSON"
+		if res.Err != nil {
+			msg += ": " + res.Err.Error()
+		}
+	}
+	s.refuseWith(refusal, code, status, msg, res.Status, &turn{
+		start: time.Now(), model: res.RequestModel, group: res.Group,
+		requested: res.Requested, sent: policy.TierNone, action: res.Action, rule: res.Rule,
+	}, res.Tier)
+}
+
+// refuseClaims ends a session whose client keeps changing the session model
+// faster than the upstream confirms it.
+func (s *session) refuseClaims(group string) {
+	s.refuseWith(policy.RefusalPolicy, websocket.StatusPolicyViolation, statusBlocked,
+		"too many session.update frames are waiting for the upstream's session.updated", 403,
+		&turn{start: time.Now(), group: group, action: policy.ActionBlock}, policy.TierNone)
+}
+
+// refuseBacklog ends a session whose client pipelines more response.create
+// frames than the upstream answers.
+func (s *session) refuseBacklog(group string) {
+	s.refuseWith(policy.RefusalPolicy, websocket.StatusPolicyViolation, statusBlocked,
+		"too many response.create frames are waiting for the upstream's response.created", 403,
+		&turn{start: time.Now(), group: group, action: policy.ActionBlock}, policy.TierNone)
+}
+
+func (s *session) refuseWith(r policy.Refusal, code websocket.StatusCode, status, msg string, httpStatus int, t *turn, judged policy.Tier) {
+	s.stopRelay.Store(true) // the upstream pump must not slip a frame in before the close
+	err := s.writeClient(websocket.MessageText, policy.ErrorEvent(r, msg))
+	s.b.log.Info("frame refused", "request_id", s.requestID, "endpoint", s.em.endpoint,
+		"status", httpStatus, "group", t.group, "model", t.model, "service_tier", judged.String(),
+		"rule", t.rule, "message", msg)
+	s.record(t, status, httpStatus, usage.Unknown(), "", time.Now())
+	if err != nil {
+		s.end(lostCause(sideClient, false))
+		return
+	}
+	s.end(refusalCause(code, msg))
+}
