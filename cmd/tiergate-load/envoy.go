@@ -1,0 +1,97 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+)
+
+// Responses API body around the filler text: shaped like what Codex sends
+// (model, instructions, one input message, reasoning, streaming), asking for
+// priority so that the default policy (filter priority) rewrites it.
+const (
+	bodyPrefix = `{"model":"gpt-5.5","service_tier":"priority","instructions":"You are a coding agent running in the user's terminal.",` +
+		`"input":[{"type":"message","role":"user","content":[{"type":"input_text","text":"`
+	bodySuffix = `"}]}],"reasoning":{"effort":"medium","summary":"auto"},"store":false,"stream":true}`
+	// fillerText is escape-heavy, as source code pasted into a prompt is.
+	fillerText = `Refactor parse() so that \"quoted\" keys survive;\n\tkeep the tests green (see ./parser_test.go).\n`
+)
+
+// minBodySize is the smallest body responsesBody can build.
+const minBodySize = len(bodyPrefix) + len(bodySuffix)
+
+// responsesBody builds a valid Responses API request of exactly size bytes
+// carrying "service_tier":"priority".
+func responsesBody(size int) ([]byte, error) {
+	if size < minBodySize {
+		return nil, fmt.Errorf("body size %d is below the smallest Responses body, %d bytes", size, minBodySize)
+	}
+	b := make([]byte, 0, size)
+	b = append(b, bodyPrefix...)
+	fill := size - minBodySize
+	for fill > 0 {
+		n := min(fill, len(fillerText))
+		b = append(b, fillerText[:n]...)
+		fill -= n
+	}
+	// A cut through an escape (\" or \n) leaves a lone backslash that would
+	// escape the closing quote: blank it.
+	slashes := 0
+	for i := len(b) - 1; i >= len(bodyPrefix) && b[i] == '\\'; i-- {
+		slashes++
+	}
+	if slashes%2 == 1 {
+		b[len(b)-1] = ' '
+	}
+	return append(b, bodySuffix...), nil
+}
+
+// requestMessages are one stream's two messages, reused from transaction to
+// transaction (a Send has encoded a message by the time it returns, so the
+// next transaction may change it).
+type requestMessages struct {
+	headers   *extprocv3.ProcessingRequest
+	body      *extprocv3.ProcessingRequest
+	requestID *corev3.HeaderValue
+	worker    int
+}
+
+// newRequestMessages builds request_headers and request_body as Envoy sends
+// them for POST /v1/responses: lower-case names, pseudo-headers first, the
+// headers Envoy's connection manager adds (x-forwarded-proto, x-request-id),
+// every value in raw_value (Envoy's default send_header_raw_value), and the
+// BUFFERED body in one message with end_of_stream set.
+func newRequestMessages(worker int, authority string, body []byte) *requestMessages {
+	m := &requestMessages{worker: worker, requestID: &corev3.HeaderValue{Key: "x-request-id"}}
+	hv := func(k, v string) *corev3.HeaderValue { return &corev3.HeaderValue{Key: k, RawValue: []byte(v)} }
+	headers := []*corev3.HeaderValue{
+		hv(":authority", authority),
+		hv(":path", "/v1/responses"),
+		hv(":method", "POST"),
+		hv(":scheme", "https"),
+		hv("user-agent", "codex_cli_rs/0.98.0 (Linux 6.8; x86_64) xterm-256color"),
+		hv("content-type", "application/json"),
+		hv("content-length", strconv.Itoa(len(body))),
+		hv("accept", "text/event-stream"),
+		hv("authorization", "Bearer sk-proj-tiergateLoadTestKey0123456789abcdefghijklmnopqrstuv"),
+		hv("openai-beta", "responses=experimental"),
+		hv("x-forwarded-proto", "https"),
+		m.requestID,
+	}
+	m.headers = &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
+		RequestHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: headers}},
+	}}
+	m.body = &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+		RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true},
+	}}
+	m.setRequestID(0)
+	return m
+}
+
+// setRequestID gives transaction n its own x-request-id, UUID-shaped as
+// Envoy's are: worker and sequence number in hex.
+func (m *requestMessages) setRequestID(n uint64) {
+	m.requestID.RawValue = fmt.Appendf(m.requestID.RawValue[:0], "%08x-0000-4000-8000-%012x", m.worker, n)
+}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+)
+
+// defaultMaxMsg is tiergate serve's --grpc-max-message-bytes default: Envoy's
+// 64 MiB buffer limit plus headroom. Both sides use it, so a 16 MiB body (and
+// its 16 MiB rewrite) fits.
+const defaultMaxMsg = 80 << 20
+
+// serverOptions are the grpc.NewServer options of tiergate's ext_proc server,
+// copied value for value from cmd/tiergate/grpc.go (newGRPCServer), so that
+// the null server runs on the same gRPC stack and its figures are a fair
+// baseline. They are copied rather than shared because cmd/tiergate is a
+// main package; keep the two in step.
+func serverOptions(maxMsg int) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxMsg),
+		grpc.MaxSendMsgSize(maxMsg),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             5 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    2 * time.Minute,
+			Timeout: 20 * time.Second,
+		}),
+	}
+}
+
+// dial opens one client connection (grpc.NewClient: one HTTP/2 connection
+// per ClientConn), as Envoy's tiergate_extproc cluster does: plaintext
+// HTTP/2, keepalive pings every 30 s with a 5 s timeout (envoy/envoy.yaml),
+// message limits raised so that bodies of tens of MiB pass.
+func dial(target string, maxMsg int) (*grpc.ClientConn, error) {
+	return grpc.NewClient(target,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
+	)
+}

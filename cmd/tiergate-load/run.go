@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+)
+
+// exitCode is an error that carries a process exit status whose message has
+// already been printed.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// command is one subcommand. WebSocket modes join this table later.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+var commands = []command{
+	{"null-extproc", "serve a null ext_proc server (CONTINUE to everything), the baseline", runNull},
+	{"extproc", "drive an ext_proc server as Envoy does and report throughput, latency and memory", runExtproc},
+}
+
+func usageText() string {
+	s := "usage: tiergate-load <command> [flags]\n\ncommands:\n"
+	for _, c := range commands {
+		s += fmt.Sprintf("  %-13s %s\n", c.name, c.summary)
+	}
+	return s + "\nRun 'tiergate-load <command> -h' for a command's flags.\n"
+}
+
+// run is the whole program behind main: tests call it directly.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText())
+		return exitCode(2)
+	}
+	switch args[0] {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usageText())
+		return nil
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			err := c.run(ctx, args[1:], stdout, stderr)
+			if errors.Is(err, flag.ErrHelp) {
+				return nil
+			}
+			return err
+		}
+	}
+	fmt.Fprintf(stderr, "tiergate-load: unknown command %q\n\n%s", args[0], usageText())
+	return exitCode(2)
+}

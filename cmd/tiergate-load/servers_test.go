@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
+	"github.com/tiergate/tiergate/extproc"
+	"github.com/tiergate/tiergate/policy"
+	"github.com/tiergate/tiergate/usage"
+)
+
+// startNull runs `tiergate-load null-extproc` in process on port 0, with
+// its admin listener and any more flags, and returns the addresses its log
+// lines name.
+func startNull(t testing.TB, flags ...string) (addr, admin string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		args := append([]string{"null-extproc", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, flags...)
+		done <- run(ctx, args, io.Discard, pw)
+		_ = pw.Close()
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("null-extproc: %v", err)
+		}
+	})
+	lines := bufio.NewReader(pr)
+	for addr == "" || admin == "" {
+		line, err := lines.ReadBytes('\n')
+		if err != nil {
+			t.Fatalf("null-extproc did not log both listeners: %v", err)
+		}
+		var entry struct{ Msg, Listener, Address string }
+		if err := json.Unmarshal(line, &entry); err != nil || entry.Msg != "listening" || entry.Address == "" {
+			t.Fatalf("null-extproc logged something other than its listeners: %s", line)
+		}
+		switch entry.Listener {
+		case "null-extproc":
+			addr = entry.Address
+		case "admin":
+			admin = "http://" + entry.Address
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, lines) }()
+	return addr, admin
+}
+
+// startTiergate runs tiergate's ext_proc server in process, built as
+// cmd/tiergate/serve.go builds it (default policy, its own registry with the
+// Go and process collectors, usage records discarded as --usage-log off
+// does, the same gRPC options), with its /metrics served as the admin
+// listener serves it. It returns the ext_proc address and the admin URL.
+func startTiergate(t testing.TB) (addr, admin string) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	decisions, err := policy.NewDecisionMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := usage.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := extproc.New(extproc.Options{
+		Store: policy.NewStore(policy.Default()), Registerer: reg, Decisions: decisions, Tokens: tokens,
+		Usage: usage.NewLog(io.Discard),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(serverOptions(defaultMaxMsg)...)
+	ep.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { _ = g.Serve(ln); close(served) }()
+	adminSrv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	t.Cleanup(func() {
+		adminSrv.Close()
+		g.Stop()
+		<-served
+	})
+	return ln.Addr().String(), adminSrv.URL + "/metrics"
+}
+
+// shortRound is the flags of a round short enough for a unit test.
+func shortRound(target string, more ...string) []string {
+	return append([]string{"extproc", "--target", target, "--streams", "4", "--conns", "2",
+		"--warmup", "50ms", "--duration", "300ms", "--json"}, more...)
+}
+
+// runRound runs the load tool and decodes its JSON report; err is what run
+// returned (exit status 1 when any answer was wrong).
+func runRound(t *testing.T, args []string) (*report, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	err := run(ctx, args, &stdout, &stderr)
+	var rep report
+	if jerr := json.Unmarshal(stdout.Bytes(), &rep); jerr != nil {
+		t.Fatalf("run %v: %v; report is not JSON (%v):\n%s\nstderr: %s", args, err, jerr, stdout.Bytes(), stderr.Bytes())
+	}
+	return &rep, err
+}
+
+// syncBuffer is a bytes.Buffer safe to write from the servers' goroutines
+// while a test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]byte(nil), b.buf.Bytes()...)
+}

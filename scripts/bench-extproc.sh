@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Measures tiergate's ext_proc server against a null ext_proc server (same
+# gRPC stack and options, answers CONTINUE without looking) under the same
+# load, each as its own process, with tiergate-load as a third process.
+#
+# Main comparison: ROUNDS (default 4) alternating rounds of DURATION (8s,
+# after 1s of warm-up) each, tiergate then null, 16 streams over 2
+# connections, a 2 KiB Responses body asking for priority (the default
+# policy filters it, so every body is rewritten). Alternating spreads the
+# machine's noise over both servers; the median of each is reported, with
+# each server's CPU per transaction, its own server-side p99 per body message
+# (the null server keeps tiergate's histogram), its memory, and the cores the
+# rest of the machine kept busy (the noise the round ran in).
+# Then a body-size sweep (2 KiB to 16 MiB; fewer streams for the big bodies,
+# see the table) shows how the cost grows, against the null server and
+# against the null server with --echo (it sends every body back unchanged as
+# a mutation: the floor for any server that rewrites bodies, since ext_proc
+# makes it return the whole body).
+#
+# Needs go and jq. Listens on loopback only. OUT=dir keeps each round's JSON
+# report; ROUNDS, DURATION, SWEEP_ROUNDS and SWEEP_DURATION change the run
+# (SWEEP_ROUNDS=0 skips the sweep);
+# TIERGATE_BIN=path measures a tiergate built elsewhere (to compare a change);
+# PIN=1 runs the servers on CPU 1 and the load tool on CPU 0 (taskset), so
+# that the server under load does not share its core with the load tool.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=${ROUNDS:-4}
+duration=${DURATION:-8s}
+sweep_rounds=${SWEEP_ROUNDS:-2}
+sweep_duration=${SWEEP_DURATION:-4s}
+command -v jq >/dev/null || { echo "bench-extproc: needs jq" >&2; exit 1; }
+
+tmp=$(mktemp -d)
+out=${OUT:-$tmp/reports}
+mkdir -p "$out"
+started=()
+current="" # the load tool's round in progress
+cleanup() {
+  for p in $current "${started[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${started[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "building into $tmp" >&2
+if [ -n "${TIERGATE_BIN:-}" ]; then cp "$TIERGATE_BIN" "$tmp/tiergate"; else go build -o "$tmp/tiergate" ./cmd/tiergate; fi
+go build -o "$tmp/tiergate-load" ./cmd/tiergate-load
+
+# free_port VAR sets VAR to a loopback port nothing listens on and not
+# picked before, below the ephemeral range so that no outgoing connection
+# takes it in the meantime.
+picked=" "
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 12000))
+    case $picked in *" $p "*) continue ;; esac
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then picked="$picked$p "; printf -v "$1" %s "$p"; return; fi
+  done
+}
+
+# wait_port waits until something listens on port $1, or process $2 dies.
+wait_port() {
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    kill -0 "$2" 2>/dev/null || { echo "bench-extproc: process $2 exited; its log:" >&2; cat "$tmp"/*.log >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "bench-extproc: nothing listens on $1 after 10s" >&2; exit 1
+}
+
+server_cpu=(); load_cpu=()
+if [ "${PIN:-0}" = 1 ]; then server_cpu=(taskset -c 1); load_cpu=(taskset -c 0); fi
+
+free_port tg_port; free_port tg_admin; free_port null_port; free_port null_admin; free_port echo_port; free_port echo_admin
+"${server_cpu[@]}" "$tmp/tiergate" serve --usage-log off --log-level warn \
+  --extproc-listen "127.0.0.1:$tg_port" --admin-listen "127.0.0.1:$tg_admin" 2>"$tmp/tiergate.log" &
+tg_pid=$!; started+=("$tg_pid")
+"${server_cpu[@]}" "$tmp/tiergate-load" null-extproc --listen "127.0.0.1:$null_port" --admin-listen "127.0.0.1:$null_admin" 2>"$tmp/null.log" &
+null_pid=$!; started+=("$null_pid")
+"${server_cpu[@]}" "$tmp/tiergate-load" null-extproc --echo --listen "127.0.0.1:$echo_port" --admin-listen "127.0.0.1:$echo_admin" 2>"$tmp/echo.log" &
+echo_pid=$!; started+=("$echo_pid")
+wait_port "$tg_port" "$tg_pid"; wait_port "$tg_admin" "$tg_pid"
+wait_port "$null_port" "$null_pid"; wait_port "$null_admin" "$null_pid"
+wait_port "$echo_port" "$echo_pid"; wait_port "$echo_admin" "$echo_pid"
+sleep 1 # let them settle before their idle memory is read
+# The machine is shared: say how busy it was, so a noisy run reads as one.
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# round NAME FILE ARGS... runs one round against tiergate, null or echo and
+# keeps its JSON report in FILE.
+round() {
+  local name=$1 file=$2; shift 2
+  local target
+  case $name in
+    tiergate) target=(--target "127.0.0.1:$tg_port" --admin "http://127.0.0.1:$tg_admin" --pid "$tg_pid") ;;
+    null) target=(--target "127.0.0.1:$null_port" --admin "http://127.0.0.1:$null_admin" --pid "$null_pid" --expect continue) ;;
+    echo) target=(--target "127.0.0.1:$echo_port" --admin "http://127.0.0.1:$echo_admin" --pid "$echo_pid" --expect rewrite) ;;
+  esac
+  # In the background, so that a signal to this script is acted on at once
+  # (bash runs traps only between foreground commands, but interrupts wait).
+  "${load_cpu[@]}" "$tmp/tiergate-load" extproc "${target[@]}" --json "$@" >"$file" &
+  current=$!
+  if ! wait "$current"; then
+    echo "bench-extproc: $name round failed:" >&2
+    jq -r '"errors: \(.errors)", (.error_examples // {} | to_entries[] | "  \(.key): \(.value)")' "$file" >&2 || cat "$file" >&2
+    exit 1
+  fi
+  current=""
+}
+
+# jq helpers over a set of reports: median, and MiB.
+jqlib='def median: sort | if length == 0 then null elif length % 2 == 1 then .[length/2|floor] else (.[length/2-1] + .[length/2]) / 2 end;
+       def mib: . / 1048576 * 10 | round / 10;
+       def r(n): . * pow(10; n) | round / pow(10; n);'
+
+echo
+echo "== ext_proc: $rounds alternating rounds of $duration (after 1s warm-up), 16 streams over 2 connections, 2 KiB body"
+cols="%-5s %9s %9s %6s %10s %10s %10s %10s %9s %9s %9s %7s\n"
+printf "$cols" round "tg tx/s" "null tx/s" ratio "tg cpu/tx" "null cpu/tx" "tg p99 µs" "null p99" "tg ≤100µs" "tg peak" "null peak" "others"
+for i in $(seq "$rounds"); do
+  round tiergate "$out/main-tiergate-$i.json" --streams 16 --conns 2 --body-size 2048 --warmup 1s --duration "$duration"
+  round null "$out/main-null-$i.json" --streams 16 --conns 2 --body-size 2048 --warmup 1s --duration "$duration"
+  jq -rn --slurpfile t "$out/main-tiergate-$i.json" --slurpfile n "$out/main-null-$i.json" "$jqlib"'
+    $t[0] as $t | $n[0] as $n |
+    [($t.tx_per_second|round), ($n.tx_per_second|round), ($t.tx_per_second/$n.tx_per_second|r(3)),
+     ($t.cpu.server_us_per_tx|r(1)), ($n.cpu.server_us_per_tx|r(1)),
+     ($t.server.request_body_p99_us|r(1)), ($n.server.request_body_p99_us|r(1)),
+     ($t.server.request_body_share_within_100us*100|r(2)|tostring+"%"),
+     ($t.rss.peak_bytes|mib), ($n.rss.peak_bytes|mib),
+     ([$t.cpu.other_cores, $n.cpu.other_cores] | max | r(2))] | @tsv' |
+    awk -v i="$i" -F'\t' -v cols="$cols" '{printf cols, i, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11}'
+done
+echo "(cpu/tx: server CPU µs per transaction; p99: server-side time per request_body message from each server's own histogram;"
+echo " peak: RSS MiB; others: cores the rest of the machine kept busy during the noisier of the two rounds)"
+
+jq -rn --slurpfile t <(cat "$out"/main-tiergate-*.json) --slurpfile n <(cat "$out"/main-null-*.json) "$jqlib"'
+  ($t | map(.tx_per_second) | median) as $tm | ($n | map(.tx_per_second) | median) as $nm |
+  ($t | map(.server.request_body_p99_us) | median) as $p99 | ($n | map(.server.request_body_p99_us) | median) as $np99 |
+  ($t | map(.server.request_body_p50_us) | median) as $p50 | ($n | map(.server.request_body_p50_us) | median) as $np50 |
+  ($t | map(.server.request_body_share_within_100us) | median) as $share |
+  ($n | map(.server.request_body_share_within_100us) | median) as $nshare |
+  ($t | map(.cpu.server_us_per_tx) | median) as $tcpu | ($n | map(.cpu.server_us_per_tx) | median) as $ncpu |
+  ($t + $n | map(.cpu.load_us_per_tx) | median) as $lcpu |
+  ($t | map(.latency_us.p99) | median) as $tl99 | ($n | map(.latency_us.p99) | median) as $nl99 |
+  ($t[0].rss.idle_bytes) as $idle | ($t | map(.rss.peak_bytes) | max) as $peak |
+  ($n[0].rss.idle_bytes) as $nidle | ($n | map(.rss.peak_bytes) | max) as $npeak |
+  def verdict(ok): if ok then "met" else "MISSED" end;
+  "",
+  "median tx/s               tiergate \($tm|round)   null \($nm|round)",
+  "ratio tiergate/null       \($tm/$nm|r(3))   (target >= 0.9: \(verdict($tm/$nm >= 0.9)))",
+  "server CPU per tx         tiergate \($tcpu|r(1)) µs   null \($ncpu|r(1)) µs   (load tool \($lcpu|r(1)) µs)",
+  # p99 < 100 µs is the same as at least 99% within 100 µs, which the histogram
+  # knows exactly (a bucket bound); the interpolated p99 is coarse above it.
+  "server time per body msg  tiergate p50 \($p50|r(1)) µs, p99 \($p99|r(1)) µs, \($share*100|r(2))% within 100 µs   (target p99 < 100 µs: \(verdict($share >= 0.99)))",
+  "                          null     p50 \($np50|r(1)) µs, p99 \($np99|r(1)) µs, \($nshare*100|r(2))% within 100 µs   (same ruler, same machine)",
+  "client p99, transaction   tiergate \($tl99/1000|r(2)) ms   null \($nl99/1000|r(2)) ms",
+  "tiergate RSS              idle \($idle|mib) MiB (target < 30: \(verdict($idle < 30*1048576)))   peak under load \($peak|mib) MiB (target < 100: \(verdict($peak < 100*1048576)))",
+  "null RSS                  idle \($nidle|mib) MiB   peak under load \($npeak|mib) MiB"'
+
+sweep() {
+  echo
+  echo "== body-size sweep: $sweep_rounds alternating rounds of $sweep_duration (after 1s warm-up) per size and server, medians"
+  echo "   (tg: tiergate; null: CONTINUE; echo: the body sent back unchanged as a mutation)"
+  cols="%-7s %-3s %8s %8s %8s %6s %6s %9s %9s %9s %8s %8s %8s %8s %7s %7s %7s\n"
+  printf "$cols" body str "tg tx/s" "null" "echo" tg/nul tg/ech "tg cpu/tx" "null" "echo" "tg p50" "tg p99" "null p99" "echo p99" "tg MiB" "nullMiB" "echoMiB"
+  # Big bodies get fewer streams: 16 in flight at 16 MiB is 256 MiB of request
+  # bodies (and as much again rewritten) in flight, which measures the memory
+  # of the load, not the server's cost per byte.
+  for spec in 2048:16 65536:16 1048576:4 16777216:2; do
+    size=${spec%%:*}; streams=${spec##*:}
+    for i in $(seq "$sweep_rounds"); do
+      for server in tiergate null echo; do
+        round "$server" "$out/sweep-$size-$server-$i.json" --streams "$streams" --conns 2 --body-size "$size" --warmup 1s --duration "$sweep_duration" --timeout 30s
+      done
+    done
+    jq -rn --slurpfile t <(cat "$out"/sweep-"$size"-tiergate-*.json) --slurpfile n <(cat "$out"/sweep-"$size"-null-*.json) \
+      --slurpfile e <(cat "$out"/sweep-"$size"-echo-*.json) "$jqlib"'
+      ($t | map(.tx_per_second) | median) as $tm | ($n | map(.tx_per_second) | median) as $nm | ($e | map(.tx_per_second) | median) as $em |
+      def cpu: map(.cpu.server_us_per_tx) | median | r(1);
+      def p(q): map(.server["request_body_\(q)_us"]) | median | r(1);
+      [($t[0].body_size | if . >= 1048576 then "\(./1048576) MiB" else "\(./1024) KiB" end), $t[0].streams,
+       ($tm|r(1)), ($nm|r(1)), ($em|r(1)), ($tm/$nm|r(2)), ($tm/$em|r(2)),
+       ($t|cpu), ($n|cpu), ($e|cpu), ($t|p("p50")), ($t|p("p99")), ($n|p("p99")), ($e|p("p99")),
+       ($t | map(.rss.peak_bytes) | max | mib), ($n | map(.rss.peak_bytes) | max | mib),
+       ($e | map(.rss.peak_bytes) | max | mib)] | @tsv' |
+      awk -F'\t' -v cols="$cols" '{printf cols, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17}'
+  done
+  echo "(cpu/tx: server CPU µs per transaction; p50/p99: server-side µs per request_body message, each server's own histogram; MiB: peak RSS)"
+}
+if [ "$sweep_rounds" -gt 0 ]; then sweep; fi
+
+echo
+pinned=""; [ "${PIN:-0}" = 1 ] && pinned=", servers pinned to CPU 1 and the load tool to CPU 0"
+echo "$(date -u +%Y-%m-%d) on $(nproc) cores, $(go version | awk '{print $3}')$pinned; load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
