@@ -224,6 +224,11 @@ func (p *Proxy) relayResponse(w http.ResponseWriter, st *stream, up *http.Respon
 	buf := make([]byte, 16<<10)
 	for {
 		n, rerr := up.Body.Read(buf)
+		if rerr != nil && !errors.Is(rerr, io.EOF) {
+			// The upstream or the client went away mid-response: Envoy
+			// resets the ext_proc stream; it sends no end_of_stream.
+			return nil
+		}
 		end := rerr != nil
 		if n == 0 && !end {
 			continue
