@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/tiergate/tiergate/policy"
@@ -149,4 +150,24 @@ func (s *Server) putBuf(b []byte) {
 		return
 	}
 	s.bufs.Put(&b)
+}
+
+// ServerOptions are the grpc.NewServer options tiergate's ext_proc server
+// runs with: message limits that fit Envoy's buffered bodies (maxMsg at
+// least Envoy's per_connection_buffer_limit_bytes), and keepalive
+// enforcement that Envoy's HTTP/2 pings (envoy.yaml: every 30s) satisfy. The
+// load tool's null server uses them too, so it is measured on the same stack.
+func ServerOptions(maxMsg int) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxMsg),
+		grpc.MaxSendMsgSize(maxMsg),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             5 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    2 * time.Minute,
+			Timeout: 20 * time.Second,
+		}),
+	}
 }

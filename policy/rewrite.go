@@ -444,21 +444,7 @@ func parseTierBytes(b []byte) Tier {
 			buf[n] = c
 			n++
 		}
-		switch string(buf[:n]) {
-		case "priority", "fast":
-			return TierPriority
-		case "flex":
-			return TierFlex
-		case "auto":
-			return TierAuto
-		case "default":
-			return TierDefault
-		case "scale":
-			return TierScale
-		case "ultrafast":
-			return TierUltrafast
-		}
-		return TierUnrecognised
+		return tierByName(string(buf[:n]))
 	}
 	return ParseTier(string(b))
 }

@@ -58,7 +58,11 @@ func ParseTier(s string) Tier {
 		// No folding shrinks a rune to less than a quarter of its bytes.
 		return TierUnrecognised
 	}
-	lower := asciiLower(s)
+	return tierByName(asciiLower(s))
+}
+
+// tierByName maps a trimmed, lower-cased name to its tier.
+func tierByName(lower string) Tier {
 	switch lower {
 	case "priority", "fast":
 		return TierPriority

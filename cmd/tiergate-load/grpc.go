@@ -6,6 +6,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/tiergate/tiergate/extproc"
 )
 
 // defaultMaxMsg is tiergate serve's --grpc-max-message-bytes default: Envoy's
@@ -13,25 +15,10 @@ import (
 // its 16 MiB rewrite) fits.
 const defaultMaxMsg = 80 << 20
 
-// serverOptions are the grpc.NewServer options of tiergate's ext_proc server,
-// copied value for value from cmd/tiergate/grpc.go (newGRPCServer), so that
-// the null server runs on the same gRPC stack and its figures are a fair
-// baseline. They are copied rather than shared because cmd/tiergate is a
-// main package; keep the two in step.
-func serverOptions(maxMsg int) []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(maxMsg),
-		grpc.MaxSendMsgSize(maxMsg),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             5 * time.Second,
-			PermitWithoutStream: true,
-		}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time:    2 * time.Minute,
-			Timeout: 20 * time.Second,
-		}),
-	}
-}
+// serverOptions are the grpc.NewServer options of tiergate's ext_proc
+// server, so that the null server runs on the same gRPC stack and its
+// figures are a fair baseline.
+func serverOptions(maxMsg int) []grpc.ServerOption { return extproc.ServerOptions(maxMsg) }
 
 // dial opens one client connection (grpc.NewClient: one HTTP/2 connection
 // per ClientConn), as Envoy's tiergate_extproc cluster does: plaintext
