@@ -2,10 +2,13 @@
 // ext_proc at a chosen concurrency and reports throughput, latency, the
 // server's own per-message histogram and its resident memory; it can also
 // serve a null ext_proc server, the baseline tiergate is measured against.
+// For the WebSocket bridge it serves a fake Responses WebSocket upstream and
+// a minimal relay (the bridge's baseline), and drives sessions for latency,
+// throughput, idle memory and concurrency (ws*.go).
 //
 // It drives only 127.0.0.1 targets in practice (benchmarks run the server,
 // the baseline and this tool as three processes on one machine); see
-// scripts/bench-extproc.sh and BENCHMARKS.md.
+// scripts/bench-extproc.sh, scripts/bench-ws.sh and BENCHMARKS.md.
 package main
 
 import (

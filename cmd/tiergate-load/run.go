@@ -14,7 +14,7 @@ type exitCode int
 
 func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
-// command is one subcommand. WebSocket modes join this table later.
+// command is one subcommand.
 type command struct {
 	name    string
 	summary string
@@ -24,6 +24,9 @@ type command struct {
 var commands = []command{
 	{"null-extproc", "serve a null ext_proc server (CONTINUE to everything), the baseline", runNull},
 	{"extproc", "drive an ext_proc server as Envoy does and report throughput, latency and memory", runExtproc},
+	{"ws-upstream", "serve a fake Responses WebSocket upstream (response.create answered with created, a delta, completed)", runWSUpstream},
+	{"ws-relay", "serve the minimal WebSocket relay (two goroutines copying frames), the bridge's baseline", runWSRelay},
+	{"ws", "drive WebSocket sessions (latency, throughput, idle memory, concurrency) and report", runWS},
 }
 
 func usageText() string {
@@ -36,6 +39,10 @@ func usageText() string {
 
 // run is the whole program behind main: tests call it directly.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// Every mode may hold thousands of connections (the ws modes do).
+	if _, err := raiseFileLimit(); err != nil {
+		return err
+	}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usageText())
 		return exitCode(2)

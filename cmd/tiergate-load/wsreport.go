@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// The Go collector's gauges the idle mode reads, from tiergate's admin
+// listener and the minimal relay's alike (both register
+// collectors.NewGoCollector()). Goroutine stacks are not in the heap, and a
+// session is two goroutines, so both are read.
+const (
+	gaugeHeapInuse  = "go_memstats_heap_inuse_bytes"
+	gaugeStackInuse = "go_memstats_stack_inuse_bytes"
+)
+
+// wsReport is one ws round's figures; with --json it is printed as is.
+type wsReport struct {
+	Target   string `json:"target"`
+	Mode     string `json:"mode"`
+	Sessions int    `json:"sessions"`
+	// WarmupTurns (latency) and WarmupSeconds (throughput) ran before the
+	// measured turns and are not counted.
+	WarmupTurns   int     `json:"warmup_turns,omitempty"`
+	WarmupSeconds float64 `json:"warmup_seconds,omitempty"`
+	Seconds       float64 `json:"seconds"`
+	// Turns is measured turns that completed and passed the checks.
+	Turns          int               `json:"turns"`
+	TurnsPerSecond float64           `json:"turns_per_second,omitempty"`
+	Errors         int               `json:"errors"`
+	ErrorKinds     map[string]int    `json:"error_kinds,omitempty"`
+	ErrorExamples  map[string]string `json:"error_examples,omitempty"`
+	// LatencyMicros is the client's time per turn: response.create sent to
+	// response.completed read.
+	LatencyMicros *latency `json:"latency_us,omitempty"`
+	CPU           *wsCPU   `json:"cpu,omitempty"`
+	// OpenSeconds (idle, concurrent) is the time to open every session and
+	// run one turn on each; Held is how many were then open at once.
+	OpenSeconds float64   `json:"open_seconds,omitempty"`
+	Held        int       `json:"held,omitempty"`
+	Memory      *wsMemory `json:"memory,omitempty"`
+	// PeakRSS is the target's highest RSS while the sessions opened.
+	PeakRSS int64 `json:"peak_rss_bytes,omitempty"`
+}
+
+// wsCPU is CPU time per turn over the measured time.
+type wsCPU struct {
+	TargetMicrosPerTurn *float64 `json:"target_us_per_turn,omitempty"`
+	TargetCores         *float64 `json:"target_cores,omitempty"`
+	LoadMicrosPerTurn   float64  `json:"load_us_per_turn"`
+	LoadCores           float64  `json:"load_cores"`
+	// OtherCores is what the rest of the machine kept busy (without --pid
+	// the target is in it); StealCores what the hypervisor took.
+	OtherCores float64 `json:"other_cores"`
+	StealCores float64 `json:"steal_cores"`
+}
+
+// memSample is the target's memory at one moment: heap and stacks in use
+// (--admin) and resident set (--pid). The heap is read as the Go
+// collector reports it, garbage not yet collected included.
+type memSample struct {
+	HeapInuse  int64 `json:"heap_inuse_bytes,omitempty"`
+	StackInuse int64 `json:"stack_inuse_bytes,omitempty"`
+	RSS        int64 `json:"rss_bytes,omitempty"`
+}
+
+type wsMemory struct {
+	Before memSample `json:"before"`
+	After  memSample `json:"after"`
+	// Per held session: after less before, divided by Held.
+	HeapPerSession  *float64 `json:"heap_per_session_bytes,omitempty"`
+	StackPerSession *float64 `json:"stack_per_session_bytes,omitempty"`
+	// HeapStackPerSession is the two together: what the Go runtime holds
+	// per session.
+	HeapStackPerSession *float64 `json:"heap_stack_per_session_bytes,omitempty"`
+	RSSPerSession       *float64 `json:"rss_per_session_bytes,omitempty"`
+}
+
+// setResults merges the workers' results over the measured time.
+func (r *wsReport) setResults(results []workerResult, elapsed time.Duration) {
+	r.setErrors(results)
+	var all []time.Duration
+	for _, w := range results {
+		all = append(all, w.latencies...)
+	}
+	r.Seconds = max(elapsed, 0).Seconds()
+	r.Turns = len(all)
+	if r.Seconds > 0 {
+		r.TurnsPerSecond = float64(len(all)) / r.Seconds
+	}
+	if len(all) == 0 {
+		return
+	}
+	slices.Sort(all)
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	r.LatencyMicros = &latency{
+		P50: us(nearestRank(all, 0.50)), P90: us(nearestRank(all, 0.90)),
+		P99: us(nearestRank(all, 0.99)), Max: us(all[len(all)-1]),
+	}
+}
+
+func (r *wsReport) setErrors(results []workerResult) {
+	for _, w := range results {
+		for k, n := range w.errors {
+			if r.ErrorKinds == nil {
+				r.ErrorKinds, r.ErrorExamples = map[string]int{}, map[string]string{}
+			}
+			r.ErrorKinds[k] += n
+			r.Errors += n
+			if _, ok := r.ErrorExamples[k]; !ok {
+				r.ErrorExamples[k] = w.examples[k]
+			}
+		}
+	}
+}
+
+// setCPU sets CPU time per turn from the snapshots at the edges of the
+// measured time (after setResults); window is the time between them.
+func (r *wsReport) setCPU(pid int, before, after cpuSnapshot, window time.Duration) {
+	if r.Turns == 0 || window <= 0 {
+		return
+	}
+	turns, secs := float64(r.Turns), window.Seconds()
+	self := (after.self - before.self).Seconds()
+	c := &wsCPU{LoadMicrosPerTurn: self * 1e6 / turns, LoadCores: self / secs}
+	target := 0.0
+	if pid > 0 {
+		target = (after.target - before.target).Seconds()
+		c.TargetMicrosPerTurn = finite(target * 1e6 / turns)
+		c.TargetCores = finite(target / secs)
+	}
+	busy := (after.machine.busy - before.machine.busy).Seconds()
+	c.OtherCores = max(0, busy-target-self) / secs
+	c.StealCores = (after.machine.steal - before.machine.steal).Seconds() / secs
+	r.CPU = c
+}
+
+func (r *wsReport) setMemory(before, after memSample) {
+	m := &wsMemory{Before: before, After: after}
+	if r.Held > 0 {
+		per := func(a, b int64) *float64 { return finite(float64(a-b) / float64(r.Held)) }
+		if after.HeapInuse > 0 {
+			m.HeapPerSession = per(after.HeapInuse, before.HeapInuse)
+			m.StackPerSession = per(after.StackInuse, before.StackInuse)
+			m.HeapStackPerSession = per(after.HeapInuse+after.StackInuse, before.HeapInuse+before.StackInuse)
+		}
+		if after.RSS > 0 {
+			m.RSSPerSession = per(after.RSS, before.RSS)
+		}
+	}
+	r.Memory = m
+}
+
+// scrapeGauges reads the named gauges (unlabelled) from a Prometheus text
+// endpoint.
+func scrapeGauges(ctx context.Context, client *http.Client, metricsURL string, names ...string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", metricsURL, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", metricsURL, err)
+	}
+	out := make(map[string]float64, len(names))
+	for _, n := range names {
+		mf, ok := families[n]
+		if !ok || mf.GetType() != dto.MetricType_GAUGE || len(mf.GetMetric()) != 1 {
+			return nil, fmt.Errorf("GET %s: no gauge %s (is the Go collector registered?)", metricsURL, n)
+		}
+		out[n] = mf.GetMetric()[0].GetGauge().GetValue()
+	}
+	return out, nil
+}
+
+func (r *wsReport) writeJSON(w io.Writer) error { return json.NewEncoder(w).Encode(r) }
+
+func (r *wsReport) writeText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "ws %s %s: %d sessions\n", r.Mode, r.Target, r.Sessions)
+	fmt.Fprintf(&b, "turns         %d", r.Turns)
+	if r.TurnsPerSecond > 0 {
+		fmt.Fprintf(&b, " (%.0f/s over %.2fs)", r.TurnsPerSecond, r.Seconds)
+	}
+	fmt.Fprintf(&b, "\nerrors        %d\n", r.Errors)
+	kinds := make([]string, 0, len(r.ErrorKinds))
+	for k := range r.ErrorKinds {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		fmt.Fprintf(&b, "  %6d  %s (e.g. %s)\n", r.ErrorKinds[k], k, r.ErrorExamples[k])
+	}
+	if l := r.LatencyMicros; l != nil {
+		fmt.Fprintf(&b, "latency       p50 %s  p90 %s  p99 %s  max %s (client, per turn)\n",
+			fmtMicros(&l.P50), fmtMicros(&l.P90), fmtMicros(&l.P99), fmtMicros(&l.Max))
+	}
+	if c := r.CPU; c != nil {
+		target := "n/a"
+		if c.TargetMicrosPerTurn != nil {
+			target = fmt.Sprintf("%.1fµs/turn (%.2f cores)", *c.TargetMicrosPerTurn, *c.TargetCores)
+		}
+		fmt.Fprintf(&b, "cpu           target %s  load tool %.1fµs/turn (%.2f cores)  rest of the machine %.2f cores (steal %.2f)\n",
+			target, c.LoadMicrosPerTurn, c.LoadCores, c.OtherCores, c.StealCores)
+	}
+	if r.Held > 0 || r.OpenSeconds > 0 {
+		fmt.Fprintf(&b, "held          %d sessions open at once, opened (one turn each) in %.2fs\n", r.Held, r.OpenSeconds)
+	}
+	if m := r.Memory; m != nil {
+		kib := func(v *float64) string {
+			if v == nil {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.1f KiB", *v/1024)
+		}
+		fmt.Fprintf(&b, "per session   heap %s  stacks %s  heap+stacks %s  rss %s\n",
+			kib(m.HeapPerSession), kib(m.StackPerSession), kib(m.HeapStackPerSession), kib(m.RSSPerSession))
+		fmt.Fprintf(&b, "target        heap %.1f -> %.1f MiB  stacks %.1f -> %.1f MiB  rss %.1f -> %.1f MiB\n",
+			mib(m.Before.HeapInuse), mib(m.After.HeapInuse), mib(m.Before.StackInuse), mib(m.After.StackInuse),
+			mib(m.Before.RSS), mib(m.After.RSS))
+	}
+	if r.PeakRSS > 0 {
+		fmt.Fprintf(&b, "peak rss      %.1f MiB\n", mib(r.PeakRSS))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func mib(v int64) float64 { return float64(v) / (1 << 20) }
