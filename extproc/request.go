@@ -191,6 +191,10 @@ func (x *exchange) logDecision() {
 		"rule", x.out.Rule)
 }
 
+// metadataNamespace is tiergate's dynamic metadata namespace; Envoy keeps
+// it only when the filter's metadata_options.receiving_namespaces lists it.
+const metadataNamespace = "tiergate"
+
 // metadata is the decision as Envoy dynamic metadata in namespace tiergate,
 // for access logs and rate limits.
 func (x *exchange) metadata() *structpb.Struct {
@@ -204,7 +208,7 @@ func (x *exchange) metadata() *structpb.Struct {
 		"model":                  structpb.NewStringValue(x.out.RequestModel),
 	}
 	return &structpb.Struct{Fields: map[string]*structpb.Value{
-		"tiergate": structpb.NewStructValue(&structpb.Struct{Fields: fields}),
+		metadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: fields}),
 	}}
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tiergate/tiergate/contentcoding"
 	"github.com/tiergate/tiergate/policy"
@@ -82,7 +83,7 @@ func (x *exchange) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 	}
 	x.resp = r
 	if h.GetEndOfStream() {
-		x.finish(statusFromEnd)
+		resp.DynamicMetadata = x.finish(statusFromEnd)
 	}
 	return resp
 }
@@ -142,7 +143,7 @@ func (x *exchange) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 		r.firstOut = time.Now() // compressed: the first chunk is the best estimate
 	}
 	if b.GetEndOfStream() {
-		x.finish(statusFromEnd)
+		resp.DynamicMetadata = x.finish(statusFromEnd)
 	}
 	return resp
 }
@@ -163,10 +164,12 @@ func (x *exchange) close() {
 }
 
 // finish reads the response's usage and writes the record and token counts.
-// status overrides the record's status when non-empty.
-func (x *exchange) finish(status string) {
+// status overrides the record's status when non-empty. It returns the usage
+// as Envoy dynamic metadata for the answer to the last message, or nil when
+// there is nothing (more) to say.
+func (x *exchange) finish(status string) *structpb.Struct {
 	if !x.decided || x.recorded {
-		return // nothing was policed, or the record is written
+		return nil // nothing was policed, or the record is written
 	}
 	u, reason := x.readUsage()
 	httpStatus := 0
@@ -194,6 +197,28 @@ func (x *exchange) finish(status string) {
 		tier = x.out.Sent.String()
 	}
 	x.srv.opts.Tokens.Add(x.endpoint.String(), x.pol.ModelLabel(x.out.RequestModel), policy.TierLabel(tier), x.pol.GroupLabel(x.out.Group), u)
+	return usageMetadata(status, u)
+}
+
+// usageMetadata is the response's usage as dynamic metadata in namespace
+// tiergate, merged by Envoy with the decision sent earlier, so access logs
+// can carry tokens and the tier billed.
+func usageMetadata(status string, u usage.Usage) *structpb.Struct {
+	fields := map[string]*structpb.Value{"status": structpb.NewStringValue(status)}
+	if u.ServiceTier != "" {
+		fields["service_tier_reported"] = structpb.NewStringValue(u.ServiceTier)
+	}
+	for name, n := range map[string]int64{
+		"input_tokens": u.InputTokens, "cached_input_tokens": u.CachedInputTokens,
+		"output_tokens": u.OutputTokens, "reasoning_tokens": u.ReasoningTokens,
+	} {
+		if n >= 0 {
+			fields[name] = structpb.NewNumberValue(float64(n))
+		}
+	}
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		metadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: fields}),
+	}}
 }
 
 // readUsage returns the response's usage and, when it is unknown, why.

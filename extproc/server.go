@@ -128,9 +128,10 @@ func (x *exchange) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Processi
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
 			RequestTrailers: &extprocv3.TrailersResponse{}}}, phaseOther, nil
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
-		x.finish(statusFromEnd)
-		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
-			ResponseTrailers: &extprocv3.TrailersResponse{}}}, phaseOther, nil
+		return &extprocv3.ProcessingResponse{
+			Response:        &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}},
+			DynamicMetadata: x.finish(statusFromEnd),
+		}, phaseOther, nil
 	}
 	return nil, phaseOther, fmt.Errorf("unexpected ext_proc message %T", req.Request)
 }

@@ -192,16 +192,28 @@ func TestIncludeUsageIsAddedUpstream(t *testing.T) {
 func TestDynamicMetadata(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, "")
+	h.setResponse(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("content-type", "application/json")
+		_, _ = w.Write([]byte(`{"id":"resp_1","service_tier":"default","usage":{"input_tokens":12,"output_tokens":3}}`))
+	})
 	h.do("POST", "/v1/responses", nil, []byte(`{"model":"gpt-5.5","service_tier":"priority"}`))
 	md := h.proxy.Metadata()
-	if len(md) != 1 {
-		t.Fatalf("got %d metadata messages, want 1", len(md))
+	if len(md) != 2 {
+		t.Fatalf("got %d metadata messages, want the decision and the usage", len(md))
 	}
 	ns := md[0].Fields["tiergate"].GetStructValue()
 	for k, want := range map[string]string{"action": "filter", "service_tier_requested": "priority", "service_tier_sent": "none", "rule": "#1", "endpoint": "responses", "model": "gpt-5.5"} {
 		if got := ns.Fields[k].GetStringValue(); got != want {
 			t.Errorf("metadata tiergate.%s = %q, want %q", k, got, want)
 		}
+	}
+	us := md[1].Fields["tiergate"].GetStructValue()
+	if us.Fields["input_tokens"].GetNumberValue() != 12 || us.Fields["output_tokens"].GetNumberValue() != 3 ||
+		us.Fields["service_tier_reported"].GetStringValue() != "default" || us.Fields["status"].GetStringValue() != "completed" {
+		t.Errorf("usage metadata = %v", us)
+	}
+	if _, ok := us.Fields["reasoning_tokens"]; ok {
+		t.Errorf("an unknown count must be absent from the metadata: %v", us)
 	}
 }
 

@@ -211,6 +211,7 @@ func (p *Proxy) relayResponse(w http.ResponseWriter, st *stream, up *http.Respon
 		if err := applyHeaderMutation(rh, hr.ResponseHeaders.GetResponse().GetHeaderMutation()); err != nil {
 			return err
 		}
+		p.keepMetadata(resp)
 	}
 	for _, h := range rh.Headers {
 		if strings.HasPrefix(h.Key, ":") || (sendBody && h.Key == "content-length") {
@@ -245,6 +246,7 @@ func (p *Proxy) relayResponse(w http.ResponseWriter, st *stream, up *http.Respon
 			if !ok {
 				return nil
 			}
+			p.keepMetadata(resp)
 			if bm := br.ResponseBody.GetResponse().GetBodyMutation(); bm != nil {
 				if m, ok := bm.Mutation.(*extprocv3.BodyMutation_Body); ok {
 					chunk = m.Body
