@@ -37,8 +37,11 @@ const (
 )
 
 type metrics struct {
-	requests     *prometheus.CounterVec
-	duration     *prometheus.HistogramVec
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	// phases holds each phase's observer, resolved once: a message's
+	// answer should not pay for hashing label values.
+	phases       map[string]prometheus.Observer
 	streams      prometheus.Gauge
 	usageUnknown *prometheus.CounterVec
 }
@@ -70,8 +73,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	// Start the bounded series at zero, so dashboards and alerts see them
 	// before the first event.
-	for _, p := range []string{phaseRequestHeaders, phaseRequestBody, phaseResponseHeaders, phaseResponseBody} {
-		m.duration.WithLabelValues(p)
+	m.phases = map[string]prometheus.Observer{}
+	for _, p := range []string{phaseRequestHeaders, phaseRequestBody, phaseResponseHeaders, phaseResponseBody, phaseOther} {
+		m.phases[p] = m.duration.WithLabelValues(p)
 	}
 	for _, ep := range []policy.Endpoint{policy.EndpointChatCompletions, policy.EndpointResponses, policy.EndpointMessages} {
 		for _, r := range []string{unknownTooLarge, unknownEncoding, unknownMissing, unknownTruncated} {

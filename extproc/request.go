@@ -9,7 +9,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tiergate/tiergate/policy"
 	"github.com/tiergate/tiergate/usage"
@@ -147,7 +146,7 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	}
 	x.srv.metrics.requests.WithLabelValues(x.endpoint.String(), outcome).Inc()
 	resp := bodyContinue(&extprocv3.CommonResponse{HeaderMutation: mutation, BodyMutation: body})
-	resp.DynamicMetadata = x.metadata()
+	x.attachDecision(resp)
 	return resp
 }
 
@@ -177,7 +176,7 @@ func (x *exchange) refuse() *extprocv3.ProcessingResponse {
 	x.done = true
 	x.writeRecord(recStatus, status, usage.Unknown())
 	resp := immediate(status, x.out.ErrorBody, "tiergate_"+x.out.Refusal.Code())
-	resp.DynamicMetadata = x.metadata()
+	x.attachDecision(resp)
 	return resp
 }
 
@@ -191,25 +190,18 @@ func (x *exchange) logDecision() {
 		"rule", x.out.Rule)
 }
 
-// metadataNamespace is tiergate's dynamic metadata namespace; Envoy keeps
-// it only when the filter's metadata_options.receiving_namespaces lists it.
-const metadataNamespace = "tiergate"
-
-// metadata is the decision as Envoy dynamic metadata in namespace tiergate,
-// for access logs and rate limits.
-func (x *exchange) metadata() *structpb.Struct {
-	fields := map[string]*structpb.Value{
-		"endpoint":               structpb.NewStringValue(x.endpoint.String()),
-		"action":                 structpb.NewStringValue(x.out.Action.String()),
-		"service_tier_requested": structpb.NewStringValue(x.out.Requested.String()),
-		"service_tier_sent":      structpb.NewStringValue(x.out.Sent.String()),
-		"rule":                   structpb.NewStringValue(x.out.Rule),
-		"group":                  structpb.NewStringValue(x.out.Group),
-		"model":                  structpb.NewStringValue(x.out.RequestModel),
-	}
-	return &structpb.Struct{Fields: map[string]*structpb.Value{
-		metadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: fields}),
-	}}
+// attachDecision adds the decision to resp as Envoy dynamic metadata in
+// namespace tiergate, for access logs and rate limits.
+func (x *exchange) attachDecision(resp *extprocv3.ProcessingResponse) {
+	var m metadataFields
+	m.str("endpoint", x.endpoint.String())
+	m.str("action", x.out.Action.String())
+	m.str("service_tier_requested", x.out.Requested.String())
+	m.str("service_tier_sent", x.out.Sent.String())
+	m.str("rule", x.out.Rule)
+	m.str("group", x.out.Group)
+	m.str("model", x.out.RequestModel)
+	m.attach(resp)
 }
 
 // sent recycles the rewritten body's buffer: gRPC has encoded the message

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tiergate/tiergate/contentcoding"
 	"github.com/tiergate/tiergate/policy"
@@ -83,7 +82,7 @@ func (x *exchange) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 	}
 	x.resp = r
 	if h.GetEndOfStream() {
-		resp.DynamicMetadata = x.finish(statusFromEnd)
+		x.finish(statusFromEnd, resp)
 	}
 	return resp
 }
@@ -143,7 +142,7 @@ func (x *exchange) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 		r.firstOut = time.Now() // compressed: the first chunk is the best estimate
 	}
 	if b.GetEndOfStream() {
-		resp.DynamicMetadata = x.finish(statusFromEnd)
+		x.finish(statusFromEnd, resp)
 	}
 	return resp
 }
@@ -156,7 +155,7 @@ func (x *exchange) close() {
 		x.pending = nil
 	}
 	if x.decided && !x.recorded && !x.out.Refused {
-		x.finish("client_closed")
+		x.finish("client_closed", nil)
 	}
 	if x.resp != nil && x.resp.decoder != nil {
 		x.resp.decoder.Close()
@@ -164,12 +163,12 @@ func (x *exchange) close() {
 }
 
 // finish reads the response's usage and writes the record and token counts.
-// status overrides the record's status when non-empty. It returns the usage
-// as Envoy dynamic metadata for the answer to the last message, or nil when
-// there is nothing (more) to say.
-func (x *exchange) finish(status string) *structpb.Struct {
+// status overrides the record's status when non-empty. When resp is not
+// nil (the answer to the last message), the usage goes on it as Envoy
+// dynamic metadata.
+func (x *exchange) finish(status string, resp *extprocv3.ProcessingResponse) {
 	if !x.decided || x.recorded {
-		return nil // nothing was policed, or the record is written
+		return // nothing was policed, or the record is written
 	}
 	u, reason := x.readUsage()
 	httpStatus := 0
@@ -197,28 +196,30 @@ func (x *exchange) finish(status string) *structpb.Struct {
 		tier = x.out.Sent.String()
 	}
 	x.srv.opts.Tokens.Add(x.endpoint.String(), x.pol.ModelLabel(x.out.RequestModel), policy.TierLabel(tier), x.pol.GroupLabel(x.out.Group), u)
-	return usageMetadata(status, u)
+	if resp != nil {
+		attachUsage(resp, status, u)
+	}
 }
 
-// usageMetadata is the response's usage as dynamic metadata in namespace
-// tiergate, merged by Envoy with the decision sent earlier, so access logs
-// can carry tokens and the tier billed.
-func usageMetadata(status string, u usage.Usage) *structpb.Struct {
-	fields := map[string]*structpb.Value{"status": structpb.NewStringValue(status)}
+// attachUsage adds the response's usage to resp as dynamic metadata in
+// namespace tiergate; Envoy merges it with the decision sent earlier, so
+// access logs can carry tokens and the tier billed. Unknown counts are left
+// out.
+func attachUsage(resp *extprocv3.ProcessingResponse, status string, u usage.Usage) {
+	var m metadataFields
+	m.str("status", status)
 	if u.ServiceTier != "" {
-		fields["service_tier_reported"] = structpb.NewStringValue(u.ServiceTier)
+		m.str("service_tier_reported", u.ServiceTier)
 	}
-	for name, n := range map[string]int64{
-		"input_tokens": u.InputTokens, "cached_input_tokens": u.CachedInputTokens,
-		"output_tokens": u.OutputTokens, "reasoning_tokens": u.ReasoningTokens,
-	} {
-		if n >= 0 {
-			fields[name] = structpb.NewNumberValue(float64(n))
+	for _, f := range []struct {
+		name string
+		n    int64
+	}{{"input_tokens", u.InputTokens}, {"cached_input_tokens", u.CachedInputTokens}, {"output_tokens", u.OutputTokens}, {"reasoning_tokens", u.ReasoningTokens}} {
+		if f.n >= 0 {
+			m.num(f.name, float64(f.n))
 		}
 	}
-	return &structpb.Struct{Fields: map[string]*structpb.Value{
-		metadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: fields}),
-	}}
+	m.attach(resp)
 }
 
 // readUsage returns the response's usage and, when it is unknown, why.
@@ -259,6 +260,9 @@ func (x *exchange) readUsage() (usage.Usage, string) {
 // writeRecord writes the request's usage record.
 func (x *exchange) writeRecord(status string, httpStatus int, u usage.Usage) {
 	x.recorded = true
+	if x.srv.opts.Usage == nil {
+		return // --usage-log off
+	}
 	now := time.Now()
 	rec := &tiergatev1.UsageRecord{
 		Time:                 usage.FormatTime(now),

@@ -106,7 +106,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			return err
 		}
 		x.sent()
-		s.metrics.duration.WithLabelValues(phase).Observe(time.Since(began).Seconds())
+		s.metrics.phases[phase].Observe(time.Since(began).Seconds())
 		if x.done {
 			return nil
 		}
@@ -128,10 +128,9 @@ func (x *exchange) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Processi
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
 			RequestTrailers: &extprocv3.TrailersResponse{}}}, phaseOther, nil
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
-		return &extprocv3.ProcessingResponse{
-			Response:        &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}},
-			DynamicMetadata: x.finish(statusFromEnd),
-		}, phaseOther, nil
+		resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
+		x.finish(statusFromEnd, resp)
+		return resp, phaseOther, nil
 	}
 	return nil, phaseOther, fmt.Errorf("unexpected ext_proc message %T", req.Request)
 }

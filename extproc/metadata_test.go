@@ -1,0 +1,78 @@
+package extproc
+
+import (
+	"testing"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// TestMetadataWireForm: the hand-written dynamic metadata must decode as
+// exactly the Struct structpb would have built, so Envoy reads it as the
+// ordinary field.
+func TestMetadataWireForm(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name  string
+		build func(*metadataFields)
+		want  map[string]any
+	}{
+		{
+			name: "strings, including empty and non-ASCII ones",
+			build: func(m *metadataFields) {
+				m.str("action", "filter")
+				m.str("rule", "")
+				m.str("model", "gpt-5.5-ünïcode-"+string(make([]byte, 100)))
+			},
+			want: map[string]any{"action": "filter", "rule": "", "model": "gpt-5.5-ünïcode-" + string(make([]byte, 100))},
+		},
+		{
+			name:  "numbers",
+			build: func(m *metadataFields) { m.num("input_tokens", 8438); m.num("output_tokens", 0) },
+			want:  map[string]any{"input_tokens": 8438.0, "output_tokens": 0.0},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var m metadataFields
+			tc.build(&m)
+			resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
+			m.attach(resp)
+			wire, err := proto.Marshal(resp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got extprocv3.ProcessingResponse
+			if err := proto.Unmarshal(wire, &got); err != nil {
+				t.Fatal(err)
+			}
+			inner, err := structpb.NewStruct(tc.want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := &structpb.Struct{Fields: map[string]*structpb.Value{"tiergate": structpb.NewStructValue(inner)}}
+			if !proto.Equal(got.GetDynamicMetadata(), want) {
+				t.Fatalf("decoded metadata %v, want %v", got.GetDynamicMetadata(), want)
+			}
+			if got.GetRequestBody() == nil {
+				t.Fatal("the answer itself was lost")
+			}
+		})
+	}
+}
+
+func BenchmarkBodyAnswerEncode(b *testing.B) {
+	for b.Loop() {
+		resp := bodyContinue(nil)
+		var m metadataFields
+		for _, k := range []string{"endpoint", "action", "service_tier_requested", "service_tier_sent", "rule", "group", "model"} {
+			m.str(k, "some-value")
+		}
+		m.attach(resp)
+		if _, err := proto.Marshal(resp); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
