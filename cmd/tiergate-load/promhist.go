@@ -38,24 +38,9 @@ type bucket struct {
 func scrapeHistograms(ctx context.Context, client *http.Client, metricsURL, name string) (map[string][]bucket, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	families, err := scrapeFamilies(ctx, client, metricsURL)
 	if err != nil {
 		return nil, err
-	}
-	// The classic text format: the parser below reads nothing else.
-	req.Header.Set("Accept", "text/plain;version=0.0.4")
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", metricsURL, resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", metricsURL, err)
 	}
 	mf, ok := families[name]
 	if !ok || mf.GetType() != dto.MetricType_HISTOGRAM {
@@ -161,4 +146,28 @@ func metricsURL(admin string) string {
 		admin = "http://" + admin
 	}
 	return admin + "/metrics"
+}
+
+// scrapeFamilies reads every metric family from a Prometheus text endpoint.
+func scrapeFamilies(ctx context.Context, client *http.Client, metricsURL string) (map[string]*dto.MetricFamily, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	// The classic text format: the parser below reads nothing else.
+	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", metricsURL, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", metricsURL, err)
+	}
+	return families, nil
 }

@@ -216,14 +216,7 @@ func (r *report) writeText(w io.Writer) error {
 		r.Target, r.Streams, r.Conns, r.BodySize, r.Seconds, r.WarmupSeconds, r.Expect)
 	fmt.Fprintf(&b, "transactions  %d (%.0f/s)\n", r.Transactions, r.TxPerSecond)
 	fmt.Fprintf(&b, "errors        %d\n", r.Errors)
-	kinds := make([]string, 0, len(r.ErrorKinds))
-	for k := range r.ErrorKinds {
-		kinds = append(kinds, k)
-	}
-	sort.Strings(kinds)
-	for _, k := range kinds {
-		fmt.Fprintf(&b, "  %6d  %s (e.g. %s)\n", r.ErrorKinds[k], k, r.ErrorExamples[k])
-	}
+	writeErrorKinds(&b, r.ErrorKinds, r.ErrorExamples)
 	if l := r.LatencyMicros; l != nil {
 		fmt.Fprintf(&b, "latency       p50 %s  p90 %s  p99 %s  max %s (client, per transaction)\n",
 			fmtMicros(&l.P50), fmtMicros(&l.P90), fmtMicros(&l.P99), fmtMicros(&l.Max))
@@ -260,4 +253,16 @@ func fmtMicros(v *float64) string {
 		return fmt.Sprintf("%.2fms", *v/1000)
 	}
 	return fmt.Sprintf("%.1fµs", *v)
+}
+
+// writeErrorKinds lists error counts by kind, each with one example.
+func writeErrorKinds(b *strings.Builder, counts map[string]int, examples map[string]string) {
+	kinds := make([]string, 0, len(counts))
+	for k := range counts {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		fmt.Fprintf(b, "  %6d  %s (e.g. %s)\n", counts[k], k, examples[k])
+	}
 }

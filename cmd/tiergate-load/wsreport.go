@@ -7,13 +7,10 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // The Go collector's gauges the idle mode reads, from tiergate's admin
@@ -165,23 +162,9 @@ func (r *wsReport) setMemory(before, after memSample) {
 // scrapeGauges reads the named gauges (unlabelled) from a Prometheus text
 // endpoint.
 func scrapeGauges(ctx context.Context, client *http.Client, metricsURL string, names ...string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	families, err := scrapeFamilies(ctx, client, metricsURL)
 	if err != nil {
 		return nil, err
-	}
-	req.Header.Set("Accept", "text/plain;version=0.0.4")
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", metricsURL, resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", metricsURL, err)
 	}
 	out := make(map[string]float64, len(names))
 	for _, n := range names {
@@ -204,14 +187,7 @@ func (r *wsReport) writeText(w io.Writer) error {
 		fmt.Fprintf(&b, " (%.0f/s over %.2fs)", r.TurnsPerSecond, r.Seconds)
 	}
 	fmt.Fprintf(&b, "\nerrors        %d\n", r.Errors)
-	kinds := make([]string, 0, len(r.ErrorKinds))
-	for k := range r.ErrorKinds {
-		kinds = append(kinds, k)
-	}
-	sort.Strings(kinds)
-	for _, k := range kinds {
-		fmt.Fprintf(&b, "  %6d  %s (e.g. %s)\n", r.ErrorKinds[k], k, r.ErrorExamples[k])
-	}
+	writeErrorKinds(&b, r.ErrorKinds, r.ErrorExamples)
 	if l := r.LatencyMicros; l != nil {
 		fmt.Fprintf(&b, "latency       p50 %s  p90 %s  p99 %s  max %s (client, per turn)\n",
 			fmtMicros(&l.P50), fmtMicros(&l.P90), fmtMicros(&l.P99), fmtMicros(&l.Max))
