@@ -50,28 +50,7 @@ echo "building into $tmp" >&2
 if [ -n "${TIERGATE_BIN:-}" ]; then cp "$TIERGATE_BIN" "$tmp/tiergate"; else go build -o "$tmp/tiergate" ./cmd/tiergate; fi
 go build -o "$tmp/tiergate-load" ./cmd/tiergate-load
 
-# free_port VAR sets VAR to a loopback port nothing listens on and not
-# picked before, below the ephemeral range so that no outgoing connection
-# takes it in the meantime.
-picked=" "
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 12000))
-    case $picked in *" $p "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then picked="$picked$p "; printf -v "$1" %s "$p"; return; fi
-  done
-}
-
-# wait_port waits until something listens on port $1, or process $2 dies.
-wait_port() {
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    kill -0 "$2" 2>/dev/null || { echo "bench-ws: process $2 exited; its log:" >&2; cat "$tmp"/*.log >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "bench-ws: nothing listens on $1 after 10s" >&2; exit 1
-}
+. "$(dirname "$0")/bench-lib.sh"
 
 free_port up_port; free_port relay_port; free_port relay_admin; free_port tg_ws; free_port tg_extproc; free_port tg_admin
 "$tmp/tiergate" serve --usage-log off --log-level warn \
