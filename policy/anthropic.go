@@ -2,7 +2,6 @@ package policy
 
 import (
 	"bytes"
-	"slices"
 	"strings"
 )
 
@@ -118,19 +117,7 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 	if forced && !anyMember(body, top, keySpeed) {
 		adds = append(adds, `"speed":"fast"`)
 	}
-	if edits == nil && adds == nil || top.end == 0 {
-		// A body that is not an object has no members to edit; the
-		// upstream will refuse it.
-		return
-	}
-	if edits == nil {
-		edits = s.topEdits(len(top.members))
-	}
-	out := slices.Grow(req.Buf[:0], len(body)+32)
-	out = append(out, body[:top.start]...)
-	out = rebuild(out, body, top, edits, adds)
-	out = append(out, body[top.end:]...)
-	res.Body, res.BodyChanged = out, true
+	s.emit(req, body, edits, adds, res)
 }
 
 // planSpeed plans the speed members of one object. Without keep, every

@@ -247,17 +247,24 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 		topEdits, adds, added = ensureIncludeUsage(body, top, topEdits, adds, s)
 		res.UsageAdded = added
 	}
-	if topEdits == nil && adds == nil || top.end == 0 {
-		// A body that is not an object has no members to edit; the
-		// upstream will refuse it.
+	s.emit(req, body, topEdits, adds, res)
+}
+
+// emit writes the body with the top-level object's edits and additions
+// into the caller's buffer (req.Buf), when there is anything to change.
+func (s *scratch) emit(req *Request, body []byte, edits []edit, adds []string, res *Result) {
+	top := &s.doc
+	if edits == nil && adds == nil || top.end == 0 {
+		// Nothing to change, or a body that is not an object and so has no
+		// members to edit (the upstream will refuse it).
 		return
 	}
-	if topEdits == nil {
-		topEdits = s.topEdits(len(top.members))
+	if edits == nil {
+		edits = s.topEdits(len(top.members))
 	}
 	out := slices.Grow(req.Buf[:0], len(body)+64)
 	out = append(out, body[:top.start]...)
-	out = rebuild(out, body, top, topEdits, adds)
+	out = rebuild(out, body, top, edits, adds)
 	out = append(out, body[top.end:]...)
 	res.Body, res.BodyChanged = out, true
 }
