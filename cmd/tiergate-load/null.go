@@ -8,14 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"strconv"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -167,18 +165,11 @@ func runNull(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if *admin != "" {
 		reg := prometheus.NewRegistry()
 		n.duration = newNullDuration(reg)
-		aln, err := net.Listen("tcp", *admin)
+		closeAdmin, err := serveMetrics(*admin, reg, log, errc)
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
-		defer srv.Close()
-		log.Info("listening", "listener", "admin", "address", aln.Addr().String())
-		go func() {
-			if err := srv.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
-				errc <- err
-			}
-		}()
+		defer closeAdmin()
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

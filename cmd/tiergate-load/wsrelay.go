@@ -10,12 +10,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tiergate/tiergate/wsbridge"
 )
@@ -106,18 +104,11 @@ func runWSRelay(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if *admin != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		aln, err := net.Listen("tcp", *admin)
+		closeAdmin, err := serveMetrics(*admin, reg, log, errc)
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), ReadHeaderTimeout: 10 * time.Second}
-		defer srv.Close()
-		log.Info("listening", "listener", "admin", "address", aln.Addr().String())
-		go func() {
-			if err := srv.Serve(aln); !errors.Is(err, http.ErrServerClosed) {
-				errc <- err
-			}
-		}()
+		defer closeAdmin()
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
