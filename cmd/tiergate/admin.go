@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -19,9 +20,19 @@ type readiness struct {
 	draining atomic.Bool
 }
 
-// adminHandler serves /metrics, /healthz, /readyz and /policy.
-func adminHandler(reg *prometheus.Registry, store *policy.Store, source string, rd *readiness) http.Handler {
+// adminHandler serves /metrics, /healthz, /readyz and /policy, and with
+// profiles Go's profiles under /debug/pprof/. The profiles are registered
+// on this mux only (never http.DefaultServeMux), so nothing else can expose
+// them by accident.
+func adminHandler(reg *prometheus.Registry, store *policy.Store, source string, rd *readiness, profiles bool) http.Handler {
 	mux := http.NewServeMux()
+	if profiles {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))

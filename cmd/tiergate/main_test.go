@@ -360,6 +360,9 @@ func TestServeAdminAndShutdown(t *testing.T) {
 			t.Errorf("/metrics lacks %s", m)
 		}
 	}
+	if code, _ := get(t, base+"/debug/pprof/cmdline"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/cmdline without --pprof = %d, want 404", code)
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -372,5 +375,29 @@ func TestServeAdminAndShutdown(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not stop after SIGTERM")
+	}
+}
+
+// TestServePprof: --pprof adds Go's profiles to the admin listener, and
+// nothing else changes.
+func TestServePprof(t *testing.T) {
+	t.Parallel()
+	_, addrs, _ := startServe(t, "--pprof")
+	base := "http://" + addrs["admin"]
+	for _, tc := range []struct {
+		path string
+		want string
+	}{
+		{"/debug/pprof/cmdline", "--pprof"},
+		{"/debug/pprof/", "goroutine"},
+		{"/debug/pprof/goroutine?debug=1", "goroutine profile:"},
+		{"/healthz", "ok"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			code, body := get(t, base+tc.path)
+			if code != http.StatusOK || !strings.Contains(body, tc.want) {
+				t.Errorf("GET %s = %d, want 200 with %q; got\n%.300s", tc.path, code, tc.want, body)
+			}
+		})
 	}
 }

@@ -32,6 +32,7 @@ type serveConfig struct {
 	maxBody       int64
 	maxUsage      int
 	adminListen   string
+	pprof         bool
 	ws            wsConfig
 	usageLog      string
 	logLevel      string
@@ -49,6 +50,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.maxUsage, "max-usage-bytes", 8<<20, "how much of a non-streamed response (or of one SSE event) is kept to read its usage; beyond it the usage is recorded as unknown")
 	c.ws.register(fs)
 	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9464", "address of /metrics, /healthz, /readyz and /policy (in Kubernetes bind :9464)")
+	fs.BoolVar(&c.pprof, "pprof", false, "also serve Go's runtime profiles at /debug/pprof/ on the admin listener (off by default: they show internals, and a profile being taken costs CPU)")
 	fs.StringVar(&c.usageLog, "usage-log", "stdout", "where usage records go, one JSON object per line: stdout, a file path, or off")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug (one line per decision), info (one line per block), warn or error; logs go to stderr as JSON")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open streams and sessions may run on before they are closed")
@@ -156,7 +158,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	admin := &http.Server{Handler: adminHandler(reg, store, source, rd), ReadHeaderTimeout: 10 * time.Second}
+	admin := &http.Server{Handler: adminHandler(reg, store, source, rd, cfg.pprof), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("listening", "listener", "admin", "address", adminLn.Addr().String())
 	wg.Add(1)
 	go func() {
