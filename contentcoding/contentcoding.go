@@ -32,8 +32,14 @@ func Supported(header string) bool {
 	return true
 }
 
-// Identity reports whether a Content-Encoding value means no coding.
-func Identity(header string) bool { return len(codings(header)) == 0 }
+// Identity reports whether a Content-Encoding value means no coding. Almost
+// every request has none, so that answer costs no allocation.
+func Identity(header string) bool {
+	if header == "" || header == "identity" {
+		return true
+	}
+	return len(codings(header)) == 0
+}
 
 func known(c string) bool { return c == "gzip" || c == "x-gzip" || c == "deflate" }
 

@@ -73,7 +73,7 @@ func TestDecode(t *testing.T) {
 	if _, err := Decode("gzip", []byte("not gzip"), 100); err == nil || !strings.Contains(err.Error(), "gzip") {
 		t.Fatalf("corrupt gzip: err = %v", err)
 	}
-	if !Supported("gzip, identity") || Supported("zstd") || !Identity(" identity ") || Identity("gzip") {
+	if !Supported("gzip, identity") || Supported("zstd") || !Identity(" identity ") || !Identity("") || !Identity("identity") || Identity("gzip") || Identity("identity, gzip") {
 		t.Fatal("Supported/Identity disagree with the codings")
 	}
 }

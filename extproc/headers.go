@@ -1,8 +1,6 @@
 package extproc
 
 import (
-	"strconv"
-
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -52,10 +50,6 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 		Header:       &corev3.HeaderValue{Key: name, RawValue: []byte(value)},
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}
-}
-
-func setContentLength(n int) *corev3.HeaderValueOption {
-	return setHeader("content-length", strconv.Itoa(n))
 }
 
 // immediate builds an ImmediateResponse: tiergate answers the client itself

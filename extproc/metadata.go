@@ -14,11 +14,12 @@ const metadataNamespace = "tiergate"
 // Dynamic metadata is a google.protobuf.Struct, whose map protobuf-go
 // encodes by reflection: building and encoding it took more CPU than the
 // policy's whole decision on a 2 KiB body (BENCHMARKS.md). tiergate
-// therefore writes the Struct's wire form itself and attaches it to the
-// answer as the bytes of ProcessingResponse.dynamic_metadata (field 8),
-// carried as an unknown field that proto.Marshal emits verbatim. Envoy, or
-// any reader, decodes it as the ordinary field; TestMetadataWireForm holds
-// the encoding to structpb's.
+// therefore writes the Struct's wire form itself, sized first and then
+// written in one pass into one buffer, and attaches it to the answer as the
+// bytes of ProcessingResponse.dynamic_metadata (field 8), carried as an
+// unknown field that proto.Marshal emits verbatim. Envoy, or any reader,
+// decodes it as the ordinary field; TestMetadataWireForm holds the encoding
+// to structpb's.
 
 // Field numbers of google.protobuf.Struct, its map entries and Value.
 const (
@@ -31,50 +32,100 @@ const (
 	fieldValueStruct             = 5
 )
 
-// metadataFields accumulates the fields of tiergate's namespace.
-type metadataFields struct {
-	b []byte
+// maxMetadataFields is the most fields one answer carries (the decision
+// has 7, the usage at most 6).
+const maxMetadataFields = 8
+
+// metadataField is one field of tiergate's namespace: a string, or a number
+// when isNum.
+type metadataField struct {
+	key   string
+	str   string
+	num   float64
+	isNum bool
 }
 
-func (m *metadataFields) entry(key string, value []byte) {
-	n := protowire.SizeTag(fieldEntryKey) + protowire.SizeBytes(len(key)) +
-		protowire.SizeTag(fieldEntryValue) + protowire.SizeBytes(len(value))
-	m.b = protowire.AppendTag(m.b, fieldStructFields, protowire.BytesType)
-	m.b = protowire.AppendVarint(m.b, uint64(n))
-	m.b = protowire.AppendTag(m.b, fieldEntryKey, protowire.BytesType)
-	m.b = protowire.AppendString(m.b, key)
-	m.b = protowire.AppendTag(m.b, fieldEntryValue, protowire.BytesType)
-	m.b = protowire.AppendBytes(m.b, value)
+// valueSize is the size of the field's google.protobuf.Value.
+func (f *metadataField) valueSize() int {
+	if f.isNum {
+		return protowire.SizeTag(fieldValueNumber) + protowire.SizeFixed64()
+	}
+	return protowire.SizeTag(fieldValueString) + protowire.SizeBytes(len(f.str))
+}
+
+// entrySize is the size of the field's map entry (key and Value).
+func (f *metadataField) entrySize() int {
+	return protowire.SizeTag(fieldEntryKey) + protowire.SizeBytes(len(f.key)) +
+		protowire.SizeTag(fieldEntryValue) + protowire.SizeBytes(f.valueSize())
+}
+
+// metadataFields accumulates the fields of tiergate's namespace, without
+// allocating: they are written out once, by appendTo.
+type metadataFields struct {
+	f [maxMetadataFields]metadataField
+	n int
 }
 
 // str adds a string field.
 func (m *metadataFields) str(key, value string) {
-	var v [64]byte
-	val := protowire.AppendTag(v[:0], fieldValueString, protowire.BytesType)
-	val = protowire.AppendString(val, value)
-	m.entry(key, val)
+	m.f[m.n] = metadataField{key: key, str: value}
+	m.n++
 }
 
 // num adds a number field.
 func (m *metadataFields) num(key string, value float64) {
-	var v [16]byte
-	val := protowire.AppendTag(v[:0], fieldValueNumber, protowire.Fixed64Type)
-	val = protowire.AppendFixed64(val, math.Float64bits(value))
-	m.entry(key, val)
+	m.f[m.n] = metadataField{key: key, num: value, isNum: true}
+	m.n++
 }
 
-// attach sets the fields, as namespace tiergate, as resp's dynamic metadata.
-func (m *metadataFields) attach(resp *extprocv3.ProcessingResponse) {
-	// Value{struct_value: Struct{fields...}}
-	inner := protowire.AppendTag(make([]byte, 0, len(m.b)+8), fieldValueStruct, protowire.BytesType)
-	inner = protowire.AppendBytes(inner, m.b)
-	// Struct{fields: {"tiergate": inner}}
-	outer := metadataFields{b: make([]byte, 0, len(inner)+24)}
-	outer.entry(metadataNamespace, inner)
-	// One attachment per answer: a second would replace the namespace (map
-	// entries with the same key replace each other on decoding). Envoy
-	// merges the namespaces of successive answers itself.
-	raw := protowire.AppendTag(make([]byte, 0, len(outer.b)+8), fieldResponseDynamicMetadata, protowire.BytesType)
-	raw = protowire.AppendBytes(raw, outer.b)
+// appendTo appends ProcessingResponse.dynamic_metadata = Struct{"tiergate":
+// Value{struct_value: Struct{fields...}}} in wire form to dst.
+func (m *metadataFields) appendTo(dst []byte) []byte {
+	fields := 0 // the inner Struct
+	for i := range m.f[:m.n] {
+		fields += protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(m.f[i].entrySize())
+	}
+	inner := protowire.SizeTag(fieldValueStruct) + protowire.SizeBytes(fields) // Value{struct_value}
+	entry := protowire.SizeTag(fieldEntryKey) + protowire.SizeBytes(len(metadataNamespace)) +
+		protowire.SizeTag(fieldEntryValue) + protowire.SizeBytes(inner)
+	outer := protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(entry) // the outer Struct
+
+	dst = protowire.AppendTag(dst, fieldResponseDynamicMetadata, protowire.BytesType)
+	dst = protowire.AppendVarint(dst, uint64(outer))
+	dst = protowire.AppendTag(dst, fieldStructFields, protowire.BytesType)
+	dst = protowire.AppendVarint(dst, uint64(entry))
+	dst = protowire.AppendTag(dst, fieldEntryKey, protowire.BytesType)
+	dst = protowire.AppendString(dst, metadataNamespace)
+	dst = protowire.AppendTag(dst, fieldEntryValue, protowire.BytesType)
+	dst = protowire.AppendVarint(dst, uint64(inner))
+	dst = protowire.AppendTag(dst, fieldValueStruct, protowire.BytesType)
+	dst = protowire.AppendVarint(dst, uint64(fields))
+	for i := range m.f[:m.n] {
+		f := &m.f[i]
+		dst = protowire.AppendTag(dst, fieldStructFields, protowire.BytesType)
+		dst = protowire.AppendVarint(dst, uint64(f.entrySize()))
+		dst = protowire.AppendTag(dst, fieldEntryKey, protowire.BytesType)
+		dst = protowire.AppendString(dst, f.key)
+		dst = protowire.AppendTag(dst, fieldEntryValue, protowire.BytesType)
+		dst = protowire.AppendVarint(dst, uint64(f.valueSize()))
+		if f.isNum {
+			dst = protowire.AppendTag(dst, fieldValueNumber, protowire.Fixed64Type)
+			dst = protowire.AppendFixed64(dst, math.Float64bits(f.num))
+		} else {
+			dst = protowire.AppendTag(dst, fieldValueString, protowire.BytesType)
+			dst = protowire.AppendString(dst, f.str)
+		}
+	}
+	return dst
+}
+
+// attach sets the fields, as namespace tiergate, as resp's dynamic
+// metadata, written into buf's storage (which must stay untouched until
+// resp is sent). One attachment per answer: a second would replace the
+// namespace (map entries with the same key replace each other on
+// decoding). Envoy merges the namespaces of successive answers itself.
+func (m *metadataFields) attach(resp *extprocv3.ProcessingResponse, buf []byte) []byte {
+	raw := m.appendTo(buf[:0])
 	resp.ProtoReflect().SetUnknown(raw)
+	return raw
 }

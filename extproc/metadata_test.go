@@ -39,7 +39,7 @@ func TestMetadataWireForm(t *testing.T) {
 			var m metadataFields
 			tc.build(&m)
 			resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
-			m.attach(resp)
+			m.attach(resp, nil)
 			wire, err := proto.Marshal(resp)
 			if err != nil {
 				t.Fatal(err)
@@ -64,15 +64,17 @@ func TestMetadataWireForm(t *testing.T) {
 }
 
 func BenchmarkBodyAnswerEncode(b *testing.B) {
+	a := &bodyAnswer{}
 	for b.Loop() {
-		resp := bodyContinue(nil)
+		resp := a.message()
 		var m metadataFields
 		for _, k := range []string{"endpoint", "action", "service_tier_requested", "service_tier_sent", "rule", "group", "model"} {
 			m.str(k, "some-value")
 		}
-		m.attach(resp)
+		a.metadata = m.attach(resp, a.metadata)
 		if _, err := proto.Marshal(resp); err != nil {
 			b.Fatal(err)
 		}
+		a.reset()
 	}
 }

@@ -2,6 +2,7 @@ package extproc
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -38,7 +39,10 @@ const (
 
 type metrics struct {
 	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	// requestCounters caches requests' counters by requestKey: every
+	// request counts one, and resolving label values hashes them each time.
+	requestCounters sync.Map
+	duration        *prometheus.HistogramVec
 	// phases holds each phase's observer, resolved once: a message's
 	// answer should not pay for hashing label values.
 	phases       map[string]prometheus.Observer
@@ -83,4 +87,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// requestKey names one series of tiergate_extproc_requests_total.
+type requestKey struct {
+	endpoint policy.Endpoint
+	outcome  string
+}
+
+// countRequest counts one request under its endpoint and outcome.
+func (m *metrics) countRequest(ep policy.Endpoint, outcome string) {
+	k := requestKey{ep, outcome}
+	c, ok := m.requestCounters.Load(k)
+	if !ok {
+		c, _ = m.requestCounters.LoadOrStore(k, m.requests.WithLabelValues(ep.String(), outcome))
+	}
+	c.(prometheus.Counter).Inc()
 }

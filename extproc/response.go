@@ -150,10 +150,7 @@ func (x *exchange) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 // close ends the exchange when the stream does: a request that was
 // forwarded but whose response never finished is recorded as cut short.
 func (x *exchange) close() {
-	if x.pending != nil {
-		x.srv.putBuf(x.pending)
-		x.pending = nil
-	}
+	x.sent() // an answer built but never sent (the stream broke)
 	if x.decided && !x.recorded && !x.out.Refused {
 		x.finish("client_closed", nil)
 	}
@@ -219,7 +216,7 @@ func attachUsage(resp *extprocv3.ProcessingResponse, status string, u usage.Usag
 			m.num(f.name, float64(f.n))
 		}
 	}
-	m.attach(resp)
+	m.attach(resp, nil)
 }
 
 // readUsage returns the response's usage and, when it is unknown, why.

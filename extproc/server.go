@@ -48,7 +48,7 @@ type Server struct {
 	opts    Options
 	metrics *metrics
 	log     *slog.Logger
-	bufs    sync.Pool // *[]byte, output buffers for rewritten bodies
+	answers sync.Pool // *bodyAnswer
 }
 
 // New returns a Server; Register it on a grpc.Server.
@@ -135,21 +135,20 @@ func (x *exchange) handle(req *extprocv3.ProcessingRequest) (*extprocv3.Processi
 	return nil, phaseOther, fmt.Errorf("unexpected ext_proc message %T", req.Request)
 }
 
-func (s *Server) getBuf() []byte {
-	if b, ok := s.bufs.Get().(*[]byte); ok {
-		return (*b)[:0]
+// getAnswer returns an empty body answer, with buffers kept from its last
+// use.
+func (s *Server) getAnswer() *bodyAnswer {
+	if a, ok := s.answers.Get().(*bodyAnswer); ok {
+		return a
 	}
-	return nil
+	return &bodyAnswer{}
 }
 
-// maxPooledBuf keeps one huge body from pinning its buffer in the pool.
-const maxPooledBuf = 4 << 20
-
-func (s *Server) putBuf(b []byte) {
-	if b == nil || cap(b) > maxPooledBuf {
-		return
-	}
-	s.bufs.Put(&b)
+// putAnswer recycles a once gRPC has encoded it (Send has returned) or it
+// will never be sent.
+func (s *Server) putAnswer(a *bodyAnswer) {
+	a.reset()
+	s.answers.Put(a)
 }
 
 // ServerOptions are the grpc.NewServer options tiergate's ext_proc server
