@@ -38,11 +38,12 @@ func BenchmarkTransaction(b *testing.B) {
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				msgs := newRequestMessages(0, l.authority, body)
+				w := l.newWorkerState()
 				var client extprocv3.ExternalProcessorClient = clients[0]
 				for pb.Next() {
-					ans, _, err := l.transaction(context.Background(), client, msgs)
+					_, err := l.transaction(context.Background(), client, msgs, w)
 					if err == nil {
-						err = l.expect.checkBodyAnswer(ans)
+						err = w.body.verify(w.bodyAnswer.b)
 					}
 					if err != nil {
 						b.Error(err)

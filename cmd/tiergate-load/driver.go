@@ -9,6 +9,7 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 )
 
@@ -23,6 +24,8 @@ type load struct {
 	// timeout bounds one transaction, as Envoy's message_timeout (10 s in
 	// envoy/envoy.yaml) bounds each of its messages.
 	timeout time.Duration
+	// decodeAll decodes every answer in full (see answers.go).
+	decodeAll bool
 	// Transactions that start in [from, to) are counted; the ones before
 	// from are warm-up. No transaction starts at or after to.
 	from, to time.Time
@@ -64,6 +67,7 @@ func (l *load) run(ctx context.Context) []workerResult {
 func (l *load) worker(ctx context.Context, i int, res *workerResult) {
 	client := l.clients[i%len(l.clients)]
 	msgs := newRequestMessages(i, l.authority, l.body)
+	w := l.newWorkerState()
 	// Room for a few seconds at a high rate, so appends rarely grow it
 	// while the clock runs.
 	res.latencies = make([]time.Duration, 0, 1<<14)
@@ -73,15 +77,15 @@ func (l *load) worker(ctx context.Context, i int, res *workerResult) {
 			return
 		}
 		msgs.setRequestID(n)
-		bodyAnswer, kind, err := l.transaction(ctx, client, msgs)
+		kind, err := l.transaction(ctx, client, msgs, w)
 		ended := time.Now()
 		if began.Before(l.from) || ctx.Err() != nil {
 			continue // warm-up, or the run was interrupted
 		}
 		if err == nil {
-			// Checked after the clock stops: the null server's answers need
-			// no checking, and its figures should not pay for ours.
-			if err = l.expect.checkBodyAnswer(bodyAnswer); err != nil {
+			// Checked after the clock stops, so that the latency is the
+			// server's and the transport's, not the checking's.
+			if err = w.body.verify(w.bodyAnswer.b); err != nil {
 				kind = err.Error()
 			}
 		}
@@ -94,48 +98,65 @@ func (l *load) worker(ctx context.Context, i int, res *workerResult) {
 	}
 }
 
+// workerState is one worker's answer buffers and checkers, reused from one
+// transaction to the next.
+type workerState struct {
+	codec                     rawCodec
+	headersAnswer, bodyAnswer rawAnswer
+	headers, body             answerChecker
+}
+
+func (l *load) newWorkerState() *workerState {
+	return &workerState{
+		codec:   newRawCodec(),
+		headers: answerChecker{check: checkHeadersAnswer, decodeAll: l.decodeAll},
+		body:    answerChecker{check: l.expect.checkBodyAnswer, decodeAll: l.decodeAll},
+	}
+}
+
 // transaction is one HTTP request as Envoy puts it through ext_proc with
 // request headers SEND, request body BUFFERED and the response phases off:
 // open a stream, send the headers and await their answer, send the whole
 // body and await its answer, then end the stream and wait for the server to
-// end it too. It returns the body's answer; on failure, the error and the
-// kind it is counted under (the stage and the gRPC code, a bounded set).
-func (l *load) transaction(ctx context.Context, client extprocv3.ExternalProcessorClient, msgs *requestMessages) (*extprocv3.ProcessingResponse, string, error) {
+// end it too. The body's answer is left in w.bodyAnswer for the caller to
+// check; on failure, it returns the error and the kind it is counted under
+// (the stage and the gRPC code, a bounded set).
+func (l *load) transaction(ctx context.Context, client extprocv3.ExternalProcessorClient, msgs *requestMessages, w *workerState) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel() // on failure, resets the stream
-	s, err := client.Process(ctx)
+	s, err := client.Process(ctx, grpc.ForceCodecV2(w.codec))
 	if err != nil {
-		return nil, stageKind("open stream", err), err
+		return stageKind("open stream", err), err
 	}
 	if err := s.Send(msgs.headers); err != nil {
-		return nil, stageKind("send request_headers", err), err
+		return stageKind("send request_headers", err), err
 	}
-	hr, err := s.Recv()
-	if err != nil {
-		return nil, stageKind("await request_headers answer", err), err
+	if err := s.RecvMsg(&w.headersAnswer); err != nil {
+		return stageKind("await request_headers answer", err), err
 	}
-	if err := checkHeadersAnswer(hr); err != nil {
-		return nil, err.Error(), err
+	// Checked at once: an answer that turns the body off means Envoy
+	// would not send it.
+	if err := w.headers.verify(w.headersAnswer.b); err != nil {
+		return err.Error(), err
 	}
 	if err := s.Send(msgs.body); err != nil {
-		return nil, stageKind("send request_body", err), err
+		return stageKind("send request_body", err), err
 	}
-	br, err := s.Recv()
-	if err != nil {
-		return nil, stageKind("await request_body answer", err), err
+	if err := s.RecvMsg(&w.bodyAnswer); err != nil {
+		return stageKind("await request_body answer", err), err
 	}
 	if err := s.CloseSend(); err != nil {
-		return nil, stageKind("close stream", err), err
+		return stageKind("close stream", err), err
 	}
 	extra, err := s.Recv()
 	switch {
 	case err == nil:
 		err = fmt.Errorf("server sent %s after the request body's answer", answerKind(extra))
-		return nil, err.Error(), err
+		return err.Error(), err
 	case !errors.Is(err, io.EOF):
-		return nil, stageKind("await end of stream", err), err
+		return stageKind("await end of stream", err), err
 	}
-	return br, "", nil
+	return "", nil
 }
 
 // stageKind names a transport failure by stage and gRPC code only, so that

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -30,6 +31,11 @@ type extprocConfig struct {
 	timeout   time.Duration
 	authority string
 	maxMsg    int
+	// cpuProfile is where the load tool's own CPU profile goes, to tell
+	// what a server's answers cost the client (Envoy's side) apart from
+	// what they cost the server.
+	cpuProfile string
+	decodeAll  bool
 }
 
 func parseExtprocFlags(args []string, stderr io.Writer) (*extprocConfig, error) {
@@ -50,6 +56,8 @@ func parseExtprocFlags(args []string, stderr io.Writer) (*extprocConfig, error) 
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "limit on one transaction (envoy.yaml's message_timeout is 10s)")
 	fs.StringVar(&c.authority, "authority", "api.openai.com", ":authority of the requests")
 	fs.IntVar(&c.maxMsg, "grpc-max-message-bytes", defaultMaxMsg, "largest message sent or accepted (raised to fit --body-size)")
+	fs.BoolVar(&c.decodeAll, "decode-all", false, "decode and check every answer in full, instead of only those whose bytes differ from the last answer that passed (which costs the load tool, and so the server sharing its machine, CPU that Envoy would not spend)")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the load tool's own CPU profile over the whole run (warm-up included) to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -80,7 +88,7 @@ func parseExtprocFlags(args []string, stderr io.Writer) (*extprocConfig, error) 
 // runExtproc runs one measured round against an ext_proc server and prints
 // its report. It fails (exit status 1, after the report) when any answer
 // was an error or nothing completed, so scripts cannot miss a broken run.
-func runExtproc(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runExtproc(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	cfg, err := parseExtprocFlags(args, stderr)
 	if err != nil {
 		return err
@@ -105,6 +113,17 @@ func runExtproc(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer closeConns()
+	if cfg.cpuProfile != "" {
+		stop, err := startCPUProfile(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if serr := stop(); err == nil {
+				err = serr
+			}
+		}()
+	}
 
 	var sampler *rssSampler
 	if cfg.pid > 0 {
@@ -113,7 +132,7 @@ func runExtproc(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	start := time.Now()
 	l := &load{
 		clients: clients, streams: cfg.streams, body: body, authority: cfg.authority,
-		expect: cfg.expect, timeout: cfg.timeout,
+		expect: cfg.expect, timeout: cfg.timeout, decodeAll: cfg.decodeAll,
 		from: start.Add(cfg.warmup), to: start.Add(cfg.warmup + cfg.duration),
 	}
 	// The server's histogram and CPU time are read at the edges of the
@@ -235,4 +254,24 @@ func takeSnapshot(ctx context.Context, cfg *extprocConfig, client *http.Client) 
 		return &snapshot{err: err}
 	}
 	return s
+}
+
+// startCPUProfile starts the process's CPU profile into path; stop ends it
+// and closes the file.
+func startCPUProfile(path string) (stop func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		return nil
+	}, nil
 }
