@@ -97,7 +97,7 @@ func newHarness(t *testing.T, policyYAML string) *harness {
 		t.Fatal(err)
 	}
 	h.srv = srv
-	g := grpc.NewServer()
+	g := grpc.NewServer(ServerOptions(64 << 20)...) // as serve runs it
 	srv.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -102,7 +102,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			s.log.Error("ext_proc message failed", "phase", phase, "err", err, "request_id", x.requestID)
 			return status.Error(codes.Internal, err.Error())
 		}
-		if err := stream.Send(resp); err != nil {
+		if err := x.send(stream, resp); err != nil {
 			return err
 		}
 		x.sent()
@@ -111,6 +111,20 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			return nil
 		}
 	}
+}
+
+// send sends resp.
+func (x *exchange) send(stream extprocv3.ExternalProcessor_ProcessServer, resp *extprocv3.ProcessingResponse) error {
+	return stream.SendMsg(x.outgoing(resp))
+}
+
+// outgoing is what goes to gRPC for resp: the body answer goes as itself,
+// so that answerCodec can write it.
+func (x *exchange) outgoing(resp *extprocv3.ProcessingResponse) any {
+	if a := x.answer; a != nil && resp == &a.resp {
+		return a
+	}
+	return resp
 }
 
 // handle dispatches one message to its phase.
@@ -153,11 +167,14 @@ func (s *Server) putAnswer(a *bodyAnswer) {
 
 // ServerOptions are the grpc.NewServer options tiergate's ext_proc server
 // runs with: message limits that fit Envoy's buffered bodies (maxMsg at
-// least Envoy's per_connection_buffer_limit_bytes), and keepalive
-// enforcement that Envoy's HTTP/2 pings (envoy.yaml: every 30s) satisfy. The
-// load tool's null server uses them too, so it is measured on the same stack.
+// least Envoy's per_connection_buffer_limit_bytes), keepalive enforcement
+// that Envoy's HTTP/2 pings (envoy.yaml: every 30s) satisfy, and the codec
+// that writes body answers itself (any other message is left to gRPC's
+// proto codec). The load tool's null server uses them too, so it is
+// measured on the same stack.
 func ServerOptions(maxMsg int) []grpc.ServerOption {
 	return []grpc.ServerOption{
+		answerCodecOption(),
 		grpc.MaxRecvMsgSize(maxMsg),
 		grpc.MaxSendMsgSize(maxMsg),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
