@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -223,6 +224,8 @@ func TestUsageErrors(t *testing.T) {
 		{"an unknown command is named", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
 		{"eval needs a path", []string{"eval"}, 2, "usage: tiergate eval"},
 		{"validate needs a file", []string{"validate"}, 2, "usage: tiergate validate FILE..."},
+		{"serve refuses a GC headroom it cannot read", []string{"serve", "--gc-headroom", "lots"}, 1, `--gc-headroom: "lots" is not a size`},
+		{"serve refuses a memory limit it cannot read", []string{"serve", "--memory-limit", "5GB"}, 1, `--memory-limit: "5GB" is not a size`},
 		{"serve refuses a bad policy", []string{"serve", "--config", "testdata/bad.yaml", "--admin-listen", "127.0.0.1:0", "--extproc-listen", "127.0.0.1:0"}, 1, `rules[0].action: unknown action "blok"`},
 	}
 	for _, tc := range cases {
@@ -262,12 +265,21 @@ func (b *lockedBuffer) String() string {
 // args on a free loopback port, and waits for all three to be logged.
 func startServe(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *lockedBuffer) {
 	t.Helper()
+	return startServeEnv(t, nil, args...)
+}
+
+// startServeEnv is startServe with env added to the environment.
+func startServeEnv(t *testing.T, env []string, args ...string) (*exec.Cmd, map[string]string, *lockedBuffer) {
+	t.Helper()
 	for _, l := range []string{"--admin-listen", "--extproc-listen", "--ws-listen"} {
 		if !slices.Contains(args, l) {
 			args = append(args, l, "127.0.0.1:0")
 		}
 	}
 	cmd := exec.Command(binary, append([]string{"serve"}, args...)...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -397,6 +409,43 @@ func TestServePprof(t *testing.T) {
 			code, body := get(t, base+tc.path)
 			if code != http.StatusOK || !strings.Contains(body, tc.want) {
 				t.Errorf("GET %s = %d, want 200 with %q; got\n%.300s", tc.path, code, tc.want, body)
+			}
+		})
+	}
+}
+
+// TestServeGCSettings: serve's garbage collector settings come from its
+// flags, else from GOGC and GOMEMLIMIT, else from its defaults (16 MiB of
+// headroom over a live heap of a few MiB: GOGC well above 100; no memory
+// limit here, where the test runs without a cgroup memory limit), and show
+// on /metrics as the Go collector reports them.
+func TestServeGCSettings(t *testing.T) {
+	t.Parallel()
+	const noLimit = "9.223372036854776e+18"
+	for _, tc := range []struct {
+		name      string
+		env, args []string
+		gc        func(float64) bool
+		wantGC    string
+		wantLimit string
+	}{
+		{"defaults", nil, nil, func(p float64) bool { return p > 200 }, "above 200", noLimit},
+		{"environment", []string{"GOGC=150", "GOMEMLIMIT=300MiB"}, nil, func(p float64) bool { return p == 150 }, "150", "3.145728e+08"},
+		{"flags win over the environment", []string{"GOGC=150", "GOMEMLIMIT=300MiB"}, []string{"--gc-headroom", "1GiB", "--memory-limit", "100MiB"},
+			func(p float64) bool { return p > 1000 }, "above 1000", "1.048576e+08"},
+		{"headroom 0 leaves GOGC alone, memory limit off", []string{"GOMEMLIMIT=300MiB"}, []string{"--gc-headroom", "0", "--memory-limit", "off"},
+			func(p float64) bool { return p == 100 }, "100", noLimit},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, addrs, _ := startServeEnv(t, tc.env, tc.args...)
+			_, metrics := get(t, "http://"+addrs["admin"]+"/metrics")
+			var gc float64
+			if _, err := fmt.Sscanf(metrics[strings.Index(metrics, "\ngo_gc_gogc_percent ")+1:], "go_gc_gogc_percent %g", &gc); err != nil || !tc.gc(gc) {
+				t.Errorf("go_gc_gogc_percent = %g (%v), want %s", gc, err, tc.wantGC)
+			}
+			if !strings.Contains(metrics, "\ngo_gc_gomemlimit_bytes "+tc.wantLimit+"\n") {
+				t.Errorf("go_gc_gomemlimit_bytes is not %s", tc.wantLimit)
 			}
 		})
 	}

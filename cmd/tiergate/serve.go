@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tiergate/tiergate/extproc"
+	"github.com/tiergate/tiergate/internal/gcsettings"
 	"github.com/tiergate/tiergate/policy"
 	"github.com/tiergate/tiergate/usage"
 )
@@ -37,6 +40,12 @@ type serveConfig struct {
 	usageLog      string
 	logLevel      string
 	shutdownGrace time.Duration
+	gcHeadroom    string
+	memoryLimit   string
+	// explicit names the flags given on the command line: they win over
+	// the GOGC and GOMEMLIMIT environment variables, which win over the
+	// defaults.
+	explicit map[string]bool
 }
 
 func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
@@ -54,13 +63,68 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.usageLog, "usage-log", "stdout", "where usage records go, one JSON object per line: stdout, a file path, or off")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug (one line per decision), info (one line per block), warn or error; logs go to stderr as JSON")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open streams and sessions may run on before they are closed")
+	fs.StringVar(&c.gcHeadroom, "gc-headroom", "16MiB", "least heap growth between garbage collections (GOGC is set to max(100, headroom/live heap) after each one): the live heap is a few MiB, so Go's default of growing by the live heap collects dozens of times a second under load; 0 leaves GOGC alone, and GOGC in the environment turns this default off")
+	fs.StringVar(&c.memoryLimit, "memory-limit", "auto", "soft memory limit of the Go runtime (GOMEMLIMIT): a size such as 200MiB, off, or auto (90% of the container's cgroup memory limit, none without one); GOMEMLIMIT in the environment wins over this default")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
 	}
+	c.explicit = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { c.explicit[f.Name] = true })
+	if c.gcHeadroom != "0" {
+		if _, err := gcsettings.ParseBytes(c.gcHeadroom); err != nil {
+			return nil, fmt.Errorf("--gc-headroom: %w", err)
+		}
+	}
+	if c.memoryLimit != "auto" && c.memoryLimit != "off" {
+		if _, err := gcsettings.ParseBytes(c.memoryLimit); err != nil {
+			return nil, fmt.Errorf("--memory-limit: %w", err)
+		}
+	}
 	return c, nil
+}
+
+// cgroupRoot is where the container's cgroup is mounted.
+const cgroupRoot = "/sys/fs/cgroup"
+
+// applyGC sets the garbage collector up until ctx ends: the headroom tuner
+// and the memory limit from the flags when given, else from GOGC and
+// GOMEMLIMIT when set (the Go runtime has applied them already), else from
+// the defaults. It logs what is in force.
+func applyGC(ctx context.Context, c *serveConfig, log *slog.Logger) error {
+	headroomFrom := "default"
+	switch {
+	case c.explicit["gc-headroom"]:
+		headroomFrom = "flag"
+	case os.Getenv("GOGC") != "":
+		headroomFrom = "off: GOGC is set"
+	}
+	var headroom int64
+	if headroomFrom != "off: GOGC is set" && c.gcHeadroom != "0" {
+		var err error
+		if headroom, err = gcsettings.ParseBytes(c.gcHeadroom); err != nil {
+			return fmt.Errorf("--gc-headroom: %w", err)
+		}
+		gcsettings.StartTuner(ctx, uint64(headroom))
+	}
+	limitFrom := "GOMEMLIMIT"
+	if c.explicit["memory-limit"] || os.Getenv("GOMEMLIMIT") == "" {
+		limit, source, err := gcsettings.MemoryLimit(c.memoryLimit, cgroupRoot)
+		if err != nil {
+			return fmt.Errorf("--memory-limit: %w", err)
+		}
+		if limit <= 0 {
+			limit = math.MaxInt64 // none: Go's own default
+		}
+		debug.SetMemoryLimit(limit)
+		limitFrom = source
+	}
+	log.Info("garbage collector", "gc_headroom_bytes", headroom, "gc_headroom_from", headroomFrom,
+		"gc_percent", gcsettings.Percent(),
+		"memory_limit_bytes", debug.SetMemoryLimit(-1), "memory_limit_from", limitFrom)
+	return nil
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
@@ -106,6 +170,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log, err := newLogger(stderr, cfg.logLevel)
 	if err != nil {
+		return err
+	}
+	if err := applyGC(ctx, cfg, log); err != nil {
 		return err
 	}
 	p, err := loadPolicy(cfg.configPath)
