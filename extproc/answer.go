@@ -55,18 +55,18 @@ type bodyAnswer struct {
 	newBody  extprocv3.BodyMutation_Body
 	length   [20]byte // content-length's digits
 
-	// Buffers whose storage is kept from one use to the next.
-	metadata []byte // the dynamic metadata's wire form
-	out      []byte // the rewritten body (policy.HTTPRequest.Buf)
+	// out is the rewritten body's buffer (policy.HTTPRequest.Buf), whose
+	// storage is kept from one use to the next.
+	out []byte
 }
 
 // maxPooledBuf keeps one huge body from pinning its buffer in the pool.
 const maxPooledBuf = 4 << 20
 
-// reset empties a for reuse, keeping its buffers' storage (out becomes the
+// reset empties a for reuse, keeping out's storage (which becomes the
 // storage of the body just sent, if the policy grew it or decoded it).
 func (a *bodyAnswer) reset() {
-	meta, out := a.metadata[:0], a.out[:0]
+	out := a.out[:0]
 	if b := a.newBody.Body; b != nil {
 		out = b[:0]
 	}
@@ -74,7 +74,7 @@ func (a *bodyAnswer) reset() {
 		out = nil
 	}
 	*a = bodyAnswer{}
-	a.metadata, a.out = meta, out
+	a.out = out
 }
 
 // setHeader adds a header mutation that replaces name. Only raw_value is

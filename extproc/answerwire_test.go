@@ -49,7 +49,7 @@ func TestBodyAnswerWireForm(t *testing.T) {
 				m.str("action", "filter")
 				m.str("model", "gpt-5.5")
 				m.num("n", 3)
-				a.metadata = m.attach(resp, a.metadata)
+				m.attach(resp)
 			}
 			want, err := proto.Marshal(resp)
 			if err != nil {

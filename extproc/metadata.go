@@ -120,12 +120,9 @@ func (m *metadataFields) appendTo(dst []byte) []byte {
 }
 
 // attach sets the fields, as namespace tiergate, as resp's dynamic
-// metadata, written into buf's storage (which must stay untouched until
-// resp is sent). One attachment per answer: a second would replace the
+// metadata. One attachment per answer: a second would replace the
 // namespace (map entries with the same key replace each other on
 // decoding). Envoy merges the namespaces of successive answers itself.
-func (m *metadataFields) attach(resp *extprocv3.ProcessingResponse, buf []byte) []byte {
-	raw := m.appendTo(buf[:0])
-	resp.ProtoReflect().SetUnknown(raw)
-	return raw
+func (m *metadataFields) attach(resp *extprocv3.ProcessingResponse) {
+	resp.ProtoReflect().SetUnknown(m.appendTo(nil))
 }

@@ -86,9 +86,10 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		Buf:         a.out,
 	})
 	x.decided = true
-	x.srv.opts.Decisions.Observe(x.pol, x.endpoint, &x.out.Decision)
+	d := x.srv.decisions.get(x.srv, x.pol, x.endpoint, &x.out)
+	d.counter.Inc()
 	if x.out.Refused {
-		return x.refuse()
+		return x.refuse(d)
 	}
 	x.logDecision()
 
@@ -116,7 +117,9 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	}
 	x.srv.metrics.countRequest(x.endpoint, outcome)
 	resp := a.message()
-	a.metadata = x.attachDecision(resp, a.metadata)
+	// The decision goes to Envoy as dynamic metadata in namespace
+	// tiergate, for access logs and rate limits.
+	resp.ProtoReflect().SetUnknown(d.metadata)
 	return resp
 }
 
@@ -125,7 +128,7 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 var identity = []byte("identity")
 
 // refuse answers a refused request itself and records it.
-func (x *exchange) refuse() *extprocv3.ProcessingResponse {
+func (x *exchange) refuse(d *decision) *extprocv3.ProcessingResponse {
 	status := x.out.Refusal.Status()
 	outcome, recStatus := outcomeBlocked, "blocked"
 	switch x.out.Refusal {
@@ -141,7 +144,7 @@ func (x *exchange) refuse() *extprocv3.ProcessingResponse {
 	x.done = true
 	x.writeRecord(recStatus, status, usage.Unknown())
 	resp := immediate(status, x.out.ErrorBody, "tiergate_"+x.out.Refusal.Code())
-	x.attachDecision(resp, nil)
+	resp.ProtoReflect().SetUnknown(d.metadata)
 	return resp
 }
 
@@ -153,21 +156,6 @@ func (x *exchange) logDecision() {
 		"group", x.out.Group, "model", x.out.RequestModel, "action", x.out.Action.String(),
 		"service_tier_requested", x.out.Requested.String(), "service_tier_sent", x.out.Sent.String(),
 		"rule", x.out.Rule)
-}
-
-// attachDecision adds the decision to resp as Envoy dynamic metadata in
-// namespace tiergate, for access logs and rate limits, written into buf's
-// storage; it returns the bytes written.
-func (x *exchange) attachDecision(resp *extprocv3.ProcessingResponse, buf []byte) []byte {
-	var m metadataFields
-	m.str("endpoint", x.endpoint.String())
-	m.str("action", x.out.Action.String())
-	m.str("service_tier_requested", x.out.Requested.String())
-	m.str("service_tier_sent", x.out.Sent.String())
-	m.str("rule", x.out.Rule)
-	m.str("group", x.out.Group)
-	m.str("model", x.out.RequestModel)
-	return m.attach(resp, buf)
 }
 
 // sent recycles the body answer: gRPC has encoded the message by the time

@@ -216,7 +216,7 @@ func attachUsage(resp *extprocv3.ProcessingResponse, status string, u usage.Usag
 			m.num(f.name, float64(f.n))
 		}
 	}
-	m.attach(resp, nil)
+	m.attach(resp)
 }
 
 // readUsage returns the response's usage and, when it is unknown, why.

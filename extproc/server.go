@@ -45,10 +45,11 @@ type Options struct {
 // Server implements envoy.service.ext_proc.v3.ExternalProcessor.
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
-	opts    Options
-	metrics *metrics
-	log     *slog.Logger
-	answers sync.Pool // *bodyAnswer
+	opts      Options
+	metrics   *metrics
+	log       *slog.Logger
+	answers   sync.Pool // *bodyAnswer
+	decisions *decisionCache
 }
 
 // New returns a Server; Register it on a grpc.Server.
@@ -72,7 +73,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{opts: opts, metrics: m, log: opts.Log}, nil
+	return &Server{opts: opts, metrics: m, log: opts.Log, decisions: newDecisionCache()}, nil
 }
 
 // Register adds the server to g.

@@ -27,9 +27,15 @@ func NewDecisionMetrics(reg prometheus.Registerer) (*DecisionMetrics, error) {
 
 // Observe counts one decision made under p.
 func (m *DecisionMetrics) Observe(p *Policy, ep Endpoint, d *Decision) {
+	m.Counter(p, ep, d).Inc()
+}
+
+// Counter is the series a decision made under p counts in, for a caller
+// that keeps it rather than resolve its labels each time.
+func (m *DecisionMetrics) Counter(p *Policy, ep Endpoint, d *Decision) prometheus.Counter {
 	rule := d.Rule
 	if rule == "" {
 		rule = "none"
 	}
-	m.decisions.WithLabelValues(ep.String(), d.Action.String(), d.Tier.String(), rule, p.GroupLabel(d.Group)).Inc()
+	return m.decisions.WithLabelValues(ep.String(), d.Action.String(), d.Tier.String(), rule, p.GroupLabel(d.Group))
 }
