@@ -6,7 +6,6 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/tiergate/tiergate/policy"
 )
@@ -35,15 +34,7 @@ func TestDecisionCache(t *testing.T) {
 		t.Helper()
 		resp := &extprocv3.ProcessingResponse{}
 		resp.ProtoReflect().SetUnknown(d.metadata)
-		wire, err := proto.Marshal(resp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var back extprocv3.ProcessingResponse
-		if err := proto.Unmarshal(wire, &back); err != nil {
-			t.Fatal(err)
-		}
-		return back.GetDynamicMetadata().GetFields()["tiergate"].GetStructValue().GetFields()["model"].GetStringValue()
+		return roundTrip(t, resp).GetDynamicMetadata().GetFields()["tiergate"].GetStructValue().GetFields()["model"].GetStringValue()
 	}
 	for _, tc := range []struct {
 		name   string

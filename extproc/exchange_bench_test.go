@@ -10,24 +10,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tiergate/tiergate/policy"
-	"github.com/tiergate/tiergate/usage"
 )
 
 func benchServer(tb testing.TB) *Server {
-	reg := prometheus.NewRegistry()
-	decisions, err := policy.NewDecisionMetrics(reg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tokens, err := usage.NewMetrics(reg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv, err := New(Options{Store: policy.NewStore(policy.Default()), Registerer: reg, Decisions: decisions, Tokens: tokens})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return srv
+	return newTestServer(tb, prometheus.NewRegistry(), Options{Store: policy.NewStore(policy.Default())})
 }
 
 // benchMessages are a request's headers and buffered body as Envoy sends

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tiergate/tiergate/internal/envoysim"
 	"github.com/tiergate/tiergate/policy"
@@ -50,6 +51,41 @@ func (b *syncBuffer) records(t *testing.T) []map[string]any {
 	return out
 }
 
+// newTestServer is New with opts completed: reg as the Registerer, and the
+// decision and token metrics registered on it.
+func newTestServer(tb testing.TB, reg *prometheus.Registry, opts Options) *Server {
+	tb.Helper()
+	decisions, err := policy.NewDecisionMetrics(reg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tokens, err := usage.NewMetrics(reg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	opts.Registerer, opts.Decisions, opts.Tokens = reg, decisions, tokens
+	srv, err := New(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return srv
+}
+
+// roundTrip is resp as a reader of its wire form sees it (the dynamic
+// metadata tiergate carries as raw bytes decoded as the ordinary field).
+func roundTrip(tb testing.TB, resp *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
+	tb.Helper()
+	wire, err := proto.Marshal(resp)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var back extprocv3.ProcessingResponse
+	if err := proto.Unmarshal(wire, &back); err != nil {
+		tb.Fatal(err)
+	}
+	return &back
+}
+
 // upstreamRequest is what the fake upstream received.
 type upstreamRequest struct {
 	method, path string
@@ -81,24 +117,11 @@ func newHarness(t *testing.T, policyYAML string) *harness {
 		}
 	}
 	h := &harness{t: t, reg: prometheus.NewRegistry(), usageLog: &syncBuffer{}}
-	decisions, err := policy.NewDecisionMetrics(h.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := usage.NewMetrics(h.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(Options{
-		Store: policy.NewStore(p), Registerer: h.reg, Decisions: decisions, Tokens: tokens,
-		Usage: usage.NewLog(h.usageLog), MaxUsageBytes: 1 << 20,
+	h.srv = newTestServer(t, h.reg, Options{
+		Store: policy.NewStore(p), Usage: usage.NewLog(h.usageLog), MaxUsageBytes: 1 << 20,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.srv = srv
 	g := grpc.NewServer(ServerOptions(64 << 20)...) // as serve runs it
-	srv.Register(g)
+	h.srv.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -40,14 +40,7 @@ func TestMetadataWireForm(t *testing.T) {
 			tc.build(&m)
 			resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
 			m.attach(resp)
-			wire, err := proto.Marshal(resp)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got extprocv3.ProcessingResponse
-			if err := proto.Unmarshal(wire, &got); err != nil {
-				t.Fatal(err)
-			}
+			got := roundTrip(t, resp)
 			inner, err := structpb.NewStruct(tc.want)
 			if err != nil {
 				t.Fatal(err)
