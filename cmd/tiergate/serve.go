@@ -94,15 +94,15 @@ const cgroupRoot = "/sys/fs/cgroup"
 // GOMEMLIMIT when set (the Go runtime has applied them already), else from
 // the defaults. It logs what is in force.
 func applyGC(ctx context.Context, c *serveConfig, log *slog.Logger) error {
-	headroomFrom := "default"
+	headroomFrom, tune := "default", true
 	switch {
 	case c.explicit["gc-headroom"]:
 		headroomFrom = "flag"
 	case os.Getenv("GOGC") != "":
-		headroomFrom = "off: GOGC is set"
+		headroomFrom, tune = "off: GOGC is set", false
 	}
 	var headroom int64
-	if headroomFrom != "off: GOGC is set" && c.gcHeadroom != "0" {
+	if tune && c.gcHeadroom != "0" {
 		var err error
 		if headroom, err = gcsettings.ParseBytes(c.gcHeadroom); err != nil {
 			return fmt.Errorf("--gc-headroom: %w", err)

@@ -28,9 +28,6 @@ import (
 	"sync"
 )
 
-// DefaultHeadroom is serve's minimum heap growth between collections.
-const DefaultHeadroom = 16 << 20
-
 // CgroupShare is the share of the container's memory limit used as the
 // soft limit: the rest is left for what the Go runtime does not count
 // (goroutine stacks are counted; the binary and kernel buffers are not).
