@@ -144,7 +144,8 @@ func liveHeap() uint64 {
 	return s[0].Value.Uint64()
 }
 
-// Percent reads the GOGC in force.
+// Percent reads the GOGC in force (-1 when the collector is off, as
+// debug.SetGCPercent reports it).
 func Percent() int {
 	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
 	metrics.Read(s)
