@@ -19,7 +19,8 @@
 # a mutation: the floor for any server that rewrites bodies, since ext_proc
 # makes it return the whole body).
 #
-# Needs go and jq. Listens on loopback only. OUT=dir keeps each round's JSON
+# Needs go and jq (and curl, only to print the GOGC tiergate runs at). Listens on
+# loopback only. OUT=dir keeps each round's JSON
 # report; ROUNDS, DURATION, SWEEP_ROUNDS and SWEEP_DURATION change the run
 # (SWEEP_ROUNDS=0 skips the sweep);
 # TIERGATE_BIN=path measures a tiergate built elsewhere (to compare a change);
