@@ -4,13 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -446,6 +450,49 @@ func TestServeGCSettings(t *testing.T) {
 			}
 			if !strings.Contains(metrics, "\ngo_gc_gomemlimit_bytes "+tc.wantLimit+"\n") {
 				t.Errorf("go_gc_gomemlimit_bytes is not %s", tc.wantLimit)
+			}
+		})
+	}
+}
+
+// TestApplyGCMemoryLimitFromTheCgroup: --memory-limit auto takes 90% of the
+// cgroup's limit, none without one, and an unreadable cgroup is a warning,
+// not a refusal to start. (In process, not parallel: it sets the process's
+// memory limit and the cgroup root.)
+func TestApplyGCMemoryLimitFromTheCgroup(t *testing.T) {
+	defer func(root string) { cgroupRoot = root }(cgroupRoot)
+	defer debug.SetMemoryLimit(math.MaxInt64)
+	for _, tc := range []struct {
+		name      string
+		memoryMax string
+		want      int64
+		warn      bool
+	}{
+		{"a 256 MiB container", "268435456\n", 241591910, false},
+		{"no limit", "max\n", math.MaxInt64, false},
+		{"an unreadable limit", "garbage\n", math.MaxInt64, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cgroupRoot = t.TempDir()
+			if err := os.WriteFile(filepath.Join(cgroupRoot, "memory.max"), []byte(tc.memoryMax), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := parseServeFlags(nil, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("GOMEMLIMIT", "")
+			var logs bytes.Buffer
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if err := applyGC(ctx, cfg, slog.New(slog.NewJSONHandler(&logs, nil))); err != nil {
+				t.Fatalf("applyGC: %v", err)
+			}
+			if got := debug.SetMemoryLimit(-1); got != tc.want {
+				t.Errorf("memory limit %d, want %d", got, tc.want)
+			}
+			if warned := strings.Contains(logs.String(), `"level":"WARN"`); warned != tc.warn {
+				t.Errorf("warned %v, want %v; logs:\n%s", warned, tc.warn, logs.String())
 			}
 		})
 	}

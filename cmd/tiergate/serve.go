@@ -86,8 +86,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	return c, nil
 }
 
-// cgroupRoot is where the container's cgroup is mounted.
-const cgroupRoot = "/sys/fs/cgroup"
+// cgroupRoot is where the container's cgroup is mounted (a variable for
+// tests).
+var cgroupRoot = "/sys/fs/cgroup"
 
 // applyGC sets the garbage collector up until ctx ends: the headroom tuner
 // and the memory limit from the flags when given, else from GOGC and
@@ -112,7 +113,13 @@ func applyGC(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 	limitFrom := "GOMEMLIMIT"
 	if c.explicit["memory-limit"] || os.Getenv("GOMEMLIMIT") == "" {
 		limit, source, err := gcsettings.MemoryLimit(c.memoryLimit, cgroupRoot)
-		if err != nil {
+		switch {
+		case err != nil && c.memoryLimit == "auto":
+			// An unreadable cgroup must not keep the sidecar from
+			// starting: run without a limit, and say so.
+			log.Warn("cannot read the container's memory limit; running without a soft memory limit (set --memory-limit)", "err", err)
+			source = "auto: cgroup unreadable"
+		case err != nil:
 			return fmt.Errorf("--memory-limit: %w", err)
 		}
 		if limit <= 0 {

@@ -122,17 +122,24 @@ const minPercent = 100
 // collection. PercentFor keeps that within the headroom.
 const heapMinimum = 4 << 20
 
-// PercentFor is the GOGC that lets a heap with live bytes live grow by at
-// least headroom before the next collection: headroom/live, at least 100,
-// and at most what keeps the runtime's scaled heap minimum within the
-// headroom.
+// PercentFor is the GOGC under which a heap with live bytes live grows by
+// about headroom before the next collection: headroom/live, at least 100
+// (growth by the live heap, Go's default, once that is more), and at most
+// what keeps the runtime's scaled heap minimum within the headroom (so a
+// heap under 4 MiB gets a goal of about the headroom itself, not live plus
+// headroom).
 func PercentFor(live, headroom uint64) int {
+	headroom = min(headroom, maxHeadroom) // headroom*100 must not overflow
 	ceiling := max(headroom*100/heapMinimum, minPercent)
 	if live == 0 {
 		return int(ceiling)
 	}
 	return int(min(max(headroom*100/live, minPercent), ceiling))
 }
+
+// maxHeadroom bounds the headroom PercentFor works with (1 PiB: any larger
+// figure means "never collect" just as well).
+const maxHeadroom = 1 << 50
 
 // liveHeap reads the live heap the last collection marked.
 func liveHeap() uint64 {

@@ -120,6 +120,7 @@ func TestPercentFor(t *testing.T) {
 		{"an empty heap: the ceiling", 0, 16 * mib, 400},
 		{"a larger headroom raises the ceiling", 1 * mib, 64 * mib, 1600},
 		{"a headroom under Go's minimum: Go's default", 1 * mib, 2 * mib, 100},
+		{"an absurd headroom does not overflow", 1 * mib, 1 << 63, int(maxHeadroom * 100 / heapMinimum)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
