@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,7 +74,7 @@ func checkMessage(md protoreflect.MessageDescriptor, v any, path string) []error
 	}
 	var errs []error
 	fields := md.Fields()
-	for _, key := range sortedKeys(obj) {
+	for _, key := range slices.Sorted(maps.Keys(obj)) {
 		fd := fields.ByJSONName(key)
 		if fd == nil {
 			fd = fields.ByTextName(key)
@@ -99,7 +100,7 @@ func checkField(fd protoreflect.FieldDescriptor, v any, path string) []error {
 			return []error{fmt.Errorf("%s: want a mapping, got %s", path, jsonKind(v))}
 		}
 		var errs []error
-		for _, k := range sortedKeys(obj) {
+		for _, k := range slices.Sorted(maps.Keys(obj)) {
 			errs = append(errs, checkSingular(fd.MapValue(), obj[k], path+"["+k+"]")...)
 		}
 		return errs
@@ -177,7 +178,7 @@ func checkAny(v any, path string) []error {
 	if isWellKnown(inner) {
 		// A well-known type in an Any carries its JSON form under "value".
 		var errs []error
-		for _, k := range sortedKeys(rest) {
+		for _, k := range slices.Sorted(maps.Keys(rest)) {
 			if k != "value" {
 				errs = append(errs, fmt.Errorf("%s: unknown field in google.protobuf.Any of %s", joinPath(path, k), inner.FullName()))
 			}
@@ -230,15 +231,6 @@ func isWellKnown(md protoreflect.MessageDescriptor) bool {
 		return true
 	}
 	return scalarWellKnown[md.FullName()]
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 func joinPath(path, name string) string {

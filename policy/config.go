@@ -7,7 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -139,7 +140,7 @@ func (l *loader) parse(data []byte) *tiergatev1.Config {
 				return
 			}
 			cfg.ModelAliases = map[string]string{}
-			for _, k := range sortedKeys(m) {
+			for _, k := range slices.Sorted(maps.Keys(m)) {
 				p := path + "." + k
 				if strings.TrimSpace(k) == "" {
 					l.addf(path, "blank model name as an alias")
@@ -279,7 +280,7 @@ func (l *loader) crossCheck(cfg *tiergatev1.Config) {
 // and reporting unknown ones (with the snake_case spelling when a camelCase
 // one was used).
 func (l *loader) fields(path string, m map[string]any, known map[string]func(string, any)) {
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		p := join(path, k)
 		if f, ok := known[k]; ok {
 			if m[k] == nil {
@@ -295,7 +296,7 @@ func (l *loader) fields(path string, m map[string]any, known map[string]func(str
 				continue
 			}
 		}
-		l.addf(p, "unknown field (known: %s)", strings.Join(sortedKeys(known), ", "))
+		l.addf(p, "unknown field (known: %s)", strings.Join(slices.Sorted(maps.Keys(known)), ", "))
 	}
 }
 
@@ -432,15 +433,6 @@ func describe(v any) string {
 		return "a mapping"
 	}
 	return fmt.Sprintf("%T", v)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func join(path, key string) string {
