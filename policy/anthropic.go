@@ -128,27 +128,16 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 // Top-level plans use s's storage; nested ones (s nil) allocate.
 func planSpeed(body []byte, obj *object, keep, forceFast bool, s *scratch) []edit {
 	var idx [8]int
-	found := idx[:0]
-	for i, m := range obj.members {
-		if keyEquals(body[m.keyStart:m.keyEnd], keySpeed) {
-			found = append(found, i)
-		}
-	}
+	found := membersNamed(idx[:0], body, obj, keySpeed)
 	if len(found) == 0 {
 		return nil
-	}
-	newEdits := func() []edit {
-		if s != nil {
-			return s.topEdits(len(obj.members))
-		}
-		return make([]edit, len(obj.members))
 	}
 	var edits []edit
 	if !keep {
 		for _, i := range found {
 			if isFastSpeed(body[obj.members[i].valStart:obj.members[i].valEnd]) {
 				if edits == nil {
-					edits = newEdits()
+					edits = s.topEdits(len(obj.members))
 				}
 				edits[i].remove = true
 			}
@@ -161,7 +150,7 @@ func planSpeed(body []byte, obj *object, keep, forceFast bool, s *scratch) []edi
 	if len(found) == 1 && !replace {
 		return nil
 	}
-	edits = newEdits()
+	edits = s.topEdits(len(obj.members))
 	for _, i := range found[:len(found)-1] {
 		edits[i].remove = true
 	}

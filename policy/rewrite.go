@@ -82,9 +82,10 @@ type scratch struct {
 	edits   [32]edit
 }
 
-// topEdits returns cleared edits for the top-level object's n members.
+// topEdits returns cleared edits for the top-level object's n members. A
+// nil s (a nested object's plan) allocates them.
 func (s *scratch) topEdits(n int) []edit {
-	if n <= len(s.edits) {
+	if s != nil && n <= len(s.edits) {
 		e := s.edits[:n]
 		clear(e)
 		return e
@@ -284,12 +285,7 @@ type edit struct {
 // Top-level plans use s's storage; nested ones (s nil) allocate.
 func planTier(body []byte, obj *object, keep bool, want []byte, s *scratch) []edit {
 	var idx [8]int
-	found := idx[:0]
-	for i, m := range obj.members {
-		if keyEquals(body[m.keyStart:m.keyEnd], keyServiceTier) {
-			found = append(found, i)
-		}
-	}
+	found := membersNamed(idx[:0], body, obj, keyServiceTier)
 	if len(found) == 0 {
 		return nil
 	}
@@ -302,12 +298,7 @@ func planTier(body []byte, obj *object, keep bool, want []byte, s *scratch) []ed
 	if keep && len(found) == 1 && !replace {
 		return nil
 	}
-	var edits []edit
-	if s != nil {
-		edits = s.topEdits(len(obj.members))
-	} else {
-		edits = make([]edit, len(obj.members))
-	}
+	edits := s.topEdits(len(obj.members))
 	for _, i := range found[:len(found)-1] {
 		edits[i].remove = true
 	}
@@ -454,6 +445,17 @@ func parseTierBytes(b []byte) Tier {
 		return tierByName(string(buf[:n]))
 	}
 	return ParseTier(string(b))
+}
+
+// membersNamed appends to dst the indices of obj's members named key, in
+// order.
+func membersNamed(dst []int, body []byte, obj *object, key string) []int {
+	for i, m := range obj.members {
+		if keyEquals(body[m.keyStart:m.keyEnd], key) {
+			dst = append(dst, i)
+		}
+	}
+	return dst
 }
 
 func anyMember(body []byte, obj *object, key string) bool {
