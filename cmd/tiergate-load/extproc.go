@@ -139,17 +139,12 @@ func runExtproc(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	// measured window, with the load running, so that they cover what the
 	// client counts.
 	httpClient := &http.Client{}
-	first := make(chan *snapshot, 1)
-	go func() {
-		t := time.NewTimer(time.Until(l.from))
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			first <- &snapshot{err: ctx.Err()}
-		case <-t.C:
-			first <- takeSnapshot(ctx, cfg, httpClient)
+	first := takeAt(ctx, l.from, func(err error) *snapshot {
+		if err != nil {
+			return &snapshot{err: err}
 		}
-	}()
+		return takeSnapshot(ctx, cfg, httpClient)
+	})
 	results := l.run(ctx)
 	before, after := <-first, takeSnapshot(ctx, cfg, httpClient)
 	if err := errors.Join(before.err, after.err); err != nil {
@@ -223,9 +218,7 @@ func connect(ctx context.Context, cfg *extprocConfig) ([]extprocv3.ExternalProce
 // snapshot is what is read at each edge of the measured window.
 type snapshot struct {
 	histograms map[string][]bucket // the server's, by phase (--admin)
-	serverCPU  time.Duration       // the server's CPU time (--pid)
-	selfCPU    time.Duration       // this process's
-	machine    machineCPU          // the whole machine's
+	cpu        cpuSnapshot
 	err        error
 }
 
@@ -238,20 +231,8 @@ func takeSnapshot(ctx context.Context, cfg *extprocConfig, client *http.Client) 
 		}
 		s.histograms = h
 	}
-	if cfg.pid > 0 {
-		cpu, err := readCPU(cfg.pid)
-		if err != nil {
-			return &snapshot{err: fmt.Errorf("--pid: %w", err)}
-		}
-		s.serverCPU = cpu
-	}
-	cpu, err := readCPU(os.Getpid())
-	if err != nil {
-		return &snapshot{err: err}
-	}
-	s.selfCPU = cpu
-	if s.machine, err = readMachineCPU(); err != nil {
-		return &snapshot{err: err}
+	if s.cpu = takeCPUSnapshot(cfg.pid); s.cpu.err != nil {
+		return &snapshot{err: s.cpu.err}
 	}
 	return s
 }

@@ -166,3 +166,79 @@ func parseProcStat(stat []byte) (machineCPU, error) {
 	tick := func(n int64) time.Duration { return time.Duration(n) * time.Second / userHZ }
 	return machineCPU{busy: tick(t[0] + t[1] + t[2] + t[5] + t[6] + t[7]), steal: tick(t[7])}, nil
 }
+
+// cpuSnapshot is the CPU time read at each edge of the measured time.
+type cpuSnapshot struct {
+	at      time.Time
+	target  time.Duration // the target's (--pid)
+	self    time.Duration
+	machine machineCPU
+	err     error
+}
+
+func takeCPUSnapshot(pid int) cpuSnapshot {
+	s := cpuSnapshot{at: time.Now()}
+	var err error
+	if pid > 0 {
+		if s.target, err = readCPU(pid); err != nil {
+			return cpuSnapshot{err: fmt.Errorf("--pid: %w", err)}
+		}
+	}
+	if s.self, err = readCPU(os.Getpid()); err != nil {
+		return cpuSnapshot{err: err}
+	}
+	if s.machine, err = readMachineCPU(); err != nil {
+		return cpuSnapshot{err: err}
+	}
+	return s
+}
+
+// cpuUse is the CPU time spent between two snapshots, per unit of work (a
+// transaction or a turn) and in cores.
+type cpuUse struct {
+	selfPerUnit, selfCores     float64
+	targetPerUnit, targetCores *float64 // with --pid
+	// otherCores is what the rest of the machine kept busy (without --pid
+	// the target is in it), stealCores what the hypervisor took: the noise
+	// a round ran in.
+	otherCores, stealCores float64
+}
+
+// measureCPU is the CPU spent between before and after over units of work;
+// false when there was no work or no time between them.
+func measureCPU(pid int, before, after cpuSnapshot, units float64) (cpuUse, bool) {
+	secs := after.at.Sub(before.at).Seconds()
+	if units <= 0 || secs <= 0 {
+		return cpuUse{}, false
+	}
+	self := (after.self - before.self).Seconds()
+	u := cpuUse{selfPerUnit: self * 1e6 / units, selfCores: self / secs}
+	target := 0.0
+	if pid > 0 {
+		target = (after.target - before.target).Seconds()
+		u.targetPerUnit = finite(target * 1e6 / units)
+		u.targetCores = finite(target / secs)
+	}
+	busy := (after.machine.busy - before.machine.busy).Seconds()
+	u.otherCores = max(0, busy-target-self) / secs
+	u.stealCores = (after.machine.steal - before.machine.steal).Seconds() / secs
+	return u, true
+}
+
+// takeAt calls take(nil) at when, on its own goroutine while the load runs,
+// and delivers the result; take(ctx.Err()) if ctx ends first. It reads a
+// snapshot at the start of the measured window.
+func takeAt[T any](ctx context.Context, when time.Time, take func(error) T) <-chan T {
+	out := make(chan T, 1)
+	go func() {
+		t := time.NewTimer(time.Until(when))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			out <- take(ctx.Err())
+		case <-t.C:
+			out <- take(nil)
+		}
+	}()
+	return out
+}

@@ -104,22 +104,11 @@ func (r *report) setPeakRSS(peak int64) { r.RSS.PeakBytes = peak }
 // from to the end of the last counted transaction (falling back to the
 // nominal duration when nothing completed).
 func (r *report) setResults(results []workerResult, from time.Time, nominal time.Duration) {
-	var all []time.Duration
+	r.Errors, r.ErrorKinds, r.ErrorExamples = mergeErrors(results)
 	var last time.Time
 	for _, w := range results {
-		all = append(all, w.latencies...)
 		if w.lastEnd.After(last) {
 			last = w.lastEnd
-		}
-		for k, n := range w.errors {
-			if r.ErrorKinds == nil {
-				r.ErrorKinds, r.ErrorExamples = map[string]int{}, map[string]string{}
-			}
-			r.ErrorKinds[k] += n
-			r.Errors += n
-			if _, ok := r.ErrorExamples[k]; !ok {
-				r.ErrorExamples[k] = w.examples[k]
-			}
 		}
 	}
 	elapsed := nominal
@@ -127,14 +116,41 @@ func (r *report) setResults(results []workerResult, from time.Time, nominal time
 		elapsed = last.Sub(from)
 	}
 	r.Seconds = elapsed.Seconds()
-	r.Transactions = len(all)
-	r.TxPerSecond = float64(len(all)) / elapsed.Seconds()
+	r.Transactions, r.LatencyMicros = summarizeLatency(results)
+	r.TxPerSecond = float64(r.Transactions) / elapsed.Seconds()
+}
+
+// mergeErrors adds up the workers' errors by kind, keeping one example
+// message of each (both reports share it).
+func mergeErrors(results []workerResult) (total int, kinds map[string]int, examples map[string]string) {
+	for _, w := range results {
+		for k, n := range w.errors {
+			if kinds == nil {
+				kinds, examples = map[string]int{}, map[string]string{}
+			}
+			kinds[k] += n
+			total += n
+			if _, ok := examples[k]; !ok {
+				examples[k] = w.examples[k]
+			}
+		}
+	}
+	return total, kinds, examples
+}
+
+// summarizeLatency counts the workers' measured latencies and summarizes
+// them (nil when there are none).
+func summarizeLatency(results []workerResult) (int, *latency) {
+	var all []time.Duration
+	for _, w := range results {
+		all = append(all, w.latencies...)
+	}
 	if len(all) == 0 {
-		return
+		return 0, nil
 	}
 	slices.Sort(all)
 	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-	r.LatencyMicros = &latency{
+	return len(all), &latency{
 		P50: us(nearestRank(all, 0.50)), P90: us(nearestRank(all, 0.90)),
 		P99: us(nearestRank(all, 0.99)), Max: us(all[len(all)-1]),
 	}
@@ -171,24 +187,15 @@ func (r *report) setServer(before, after map[string][]bucket) {
 // setCPU sets CPU time per transaction and cores kept busy, from the
 // snapshots at the edges of the measured time (after setResults).
 func (r *report) setCPU(pid int, before, after *snapshot) {
-	if r.Transactions == 0 || r.Seconds <= 0 {
+	u, ok := measureCPU(pid, before.cpu, after.cpu, float64(r.Transactions))
+	if !ok {
 		return
 	}
-	tx := float64(r.Transactions)
-	self := (after.selfCPU - before.selfCPU).Seconds()
-	c := &cpuFigures{LoadMicrosPerTx: self * 1e6 / tx, LoadCores: self / r.Seconds}
-	server := 0.0
-	if pid > 0 {
-		server = (after.serverCPU - before.serverCPU).Seconds()
-		c.ServerMicrosPerTx = finite(server * 1e6 / tx)
-		c.ServerCores = finite(server / r.Seconds)
+	r.CPU = &cpuFigures{
+		ServerMicrosPerTx: u.targetPerUnit, ServerCores: u.targetCores,
+		LoadMicrosPerTx: u.selfPerUnit, LoadCores: u.selfCores,
+		OtherCores: u.otherCores, StealCores: u.stealCores,
 	}
-	// The window is measured from the snapshots here, not r.Seconds: the
-	// machine's counters run on wall time between the two reads.
-	busy := (after.machine.busy - before.machine.busy).Seconds()
-	c.OtherCores = max(0, busy-server-self) / r.Seconds
-	c.StealCores = (after.machine.steal - before.machine.steal).Seconds() / r.Seconds
-	r.CPU = c
 }
 
 func finite(v float64) *float64 {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"math"
 	"testing"
 	"time"
@@ -224,5 +225,64 @@ func TestMetricsURL(t *testing.T) {
 		if got := metricsURL(in); got != want {
 			t.Errorf("metricsURL(%q) = %q; want %q", in, got, want)
 		}
+	}
+}
+
+// TestMeasureCPU: CPU per unit of work and cores over the window between
+// the snapshots, the rest of the machine as what neither process used.
+func TestMeasureCPU(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(1000, 0)
+	before := cpuSnapshot{at: t0, self: time.Second, target: 2 * time.Second, machine: machineCPU{busy: 10 * time.Second, steal: 0}}
+	after := cpuSnapshot{at: t0.Add(2 * time.Second), self: 2 * time.Second, target: 4 * time.Second,
+		machine: machineCPU{busy: 14 * time.Second, steal: 200 * time.Millisecond}}
+	u, ok := measureCPU(42, before, after, 1000)
+	if !ok {
+		t.Fatal("no figures")
+	}
+	// self 1 s and target 2 s over 2 s and 1,000 units; busy 4 s in all.
+	if u.selfPerUnit != 1000 || u.selfCores != 0.5 || *u.targetPerUnit != 2000 || *u.targetCores != 1 ||
+		u.otherCores != 0.5 || u.stealCores != 0.1 {
+		t.Errorf("measureCPU = %+v (target %v/%v)", u, *u.targetPerUnit, *u.targetCores)
+	}
+	// Without --pid the target is part of the rest of the machine.
+	if u, _ := measureCPU(0, before, after, 1000); u.targetPerUnit != nil || u.otherCores != 1.5 {
+		t.Errorf("without a pid: %+v", u)
+	}
+	for name, tc := range map[string]struct {
+		after cpuSnapshot
+		units float64
+	}{"no work": {after, 0}, "no time": {before, 1000}} {
+		if _, ok := measureCPU(42, before, tc.after, tc.units); ok {
+			t.Errorf("%s: figures reported", name)
+		}
+	}
+}
+
+// TestMergeErrorsAndLatency: errors add up by kind with the first example
+// of each; latencies of every worker are summarized together.
+func TestMergeErrorsAndLatency(t *testing.T) {
+	t.Parallel()
+	var a, b workerResult
+	a.fail("timeout", errors.New("first timeout"))
+	b.fail("timeout", errors.New("second timeout"))
+	b.fail("reset", errors.New("reset"))
+	for i := 1; i <= 100; i++ {
+		w := &a
+		if i%2 == 0 {
+			w = &b
+		}
+		w.latencies = append(w.latencies, time.Duration(i)*time.Microsecond)
+	}
+	total, kinds, examples := mergeErrors([]workerResult{a, b})
+	if total != 3 || kinds["timeout"] != 2 || kinds["reset"] != 1 || examples["timeout"] != "first timeout" {
+		t.Errorf("mergeErrors = %d %v %v", total, kinds, examples)
+	}
+	n, l := summarizeLatency([]workerResult{a, b})
+	if n != 100 || l.P50 != 50 || l.P90 != 90 || l.P99 != 99 || l.Max != 100 {
+		t.Errorf("summarizeLatency = %d %+v", n, l)
+	}
+	if n, l := summarizeLatency([]workerResult{{}}); n != 0 || l != nil {
+		t.Errorf("no latencies: %d %+v", n, l)
 	}
 }

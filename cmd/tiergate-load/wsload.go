@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 )
@@ -212,17 +211,12 @@ func (d *wsDriver) throughput(ctx context.Context, rep *wsReport) error {
 	defer g.finish()
 	start := time.Now()
 	from, to := start.Add(d.cfg.warmup), start.Add(d.cfg.warmup+d.cfg.duration)
-	first := make(chan cpuSnapshot, 1)
-	go func() {
-		t := time.NewTimer(time.Until(from))
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			first <- cpuSnapshot{err: ctx.Err()}
-		case <-t.C:
-			first <- takeCPUSnapshot(d.cfg.pid)
+	first := takeAt(ctx, from, func(err error) cpuSnapshot {
+		if err != nil {
+			return cpuSnapshot{err: err}
 		}
-	}()
+		return takeCPUSnapshot(d.cfg.pid)
+	})
 	results := make([]workerResult, d.cfg.sessions)
 	var wg sync.WaitGroup
 	for i := range results {
@@ -283,7 +277,7 @@ func (d *wsDriver) throughput(ctx context.Context, rep *wsReport) error {
 		}
 	}
 	rep.setResults(results, elapsed)
-	rep.setCPU(d.cfg.pid, before, after, after.at.Sub(before.at))
+	rep.setCPU(d.cfg.pid, before, after)
 	return nil
 }
 
@@ -417,30 +411,4 @@ func (d *wsDriver) memory(ctx context.Context) (memSample, error) {
 		m.RSS = rss
 	}
 	return m, nil
-}
-
-// cpuSnapshot is the CPU time read at each edge of the measured time.
-type cpuSnapshot struct {
-	at      time.Time
-	target  time.Duration // the target's (--pid)
-	self    time.Duration
-	machine machineCPU
-	err     error
-}
-
-func takeCPUSnapshot(pid int) cpuSnapshot {
-	s := cpuSnapshot{at: time.Now()}
-	var err error
-	if pid > 0 {
-		if s.target, err = readCPU(pid); err != nil {
-			return cpuSnapshot{err: fmt.Errorf("--pid: %w", err)}
-		}
-	}
-	if s.self, err = readCPU(os.Getpid()); err != nil {
-		return cpuSnapshot{err: err}
-	}
-	if s.machine, err = readMachineCPU(); err != nil {
-		return cpuSnapshot{err: err}
-	}
-	return s
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -87,60 +86,29 @@ type wsMemory struct {
 // setResults merges the workers' results over the measured time.
 func (r *wsReport) setResults(results []workerResult, elapsed time.Duration) {
 	r.setErrors(results)
-	var all []time.Duration
-	for _, w := range results {
-		all = append(all, w.latencies...)
-	}
 	r.Seconds = max(elapsed, 0).Seconds()
-	r.Turns = len(all)
+	r.Turns, r.LatencyMicros = summarizeLatency(results)
 	if r.Seconds > 0 {
-		r.TurnsPerSecond = float64(len(all)) / r.Seconds
-	}
-	if len(all) == 0 {
-		return
-	}
-	slices.Sort(all)
-	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-	r.LatencyMicros = &latency{
-		P50: us(nearestRank(all, 0.50)), P90: us(nearestRank(all, 0.90)),
-		P99: us(nearestRank(all, 0.99)), Max: us(all[len(all)-1]),
+		r.TurnsPerSecond = float64(r.Turns) / r.Seconds
 	}
 }
 
 func (r *wsReport) setErrors(results []workerResult) {
-	for _, w := range results {
-		for k, n := range w.errors {
-			if r.ErrorKinds == nil {
-				r.ErrorKinds, r.ErrorExamples = map[string]int{}, map[string]string{}
-			}
-			r.ErrorKinds[k] += n
-			r.Errors += n
-			if _, ok := r.ErrorExamples[k]; !ok {
-				r.ErrorExamples[k] = w.examples[k]
-			}
-		}
-	}
+	r.Errors, r.ErrorKinds, r.ErrorExamples = mergeErrors(results)
 }
 
 // setCPU sets CPU time per turn from the snapshots at the edges of the
-// measured time (after setResults); window is the time between them.
-func (r *wsReport) setCPU(pid int, before, after cpuSnapshot, window time.Duration) {
-	if r.Turns == 0 || window <= 0 {
+// measured time (after setResults).
+func (r *wsReport) setCPU(pid int, before, after cpuSnapshot) {
+	u, ok := measureCPU(pid, before, after, float64(r.Turns))
+	if !ok {
 		return
 	}
-	turns, secs := float64(r.Turns), window.Seconds()
-	self := (after.self - before.self).Seconds()
-	c := &wsCPU{LoadMicrosPerTurn: self * 1e6 / turns, LoadCores: self / secs}
-	target := 0.0
-	if pid > 0 {
-		target = (after.target - before.target).Seconds()
-		c.TargetMicrosPerTurn = finite(target * 1e6 / turns)
-		c.TargetCores = finite(target / secs)
+	r.CPU = &wsCPU{
+		TargetMicrosPerTurn: u.targetPerUnit, TargetCores: u.targetCores,
+		LoadMicrosPerTurn: u.selfPerUnit, LoadCores: u.selfCores,
+		OtherCores: u.otherCores, StealCores: u.stealCores,
 	}
-	busy := (after.machine.busy - before.machine.busy).Seconds()
-	c.OtherCores = max(0, busy-target-self) / secs
-	c.StealCores = (after.machine.steal - before.machine.steal).Seconds() / secs
-	r.CPU = c
 }
 
 func (r *wsReport) setMemory(before, after memSample) {
