@@ -178,7 +178,7 @@ func TestRequestPolicyThroughEnvoy(t *testing.T) {
 				t.Errorf("requests_total{endpoint=%s,outcome=%s} = %v, want 1", ep, tc.outcome, n)
 			}
 			if tc.outcome == outcomeUnpoliced {
-				if recs := h.usageLog.records(t); len(recs) != 0 {
+				if recs := records(t, h.usageLog); len(recs) != 0 {
 					t.Errorf("an unpoliced request wrote %d usage records", len(recs))
 				}
 				return

@@ -1,7 +1,6 @@
 package extproc
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"io"
@@ -19,32 +18,19 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tiergate/tiergate/internal/envoysim"
+	"github.com/tiergate/tiergate/internal/syncbuf"
 	"github.com/tiergate/tiergate/policy"
 	"github.com/tiergate/tiergate/usage"
 )
 
-// syncBuffer collects usage records written from many streams.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) records(t *testing.T) []map[string]any {
+// records parses the usage records written to b so far.
+func records(t *testing.T, b *syncbuf.Buffer) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	for sc.Scan() {
+	for _, l := range b.Lines() {
 		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("usage record is not JSON: %v\n%s", err, sc.Text())
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("usage record is not JSON: %v\n%s", err, l)
 		}
 		out = append(out, m)
 	}
@@ -99,7 +85,7 @@ type harness struct {
 	t        *testing.T
 	srv      *Server
 	reg      *prometheus.Registry
-	usageLog *syncBuffer
+	usageLog *syncbuf.Buffer
 	proxy    *envoysim.Proxy
 	url      string // the "Envoy" listener clients talk to
 	mu       sync.Mutex
@@ -116,7 +102,7 @@ func newHarness(t *testing.T, policyYAML string) *harness {
 			t.Fatal(err)
 		}
 	}
-	h := &harness{t: t, reg: prometheus.NewRegistry(), usageLog: &syncBuffer{}}
+	h := &harness{t: t, reg: prometheus.NewRegistry(), usageLog: &syncbuf.Buffer{}}
 	h.srv = newTestServer(t, h.reg, Options{
 		Store: policy.NewStore(p), Usage: usage.NewLog(h.usageLog), MaxUsageBytes: 1 << 20,
 	})
@@ -200,7 +186,7 @@ func (h *harness) record(n int) map[string]any {
 	h.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		recs := h.usageLog.records(h.t)
+		recs := records(h.t, h.usageLog)
 		if len(recs) >= n {
 			return recs[n-1]
 		}

@@ -413,7 +413,7 @@ func TestFrameCountersAndDecisions(t *testing.T) {
 		t.Error("a key reached the log")
 	}
 	var blockLines int
-	for _, l := range h.logs.lines() {
+	for _, l := range h.logs.Lines() {
 		if strings.Contains(l, `"msg":"frame refused"`) {
 			blockLines++
 			if strings.Contains(l, `"type":"response.create"`) {

@@ -1,7 +1,6 @@
 package wsbridge
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -15,7 +14,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/tidwall/gjson"
 
+	"github.com/tiergate/tiergate/internal/syncbuf"
 	"github.com/tiergate/tiergate/policy"
 	"github.com/tiergate/tiergate/usage"
 )
@@ -78,36 +77,6 @@ func waitGoroutines(d time.Duration, markers ...string) string {
 	}
 }
 
-// syncBuffer collects what concurrent sessions write.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) lines() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		out = append(out, sc.Text())
-	}
-	return out
-}
-
 func sha256Hex(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])
@@ -154,13 +123,13 @@ type harness struct {
 	srv    *httptest.Server
 	store  *policy.Store
 	reg    *prometheus.Registry
-	usage  *syncBuffer
-	logs   *syncBuffer
+	usage  *syncbuf.Buffer
+	logs   *syncbuf.Buffer
 }
 
 func newHarness(t testing.TB, policyYAML string, mods ...func(*Options)) *harness {
 	t.Helper()
-	h := &harness{t: t, up: newFakeUpstream(t), reg: prometheus.NewRegistry(), usage: &syncBuffer{}, logs: &syncBuffer{}}
+	h := &harness{t: t, up: newFakeUpstream(t), reg: prometheus.NewRegistry(), usage: &syncbuf.Buffer{}, logs: &syncbuf.Buffer{}}
 	h.store = policy.NewStore(mustPolicy(t, policyYAML))
 	decisions, err := policy.NewDecisionMetrics(h.reg)
 	if err != nil {
@@ -284,7 +253,7 @@ func closed(t testing.TB, c *websocket.Conn) (websocket.CloseError, []gjson.Resu
 // records returns the usage records written so far.
 func (h *harness) records() []map[string]any {
 	var out []map[string]any
-	for _, l := range h.usage.lines() {
+	for _, l := range h.usage.Lines() {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			h.t.Fatalf("usage record is not JSON: %v\n%s", err, l)

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/tiergate/tiergate/internal/syncbuf"
 )
 
 func TestRoundAgainstTheNullServerCompletesWithoutErrors(t *testing.T) {
@@ -96,7 +98,7 @@ func TestWrongAnswerKindsAreCountedAsErrors(t *testing.T) {
 func TestTextReportNamesTheFigures(t *testing.T) {
 	t.Parallel()
 	addr, _ := startNull(t)
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	args := []string{"extproc", "--target", addr, "--expect", "continue", "--streams", "2", "--conns", "1",
 		"--warmup", "0s", "--duration", "100ms"}
 	if err := run(t.Context(), args, &stdout, &stderr); err != nil {
@@ -112,7 +114,7 @@ func TestTextReportNamesTheFigures(t *testing.T) {
 
 func TestUnreachableTargetFailsAtOnce(t *testing.T) {
 	t.Parallel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	// Port 1 on loopback: nothing listens there, and the refusal is immediate.
 	err := run(t.Context(), []string{"extproc", "--target", "127.0.0.1:1", "--duration", "100ms"}, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "cannot connect") {
@@ -134,7 +136,7 @@ func TestCommandLine(t *testing.T) {
 		{"a subcommand's -h lists its flags", []string{"extproc", "-h"}, 0, "-body-size"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr syncBuffer
+			var stdout, stderr syncbuf.Buffer
 			err := run(t.Context(), tc.args, &stdout, &stderr)
 			var code exitCode
 			if errors.As(err, &code); code != tc.code || (tc.code == 0 && err != nil) {
@@ -151,7 +153,7 @@ func TestCommandLine(t *testing.T) {
 		{"extproc", "--body-size", "10"},
 		{"extproc", "stray"},
 	} {
-		var stdout, stderr syncBuffer
+		var stdout, stderr syncbuf.Buffer
 		if err := run(t.Context(), args, &stdout, &stderr); err == nil {
 			t.Errorf("run %v succeeded; want a flag error", args)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tiergate/tiergate/internal/syncbuf"
 	"github.com/tiergate/tiergate/policy"
 	"github.com/tiergate/tiergate/usage"
 	"github.com/tiergate/tiergate/wsbridge"
@@ -117,7 +118,7 @@ func startBridge(t *testing.T, upstream string) (target, admin string) {
 // runWSRound runs `ws` and decodes its JSON report; err is what run returned.
 func runWSRound(t *testing.T, args ...string) (*wsReport, error) {
 	t.Helper()
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	err := run(t.Context(), append([]string{"ws", "--json"}, args...), &stdout, &stderr)
 	var rep wsReport
 	if jerr := json.Unmarshal(stdout.Bytes(), &rep); jerr != nil {

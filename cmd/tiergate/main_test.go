@@ -17,10 +17,11 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tiergate/tiergate/internal/syncbuf"
 )
 
 // binary is the tiergate binary the subprocess tests run, built once.
@@ -246,34 +247,15 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer the subprocess's output goroutine and the
-// test may use at once.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startServe runs `tiergate serve` with args, every listener not named in
 // args on a free loopback port, and waits for all three to be logged.
-func startServe(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *lockedBuffer) {
+func startServe(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *syncbuf.Buffer) {
 	t.Helper()
 	return startServeEnv(t, nil, args...)
 }
 
 // startServeEnv is startServe with env added to the environment.
-func startServeEnv(t *testing.T, env []string, args ...string) (*exec.Cmd, map[string]string, *lockedBuffer) {
+func startServeEnv(t *testing.T, env []string, args ...string) (*exec.Cmd, map[string]string, *syncbuf.Buffer) {
 	t.Helper()
 	for _, l := range []string{"--admin-listen", "--extproc-listen", "--ws-listen"} {
 		if !slices.Contains(args, l) {
@@ -288,7 +270,7 @@ func startServeEnv(t *testing.T, env []string, args ...string) (*exec.Cmd, map[s
 	if err != nil {
 		t.Fatal(err)
 	}
-	usage := &lockedBuffer{}
+	usage := &syncbuf.Buffer{}
 	cmd.Stdout = usage
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
