@@ -189,6 +189,16 @@ func TestRequestPolicyThroughEnvoy(t *testing.T) {
 					t.Errorf("record[%s] = %v, want %v (record %v)", k, rec[k], v, rec)
 				}
 			}
+			// The decision is counted once, under its own labels.
+			if action, ok := tc.record["action"].(string); ok {
+				labels := map[string]string{"endpoint": ep, "action": action}
+				if rule, ok := tc.record["rule"].(string); ok {
+					labels["rule"] = rule
+				}
+				if n := metricValue(t, h.reg, "tiergate_policy_decisions_total", labels); n != 1 {
+					t.Errorf("policy_decisions_total%v = %v, want 1", labels, n)
+				}
+			}
 		})
 	}
 }

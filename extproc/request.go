@@ -23,6 +23,7 @@ type exchange struct {
 	pol       *policy.Policy // read once, at the request headers
 	endpoint  policy.Endpoint
 	headers   *corev3.HeaderMap
+	header    func(string) string // looks a request header up in headers
 	requestID string
 
 	out     policy.HTTPOutcome // the request's decision
@@ -46,7 +47,8 @@ var unpolicedMode = &filterv3.ProcessingMode{
 
 func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
 	x.headers = h.GetHeaders()
-	get := headerGetter(x.headers)
+	x.header = headerGetter(x.headers)
+	get := x.header
 	x.requestID = get("x-request-id")
 	x.endpoint = policy.EndpointForPath(get(":path"))
 	upgrade := strings.EqualFold(get("upgrade"), "websocket")
@@ -78,7 +80,7 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	x.answer = a
 	x.out = x.pol.DecideHTTP(&policy.HTTPRequest{
 		Endpoint:    x.endpoint,
-		Header:      headerGetter(x.headers),
+		Header:      x.header,
 		Beta:        headerValues(x.headers, "anthropic-beta"),
 		Body:        b.GetBody(),
 		MaxDecoded:  x.srv.opts.MaxBodyBytes,
