@@ -32,7 +32,7 @@ func TestBodyAnswerWireForm(t *testing.T) {
 		{"every header change at once", func(a *bodyAnswer) {
 			a.removeHeader("anthropic-beta")
 			a.removeHeader("content-encoding")
-			a.setHeader("accept-encoding", identity)
+			a.setHeader("accept-encoding", []byte("identity"))
 			a.replaceBody([]byte(`{"model":"gpt-5.5","stream":true,"stream_options":{"include_usage":true}}`))
 		}},
 		{"a header with an empty value", func(a *bodyAnswer) { a.setHeader("x-empty", nil) }},

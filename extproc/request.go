@@ -79,13 +79,12 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	a := x.srv.getAnswer()
 	x.answer = a
 	x.out = x.pol.DecideHTTP(&policy.HTTPRequest{
-		Endpoint:    x.endpoint,
-		Header:      x.header,
-		Beta:        headerValues(x.headers, "anthropic-beta"),
-		Body:        b.GetBody(),
-		MaxDecoded:  x.srv.opts.MaxBodyBytes,
-		EnsureUsage: true,
-		Buf:         a.out,
+		Endpoint:   x.endpoint,
+		Header:     x.header,
+		Beta:       headerValues(x.headers, "anthropic-beta"),
+		Body:       b.GetBody(),
+		MaxDecoded: x.srv.opts.MaxBodyBytes,
+		Buf:        a.out,
 	})
 	x.decided = true
 	d := x.srv.decisions.get(x.srv, x.pol, x.endpoint, &x.out)
@@ -95,20 +94,13 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	}
 	x.logDecision()
 
-	if x.out.BetaChanged {
-		if x.out.Beta == "" {
-			a.removeHeader("anthropic-beta")
+	var edits [maxSetHeaders + maxRemoveHeaders]policy.HeaderEdit
+	for _, e := range x.out.HeaderEdits(edits[:0]) {
+		if e.Remove {
+			a.removeHeader(e.Name)
 		} else {
-			a.setHeader("anthropic-beta", []byte(x.out.Beta))
+			a.setHeader(e.Name, []byte(e.Value))
 		}
-	}
-	if x.out.Decoded {
-		a.removeHeader("content-encoding")
-	}
-	if x.out.UsageAdded {
-		// The usage-only chunk tiergate asked for is removed from the
-		// stream; that needs the stream uncompressed.
-		a.setHeader("accept-encoding", identity)
 	}
 	if x.out.BodyChanged {
 		a.replaceBody(x.out.Body)
@@ -124,10 +116,6 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	resp.ProtoReflect().SetUnknown(d.metadata)
 	return resp
 }
-
-// identity is accept-encoding's value when tiergate must read the response
-// uncompressed; shared, never written.
-var identity = []byte("identity")
 
 // refuse answers a refused request itself and records it.
 func (x *exchange) refuse(d *decision) *extprocv3.ProcessingResponse {

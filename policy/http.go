@@ -19,8 +19,6 @@ type HTTPRequest struct {
 	Body []byte
 	// MaxDecoded bounds a decompressed body.
 	MaxDecoded int64
-	// EnsureUsage: see Request.EnsureUsage.
-	EnsureUsage bool
 	// Buf: see Request.Buf.
 	Buf []byte
 }
@@ -40,11 +38,17 @@ type HTTPOutcome struct {
 
 // DecideHTTP decides an HTTP request: resolves the caller's group, decodes
 // a compressed body, applies the policy and, when the request is refused,
-// renders the error body.
+// renders the error body. A streamed Chat Completions request is made to
+// ask for its usage (Request.EnsureUsage), which the server needs to account
+// it. A request without a body passes untouched (DESIGN.md).
 func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 	group := p.GroupFromHeaders(r.Header)
 	body := r.Body
 	var out HTTPOutcome
+	if len(body) == 0 {
+		out.Action, out.Group, out.Body = ActionPass, group, body
+		return out
+	}
 	if enc := r.Header("content-encoding"); !contentcoding.Identity(enc) {
 		decoded, err := contentcoding.Decode(enc, body, r.MaxDecoded)
 		switch {
@@ -59,7 +63,7 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 		body, out.Decoded = decoded, true
 	}
 	out.Result = p.Apply(&Request{
-		Endpoint: r.Endpoint, Group: group, Beta: r.Beta, EnsureUsage: r.EnsureUsage, Buf: r.Buf,
+		Endpoint: r.Endpoint, Group: group, Beta: r.Beta, EnsureUsage: true, Buf: r.Buf,
 	}, body)
 	if out.Decoded {
 		out.BodyChanged = true // the decoded body replaces the compressed one
@@ -74,6 +78,31 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 		out.ErrorBody = ErrorBody(r.Endpoint, RefusalPolicy, out.Message)
 	}
 	return out
+}
+
+// HeaderEdit is one change to the request's headers that goes with an
+// outcome: set Name to Value, or remove it.
+type HeaderEdit struct {
+	Name, Value string
+	Remove      bool
+}
+
+// HeaderEdits appends to dst the header changes that go with o (besides
+// content-length, which follows the body): the anthropic-beta header
+// rewritten or removed, content-encoding removed from a decoded body, and
+// accept-encoding: identity when the usage-only chunk tiergate asked for
+// must be taken out of an uncompressed stream.
+func (o *HTTPOutcome) HeaderEdits(dst []HeaderEdit) []HeaderEdit {
+	if o.BetaChanged {
+		dst = append(dst, HeaderEdit{Name: "anthropic-beta", Value: o.Beta, Remove: o.Beta == ""})
+	}
+	if o.Decoded {
+		dst = append(dst, HeaderEdit{Name: "content-encoding", Remove: true})
+	}
+	if o.UsageAdded {
+		dst = append(dst, HeaderEdit{Name: "accept-encoding", Value: "identity"})
+	}
+	return dst
 }
 
 func (p *Policy) refuse(ep Endpoint, group string, r Refusal, msg string) HTTPOutcome {

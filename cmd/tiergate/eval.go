@@ -96,15 +96,15 @@ func runEval(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		_, _ = stdout.Write(out.ErrorBody)
 		return writeDecision(stderr, dec, exitRefused)
 	}
-	if out.BetaChanged {
-		if out.Beta == "" {
-			dec.RemoveHeaders = append(dec.RemoveHeaders, "anthropic-beta")
-		} else {
-			dec.SetHeaders = map[string]string{"anthropic-beta": out.Beta}
+	for _, e := range out.HeaderEdits(nil) {
+		if e.Remove {
+			dec.RemoveHeaders = append(dec.RemoveHeaders, e.Name)
+			continue
 		}
-	}
-	if out.Decoded {
-		dec.RemoveHeaders = append(dec.RemoveHeaders, "content-encoding")
+		if dec.SetHeaders == nil {
+			dec.SetHeaders = map[string]string{}
+		}
+		dec.SetHeaders[e.Name] = e.Value
 	}
 	_, _ = stdout.Write(out.Body)
 	return writeDecision(stderr, dec, exitForwarded)

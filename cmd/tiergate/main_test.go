@@ -163,8 +163,16 @@ func TestEval(t *testing.T) {
 		{
 			name: "a gzip body is decoded, policed and forwarded decoded", args: []string{"--path", "/v1/chat/completions", "--header", "content-encoding=gzip"},
 			body: gzipped(t, readFile(t, "chat-priority.json")), code: 0,
-			stdout:   `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}`,
-			decision: map[string]any{"action": "filter", "remove_headers": []any{"content-encoding"}},
+			// As the server forwards it: decoded, and (being streamed) asking
+			// for its usage, which the server reads and takes out again.
+			stdout: `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}`,
+			decision: map[string]any{"action": "filter", "remove_headers": []any{"content-encoding"},
+				"set_headers": map[string]any{"accept-encoding": "identity"}},
+		},
+		{
+			name: "a request without a body passes untouched", args: []string{"--path", "/v1/responses"},
+			body: nil, code: 0, stdout: "",
+			decision: map[string]any{"endpoint": "responses", "action": "pass", "service_tier_sent": "none"},
 		},
 		{
 			name: "an unknown encoding is refused with 415", args: []string{"--path", "/v1/chat/completions", "--header", "content-encoding=br"},
