@@ -2,6 +2,8 @@ package policy
 
 import (
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -11,6 +13,25 @@ import (
 // and WebSocket frames alike.
 type DecisionMetrics struct {
 	decisions *prometheus.CounterVec
+	// counters keeps each series once resolved, for the policy in force:
+	// every request and every client frame counts one, and resolving five
+	// label values hashes them each time. Its keys are the labels, all
+	// bounded by the policy; a reload starts a fresh table.
+	counters atomic.Pointer[decisionCounters]
+}
+
+// decisionCounters are one policy's resolved series.
+type decisionCounters struct {
+	pol *Policy
+	m   sync.Map // decisionLabels → prometheus.Counter
+}
+
+// decisionLabels are one series' label values.
+type decisionLabels struct {
+	ep          Endpoint
+	action      Action
+	tier        Tier
+	rule, group string
 }
 
 // NewDecisionMetrics registers tiergate_policy_decisions_total on reg.
@@ -30,12 +51,29 @@ func (m *DecisionMetrics) Observe(p *Policy, ep Endpoint, d *Decision) {
 	m.Counter(p, ep, d).Inc()
 }
 
-// Counter is the series a decision made under p counts in, for a caller
-// that keeps it rather than resolve its labels each time.
+// Counter is the series a decision made under p counts in.
 func (m *DecisionMetrics) Counter(p *Policy, ep Endpoint, d *Decision) prometheus.Counter {
-	rule := d.Rule
-	if rule == "" {
-		rule = "none"
+	k := decisionLabels{ep: ep, action: d.Action, tier: d.Tier, rule: d.Rule, group: p.GroupLabel(d.Group)}
+	if k.rule == "" {
+		k.rule = "none"
 	}
-	return m.decisions.WithLabelValues(ep.String(), d.Action.String(), d.Tier.String(), rule, p.GroupLabel(d.Group))
+	t := m.counters.Load()
+	if t == nil || t.pol != p {
+		fresh := &decisionCounters{pol: p}
+		if m.counters.CompareAndSwap(t, fresh) {
+			t = fresh
+		} else {
+			t = m.counters.Load()
+		}
+	}
+	if t.pol == p {
+		if c, ok := t.m.Load(k); ok {
+			return c.(prometheus.Counter)
+		}
+	}
+	c := m.decisions.WithLabelValues(ep.String(), d.Action.String(), d.Tier.String(), k.rule, k.group)
+	if t.pol == p {
+		t.m.Store(k, c)
+	}
+	return c
 }

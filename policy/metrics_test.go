@@ -1,0 +1,54 @@
+package policy
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestDecisionMetricsLabels: each decision counts once in the series its
+// labels name, also when the counters are served from the table, and a
+// reload relabels groups by the new policy (a group the old policy did not
+// name was "other", the new one names it).
+func TestDecisionMetricsLabels(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m, err := NewDecisionMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := Default()
+	after, err := Load([]byte("groups: [{name: batch}]\nrules: [{name: strip, service_tier: priority, action: filter}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Decision{Action: ActionFilter, Tier: TierPriority, Rule: "", Group: "batch"}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				m.Observe(before, EndpointResponses, &d)
+			}
+		}()
+	}
+	wg.Wait()
+	d.Rule = "strip"
+	m.Observe(after, EndpointResponsesWS, &d)
+	m.Observe(after, EndpointResponsesWS, &d)
+	for _, tc := range []struct {
+		labels []string // endpoint, action, service_tier, rule, group
+		want   float64
+	}{
+		{[]string{"responses", "filter", "priority", "none", "other"}, 80},
+		{[]string{"responses_ws", "filter", "priority", "strip", "batch"}, 2},
+		{[]string{"responses_ws", "filter", "priority", "strip", "other"}, 0},
+	} {
+		if got := testutil.ToFloat64(m.decisions.WithLabelValues(tc.labels...)); got != tc.want {
+			t.Errorf("%v = %v, want %v", tc.labels, got, tc.want)
+		}
+	}
+}
