@@ -41,7 +41,9 @@ type serveConfig struct {
 	logLevel      string
 	shutdownGrace time.Duration
 	gcHeadroom    string
-	memoryLimit   string
+	// gcHeadroomBytes is gcHeadroom parsed; 0 leaves GOGC alone.
+	gcHeadroomBytes int64
+	memoryLimit     string
 	// explicit names the flags given on the command line: they win over
 	// the GOGC and GOMEMLIMIT environment variables, which win over the
 	// defaults.
@@ -73,8 +75,12 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	c.explicit = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { c.explicit[f.Name] = true })
+	if err := c.ws.validate(); err != nil {
+		return nil, err
+	}
 	if c.gcHeadroom != "0" {
-		if _, err := gcsettings.ParseBytes(c.gcHeadroom); err != nil {
+		var err error
+		if c.gcHeadroomBytes, err = gcsettings.ParseBytes(c.gcHeadroom); err != nil {
 			return nil, fmt.Errorf("--gc-headroom: %w", err)
 		}
 	}
@@ -103,11 +109,8 @@ func applyGC(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 		headroomFrom, tune = "off: GOGC is set", false
 	}
 	var headroom int64
-	if tune && c.gcHeadroom != "0" {
-		var err error
-		if headroom, err = gcsettings.ParseBytes(c.gcHeadroom); err != nil {
-			return fmt.Errorf("--gc-headroom: %w", err)
-		}
+	if tune && c.gcHeadroomBytes > 0 {
+		headroom = c.gcHeadroomBytes
 		gcsettings.StartTuner(ctx, uint64(headroom))
 	}
 	limitFrom := "GOMEMLIMIT"

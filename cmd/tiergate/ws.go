@@ -40,10 +40,15 @@ func (c *wsConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.allowedOrigins, "ws-allowed-origins", "", "comma-separated Origin patterns (path.Match) a browser client may come from; empty: no Origin check (callers authenticate with keys)")
 }
 
-func (c *wsConfig) bridge(store *policy.Store, reg prometheus.Registerer, decisions *policy.DecisionMetrics, tokens *usage.Metrics, log *usage.Log, logger *slog.Logger) (*wsbridge.Bridge, error) {
+// validate checks the flags against each other, before anything starts.
+func (c *wsConfig) validate() error {
 	if (c.tlsCert == "") != (c.tlsKey == "") {
-		return nil, errors.New("--ws-tls-cert and --ws-tls-key go together")
+		return errors.New("--ws-tls-cert and --ws-tls-key go together")
 	}
+	return nil
+}
+
+func (c *wsConfig) bridge(store *policy.Store, reg prometheus.Registerer, decisions *policy.DecisionMetrics, tokens *usage.Metrics, log *usage.Log, logger *slog.Logger) (*wsbridge.Bridge, error) {
 	var origins []string
 	for _, o := range strings.Split(c.allowedOrigins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
