@@ -3,6 +3,7 @@ package envoy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -190,12 +191,7 @@ func walk(m protoreflect.Message, path string, root bool, visit func(path string
 				entries[k.String()] = v.Message()
 				return true
 			})
-			keys := make([]string, 0, len(entries))
-			for k := range entries {
-				keys = append(keys, k)
-			}
-			slices.Sort(keys)
-			for _, k := range keys {
+			for _, k := range slices.Sorted(maps.Keys(entries)) {
 				errs = append(errs, walk(entries[k], p+"["+k+"]", false, visit))
 			}
 		case fd.IsList():

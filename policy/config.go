@@ -74,7 +74,6 @@ func Load(data []byte) (*Policy, error) {
 	}
 	p.sha256 = hex.EncodeToString(sum[:])
 	p.loadedAt = time.Now()
-	p.sourceLength = len(data)
 	return p, nil
 }
 

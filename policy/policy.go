@@ -2,6 +2,7 @@ package policy
 
 import (
 	"crypto/sha256"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,17 +13,16 @@ import (
 // Policy is a loaded, validated policy, compiled for evaluation. It is
 // immutable once built, so every request can read it without locks.
 type Policy struct {
-	rules        []rule
-	forced       map[string]Tier     // group -> forced tier
-	keyGroups    map[[32]byte]string // SHA-256 of an API key -> group
-	groupHeader  string              // lower case; "" = not used
-	aliases      map[string]string
-	modelLabels  map[string]struct{}
-	groupLabels  map[string]struct{}
-	config       *tiergatev1.Config
-	sha256       string
-	loadedAt     time.Time
-	sourceLength int
+	rules       []rule
+	forced      map[string]Tier     // group -> forced tier
+	keyGroups   map[[32]byte]string // SHA-256 of an API key -> group
+	groupHeader string              // lower case; "" = not used
+	aliases     map[string]string
+	modelLabels map[string]struct{}
+	groupLabels map[string]struct{}
+	config      *tiergatev1.Config
+	sha256      string
+	loadedAt    time.Time
 }
 
 type rule struct {
@@ -164,7 +164,6 @@ type verdict struct {
 	model  string
 	msg    string
 	// fallback reports that the rule decided through its fallback_action.
-	fallback bool
 }
 
 // Evaluate judges a request: each tier occurrence against each candidate
@@ -230,7 +229,7 @@ func (p *Policy) judge(ep Endpoint, group string, t Tier, model string) verdict 
 		if r.endpoints != 0 && r.endpoints&(1<<ep) == 0 {
 			continue
 		}
-		if len(r.groups) > 0 && !contains(r.groups, group) {
+		if len(r.groups) > 0 && !slices.Contains(r.groups, group) {
 			continue
 		}
 		if r.whitelisted(model) {
@@ -238,7 +237,7 @@ func (p *Policy) judge(ep Endpoint, group string, t Tier, model string) verdict 
 			return v
 		}
 		if r.hasFallback {
-			v.action, v.rule, v.msg, v.fallback = r.fallback, r, r.fallbackMsg, true
+			v.action, v.rule, v.msg = r.fallback, r, r.fallbackMsg
 			return v
 		}
 	}
@@ -251,15 +250,6 @@ func (r *rule) whitelisted(model string) bool {
 	}
 	for _, p := range r.whitelist {
 		if p.match(model) {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
 			return true
 		}
 	}

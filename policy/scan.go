@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math/bits"
@@ -312,21 +313,12 @@ func keyEquals(tok []byte, name string) bool {
 		return true
 	}
 	// An escaped spelling is longer than the name; anything else is not it.
-	if len(raw) <= len(name) || !hasBackslash(raw) {
+	if len(raw) <= len(name) || bytes.IndexByte(raw, '\\') < 0 {
 		return false
 	}
 	var buf [64]byte
 	s, ok := unescape(buf[:0], raw)
 	return ok && string(s) == name
-}
-
-func hasBackslash(b []byte) bool {
-	for _, c := range b {
-		if c == '\\' {
-			return true
-		}
-	}
-	return false
 }
 
 // stringValue returns the content of the string token tok, unescaped, into
@@ -336,7 +328,7 @@ func stringValue(buf []byte, tok []byte) (s []byte, ok bool) {
 		return nil, false
 	}
 	raw := tok[1 : len(tok)-1]
-	if !hasBackslash(raw) {
+	if bytes.IndexByte(raw, '\\') < 0 {
 		return raw, true
 	}
 	return unescape(buf[:0], raw)
