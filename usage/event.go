@@ -65,7 +65,7 @@ func ParseEvent(frame []byte) Event {
 	switch e.Type {
 	case "response.completed", "response.failed", "response.incomplete":
 		e.Terminal = true
-		readResponse(&e.Usage, resp, true)
+		readResponse(&e.Usage, resp)
 		if e.Usage.Status == "" {
 			setStatus(&e.Usage, e.Type[len("response."):])
 		}

@@ -467,7 +467,7 @@ func (s *SSE) readResponses(name string, root gjson.Result) {
 		keep(&s.u.Model, resp.Get("model"))
 	case "response.completed", "response.incomplete", "response.failed":
 		resp := root.Get("response")
-		readResponse(&s.u, resp, true)
+		readResponse(&s.u, resp)
 		if s.u.Status == "" {
 			setStatus(&s.u, name[len("response."):])
 		}

@@ -147,7 +147,7 @@ func ParseJSON(api API, body []byte) Usage {
 			u.Status = string(st)
 		}
 	case Responses:
-		readResponse(&u, root, true)
+		readResponse(&u, root)
 	case Messages:
 		var a anthropicCounts
 		a.reset()
@@ -289,9 +289,8 @@ func deltaOutput(d gjson.Result) bool {
 
 // readResponse reads a Responses API response object: a non-streamed body,
 // the compact response, or the "response" member of an SSE or WebSocket
-// event. withStatus is false for events (response.created and the like)
-// whose status is not an outcome.
-func readResponse(u *Usage, resp gjson.Result, withStatus bool) {
+// event (callers read only the terminal events, whose status is an outcome).
+func readResponse(u *Usage, resp gjson.Result) {
 	var usage gjson.Result
 	var status string
 	var errored bool
@@ -319,9 +318,6 @@ func readResponse(u *Usage, resp gjson.Result, withStatus bool) {
 		u.CachedInputTokens = count(usage.Get("input_tokens_details.cached_tokens"))
 		u.OutputTokens = count(usage.Get("output_tokens"))
 		u.ReasoningTokens = count(usage.Get("output_tokens_details.reasoning_tokens"))
-	}
-	if !withStatus {
-		return
 	}
 	switch {
 	case status != "":

@@ -207,12 +207,11 @@ func (b *turnBook) delta(e *usage.Event, now time.Time) {
 	}
 }
 
-// terminal ends a turn at its terminal event and returns it.
+// terminal ends a turn at its terminal event and returns it. (ParseEvent
+// gives a terminal event's usage the event's response id when its response
+// names none.)
 func (b *turnBook) terminal(e *usage.Event, now time.Time, sessionModel string) *turn {
 	id := e.Usage.ResponseID
-	if id == "" {
-		id = e.ResponseID
-	}
 	var t *turn
 	if id != "" {
 		t = b.open[id]
