@@ -66,9 +66,6 @@ func New(opts Options) (*Server, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if opts.Usage == nil {
-		opts.Usage = usage.NewLog(io.Discard)
-	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, err

@@ -383,6 +383,23 @@ func (s *session) record(t *turn, status string, httpStatus int, u usage.Usage, 
 	if t.server {
 		group = pol.GroupFromHeaders(s.header.Get, s.keys...)
 	}
+	if !t.firstToken.IsZero() {
+		s.em.ttft.Observe(t.firstToken.Sub(t.start).Seconds())
+	}
+	s.em.duration.Observe(now.Sub(t.start).Seconds())
+	s.em.turn(status)
+	if s.b.opts.Usage != nil { // nil: --usage-log off, and no record is built
+		s.writeRecord(t, group, status, httpStatus, u, reportedModel, now)
+	}
+	tier := u.ServiceTier
+	if tier == "" {
+		tier = t.sent.String()
+	}
+	s.b.opts.Tokens.Add(s.em.endpoint, pol.ModelLabel(t.model), policy.TierLabel(tier), pol.GroupLabel(group), u)
+}
+
+// writeRecord writes a turn's usage record.
+func (s *session) writeRecord(t *turn, group, status string, httpStatus int, u usage.Usage, reportedModel string, now time.Time) {
 	rec := &tiergatev1.UsageRecord{
 		Time:                 usage.FormatTime(now),
 		RequestId:            s.requestID,
@@ -401,7 +418,6 @@ func (s *session) record(t *turn, status string, httpStatus int, u usage.Usage, 
 	if !t.firstToken.IsZero() {
 		ttft := uint64(t.firstToken.Sub(t.start).Milliseconds())
 		rec.TimeToFirstTokenMs = &ttft
-		s.em.ttft.Observe(t.firstToken.Sub(t.start).Seconds())
 	}
 	if httpStatus > 0 {
 		hs := uint32(httpStatus)
@@ -413,16 +429,9 @@ func (s *session) record(t *turn, status string, httpStatus int, u usage.Usage, 
 		// upstream reported.
 		rec.ResponseModel = reportedModel
 	}
-	s.em.duration.Observe(now.Sub(t.start).Seconds())
-	s.em.turn(status)
 	if err := s.b.opts.Usage.Write(rec); err != nil {
 		s.b.log.Error("usage record lost", "request_id", s.requestID, "err", err)
 	}
-	tier := u.ServiceTier
-	if tier == "" {
-		tier = t.sent.String()
-	}
-	s.b.opts.Tokens.Add(s.em.endpoint, pol.ModelLabel(t.model), policy.TierLabel(tier), pol.GroupLabel(group), u)
 }
 
 // refuse answers a response.create the policy blocked (or that is not
