@@ -62,20 +62,19 @@ func ParseEvent(frame []byte) Event {
 	if resp.IsObject() {
 		keep(&e.ResponseID, resp.Get("id"))
 	}
+	e.Terminal = IsTerminal(e.Type)
 	switch e.Type {
 	case "response.completed", "response.failed", "response.incomplete":
-		e.Terminal = true
 		readResponse(&e.Usage, resp)
 		if e.Usage.Status == "" {
 			setStatus(&e.Usage, e.Type[len("response."):])
 		}
 	case "response.done":
-		e.Terminal = true
 		readRealtime(&e.Usage, resp)
 	case "session.created", "session.updated":
 		keep(&e.SessionModel, session.Get("model"))
 	default:
-		e.IsDelta = isOutputDelta(e.Type)
+		e.IsDelta = IsOutputDelta(e.Type)
 	}
 	if e.Terminal && e.Usage.ResponseID == "" {
 		e.Usage.ResponseID = e.ResponseID
@@ -109,6 +108,18 @@ var eventTypes = func() map[string]string {
 	}
 	return m
 }()
+
+// IsTerminal reports whether an event type ends a turn: response.completed,
+// response.failed and response.incomplete (Responses), response.done
+// (Realtime). The WebSocket bridge parses only the events it needs; this is
+// the one definition of which end a turn.
+func IsTerminal(t string) bool {
+	switch t {
+	case "response.completed", "response.failed", "response.incomplete", "response.done":
+		return true
+	}
+	return false
+}
 
 func internType(t string) string {
 	if c, ok := eventTypes[t]; ok {

@@ -134,3 +134,28 @@ func BenchmarkParseEventDelta(b *testing.B) {
 		}
 	}
 }
+
+// TestEventTypeClasses: which event types end a turn and which are output
+// deltas, as ParseEvent and the WebSocket bridge both read them.
+func TestEventTypeClasses(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		typ             string
+		terminal, delta bool
+	}{
+		{"response.completed", true, false}, {"response.failed", true, false},
+		{"response.incomplete", true, false}, {"response.done", true, false},
+		{"response.created", false, false}, {"error", false, false},
+		{"response.output_text.delta", false, true}, {"response.function_call_arguments.delta", false, true},
+		{"response.delta", false, false}, {"conversation.item.input_audio_transcription.delta", false, false},
+		{"rate_limits.updated", false, false},
+	} {
+		if IsTerminal(tc.typ) != tc.terminal || IsOutputDelta(tc.typ) != tc.delta {
+			t.Errorf("%s: terminal %v delta %v, want %v %v", tc.typ, IsTerminal(tc.typ), IsOutputDelta(tc.typ), tc.terminal, tc.delta)
+		}
+		e := ParseEvent([]byte(`{"type":"` + tc.typ + `","response":{"id":"resp_1"}}`))
+		if e.Terminal != tc.terminal || e.IsDelta != tc.delta {
+			t.Errorf("%s: ParseEvent says terminal %v delta %v", tc.typ, e.Terminal, e.IsDelta)
+		}
+	}
+}

@@ -357,7 +357,7 @@ func classify(api API, name string) kind {
 		case "response.created", "response.in_progress", "response.queued":
 			return kindMeta
 		}
-		if isOutputDelta(name) {
+		if IsOutputDelta(name) {
 			return kindOutput
 		}
 		return kindSkip
@@ -375,11 +375,13 @@ func classify(api API, name string) kind {
 	return kindUnnamed
 }
 
-// isOutputDelta reports whether an event type is a response's output delta
-// (text, audio, reasoning, tool-call arguments). Input transcription deltas
-// are not output.
-func isOutputDelta(t string) bool {
-	return strings.HasPrefix(t, "response.") && strings.HasSuffix(t, ".delta")
+// IsOutputDelta reports whether an event type is a response's output delta
+// (response.*.delta: text, audio, reasoning, tool-call arguments). Input
+// transcription deltas are not output. The WebSocket bridge skips parsing
+// the events this says no to, so this is the one definition.
+func IsOutputDelta(t string) bool {
+	return len(t) > len("response.")+len(".delta") &&
+		strings.HasPrefix(t, "response.") && strings.HasSuffix(t, ".delta")
 }
 
 // dispatch ends a record. final is true for a record closed by Finish rather

@@ -94,7 +94,26 @@ func TestSniffType(t *testing.T) {
 			t.Errorf("sniffType(%s) = %q %v, want %q", frame, got, ok, want)
 		}
 	}
-	if !isDelta("response.output_audio.delta") || isDelta("response.done") || isDelta("rate_limits.delta") {
-		t.Error("isDelta")
+}
+
+// TestNeedsParse: the upstream pump parses every event account acts on
+// (terminal ones by usage's own definition), output deltas only while a
+// turn awaits its first, and nothing else.
+func TestNeedsParse(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		typ            string
+		awaiting, want bool
+	}{
+		{"response.completed", false, true}, {"response.failed", false, true}, {"response.incomplete", false, true},
+		{"response.done", false, true}, {"response.created", false, true}, {"error", false, true},
+		{"session.created", false, true}, {"session.updated", false, true},
+		{"response.output_audio.delta", true, true}, {"response.output_audio.delta", false, false},
+		{"response.output_text.done", true, false}, {"rate_limits.updated", true, false},
+		{"response.in_progress", true, false}, {"response.delta", true, false},
+	} {
+		if got := needsParse(tc.typ, tc.awaiting); got != tc.want {
+			t.Errorf("needsParse(%q, awaiting %v) = %v, want %v", tc.typ, tc.awaiting, got, tc.want)
+		}
 	}
 }

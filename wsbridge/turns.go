@@ -273,13 +273,15 @@ func (b *turnBook) all() []*turn {
 	return out
 }
 
-// Event types the upstream pump must parse; every other type is relayed
-// without a look, and output deltas are parsed only while a turn awaits its
-// first one.
-var accountedTypes = map[string]bool{
-	"session.created": true, "session.updated": true,
-	"response.created": true, "error": true,
-	"response.completed": true, "response.failed": true, "response.incomplete": true, "response.done": true,
+// needsParse reports whether the upstream pump must parse an event of type
+// t: the ones account acts on. Every other event is relayed without a look;
+// output deltas are parsed only while a turn awaits its first one.
+func needsParse(t string, awaitingFirst bool) bool {
+	switch t {
+	case "session.created", "session.updated", "response.created", "error":
+		return true
+	}
+	return usage.IsTerminal(t) || awaitingFirst && usage.IsOutputDelta(t)
 }
 
 var typePrefix = []byte(`{"type":"`)
@@ -299,15 +301,11 @@ func sniffType(frame []byte) (typ string, ok bool) {
 	return view(rest[:i]), true
 }
 
-func isDelta(t string) bool {
-	return len(t) > len("response.")+len(".delta") && t[:len("response.")] == "response." && t[len(t)-len(".delta"):] == ".delta"
-}
-
 // account reads one upstream event for the session model and the turns.
 // It runs on the upstream pump, before the event is relayed, so a turn that
 // completed upstream is recorded as such even if the client has gone.
 func (s *session) account(frame []byte) {
-	if t, ok := sniffType(frame); ok && !accountedTypes[t] && (!isDelta(t) || s.turns.needFirst == 0) {
+	if t, ok := sniffType(frame); ok && !needsParse(t, s.turns.needFirst > 0) {
 		return
 	}
 	e := usage.ParseEvent(frame)
