@@ -139,7 +139,7 @@ func TestEval(t *testing.T) {
 		{
 			name: "a block prints the error body and exits 3", args: []string{"--config", "testdata/good.yaml", "--path", "/v1/responses"},
 			body: readFile(t, "responses-priority.json"), code: 3,
-			stdout:   `{"error":{"message":"priority is reserved for the codex-fast group","type":"forbidden_error","param":"service_tier","code":"policy_violation"}}`,
+			stdout: `{"error":{"message":"priority is reserved for the codex-fast group","type":"forbidden_error","param":"service_tier","code":"policy_violation"}}`,
 			decision: map[string]any{"action": "block", "rule": "no-priority-on-gpt-5.5", "status": 403.0,
 				"message": "priority is reserved for the codex-fast group"},
 		},
