@@ -263,7 +263,8 @@ func TestUsageErrors(t *testing.T) {
 }
 
 // startServe runs `tiergate serve` with args, every listener not named in
-// args on a free loopback port, and waits for all three to be logged.
+// args on a free loopback port, and waits until all three are logged and
+// /readyz reports ready.
 func startServe(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *syncbuf.Buffer) {
 	t.Helper()
 	return startServeEnv(t, nil, args...)
@@ -298,13 +299,21 @@ func startServeEnv(t *testing.T, env []string, args ...string) (*exec.Cmd, map[s
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			var l struct{ Msg, Listener, Address string }
-			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
+			if json.Unmarshal(sc.Bytes(), &l) != nil {
+				continue
+			}
+			switch l.Msg {
+			case "listening":
 				lines <- l.Listener + "=" + l.Address
+			case "ready":
+				lines <- "ready="
 			}
 		}
 		close(lines)
 	}()
-	want := 3 // admin, extproc, websocket
+	// admin, extproc, websocket, and the "ready" line that follows /readyz
+	// turning ready: until then /readyz may still say "starting".
+	want := 4
 	go func() {
 		for l := range lines {
 			k, v, _ := strings.Cut(l, "=")

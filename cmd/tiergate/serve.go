@@ -292,6 +292,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}()
 
 	rd.ready.Store(true)
+	// Logged after /readyz turns ready, so a line-reader (a test, a log
+	// alert on slow starts) can rely on the order.
+	log.Info("ready")
 	var runErr error
 	select {
 	case <-ctx.Done():
