@@ -466,7 +466,7 @@ func TestServeGCSettings(t *testing.T) {
 // not a refusal to start. (In process, not parallel: it sets the process's
 // memory limit and the cgroup root.)
 func TestApplyGCMemoryLimitFromTheCgroup(t *testing.T) {
-	defer func(root string) { cgroupRoot = root }(cgroupRoot)
+	defer func(root string) { systemRoot = root }(systemRoot)
 	defer debug.SetMemoryLimit(math.MaxInt64)
 	for _, tc := range []struct {
 		name      string
@@ -479,9 +479,20 @@ func TestApplyGCMemoryLimitFromTheCgroup(t *testing.T) {
 		{"an unreadable limit", "garbage\n", math.MaxInt64, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cgroupRoot = t.TempDir()
-			if err := os.WriteFile(filepath.Join(cgroupRoot, "memory.max"), []byte(tc.memoryMax), 0o644); err != nil {
-				t.Fatal(err)
+			// A cgroup v2 container: its own cgroup at the mount's root.
+			systemRoot = t.TempDir()
+			for name, content := range map[string]string{
+				"proc/self/cgroup":         "0::/\n",
+				"proc/self/mountinfo":      "29 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+				"sys/fs/cgroup/memory.max": tc.memoryMax,
+			} {
+				p := filepath.Join(systemRoot, name)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
 			}
 			cfg, err := parseServeFlags(nil, io.Discard)
 			if err != nil {

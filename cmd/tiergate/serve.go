@@ -92,9 +92,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	return c, nil
 }
 
-// cgroupRoot is where the container's cgroup is mounted (a variable for
-// tests).
-var cgroupRoot = "/sys/fs/cgroup"
+// systemRoot is the root below which /proc and the cgroup mounts are read
+// for --memory-limit auto (a variable for tests).
+var systemRoot = "/"
 
 // applyGC sets the garbage collector up until ctx ends: the headroom tuner
 // and the memory limit from the flags when given, else from GOGC and
@@ -115,7 +115,7 @@ func applyGC(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 	}
 	limitFrom := "GOMEMLIMIT"
 	if c.explicit["memory-limit"] || os.Getenv("GOMEMLIMIT") == "" {
-		limit, source, err := gcsettings.MemoryLimit(c.memoryLimit, cgroupRoot)
+		limit, source, err := gcsettings.MemoryLimit(c.memoryLimit, systemRoot)
 		switch {
 		case err != nil && c.memoryLimit == "auto":
 			// An unreadable cgroup must not keep the sidecar from

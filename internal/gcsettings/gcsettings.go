@@ -1,7 +1,7 @@
 // Package gcsettings sets the Go garbage collector up for tiergate serve:
 // a minimum headroom over the live heap (a tuner that adjusts GOGC after
 // every collection), and a soft memory limit (GOMEMLIMIT) read from the
-// container's cgroup when asked.
+// process's own cgroup when asked.
 //
 // tiergate's live heap is a few MiB while it allocates kilobytes per
 // request, so at Go's default GOGC of 100 (collect when the heap has grown
@@ -23,6 +23,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,33 +38,149 @@ const CgroupShare = 0.9
 // MaxInt64, rounded to a page).
 const unlimited = 1 << 60
 
-// CgroupLimit reads the memory limit of the cgroup mounted at root
-// (normally /sys/fs/cgroup; a container sees its own there): cgroup v2's
-// memory.max, else cgroup v1's memory/memory.limit_in_bytes. ok is false
-// when neither file exists or the limit is "max" (none).
+// CgroupLimit reads the memory limit that applies to this process: the
+// least limit on its own cgroup and the cgroup's ancestors up to the
+// mount, in cgroup v1's memory hierarchy when there is one (hybrid hosts
+// keep the memory controller there), else in cgroup v2. The process's
+// cgroup comes from /proc/self/cgroup and where it is mounted from
+// /proc/self/mountinfo, as the Go runtime finds its CPU limit: a container
+// usually sees its own cgroup at the mount's root, but a process under
+// systemd, or in a container without a cgroup namespace, sits deeper.
+//
+// root is the filesystem root ("/"; tests pass a directory laid out as
+// one). ok is false when there is no cgroup (not Linux, no mount) or no
+// limit ("max", or v1's near-MaxInt64 "none").
 func CgroupLimit(root string) (limit int64, ok bool, err error) {
-	for _, name := range []string{"memory.max", filepath.Join("memory", "memory.limit_in_bytes")} {
-		raw, err := os.ReadFile(filepath.Join(root, name))
-		if errors.Is(err, os.ErrNotExist) {
+	dir, mount, file, found, err := ownCgroup(root)
+	if err != nil || !found {
+		return 0, false, err
+	}
+	// Walk up to the mount: a parent's limit binds the child too, and
+	// cgroup v2's root has no memory.max at all.
+	for {
+		n, set, err := readLimit(filepath.Join(root, dir, file))
+		if err != nil {
+			return 0, false, err
+		}
+		if set && (!ok || n < limit) {
+			limit, ok = n, true
+		}
+		if dir == mount || filepath.Dir(dir) == dir {
+			return limit, ok, nil
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+// readLimit reads one limit file; set is false when it is absent or says
+// there is no limit.
+func readLimit(path string) (n int64, set bool, err error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("cgroup memory limit: %w", err)
+	}
+	s := strings.TrimSpace(string(raw))
+	if s == "max" {
+		return 0, false, nil
+	}
+	n, err = strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, false, fmt.Errorf("cgroup memory limit: %s holds %q", path, s)
+	}
+	return n, n < unlimited, nil
+}
+
+// ownCgroup finds the directory of this process's memory cgroup (dir,
+// below mount, both absolute paths under root) and the name of its limit
+// file. found is false when the process is in no cgroup hierarchy that has
+// a mount.
+func ownCgroup(root string) (dir, mount, file string, found bool, err error) {
+	raw, err := os.ReadFile(filepath.Join(root, "proc", "self", "cgroup"))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", "", "", false, nil // not Linux, or no /proc
+	}
+	if err != nil {
+		return "", "", "", false, fmt.Errorf("cgroup memory limit: %w", err)
+	}
+	// Lines are "hierarchy-id:controllers:path"; v2's is "0::path".
+	var v1Path, v2Path string
+	var inV1, inV2 bool
+	for line := range strings.Lines(string(raw)) {
+		parts := strings.SplitN(strings.TrimSpace(line), ":", 3)
+		if len(parts) != 3 {
 			continue
 		}
-		if err != nil {
-			return 0, false, fmt.Errorf("cgroup memory limit: %w", err)
+		switch {
+		case parts[0] == "0" && parts[1] == "":
+			v2Path, inV2 = parts[2], true
+		case slices.Contains(strings.Split(parts[1], ","), "memory"):
+			v1Path, inV1 = parts[2], true
 		}
-		s := strings.TrimSpace(string(raw))
-		if s == "max" {
-			return 0, false, nil
-		}
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n <= 0 {
-			return 0, false, fmt.Errorf("cgroup memory limit: %s holds %q", name, s)
-		}
-		if n >= unlimited {
-			return 0, false, nil
-		}
-		return n, true, nil
 	}
-	return 0, false, nil
+	if !inV1 && !inV2 {
+		return "", "", "", false, nil
+	}
+	mounts, err := os.ReadFile(filepath.Join(root, "proc", "self", "mountinfo"))
+	if err != nil {
+		return "", "", "", false, fmt.Errorf("cgroup memory limit: %w", err)
+	}
+	var v2Mount, v2Root string
+	for line := range strings.Lines(string(mounts)) {
+		// "id parent major:minor root mountpoint options [optional...] - fstype source superoptions"
+		pre, post, ok := strings.Cut(strings.TrimSpace(line), " - ")
+		if !ok {
+			continue
+		}
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if len(f) < 5 || len(g) < 3 {
+			continue
+		}
+		mountRoot, point := unescapeMount(f[3]), unescapeMount(f[4])
+		switch {
+		case inV1 && g[0] == "cgroup" && slices.Contains(strings.Split(g[2], ","), "memory"):
+			return below(point, mountRoot, v1Path), point, "memory.limit_in_bytes", true, nil
+		case inV2 && g[0] == "cgroup2" && v2Mount == "":
+			v2Mount, v2Root = point, mountRoot
+		}
+	}
+	if v2Mount == "" {
+		return "", "", "", false, nil
+	}
+	return below(v2Mount, v2Root, v2Path), v2Mount, "memory.max", true, nil
+}
+
+// below is where cgroup path sits under a mount of the hierarchy's
+// mountRoot at point: the mount itself when path is not below mountRoot
+// (a cgroup namespace can show paths relative to another root).
+func below(point, mountRoot, path string) string {
+	rel, err := filepath.Rel(mountRoot, path)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return point
+	}
+	return filepath.Join(point, rel)
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space, and so
+// on) in a path field.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // ParseBytes reads a size: a number of bytes, or one with a binary unit
@@ -91,9 +208,9 @@ func ParseBytes(s string) (int64, error) {
 }
 
 // MemoryLimit resolves a --memory-limit value: "off" is no limit (0),
-// "auto" is CgroupShare of the cgroup's limit under root (0 when there is
-// none), anything else a size for ParseBytes. source says where the
-// figure came from, for the log.
+// "auto" is CgroupShare of the process's cgroup limit (CgroupLimit under
+// root; 0 when there is none), anything else a size for ParseBytes. source
+// says where the figure came from, for the log.
 func MemoryLimit(value, root string) (limit int64, source string, err error) {
 	switch value {
 	case "off":

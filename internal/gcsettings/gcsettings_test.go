@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// cgroupRoot lays out files (path relative to the root: content) as a
-// cgroup mount would show them.
-func cgroupRoot(t *testing.T, files map[string]string) string {
+// fakeSystem lays out files (path relative to the root: content) as a
+// filesystem root, for CgroupLimit's /proc/self and cgroup mounts.
+func fakeSystem(t *testing.T, files map[string]string) string {
 	t.Helper()
 	root := t.TempDir()
 	for name, content := range files {
@@ -26,26 +26,85 @@ func cgroupRoot(t *testing.T, files map[string]string) string {
 	return root
 }
 
+// Mount tables as hosts and containers show them.
+const (
+	// A cgroup v2 host or a container with its own cgroup namespace.
+	mountsV2 = "29 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n"
+	// A hybrid host: memory on v1, an empty v2 hierarchy beside it.
+	mountsHybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n" +
+		"32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n" +
+		"35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n" +
+		"41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
+	// A cgroup v1 container without a cgroup namespace: the runtime mounts
+	// the container's own cgroup at the hierarchy's mount point.
+	mountsV1Container = "1210 1205 0:32 /kubepods/pod1/c1 /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup rw,memory\n"
+)
+
 func TestCgroupLimit(t *testing.T) {
 	t.Parallel()
+	const v1None = "9223372036854771712\n"
 	for _, tc := range []struct {
 		name    string
 		files   map[string]string
 		want    int64
 		ok, err bool
 	}{
-		{"v2 with a limit", map[string]string{"memory.max": "268435456\n"}, 268435456, true, false},
-		{"v2 without one", map[string]string{"memory.max": "max\n"}, 0, false, false},
-		{"v1 with a limit", map[string]string{"memory/memory.limit_in_bytes": "536870912\n"}, 536870912, true, false},
-		{"v1 without one", map[string]string{"memory/memory.limit_in_bytes": "9223372036854771712\n"}, 0, false, false},
-		{"v2 wins over v1", map[string]string{"memory.max": "1048576", "memory/memory.limit_in_bytes": "2097152"}, 1048576, true, false},
-		{"no cgroup files", nil, 0, false, false},
-		{"garbage", map[string]string{"memory.max": "lots"}, 0, false, true},
-		{"zero", map[string]string{"memory.max": "0"}, 0, false, true},
+		{"v2, limit at the mount's root (a container)", map[string]string{
+			"proc/self/cgroup": "0::/\n", "proc/self/mountinfo": mountsV2,
+			"sys/fs/cgroup/memory.max": "268435456\n",
+		}, 268435456, true, false},
+		{"v2, no limit", map[string]string{
+			"proc/self/cgroup": "0::/\n", "proc/self/mountinfo": mountsV2,
+			"sys/fs/cgroup/memory.max": "max\n",
+		}, 0, false, false},
+		{"v2, a systemd unit's own limit, not the root's", map[string]string{
+			"proc/self/cgroup": "0::/system.slice/tiergate.service\n", "proc/self/mountinfo": mountsV2,
+			"sys/fs/cgroup/system.slice/tiergate.service/memory.max": "536870912\n",
+			"sys/fs/cgroup/system.slice/memory.max":                  "max\n",
+		}, 536870912, true, false},
+		{"v2, a parent's tighter limit binds", map[string]string{
+			"proc/self/cgroup": "0::/kubepods/pod1/c1\n", "proc/self/mountinfo": mountsV2,
+			"sys/fs/cgroup/kubepods/pod1/c1/memory.max": "268435456\n",
+			"sys/fs/cgroup/kubepods/pod1/memory.max":    "134217728\n",
+			"sys/fs/cgroup/kubepods/memory.max":         "1073741824\n",
+		}, 134217728, true, false},
+		{"hybrid: v1's memory hierarchy, not v2's", map[string]string{
+			"proc/self/cgroup":                                           "4:memory:/process_api/abc\n1:cpu:/\n0::/\n",
+			"proc/self/mountinfo":                                        mountsHybrid,
+			"sys/fs/cgroup/memory/memory.limit_in_bytes":                 v1None,
+			"sys/fs/cgroup/memory/process_api/memory.limit_in_bytes":     v1None,
+			"sys/fs/cgroup/memory/process_api/abc/memory.limit_in_bytes": "314572800\n",
+		}, 314572800, true, false},
+		{"v1 container: its cgroup is the mount", map[string]string{
+			"proc/self/cgroup":                           "9:memory:/kubepods/pod1/c1\n",
+			"proc/self/mountinfo":                        mountsV1Container,
+			"sys/fs/cgroup/memory/memory.limit_in_bytes": "536870912\n",
+		}, 536870912, true, false},
+		{"v1, no limit anywhere", map[string]string{
+			"proc/self/cgroup": "4:memory:/a\n", "proc/self/mountinfo": mountsHybrid,
+			"sys/fs/cgroup/memory/memory.limit_in_bytes":   v1None,
+			"sys/fs/cgroup/memory/a/memory.limit_in_bytes": v1None,
+		}, 0, false, false},
+		{"a mount point with a space", map[string]string{
+			"proc/self/cgroup":            "0::/\n",
+			"proc/self/mountinfo":         "29 23 0:26 / /sys/fs/cgroup\\040v2 rw - cgroup2 cgroup2 rw\n",
+			"sys/fs/cgroup v2/memory.max": "1048576\n",
+		}, 1048576, true, false},
+		{"no /proc (not Linux)", nil, 0, false, false},
+		{"in no hierarchy with a mount", map[string]string{
+			"proc/self/cgroup": "0::/\n", "proc/self/mountinfo": "31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n",
+		}, 0, false, false},
+		{"garbage", map[string]string{
+			"proc/self/cgroup": "0::/\n", "proc/self/mountinfo": mountsV2, "sys/fs/cgroup/memory.max": "lots",
+		}, 0, false, true},
+		{"zero", map[string]string{
+			"proc/self/cgroup": "0::/\n", "proc/self/mountinfo": mountsV2, "sys/fs/cgroup/memory.max": "0",
+		}, 0, false, true},
+		{"no mountinfo", map[string]string{"proc/self/cgroup": "0::/\n"}, 0, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got, ok, err := CgroupLimit(cgroupRoot(t, tc.files))
+			got, ok, err := CgroupLimit(fakeSystem(t, tc.files))
 			if got != tc.want || ok != tc.ok || (err != nil) != tc.err {
 				t.Errorf("CgroupLimit = %d, %v, %v; want %d, %v, error %v", got, ok, err, tc.want, tc.ok, tc.err)
 			}
@@ -81,8 +140,12 @@ func TestParseBytes(t *testing.T) {
 
 func TestMemoryLimit(t *testing.T) {
 	t.Parallel()
-	limited := cgroupRoot(t, map[string]string{"memory.max": "268435456"})
-	unlimited := cgroupRoot(t, map[string]string{"memory.max": "max"})
+	v2 := func(max string) string {
+		return fakeSystem(t, map[string]string{
+			"proc/self/cgroup": "0::/\n", "proc/self/mountinfo": mountsV2, "sys/fs/cgroup/memory.max": max,
+		})
+	}
+	limited, unlimited := v2("268435456"), v2("max")
 	for _, tc := range []struct {
 		name, value, root string
 		want              int64
