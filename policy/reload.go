@@ -96,6 +96,7 @@ type Watcher struct {
 	metrics  *reloadMetrics
 	debounce time.Duration
 	poll     time.Duration
+	watching chan struct{} // closed by Run once changes are being seen
 }
 
 // WatcherOptions tune a Watcher; zero values take the defaults.
@@ -124,8 +125,15 @@ func NewWatcher(path string, store *Store, reg prometheus.Registerer, log *slog.
 		opts.Poll = 10 * time.Second
 	}
 	m.inForce(store.Load())
-	return &Watcher{path: path, store: store, log: log, metrics: m, debounce: opts.Debounce, poll: opts.Poll}, nil
+	return &Watcher{path: path, store: store, log: log, metrics: m, debounce: opts.Debounce, poll: opts.Poll,
+		watching: make(chan struct{})}, nil
 }
+
+// Watching is closed once Run sees changes to the file (or, where it
+// cannot watch, polls it): a change made after that is picked up, and one
+// made between loading the policy and then has been read. serve reports
+// ready only after it.
+func (w *Watcher) Watching() <-chan struct{} { return w.watching }
 
 // maxBurst bounds how long a steady stream of events can hold a reload off.
 const maxBurst = 500 * time.Millisecond
@@ -134,6 +142,7 @@ const maxBurst = 500 * time.Millisecond
 // at all; without inotify it falls back to polling.
 func (w *Watcher) Run(ctx context.Context) error {
 	if w.path == "" {
+		close(w.watching)
 		<-ctx.Done()
 		return nil
 	}
@@ -149,6 +158,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		events, errs = fw.Events, fw.Errors
 	}
+	// The policy in force was read before the watch began; a change in
+	// between raised no event, so read once more now.
+	w.Reload()
+	close(w.watching)
 	poll := time.NewTicker(w.poll)
 	defer poll.Stop()
 	timer := time.NewTimer(time.Hour)

@@ -67,8 +67,11 @@ func startWatcher(t *testing.T, path string) (*Store, *Watcher, *prometheus.Regi
 	done := make(chan struct{})
 	go func() { defer close(done); _ = w.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	// Give the watcher a moment to subscribe before the test changes files.
-	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-w.Watching():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watcher did not start watching")
+	}
 	return store, w, reg
 }
 
@@ -85,16 +88,21 @@ func waitForRule(t *testing.T, store *Store, want string) {
 	t.Fatalf("rule in force = %q after 2s, want %q", store.Load().rules[0].label, want)
 }
 
-func waitForCount(t *testing.T, reg *prometheus.Registry, w *Watcher, result string, want float64) {
+// waitForCount waits up to 2s for reloads{result} to reach at least want,
+// and returns it.
+func waitForCount(t *testing.T, w *Watcher, result string, want float64) float64 {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
-		if testutil.ToFloat64(w.metrics.reloads.WithLabelValues(result)) == want {
-			return
+	for {
+		got := testutil.ToFloat64(w.metrics.reloads.WithLabelValues(result))
+		if got >= want {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reloads{result=%q} = %v after 2s, want %v", result, got, want)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("reloads{result=%q} = %v, want %v", result, testutil.ToFloat64(w.metrics.reloads.WithLabelValues(result)), want)
 }
 
 func TestReloadKubeletConfigMap(t *testing.T) {
@@ -102,19 +110,26 @@ func TestReloadKubeletConfigMap(t *testing.T) {
 	k := newKubeletDir(t, filterFile)
 	store, w, reg := startWatcher(t, k.path())
 
+	// A success is counted once per new file: re-reading the file in
+	// force (a second burst of events, a poll) is not a reload. A refused
+	// file is counted each time it is read, so that is at least once.
 	k.update(blockFile)
 	waitForRule(t, store, "v2")
-	waitForCount(t, reg, w, ReloadSuccess, 1)
+	if got := waitForCount(t, w, ReloadSuccess, 1); got != 1 {
+		t.Errorf("reloads{result=success} = %v after one update, want 1", got)
+	}
 
 	k.update(brokenFile)
-	waitForCount(t, reg, w, ReloadInvalid, 1)
+	waitForCount(t, w, ReloadInvalid, 1)
 	if got := store.Load().rules[0].label; got != "v2" {
 		t.Fatalf("a bad update replaced the policy: rule %q in force", got)
 	}
 
 	k.update(passFile)
 	waitForRule(t, store, "v3")
-	waitForCount(t, reg, w, ReloadSuccess, 2)
+	if got := waitForCount(t, w, ReloadSuccess, 2); got != 2 {
+		t.Errorf("reloads{result=success} = %v after two good updates, want 2", got)
+	}
 
 	want := fmt.Sprintf(`
 # HELP tiergate_config_info Always 1; the sha256 label is the SHA-256 of the policy file in force.
@@ -126,6 +141,41 @@ tiergate_config_info{sha256=%q} 1
 	}
 	if ts := testutil.ToFloat64(w.metrics.lastSuccess); time.Since(time.Unix(int64(ts), 0)) > time.Minute {
 		t.Fatalf("last success timestamp %v is stale", ts)
+	}
+}
+
+// TestReloadChangeBeforeTheWatch: a change that lands after the policy was
+// loaded but before the watch began raises no event; Run reads it before
+// Watching closes, instead of at the next poll (an hour here).
+func TestReloadChangeBeforeTheWatch(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte(filterFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Load([]byte(filterFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := NewStore(p)
+	if err := os.WriteFile(path, []byte(blockFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWatcher(path, store, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)), WatcherOptions{Poll: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-w.Watching():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watcher did not start watching")
+	}
+	if got := store.Load().rules[0].label; got != "v2" {
+		t.Errorf("rule in force when watching began = %q, want v2 (the file's)", got)
 	}
 }
 

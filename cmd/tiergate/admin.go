@@ -13,8 +13,9 @@ import (
 	"github.com/tiergate/tiergate/policy"
 )
 
-// readiness is what /readyz reports: ready once the policy is loaded and
-// every listener is up, not ready again from the moment draining starts.
+// readiness is what /readyz reports: ready once the policy is loaded, its
+// file is watched and every listener is up, not ready again from the
+// moment draining starts.
 type readiness struct {
 	ready    atomic.Bool
 	draining atomic.Bool

@@ -291,6 +291,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}()
 
+	// Ready only once policy changes are seen: a ConfigMap update that
+	// lands during start-up must not wait for the next poll.
+	select {
+	case <-watcher.Watching():
+	case <-ctx.Done():
+	}
 	rd.ready.Store(true)
 	// Logged after /readyz turns ready, so a line-reader (a test, a log
 	// alert on slow starts) can rely on the order.
