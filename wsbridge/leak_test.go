@@ -37,7 +37,7 @@ func TestNoGoroutineOutlivesItsSession(t *testing.T) {
 			send(t, c, `{"type":"response.create","model":"gpt-5.5","service_tier":"priority"}`)
 			closed(t, c)
 		}},
-		{"a session that idles out", func(o *Options) { o.IdleTimeout = 200 * time.Millisecond }, func(t *testing.T, h *harness, c *websocket.Conn) {
+		{"a session that idles out", func(o *Options) { o.IdleTimeout = time.Second }, func(t *testing.T, h *harness, c *websocket.Conn) {
 			closed(t, c)
 		}},
 		{"a session whose client stops reading", func(o *Options) { o.WriteTimeout = 300 * time.Millisecond }, func(t *testing.T, h *harness, c *websocket.Conn) {

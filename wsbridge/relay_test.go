@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,7 +81,7 @@ func TestCloseCodesPassThrough(t *testing.T) {
 // not) and the maximum session length.
 func TestSessionLimits(t *testing.T) {
 	t.Parallel()
-	const limit = 400 * time.Millisecond
+	const limit, keepLimit = 400 * time.Millisecond, 1500 * time.Millisecond
 	cases := []struct {
 		name string
 		opts func(*Options)
@@ -112,15 +113,17 @@ func TestSessionLimits(t *testing.T) {
 			code: websocket.StatusPolicyViolation, reason: "idle timeout", minElapsed: limit,
 		},
 		{
+			// A longer timeout: a frame sent late on a loaded machine must
+			// not count as the session idling.
 			name: "data frames keep a session open past the idle timeout",
-			opts: func(o *Options) { o.IdleTimeout = limit },
+			opts: func(o *Options) { o.IdleTimeout = keepLimit },
 			keep: func(t *testing.T, c *websocket.Conn) {
 				for range 8 {
 					send(t, c, `{"type":"response.processed","response_id":"resp_0"}`)
-					time.Sleep(limit / 4)
+					time.Sleep(keepLimit / 4)
 				}
 			},
-			code: websocket.StatusPolicyViolation, reason: "idle timeout", minElapsed: 2 * limit,
+			code: websocket.StatusPolicyViolation, reason: "idle timeout", minElapsed: 2 * keepLimit,
 		},
 		{
 			name: "a session is closed 1001 at the maximum session length",
@@ -295,18 +298,18 @@ func TestShutdownDrains(t *testing.T) {
 	send(t, slow, `{"type":"response.create","model":"gpt-5.4","metadata":{"fake":"hang"}}`)
 	until(t, slow, "response.output_text.delta")
 
-	const grace = 600 * time.Millisecond
+	// The grace ends when the test ends it, not on a timer, so a slow
+	// machine cannot run the quick session out of time.
+	grace, endGrace := context.WithCancel(context.Background())
+	defer endGrace()
 	var wg sync.WaitGroup
 	var shutdownErr error
-	var took time.Duration
+	var returned atomic.Bool
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		start := time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), grace)
-		defer cancel()
-		shutdownErr = h.bridge.Shutdown(ctx)
-		took = time.Since(start)
+		shutdownErr = h.bridge.Shutdown(grace)
+		returned.Store(true)
 	}()
 	for h.bridge.Ready() {
 		time.Sleep(time.Millisecond)
@@ -326,7 +329,11 @@ func TestShutdownDrains(t *testing.T) {
 	if err := quickUp.waitClosed(t); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
 		t.Errorf("the quick session's upstream saw %v", err)
 	}
+	if returned.Load() {
+		t.Error("Shutdown returned within the grace with a session still open")
+	}
 	// The slow one is closed at the end of the grace.
+	endGrace()
 	ce, _ := closed(t, slow)
 	if ce.Code != websocket.StatusGoingAway || ce.Reason != "tiergate is shutting down" {
 		t.Errorf("the slow client saw %v, want 1001", ce)
@@ -336,8 +343,8 @@ func TestShutdownDrains(t *testing.T) {
 		t.Errorf("the slow session's upstream saw %v, want 1001", up)
 	}
 	wg.Wait()
-	if !errors.Is(shutdownErr, context.DeadlineExceeded) || took < grace || took > grace+6*time.Second {
-		t.Errorf("Shutdown returned %v after %v, want the deadline after the %v grace", shutdownErr, took, grace)
+	if !errors.Is(shutdownErr, context.Canceled) {
+		t.Errorf("Shutdown returned %v, want the grace's end (context canceled)", shutdownErr)
 	}
 	if n := h.bridge.Sessions(); n != 0 {
 		t.Errorf("%d sessions open after Shutdown returned", n)

@@ -18,7 +18,9 @@ import (
 func TestSIGTERMDrains(t *testing.T) {
 	t.Parallel()
 	upstream := fakeResponsesUpstream(t)
-	cmd, addrs, usage := startServe(t, "--ws-upstream", upstream, "--shutdown-grace", "2s")
+	// The grace must outlast the readiness poll (3s at most) plus the
+	// refused dial below on a loaded machine; the test waits all of it.
+	cmd, addrs, usage := startServe(t, "--ws-upstream", upstream, "--shutdown-grace", "5s")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c, _, err := websocket.Dial(ctx, "ws://"+addrs["websocket"]+"/v1/responses", nil)
@@ -40,7 +42,7 @@ func TestSIGTERMDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	sawNotReady := false
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && !sawNotReady; {
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && !sawNotReady; {
 		resp, err := http.Get("http://" + addrs["admin"] + "/readyz")
 		if err == nil {
 			sawNotReady = resp.StatusCode == http.StatusServiceUnavailable

@@ -70,8 +70,11 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 	var page string
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		_, page = get(t, "http://"+addrs["admin"]+"/metrics")
-		if strings.Contains(page, "tiergate_ws_sessions_total{") || time.Now().After(deadline) {
+		if strings.Contains(page, "tiergate_ws_sessions_total{") {
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the WebSocket session was not counted within 5s of its close")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
