@@ -291,22 +291,27 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}()
 
-	// Ready only once policy changes are seen: a ConfigMap update that
-	// lands during start-up must not wait for the next poll.
-	select {
-	case <-watcher.Watching():
-	case <-ctx.Done():
-	}
-	rd.ready.Store(true)
-	// Logged after /readyz turns ready, so a line-reader (a test, a log
-	// alert on slow starts) can rely on the order.
-	log.Info("ready")
+	// Ready only once policy changes are seen (a ConfigMap update that lands
+	// during start-up must not wait for the next poll), and until a signal
+	// or a listener's failure.
 	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down", "grace", cfg.shutdownGrace.String())
-	case runErr = <-errc:
-		log.Error("shutting down after a failure", "err", runErr)
+	watching := watcher.Watching()
+wait:
+	for {
+		select {
+		case <-watching:
+			watching = nil
+			rd.ready.Store(true)
+			// Logged after /readyz turns ready, so a line-reader (a test,
+			// a log alert on slow starts) can rely on the order.
+			log.Info("ready")
+		case <-ctx.Done():
+			log.Info("shutting down", "grace", cfg.shutdownGrace.String())
+			break wait
+		case runErr = <-errc:
+			log.Error("shutting down after a failure", "err", runErr)
+			break wait
+		}
 	}
 	rd.draining.Store(true)
 	health.Shutdown() // NOT_SERVING: Envoy's health checks see the drain
