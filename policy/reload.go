@@ -139,7 +139,7 @@ func (w *Watcher) Watching() <-chan struct{} { return w.watching }
 const maxBurst = 500 * time.Millisecond
 
 // Run watches until ctx ends. It returns an error only when it cannot watch
-// at all; without inotify it falls back to polling.
+// at all; without inotify it falls back to polling. Call it once.
 func (w *Watcher) Run(ctx context.Context) error {
 	if w.path == "" {
 		close(w.watching)
