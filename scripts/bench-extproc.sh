@@ -36,28 +36,12 @@ sweep_rounds=${SWEEP_ROUNDS:-2}
 sweep_duration=${SWEEP_DURATION:-4s}
 command -v jq >/dev/null || { echo "bench-extproc: needs jq" >&2; exit 1; }
 
-tmp=$(mktemp -d)
-out=${OUT:-$tmp/reports}
-mkdir -p "$out"
-started=()
-current="" # the load tool's round in progress
-cleanup() {
-  for p in $current "${started[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${started[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-echo "building into $tmp" >&2
-if [ -n "${TIERGATE_BIN:-}" ]; then cp "$TIERGATE_BIN" "$tmp/tiergate"; else go build -o "$tmp/tiergate" ./cmd/tiergate; fi
-go build -o "$tmp/tiergate-load" ./cmd/tiergate-load
-
 . "$(dirname "$0")/bench-lib.sh"
+bench_setup
 
 server_cpu=(); load_cpu=()
-# tiergate serve runs its garbage collector at GOGC 400 by default (see
-# README, --gc-percent); the baselines run at Go's default unless NULL_GOGC
+# tiergate serve tunes its garbage collector to about GOGC 400 by default (see
+# README, --gc-headroom); the baselines run at Go's default unless NULL_GOGC
 # gives them the same, to tell the collector's share from the rest.
 null_env=(); [ -n "${NULL_GOGC:-}" ] && null_env=("GOGC=$NULL_GOGC")
 if [ "${PIN:-0}" = 1 ]; then server_cpu=(taskset -c 1); load_cpu=(taskset -c 0); fi

@@ -1,6 +1,29 @@
-# Shared by the benchmark scripts (sourced): pick free loopback ports and
-# wait for servers. Uses $tmp (the script's temporary directory, where each
-# server's log is).
+# Shared by the benchmark scripts (sourced from the repository's root):
+# set up a temporary directory and the binaries, pick free loopback ports,
+# and wait for servers.
+
+# bench_setup makes $tmp (each server's log goes there; removed on exit,
+# after every process in $started and the load tool's round in $current
+# are stopped) and $out for the reports (OUT, else under $tmp), and builds
+# tiergate (or copies TIERGATE_BIN) and tiergate-load into $tmp.
+bench_setup() {
+  tmp=$(mktemp -d)
+  out=${OUT:-$tmp/reports}
+  mkdir -p "$out"
+  started=()
+  current=""
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT TERM
+  echo "building into $tmp" >&2
+  if [ -n "${TIERGATE_BIN:-}" ]; then cp "$TIERGATE_BIN" "$tmp/tiergate"; else go build -o "$tmp/tiergate" ./cmd/tiergate; fi
+  go build -o "$tmp/tiergate-load" ./cmd/tiergate-load
+}
+
+bench_cleanup() {
+  for p in $current "${started[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in $current "${started[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
 
 # free_port VAR sets VAR to a loopback port nothing listens on and not
 # picked before, below the ephemeral range so that no outgoing connection

@@ -33,24 +33,8 @@ idle_sessions=${IDLE_SESSIONS:-2000}
 concurrent_sessions=${CONCURRENT_SESSIONS:-5000}
 command -v jq >/dev/null || { echo "bench-ws: needs jq" >&2; exit 1; }
 
-tmp=$(mktemp -d)
-out=${OUT:-$tmp/reports}
-mkdir -p "$out"
-started=()
-current="" # the load tool's round in progress
-cleanup() {
-  for p in $current "${started[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in $current "${started[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-echo "building into $tmp" >&2
-if [ -n "${TIERGATE_BIN:-}" ]; then cp "$TIERGATE_BIN" "$tmp/tiergate"; else go build -o "$tmp/tiergate" ./cmd/tiergate; fi
-go build -o "$tmp/tiergate-load" ./cmd/tiergate-load
-
 . "$(dirname "$0")/bench-lib.sh"
+bench_setup
 
 free_port up_port; free_port relay_port; free_port relay_admin; free_port tg_ws; free_port tg_extproc; free_port tg_admin
 "$tmp/tiergate" serve --usage-log off --log-level warn \
