@@ -165,18 +165,7 @@ func runExtproc(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	if cfg.admin != "" {
 		rep.setServer(before.histograms, after.histograms)
 	}
-	if cfg.json {
-		err = rep.writeJSON(stdout)
-	} else {
-		err = rep.writeText(stdout)
-	}
-	if err != nil {
-		return err
-	}
-	if rep.Errors > 0 || rep.Transactions == 0 {
-		return exitCode(1)
-	}
-	return nil
+	return printReport(stdout, cfg.json, rep, rep.Errors, rep.Transactions)
 }
 
 // connect opens cfg.conns connections and waits until each is up, so that

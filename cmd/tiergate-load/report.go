@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -210,11 +209,6 @@ func formatLE(v float64) string {
 		return "+Inf"
 	}
 	return fmt.Sprint(v)
-}
-
-func (r *report) writeJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	return enc.Encode(r)
 }
 
 func (r *report) writeText(w io.Writer) error {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +14,25 @@ import (
 type exitCode int
 
 func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// printReport writes a round's report as one JSON object or as text. A
+// round with any error, or with nothing measured, then ends with exit
+// status 1 (the report has said why).
+func printReport(w io.Writer, asJSON bool, rep interface{ writeText(io.Writer) error }, failed, measured int) error {
+	var err error
+	if asJSON {
+		err = json.NewEncoder(w).Encode(rep)
+	} else {
+		err = rep.writeText(w)
+	}
+	if err != nil {
+		return err
+	}
+	if failed > 0 || measured == 0 {
+		return exitCode(1)
+	}
+	return nil
+}
 
 // command is one subcommand.
 type command struct {

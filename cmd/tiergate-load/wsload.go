@@ -137,18 +137,7 @@ func runWS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if cfg.json {
-		err = rep.writeJSON(stdout)
-	} else {
-		err = rep.writeText(stdout)
-	}
-	if err != nil {
-		return err
-	}
-	if rep.Errors > 0 || rep.Turns == 0 {
-		return exitCode(1)
-	}
-	return nil
+	return printReport(stdout, cfg.json, rep, rep.Errors, rep.Turns)
 }
 
 // wsDriver runs the modes.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -144,8 +143,6 @@ func scrapeGauges(ctx context.Context, client *http.Client, metricsURL string, n
 	}
 	return out, nil
 }
-
-func (r *wsReport) writeJSON(w io.Writer) error { return json.NewEncoder(w).Encode(r) }
 
 func (r *wsReport) writeText(w io.Writer) error {
 	var b strings.Builder
