@@ -61,12 +61,9 @@ func startNull(t testing.TB, flags ...string) (addr, admin string) {
 	return addr, admin
 }
 
-// startTiergate runs tiergate's ext_proc server in process, built as
-// cmd/tiergate/serve.go builds it (default policy, its own registry with the
-// Go and process collectors, usage records discarded as --usage-log off
-// does, the same gRPC options), with its /metrics served as the admin
-// listener serves it. It returns the ext_proc address and the admin URL.
-func startTiergate(t testing.TB) (addr, admin string) {
+// serveRegistry is the registry serve builds (the Go and process
+// collectors) with the decision and token metrics on it.
+func serveRegistry(t testing.TB) (*prometheus.Registry, *policy.DecisionMetrics, *usage.Metrics) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -78,6 +75,17 @@ func startTiergate(t testing.TB) (addr, admin string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return reg, decisions, tokens
+}
+
+// startTiergate runs tiergate's ext_proc server in process, built as
+// cmd/tiergate/serve.go builds it (default policy, its own registry with the
+// Go and process collectors, usage records discarded as --usage-log off
+// does, the same gRPC options), with its /metrics served as the admin
+// listener serves it. It returns the ext_proc address and the admin URL.
+func startTiergate(t testing.TB) (addr, admin string) {
+	t.Helper()
+	reg, decisions, tokens := serveRegistry(t)
 	ep, err := extproc.New(extproc.Options{
 		Store: policy.NewStore(policy.Default()), Registerer: reg, Decisions: decisions, Tokens: tokens,
 		Usage: usage.NewLog(io.Discard),

@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tiergate/tiergate/internal/syncbuf"
@@ -78,16 +76,7 @@ func startRelay(t *testing.T, upstream string) (target, admin string) {
 // collectors served as /metrics); its session URL and admin base URL.
 func startBridge(t *testing.T, upstream string) (target, admin string) {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	decisions, err := policy.NewDecisionMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := usage.NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg, decisions, tokens := serveRegistry(t)
 	b, err := wsbridge.New(wsbridge.Options{
 		Store: policy.NewStore(policy.Default()), Registerer: reg, Decisions: decisions, Tokens: tokens,
 		Usage: usage.NewLog(io.Discard), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
