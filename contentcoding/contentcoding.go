@@ -5,6 +5,7 @@
 package contentcoding
 
 import (
+	"bufio"
 	"bytes"
 	"compress/flate"
 	"compress/gzip"
@@ -58,25 +59,36 @@ func codings(header string) []string {
 // Decode undoes the codings of a Content-Encoding value (applied in the
 // order listed, so undone in reverse). The result is at most limit bytes.
 func Decode(header string, body []byte, limit int64) ([]byte, error) {
+	if Identity(header) {
+		return body, nil
+	}
+	r, err := NewDecoder(header, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	out, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("decode %s body: %w", header, err)
+	}
+	if int64(len(out)) > limit {
+		return nil, fmt.Errorf("%w (%d bytes)", ErrTooLarge, limit)
+	}
+	return out, nil
+}
+
+// NewDecoder returns a reader of r with every coding of a Content-Encoding
+// value undone, the last listed first; layers stream into each other, so
+// only what the caller reads is held. Readers that need a header (gzip,
+// deflate's zlib check) read it from r at once.
+func NewDecoder(header string, r io.Reader) (io.Reader, error) {
 	cs := codings(header)
 	for i := len(cs) - 1; i >= 0; i-- {
-		if !known(cs[i]) {
-			return nil, fmt.Errorf("%w: %q", ErrUnsupported, cs[i])
-		}
-		r, err := NewReader(cs[i], bytes.NewReader(body))
-		if err != nil {
+		var err error
+		if r, err = NewReader(cs[i], r); err != nil {
 			return nil, err
 		}
-		out, err := io.ReadAll(io.LimitReader(r, limit+1))
-		if err != nil {
-			return nil, fmt.Errorf("decode %s body: %w", cs[i], err)
-		}
-		if int64(len(out)) > limit {
-			return nil, fmt.Errorf("%w (%d bytes)", ErrTooLarge, limit)
-		}
-		body = out
 	}
-	return body, nil
+	return r, nil
 }
 
 // NewReader returns a reader that decodes one coding from r. deflate is
@@ -91,7 +103,7 @@ func NewReader(coding string, r io.Reader) (io.Reader, error) {
 		}
 		return zr, nil
 	case "deflate":
-		br := bufioPeeker(r)
+		br := bufio.NewReader(r) // r itself when it is one already
 		head, _ := br.Peek(2)
 		if len(head) == 2 && (uint16(head[0])<<8|uint16(head[1]))%31 == 0 && head[0]&0x0f == 8 {
 			zr, err := zlib.NewReader(br)

@@ -3,6 +3,7 @@ package extproc
 import (
 	"bytes"
 	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"fmt"
 	"strconv"
@@ -26,6 +27,14 @@ rules:
 - {name: no-fast-haiku, service_tier: priority, action: block, model_whitelist: ["claude-haiku-*"], endpoints: [messages]}
 - {name: strip, service_tier: priority, action: filter}
 `
+
+func zl(b []byte) []byte {
+	var buf bytes.Buffer
+	w := zlib.NewWriter(&buf)
+	_, _ = w.Write(b)
+	_ = w.Close()
+	return buf.Bytes()
+}
 
 func gz(b []byte) []byte {
 	var buf bytes.Buffer

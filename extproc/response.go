@@ -77,8 +77,7 @@ func (x *exchange) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 		r.sse = usage.NewSSE(r.api, max)
 	}
 	if !r.encoding && !contentcoding.Identity(enc) {
-		codings := strings.Split(enc, ",")
-		r.decoder = newStreamDecoder(strings.ToLower(strings.TrimSpace(codings[len(codings)-1])), r.consume(max))
+		r.decoder = newStreamDecoder(enc, r.consume(max))
 	}
 	x.resp = r
 	if h.GetEndOfStream() {
@@ -303,12 +302,12 @@ type streamDecoder struct {
 	done chan struct{}
 }
 
-func newStreamDecoder(coding string, sink func([]byte)) *streamDecoder {
+func newStreamDecoder(contentEncoding string, sink func([]byte)) *streamDecoder {
 	pr, pw := io.Pipe()
 	d := &streamDecoder{pw: pw, done: make(chan struct{})}
 	go func() {
 		defer close(d.done)
-		zr, err := contentcoding.NewReader(coding, pr)
+		zr, err := contentcoding.NewDecoder(contentEncoding, pr)
 		if err != nil {
 			pr.CloseWithError(err)
 			return

@@ -118,6 +118,28 @@ func TestUsageAccounting(t *testing.T) {
 			labels: []string{"responses", "other", "flex", "none"},
 		},
 		{
+			// Codings are undone last-listed first, each layer streaming
+			// into the next; identity in the list is no layer.
+			name: "a stacked deflate, gzip JSON body is decoded for usage", path: "/v1/responses",
+			body: `{"model":"gpt-5.5","input":"hi"}`,
+			respond: func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("content-type", "application/json")
+				w.Header().Set("content-encoding", "deflate, gzip")
+				writeChunks(w, gz(zl([]byte(`{"id":"resp_7","object":"response","status":"completed","model":"gpt-5.5-2026","usage":{"input_tokens":21,"output_tokens":3}}`))), 4, 9)
+			},
+			record: map[string]any{"response_id": "resp_7", "input_tokens": 21.0, "output_tokens": 3.0, "status": "completed"},
+		},
+		{
+			name: "a gzip, identity stream is decoded for usage", path: "/v1/responses",
+			body: `{"model":"gpt-5.5","stream":true,"input":"hi"}`,
+			respond: func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("content-type", "text/event-stream")
+				w.Header().Set("content-encoding", "gzip, identity")
+				writeChunks(w, gz([]byte(responsesStream)), 11)
+			},
+			record: map[string]any{"response_id": "resp_1", "input_tokens": 37.0, "output_tokens": 11.0, "status": "completed"},
+		},
+		{
 			name: "an Anthropic stream counts cache reads and writes as input", path: "/v1/messages",
 			body:    `{"model":"claude-opus-4-6","max_tokens":64,"stream":true,"messages":[]}`,
 			respond: sse(messagesStream, 9, 31),
