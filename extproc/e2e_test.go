@@ -235,3 +235,48 @@ func TestTrailersOnAnUnpolicedStream(t *testing.T) {
 	}
 	_ = stream.CloseSend()
 }
+
+// TestStreamedRequestBodyIsRefused: a filter set to send the request body
+// in chunks (not BUFFERED) would forward what it cannot judge, so the
+// first chunk is answered with a 500 in the endpoint's own error shape
+// (a server error, not a policy block) and counted as an error.
+func TestStreamedRequestBodyIsRefused(t *testing.T) {
+	t.Parallel()
+	const msg = "tiergate is misconfigured: the request body must be BUFFERED"
+	for _, tc := range []struct {
+		path, endpoint, body string
+	}{
+		{"/v1/responses", "responses", `{"error":{"message":"` + msg + `","type":"server_error","param":null,"code":"tiergate_misconfigured"}}`},
+		{"/v1/messages", "messages", `{"type":"error","error":{"type":"api_error","message":"` + msg + `"}}`},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, "")
+			stream, err := h.proxy.Client.Process(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = stream.CloseSend() }()
+			headers := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+				Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":path", RawValue: []byte(tc.path)}, {Key: ":method", RawValue: []byte("POST")}}}}}}
+			chunk := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+				RequestBody: &extprocv3.HttpBody{Body: []byte(`{"model":"gpt-5.5",`), EndOfStream: false}}}
+			var answer *extprocv3.ProcessingResponse
+			for _, m := range []*extprocv3.ProcessingRequest{headers, chunk} {
+				if err := stream.Send(m); err != nil {
+					t.Fatal(err)
+				}
+				if answer, err = stream.Recv(); err != nil {
+					t.Fatalf("answer to %T: %v", m.Request, err)
+				}
+			}
+			ir := answer.GetImmediateResponse()
+			if ir == nil || ir.GetStatus().GetCode() != 500 || string(ir.GetBody()) != tc.body {
+				t.Fatalf("answer to a streamed chunk = %v, want an immediate 500 with %s", answer, tc.body)
+			}
+			if n := metricValue(t, h.reg, "tiergate_extproc_requests_total", map[string]string{"endpoint": tc.endpoint, "outcome": "error"}); n != 1 {
+				t.Errorf("requests{outcome=error} = %v, want 1", n)
+			}
+		})
+	}
+}

@@ -74,7 +74,8 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 			"request_id", x.requestID)
 		x.srv.metrics.countRequest(x.endpoint, outcomeError)
 		x.done = true
-		return immediate(500, policy.ErrorBody(x.endpoint, policy.RefusalPolicy, "tiergate is misconfigured: the request body must be BUFFERED"), "tiergate_misconfigured")
+		r := policy.RefusalMisconfigured
+		return immediate(r.Status(), policy.ErrorBody(x.endpoint, r, "tiergate is misconfigured: the request body must be BUFFERED"), r.Code())
 	}
 	a := x.srv.getAnswer()
 	x.answer = a

@@ -14,6 +14,7 @@ const (
 	RefusalPolicy              Refusal = iota // 403: the policy blocks the tier
 	RefusalInvalidJSON                        // 400: the body is not valid JSON
 	RefusalUnsupportedEncoding                // 415: a content-encoding tiergate cannot decode
+	RefusalMisconfigured                      // 500: Envoy's filter is not set up as tiergate needs
 )
 
 // Status returns the HTTP status of a refusal.
@@ -23,6 +24,8 @@ func (r Refusal) Status() int {
 		return 400
 	case RefusalUnsupportedEncoding:
 		return 415
+	case RefusalMisconfigured:
+		return 500
 	}
 	return 403
 }
@@ -34,20 +37,28 @@ func (r Refusal) Code() string {
 		return "invalid_json"
 	case RefusalUnsupportedEncoding:
 		return "unsupported_content_encoding"
+	case RefusalMisconfigured:
+		return "tiergate_misconfigured"
 	}
 	return "policy_violation"
 }
 
 func (r Refusal) openAIType() string {
-	if r == RefusalPolicy {
+	switch r {
+	case RefusalPolicy:
 		return "forbidden_error"
+	case RefusalMisconfigured:
+		return "server_error"
 	}
 	return "invalid_request_error"
 }
 
 func (r Refusal) anthropicType() string {
-	if r == RefusalPolicy {
+	switch r {
+	case RefusalPolicy:
 		return "permission_error"
+	case RefusalMisconfigured:
+		return "api_error" // Anthropic's type for its own 500s
 	}
 	return "invalid_request_error"
 }
