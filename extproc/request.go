@@ -90,7 +90,7 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	x.decided = true
 	d := x.srv.decisions.get(x.srv, x.pol, x.endpoint, &x.out)
 	d.counter.Inc()
-	if x.out.Refused {
+	if x.out.Refused() {
 		return x.refuse(d)
 	}
 	x.logDecision()

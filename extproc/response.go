@@ -149,10 +149,8 @@ func (x *exchange) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 // close ends the exchange when the stream does: a request that was
 // forwarded but whose response never finished is recorded as cut short.
 func (x *exchange) close() {
-	x.sent() // an answer built but never sent (the stream broke)
-	if x.decided && !x.recorded && !x.out.Refused {
-		x.finish("client_closed", nil)
-	}
+	x.sent()                       // an answer built but never sent (the stream broke)
+	x.finish("client_closed", nil) // unless nothing was policed or it is recorded
 	if x.resp != nil && x.resp.decoder != nil {
 		x.resp.decoder.Close()
 	}
@@ -272,9 +270,6 @@ func (x *exchange) writeRecord(status string, httpStatus int, u usage.Usage) {
 		Rule:                 x.out.Rule,
 		DurationMs:           uint64(now.Sub(x.start).Milliseconds()),
 		Status:               status,
-	}
-	if x.out.Refused {
-		rec.ServiceTierSent = "none"
 	}
 	if r := x.resp; r != nil {
 		rec.Stream = r.stream

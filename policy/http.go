@@ -26,15 +26,18 @@ type HTTPRequest struct {
 // HTTPOutcome is what becomes of an HTTP request.
 type HTTPOutcome struct {
 	Result
-	// Refused is set when tiergate answers the request itself, with
-	// Refusal.Status() and ErrorBody.
-	Refused   bool
+	// Refusal and ErrorBody are why and with what tiergate answers the
+	// request itself, when it does (Refused).
 	Refusal   Refusal
 	ErrorBody []byte
 	// Decoded reports that a compressed body was decoded: what goes upstream
 	// is the decoded body without content-encoding.
 	Decoded bool
 }
+
+// Refused reports that tiergate answers the request itself, with
+// Refusal.Status() (which is Status) and ErrorBody.
+func (o *HTTPOutcome) Refused() bool { return o.Status != 0 }
 
 // DecideHTTP decides an HTTP request: resolves the caller's group, decodes
 // a compressed body, applies the policy and, when the request is refused,
@@ -70,11 +73,9 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 	}
 	switch out.Status {
 	case 400:
-		o := p.refuse(r.Endpoint, group, RefusalInvalidJSON, "the request body is not valid JSON: "+out.Err.Error())
-		o.Result.RequestModel = out.RequestModel
-		return o
+		return p.refuse(r.Endpoint, group, RefusalInvalidJSON, "the request body is not valid JSON: "+out.Err.Error())
 	case 403:
-		out.Refused, out.Refusal = true, RefusalPolicy
+		out.Refusal = RefusalPolicy
 		out.ErrorBody = ErrorBody(r.Endpoint, RefusalPolicy, out.Message)
 	}
 	return out
@@ -111,7 +112,6 @@ func (p *Policy) refuse(ep Endpoint, group string, r Refusal, msg string) HTTPOu
 			Decision: Decision{Action: ActionBlock, Group: group, Message: msg},
 			Status:   r.Status(),
 		},
-		Refused:   true,
 		Refusal:   r,
 		ErrorBody: ErrorBody(ep, r, msg),
 	}

@@ -1,7 +1,11 @@
 package policy
 
 import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -39,7 +43,7 @@ func TestDecideHTTPAsTheServerForwards(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			out := p.DecideHTTP(&HTTPRequest{Endpoint: tc.ep, Header: tc.header, Beta: tc.beta, Body: []byte(tc.body), MaxDecoded: 1 << 20})
-			if out.Refused || out.Action == ActionBlock {
+			if out.Refused() || out.Action == ActionBlock {
 				t.Fatalf("refused: %s", out.Message)
 			}
 			if string(out.Body) != tc.want {
@@ -47,6 +51,56 @@ func TestDecideHTTPAsTheServerForwards(t *testing.T) {
 			}
 			if got := out.HeaderEdits(nil); !slices.Equal(got, tc.edits) {
 				t.Errorf("header edits %+v, want %+v", got, tc.edits)
+			}
+		})
+	}
+}
+
+// TestDecideHTTPRefusesWhatItCannotRead: a body tiergate cannot read is
+// answered by tiergate, in the endpoint's shape: an unknown coding with
+// 415, and a bomb (decoded past MaxDecoded), a corrupt compressed body or
+// invalid JSON with 400. Nothing is sent upstream for any of them.
+func TestDecideHTTPRefusesWhatItCannotRead(t *testing.T) {
+	t.Parallel()
+	p := Default()
+	gzipped := func(b []byte) []byte {
+		var buf bytes.Buffer
+		w := gzip.NewWriter(&buf)
+		_, _ = w.Write(b)
+		_ = w.Close()
+		return buf.Bytes()
+	}
+	bomb := gzipped(append([]byte(`{"model":"gpt-5.5","input":"`), bytes.Repeat([]byte("a"), 1<<20)...))
+	for _, tc := range []struct {
+		name, encoding string
+		body           []byte
+		status         int
+		code, message  string
+	}{
+		{"brotli", "br", []byte(`{}`), 415, "unsupported_content_encoding", `content-encoding "br" is not supported`},
+		{"a bomb", "gzip", bomb, 400, "invalid_json", "the decompressed body is too large"},
+		{"corrupt gzip", "gzip", []byte("not gzip at all"), 400, "invalid_json", "the body could not be decompressed"},
+		{"invalid JSON", "", []byte(`{"model":`), 400, "invalid_json", "the request body is not valid JSON"},
+		{"invalid JSON inside gzip", "gzip", gzipped([]byte(`{"model":`)), 400, "invalid_json", "the request body is not valid JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			header := func(name string) string {
+				if name == "content-encoding" {
+					return tc.encoding
+				}
+				return ""
+			}
+			out := p.DecideHTTP(&HTTPRequest{Endpoint: EndpointResponses, Header: header, Body: tc.body, MaxDecoded: 64 << 10})
+			if !out.Refused() || out.Status != tc.status || out.Refusal.Status() != tc.status {
+				t.Fatalf("refused %v, status %d (refusal %d); want %d", out.Refused(), out.Status, out.Refusal.Status(), tc.status)
+			}
+			var e struct{ Error struct{ Message, Code string } }
+			if err := json.Unmarshal(out.ErrorBody, &e); err != nil || e.Error.Code != tc.code || !strings.HasPrefix(e.Error.Message, tc.message) {
+				t.Errorf("error body %s, want code %s and a message starting %q", out.ErrorBody, tc.code, tc.message)
+			}
+			if out.Sent != TierNone || out.Action != ActionBlock {
+				t.Errorf("sent %v, action %v; want none and block", out.Sent, out.Action)
 			}
 		})
 	}

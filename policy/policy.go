@@ -163,7 +163,6 @@ type verdict struct {
 	tier   Tier
 	model  string
 	msg    string
-	// fallback reports that the rule decided through its fallback_action.
 }
 
 // Evaluate judges a request: each tier occurrence against each candidate

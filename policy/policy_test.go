@@ -363,6 +363,14 @@ groups: [{name: team-b}]
 			t.Errorf("GroupLabel(%q) = %q, want %q", group, got, want)
 		}
 	}
+	// Tiers an upstream reports: canonical names, its aliases folded, and
+	// anything else it might invent bounded.
+	for tier, want := range map[string]string{"priority": "priority", " Fast ": "priority", "flex": "flex", "default": "default",
+		"": "none", "none": "none", "priority_v2": "other", "standard": "other", "x" + strings.Repeat("y", 100): "other"} {
+		if got := TierLabel(tier); got != want {
+			t.Errorf("TierLabel(%q) = %q, want %q", tier, got, want)
+		}
+	}
 }
 
 func TestEndpointForPath(t *testing.T) {

@@ -91,7 +91,7 @@ func runEval(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	dec.Group, dec.Model = out.Group, out.RequestModel
 	dec.ServiceTierRequested, dec.ServiceTierSent = out.Requested.String(), out.Sent.String()
 	dec.Action, dec.Rule, dec.Message = out.Action.String(), out.Rule, out.Message
-	if out.Refused {
+	if out.Refused() {
 		dec.Status = out.Refusal.Status()
 		_, _ = stdout.Write(out.ErrorBody)
 		return writeDecision(stderr, dec, exitRefused)
