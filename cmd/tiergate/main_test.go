@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -228,6 +229,12 @@ func mustJSON(v any) string {
 
 func TestUsageErrors(t *testing.T) {
 	t.Parallel()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = busy.Close() }) // after the parallel cases, not before
+	taken := busy.Addr().String()
 	cases := []struct {
 		name string
 		args []string
@@ -247,6 +254,8 @@ func TestUsageErrors(t *testing.T) {
 		{"serve refuses a GC headroom it cannot read", []string{"serve", "--gc-headroom", "lots"}, 1, `--gc-headroom: "lots" is not a size`},
 		{"serve refuses a memory limit it cannot read", []string{"serve", "--memory-limit", "5GB"}, 1, `--memory-limit: "5GB" is not a size`},
 		{"serve refuses a bad policy", []string{"serve", "--config", "testdata/bad.yaml", "--admin-listen", "127.0.0.1:0", "--extproc-listen", "127.0.0.1:0"}, 1, `rules[0].action: unknown action "blok"`},
+		{"serve refuses a bad WebSocket upstream, before listening", []string{"serve", "--ws-upstream", "ftp://example.com", "--admin-listen", "127.0.0.1:0", "--extproc-listen", "127.0.0.1:0", "--ws-listen", "127.0.0.1:0"}, 1, "the scheme must be ws, wss, http or https"},
+		{"serve refuses a port it cannot bind, before listening", []string{"serve", "--admin-listen", "127.0.0.1:0", "--extproc-listen", "127.0.0.1:0", "--ws-listen", taken}, 1, "WebSocket listener"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -254,6 +263,10 @@ func TestUsageErrors(t *testing.T) {
 			r := runBinary(t, nil, tc.args...)
 			if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
 				t.Fatalf("exit %d (want %d), stderr:\n%s\nwant it to contain %q", r.code, tc.code, r.stderr, tc.want)
+			}
+			// A refused start announces no listener: nothing served.
+			if strings.Contains(r.stderr, `"msg":"listening"`) {
+				t.Errorf("a refused start logged a listener:\n%s", r.stderr)
 			}
 		})
 	}

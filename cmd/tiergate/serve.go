@@ -213,38 +213,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
-	var wg sync.WaitGroup
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 4)
-
-	watcher, err := policy.NewWatcher(cfg.configPath, store, reg, log, policy.WatcherOptions{})
-	if err != nil {
-		return err
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := watcher.Run(runCtx); err != nil {
-			errc <- fmt.Errorf("policy watcher: %w", err)
-		}
-	}()
-
-	rd := &readiness{}
-	adminLn, err := listen(cfg.adminListen)
-	if err != nil {
-		return fmt.Errorf("admin listener: %w", err)
-	}
-	admin := &http.Server{Handler: adminHandler(reg, store, source, rd, cfg.pprof), ReadHeaderTimeout: 10 * time.Second}
-	log.Info("listening", "listener", "admin", "address", adminLn.Addr().String())
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("admin listener: %w", err)
-		}
-	}()
-
+	// Everything that can refuse the flags or the environment comes before
+	// anything serves: a bad --ws-upstream or a taken port ends start-up
+	// with no listener announced and none left open.
 	ep, err := extproc.New(extproc.Options{
 		Store: store, Registerer: reg, Decisions: decisions, Tokens: tokens, Usage: usageLog, Log: log,
 		MaxBodyBytes: cfg.maxBody, MaxUsageBytes: cfg.maxUsage,
@@ -256,11 +227,50 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	wsServer := bridge.HTTPServer()
+	watcher, err := policy.NewWatcher(cfg.configPath, store, reg, log, policy.WatcherOptions{})
+	if err != nil {
+		return err
+	}
+	adminLn, err := listen(cfg.adminListen)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	defer adminLn.Close() // for an early return; a second Close is harmless
 	wsLn, err := listen(cfg.ws.listen)
 	if err != nil {
 		return fmt.Errorf("WebSocket listener: %w", err)
 	}
+	defer wsLn.Close()
+	extprocLn, err := listen(cfg.extprocListen)
+	if err != nil {
+		return fmt.Errorf("ext_proc listener: %w", err)
+	}
+	defer extprocLn.Close()
+
+	var wg sync.WaitGroup
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 4)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := watcher.Run(runCtx); err != nil {
+			errc <- fmt.Errorf("policy watcher: %w", err)
+		}
+	}()
+
+	rd := &readiness{}
+	admin := &http.Server{Handler: adminHandler(reg, store, source, rd, cfg.pprof), ReadHeaderTimeout: 10 * time.Second}
+	log.Info("listening", "listener", "admin", "address", listenerAddress(adminLn))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("admin listener: %w", err)
+		}
+	}()
+
+	wsServer := bridge.HTTPServer()
 	log.Info("listening", "listener", "websocket", "address", listenerAddress(wsLn), "tls", cfg.ws.tlsCert != "", "upstream", cfg.ws.upstream)
 	wg.Add(1)
 	go func() {
@@ -278,10 +288,6 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	grpcServer, health := newGRPCServer(cfg.grpcMaxMsg)
 	ep.Register(grpcServer)
-	extprocLn, err := listen(cfg.extprocListen)
-	if err != nil {
-		return fmt.Errorf("ext_proc listener: %w", err)
-	}
 	log.Info("listening", "listener", "extproc", "address", listenerAddress(extprocLn))
 	wg.Add(1)
 	go func() {
