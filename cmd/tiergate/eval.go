@@ -48,7 +48,7 @@ func runEval(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	if *path == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "usage: tiergate eval [--config FILE] --path /v1/responses [--header k=v]... < body.json")
-		return exitCode(2)
+		return exitCode(exitError)
 	}
 	p, err := loadPolicy(*config)
 	if err != nil {
@@ -60,7 +60,7 @@ func runEval(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		k, v, ok := strings.Cut(h, "=")
 		if !ok {
 			fmt.Fprintf(stderr, "tiergate eval: --header %q: want name=value\n", h)
-			return exitCode(2)
+			return exitCode(exitError)
 		}
 		k = strings.ToLower(strings.TrimSpace(k))
 		hdr[k] = append(hdr[k], v)

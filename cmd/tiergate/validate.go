@@ -21,7 +21,7 @@ func runValidate(args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
-		return exitCode(2)
+		return exitCode(exitError)
 	}
 	bad := false
 	for _, name := range fs.Args() {
