@@ -123,7 +123,7 @@ metrics:
 	if len(p.SHA256()) != 64 {
 		t.Errorf("SHA256 = %q", p.SHA256())
 	}
-	if p.ResolveGroup("", "k") != "codex-fast" {
+	if p.groupForKeys([]string{"k"}) != "codex-fast" {
 		t.Errorf("key did not resolve to its group")
 	}
 }

@@ -26,18 +26,18 @@ func APIKeys(get func(name string) string) []string {
 }
 
 // GroupFromHeaders resolves the caller's group from request headers: the
-// policy's group header, else the digest of an API key (see ResolveGroup).
-// extraKeys are keys found elsewhere (a WebSocket subprotocol).
+// value of the policy's group header when the request carries one, else
+// the group whose api_key_sha256 lists the SHA-256 of one of its API keys
+// (APIKeys, then extraKeys: keys found elsewhere, such as a WebSocket
+// subprotocol), else "". get looks a header up by its lower-case name.
 func (p *Policy) GroupFromHeaders(get func(name string) string, extraKeys ...string) string {
-	var hv string
 	if p.groupHeader != "" {
-		hv = get(p.groupHeader)
-	}
-	if p.groupHeader != "" && strings.TrimSpace(hv) != "" {
-		return strings.TrimSpace(hv)
+		if v := strings.TrimSpace(get(p.groupHeader)); v != "" {
+			return v
+		}
 	}
 	if len(p.keyGroups) == 0 {
-		return ""
+		return "" // no key is hashed when no group names one
 	}
-	return p.ResolveGroup("", append(APIKeys(get), extraKeys...)...)
+	return p.groupForKeys(append(APIKeys(get), extraKeys...))
 }

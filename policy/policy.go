@@ -66,18 +66,9 @@ func (p *Policy) LoadedAt() time.Time { return p.loadedAt }
 // the caller's group, or "" when the policy names none.
 func (p *Policy) GroupHeader() string { return p.groupHeader }
 
-// ResolveGroup returns the caller's group: the group header's value when the
-// policy names such a header and the request carries it, else the group
-// whose api_key_sha256 lists the SHA-256 of one of the keys, else "".
-func (p *Policy) ResolveGroup(headerValue string, apiKeys ...string) string {
-	if p.groupHeader != "" {
-		if v := strings.TrimSpace(headerValue); v != "" {
-			return v
-		}
-	}
-	if len(p.keyGroups) == 0 {
-		return ""
-	}
+// groupForKeys returns the group whose api_key_sha256 lists the SHA-256 of
+// one of the keys, else "".
+func (p *Policy) groupForKeys(apiKeys []string) string {
 	for _, k := range apiKeys {
 		if k == "" {
 			continue

@@ -316,21 +316,25 @@ rules:
 - {service_tier: priority, action: block}
 `)
 	cases := []struct {
-		name   string
-		header string
-		keys   []string
-		group  string
-		action Action
+		name    string
+		headers map[string]string
+		extra   []string // keys from elsewhere (a WebSocket subprotocol)
+		group   string
+		action  Action
 	}{
-		{"the header names the group", "header-only", nil, "header-only", ActionPass},
-		{"the header wins over the key", "someone-else", []string{key}, "someone-else", ActionBlock},
-		{"the key's digest names the group", "", []string{key}, "keyed", ActionPass},
-		{"an unknown key is no group", "", []string{"sk-other"}, "", ActionBlock},
-		{"no identity is no group", "", nil, "", ActionBlock},
+		{"the header names the group", map[string]string{"x-tiergate-group": " header-only "}, nil, "header-only", ActionPass},
+		{"the header wins over the key", map[string]string{"x-tiergate-group": "someone-else", "authorization": "Bearer " + key}, nil, "someone-else", ActionBlock},
+		{"a blank header falls back to the key", map[string]string{"x-tiergate-group": "  ", "authorization": "Bearer " + key}, nil, "keyed", ActionPass},
+		{"a bearer key's digest names the group", map[string]string{"authorization": "bearer " + key}, nil, "keyed", ActionPass},
+		{"so does Anthropic's x-api-key", map[string]string{"x-api-key": key}, nil, "keyed", ActionPass},
+		{"and Azure's api-key", map[string]string{"api-key": key}, nil, "keyed", ActionPass},
+		{"and a key found elsewhere", nil, []string{key}, "keyed", ActionPass},
+		{"an unknown key is no group", map[string]string{"authorization": "Bearer sk-other"}, nil, "", ActionBlock},
+		{"no identity is no group", nil, nil, "", ActionBlock},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			g := p.ResolveGroup(tc.header, tc.keys...)
+			g := p.GroupFromHeaders(func(name string) string { return tc.headers[name] }, tc.extra...)
 			if g != tc.group {
 				t.Fatalf("group = %q, want %q", g, tc.group)
 			}

@@ -10,7 +10,7 @@ import (
 // Request describes the request (or WebSocket frame) a body belongs to.
 type Request struct {
 	Endpoint Endpoint
-	// Group is the caller's group (see Policy.ResolveGroup); "" for none.
+	// Group is the caller's group (see Policy.GroupFromHeaders); "" for none.
 	Group string
 	// Beta holds the anthropic-beta header lines as received (Messages).
 	Beta []string
