@@ -95,7 +95,9 @@ func TestDecideHTTPRefusesWhatItCannotRead(t *testing.T) {
 			if !out.Refused() || out.Status != tc.status || out.Refusal.Status() != tc.status {
 				t.Fatalf("refused %v, status %d (refusal %d); want %d", out.Refused(), out.Status, out.Refusal.Status(), tc.status)
 			}
-			var e struct{ Error struct{ Message, Code string } }
+			var e struct {
+				Error struct{ Message, Code string }
+			}
 			if err := json.Unmarshal(out.ErrorBody, &e); err != nil || e.Error.Code != tc.code || !strings.HasPrefix(e.Error.Message, tc.message) {
 				t.Errorf("error body %s, want code %s and a message starting %q", out.ErrorBody, tc.code, tc.message)
 			}
