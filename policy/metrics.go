@@ -3,7 +3,6 @@ package policy
 import (
 	"fmt"
 	"sync"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -13,17 +12,12 @@ import (
 // and WebSocket frames alike.
 type DecisionMetrics struct {
 	decisions *prometheus.CounterVec
-	// counters keeps each series once resolved, for the policy in force:
-	// every request and every client frame counts one, and resolving five
-	// label values hashes them each time. Its keys are the labels, all
-	// bounded by the policy; a reload starts a fresh table.
-	counters atomic.Pointer[decisionCounters]
-}
-
-// decisionCounters are one policy's resolved series.
-type decisionCounters struct {
-	pol *Policy
-	m   sync.Map // decisionLabels → prometheus.Counter
+	// counters keeps each series once resolved (decisionLabels →
+	// prometheus.Counter): every request and every client frame counts one,
+	// and resolving five label values hashes them each time. The keys are
+	// the label values themselves, bounded by the policies loaded, as the
+	// CounterVec's own series are.
+	counters sync.Map
 }
 
 // decisionLabels are one series' label values.
@@ -57,23 +51,10 @@ func (m *DecisionMetrics) Counter(p *Policy, ep Endpoint, d *Decision) prometheu
 	if k.rule == "" {
 		k.rule = "none"
 	}
-	t := m.counters.Load()
-	if t == nil || t.pol != p {
-		fresh := &decisionCounters{pol: p}
-		if m.counters.CompareAndSwap(t, fresh) {
-			t = fresh
-		} else {
-			t = m.counters.Load()
-		}
-	}
-	if t.pol == p {
-		if c, ok := t.m.Load(k); ok {
-			return c.(prometheus.Counter)
-		}
+	if c, ok := m.counters.Load(k); ok {
+		return c.(prometheus.Counter)
 	}
 	c := m.decisions.WithLabelValues(ep.String(), d.Action.String(), d.Tier.String(), k.rule, k.group)
-	if t.pol == p {
-		t.m.Store(k, c)
-	}
+	m.counters.Store(k, c)
 	return c
 }
