@@ -36,6 +36,7 @@ type responseState struct {
 	sse        *usage.SSE
 	filter     *usage.ChatStreamFilter
 	json       []byte
+	maxJSON    int // --max-usage-bytes: the most of a JSON body kept
 	tooLarge   bool
 	decoder    *streamDecoder
 	encoding   bool // undecodable content-encoding
@@ -62,22 +63,21 @@ func (x *exchange) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 		return resp
 	}
 	get := headerGetter(h.GetHeaders())
-	r := &responseState{api: apiFor(x.endpoint)}
+	r := &responseState{api: apiFor(x.endpoint), maxJSON: x.srv.opts.MaxUsageBytes}
 	r.httpStatus, _ = strconv.Atoi(get(":status"))
 	ct := strings.ToLower(get("content-type"))
 	r.stream = strings.HasPrefix(ct, "text/event-stream")
-	max := x.srv.opts.MaxUsageBytes
 	enc := get("content-encoding")
 	switch {
 	case !contentcoding.Supported(enc):
 		r.encoding = true
 	case r.stream && x.out.UsageAdded && contentcoding.Identity(enc):
-		r.filter = usage.NewChatStreamFilter(max)
+		r.filter = usage.NewChatStreamFilter(r.maxJSON)
 	case r.stream:
-		r.sse = usage.NewSSE(r.api, max)
+		r.sse = usage.NewSSE(r.api, r.maxJSON)
 	}
 	if !r.encoding && !contentcoding.Identity(enc) {
-		r.decoder = newStreamDecoder(enc, r.consume(max))
+		r.decoder = newStreamDecoder(enc, r.take)
 	}
 	x.resp = r
 	if h.GetEndOfStream() {
@@ -86,32 +86,35 @@ func (x *exchange) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 	return resp
 }
 
-// consume returns the sink for decoded response bytes.
-func (r *responseState) consume(max int) func([]byte) {
-	return func(p []byte) {
-		if r.sse != nil {
-			r.sse.Write(p)
-			return
-		}
-		if len(r.json)+len(p) > max {
-			r.tooLarge, r.json = true, nil
-			return
-		}
-		if !r.tooLarge {
-			r.json = append(r.json, p...)
-		}
+// take reads response bytes (decoded, when they were compressed) for
+// their usage.
+func (r *responseState) take(p []byte) {
+	if r.sse != nil {
+		r.sse.Write(p)
+		return
+	}
+	if len(r.json)+len(p) > r.maxJSON {
+		r.tooLarge, r.json = true, nil
+		return
+	}
+	if !r.tooLarge {
+		r.json = append(r.json, p...)
 	}
 }
 
+// plainResponseBodyAnswer passes a response chunk unchanged. Shared, and so
+// never modified: a chunk that is changed, or the last (which carries the
+// usage metadata), gets its own answer.
+var plainResponseBodyAnswer = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+	ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{}},
+}}
+
 func (x *exchange) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
-	common := &extprocv3.CommonResponse{}
-	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
-		ResponseBody: &extprocv3.BodyResponse{Response: common},
-	}}
 	r := x.resp
 	if r == nil || x.recorded {
-		return resp
+		return plainResponseBodyAnswer
 	}
+	var mutation *extprocv3.BodyMutation
 	chunk := b.GetBody()
 	if len(chunk) > 0 && r.firstOut.IsZero() && !r.stream {
 		r.firstOut = time.Now()
@@ -124,7 +127,7 @@ func (x *exchange) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 			out = r.filter.Flush(out)
 		}
 		if !bytes.Equal(out, chunk) {
-			common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: out}}
+			mutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: out}}
 		}
 		if r.firstOut.IsZero() && r.filter.FirstOutput() {
 			r.firstOut = time.Now()
@@ -132,7 +135,7 @@ func (x *exchange) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 	case r.decoder != nil:
 		r.decoder.Write(chunk)
 	default:
-		r.consume(x.srv.opts.MaxUsageBytes)(chunk)
+		r.take(chunk)
 		if r.sse != nil && r.firstOut.IsZero() && r.sse.FirstOutput() {
 			r.firstOut = time.Now()
 		}
@@ -140,6 +143,12 @@ func (x *exchange) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 	if r.decoder != nil && r.firstOut.IsZero() && len(chunk) > 0 {
 		r.firstOut = time.Now() // compressed: the first chunk is the best estimate
 	}
+	if mutation == nil && !b.GetEndOfStream() {
+		return plainResponseBodyAnswer
+	}
+	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+		ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{BodyMutation: mutation}},
+	}}
 	if b.GetEndOfStream() {
 		x.finish(statusFromEnd, resp)
 	}
