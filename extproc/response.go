@@ -194,11 +194,8 @@ func (x *exchange) finish(status string, resp *extprocv3.ProcessingResponse) {
 		x.srv.metrics.usageUnknown.WithLabelValues(x.endpoint.String(), reason).Inc()
 	}
 	x.writeRecord(status, httpStatus, u)
-	tier := u.ServiceTier
-	if tier == "" {
-		tier = x.out.Sent.String()
-	}
-	x.srv.opts.Tokens.Add(x.endpoint.String(), x.pol.ModelLabel(x.out.RequestModel), policy.TierLabel(tier), x.pol.GroupLabel(x.out.Group), u)
+	x.srv.opts.Tokens.Add(x.endpoint.String(), x.pol.ModelLabel(x.out.RequestModel),
+		policy.TierLabel(u.BilledTier(x.out.Sent.String())), x.pol.GroupLabel(x.out.Group), u)
 	if resp != nil {
 		attachUsage(resp, status, u)
 	}
@@ -268,7 +265,6 @@ func (x *exchange) writeRecord(status string, httpStatus int, u usage.Usage) {
 	}
 	now := time.Now()
 	rec := &tiergatev1.UsageRecord{
-		Time:                 usage.FormatTime(now),
 		RequestId:            x.requestID,
 		Endpoint:             x.endpoint.String(),
 		Group:                x.out.Group,
@@ -277,20 +273,13 @@ func (x *exchange) writeRecord(status string, httpStatus int, u usage.Usage) {
 		ServiceTierSent:      x.out.Sent.String(),
 		Action:               x.out.Action.String(),
 		Rule:                 x.out.Rule,
-		DurationMs:           uint64(now.Sub(x.start).Milliseconds()),
 		Status:               status,
 	}
+	var firstOut time.Time
 	if r := x.resp; r != nil {
-		rec.Stream = r.stream
-		if !r.firstOut.IsZero() {
-			ttft := uint64(r.firstOut.Sub(x.start).Milliseconds())
-			rec.TimeToFirstTokenMs = &ttft
-		}
+		rec.Stream, firstOut = r.stream, r.firstOut
 	}
-	if httpStatus > 0 {
-		hs := uint32(httpStatus)
-		rec.HttpStatus = &hs
-	}
+	usage.Stamp(rec, x.start, firstOut, now, httpStatus)
 	u.Fill(rec)
 	if err := x.srv.opts.Usage.Write(rec); err != nil {
 		x.srv.log.Error("usage record lost", "request_id", x.requestID, "err", err)

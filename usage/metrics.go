@@ -59,8 +59,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 // end: endpoint, tier and group come from the policy, and model must already
 // be bounded by the caller (the policy's metrics.models and the models its
 // rules name, every other model as "other"). Add does not check. tier is the
-// tier billed: the upstream's reported service_tier where there is one, else
-// the one sent. A nil *Metrics counts nothing.
+// tier billed (Usage.BilledTier), bounded. A nil *Metrics counts nothing.
 func (m *Metrics) Add(endpoint, model, tier, group string, u Usage) {
 	if m == nil {
 		return

@@ -60,6 +60,20 @@ func AppendRecord(dst []byte, r *tiergatev1.UsageRecord) []byte {
 	return append(dst, "}\n"...)
 }
 
+// Stamp sets the times of r, the record of a request or turn that began at
+// start and ends now: its time, its duration, the time to its first output
+// when firstOutput is set, and its HTTP status when one is known (> 0).
+func Stamp(r *tiergatev1.UsageRecord, start, firstOutput, now time.Time, httpStatus int) {
+	r.Time = FormatTime(now)
+	r.DurationMs = uint64(now.Sub(start).Milliseconds())
+	if !firstOutput.IsZero() {
+		r.TimeToFirstTokenMs = ptr(uint64(firstOutput.Sub(start).Milliseconds()))
+	}
+	if httpStatus > 0 {
+		r.HttpStatus = ptr(uint32(httpStatus))
+	}
+}
+
 // FormatTime formats t the way a record's time is written: RFC 3339 in UTC
 // with milliseconds.
 func FormatTime(t time.Time) string {

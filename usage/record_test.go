@@ -247,3 +247,44 @@ func BenchmarkAppendRecord(b *testing.B) {
 		buf = AppendRecord(buf[:0], r)
 	}
 }
+
+// TestStamp: the times both servers put on a record, from one place.
+func TestStamp(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 8, 21, 10, 11, 12, 0, time.UTC)
+	for _, tc := range []struct {
+		name       string
+		first      time.Time
+		httpStatus int
+		ttft       *uint64
+		status     *uint32
+	}{
+		{"output and a status", start.Add(250 * time.Millisecond), 200, ptr(uint64(250)), ptr(uint32(200))},
+		{"no output yet, no status", time.Time{}, 0, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var r tiergatev1.UsageRecord
+			Stamp(&r, start, tc.first, start.Add(1500*time.Millisecond), tc.httpStatus)
+			if r.Time != "2026-08-21T10:11:13.500Z" || r.DurationMs != 1500 {
+				t.Errorf("time %q, duration %d ms; want 2026-08-21T10:11:13.500Z, 1500", r.Time, r.DurationMs)
+			}
+			if (r.TimeToFirstTokenMs == nil) != (tc.ttft == nil) || tc.ttft != nil && *r.TimeToFirstTokenMs != *tc.ttft {
+				t.Errorf("time to first token %v, want %v", r.TimeToFirstTokenMs, tc.ttft)
+			}
+			if (r.HttpStatus == nil) != (tc.status == nil) || tc.status != nil && *r.HttpStatus != *tc.status {
+				t.Errorf("http status %v, want %v", r.HttpStatus, tc.status)
+			}
+		})
+	}
+}
+
+func TestBilledTier(t *testing.T) {
+	t.Parallel()
+	if got := (Usage{ServiceTier: "flex"}).BilledTier("priority"); got != "flex" {
+		t.Errorf("reported flex, sent priority: billed %q, want the reported flex", got)
+	}
+	if got := Unknown().BilledTier("priority"); got != "priority" {
+		t.Errorf("nothing reported, sent priority: billed %q, want priority", got)
+	}
+}

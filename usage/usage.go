@@ -89,6 +89,15 @@ func Unknown() Usage {
 	return Usage{InputTokens: -1, CachedInputTokens: -1, OutputTokens: -1, ReasoningTokens: -1}
 }
 
+// BilledTier is the tier a response was billed at: the one the upstream
+// reported, else sent (the tier tiergate let through).
+func (u Usage) BilledTier(sent string) string {
+	if u.ServiceTier != "" {
+		return u.ServiceTier
+	}
+	return sent
+}
+
 // Known reports whether any token count is known.
 func (u Usage) Known() bool {
 	return u.InputTokens >= 0 || u.CachedInputTokens >= 0 || u.OutputTokens >= 0 || u.ReasoningTokens >= 0

@@ -389,17 +389,12 @@ func (s *session) record(t *turn, status string, httpStatus int, u usage.Usage, 
 	if s.b.opts.Usage != nil { // nil: --usage-log off, and no record is built
 		s.writeRecord(t, group, status, httpStatus, u, reportedModel, now)
 	}
-	tier := u.ServiceTier
-	if tier == "" {
-		tier = t.sent.String()
-	}
-	s.b.opts.Tokens.Add(s.em.endpoint, pol.ModelLabel(t.model), policy.TierLabel(tier), pol.GroupLabel(group), u)
+	s.b.opts.Tokens.Add(s.em.endpoint, pol.ModelLabel(t.model), policy.TierLabel(u.BilledTier(t.sent.String())), pol.GroupLabel(group), u)
 }
 
 // writeRecord writes a turn's usage record.
 func (s *session) writeRecord(t *turn, group, status string, httpStatus int, u usage.Usage, reportedModel string, now time.Time) {
 	rec := &tiergatev1.UsageRecord{
-		Time:                 usage.FormatTime(now),
 		RequestId:            s.requestID,
 		ResponseId:           t.responseID,
 		Endpoint:             s.em.endpoint,
@@ -409,18 +404,10 @@ func (s *session) writeRecord(t *turn, group, status string, httpStatus int, u u
 		ServiceTierSent:      t.sent.String(),
 		Action:               t.action.String(),
 		Rule:                 t.rule,
-		DurationMs:           uint64(now.Sub(t.start).Milliseconds()),
 		Stream:               true,
 		Status:               status,
 	}
-	if !t.firstToken.IsZero() {
-		ttft := uint64(t.firstToken.Sub(t.start).Milliseconds())
-		rec.TimeToFirstTokenMs = &ttft
-	}
-	if httpStatus > 0 {
-		hs := uint32(httpStatus)
-		rec.HttpStatus = &hs
-	}
+	usage.Stamp(rec, t.start, t.firstToken, now, httpStatus)
 	u.Fill(rec)
 	if rec.ResponseModel == "" && reportedModel != "" && (t.created || u.Status != "") {
 		// Realtime responses name no model; the session's is the one the
