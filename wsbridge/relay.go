@@ -276,7 +276,7 @@ func (s *session) fromClient(typ websocket.MessageType, frame []byte, now int64)
 	s.mu.Lock()
 	if meta.update && !s.models.claim(meta.eventID, meta.claimed) {
 		s.mu.Unlock()
-		s.refuseClaims(group)
+		s.refuseOverload(group, "too many session.update frames are waiting for the upstream's session.updated")
 		return false, nil
 	}
 	if res.Policed {
@@ -288,7 +288,7 @@ func (s *session) fromClient(typ websocket.MessageType, frame []byte, now int64)
 			requested: res.Requested, sent: res.Sent, action: res.Action, rule: res.Rule,
 		}) {
 			s.mu.Unlock()
-			s.refuseBacklog(group)
+			s.refuseOverload(group, "too many response.create frames are waiting for the upstream's response.created")
 			return false, nil
 		}
 		if meta.named {

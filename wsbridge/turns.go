@@ -424,43 +424,39 @@ func (s *session) writeRecord(t *turn, group, status string, httpStatus int, u u
 // 1007 for invalid JSON) with the message. The frame never reaches the
 // upstream, which is closed normally.
 func (s *session) refuse(res *policy.Result) {
-	refusal, code, status, msg := policy.RefusalPolicy, websocket.StatusPolicyViolation, statusBlocked, res.Message
+	refusal, msg := policy.RefusalPolicy, res.Message
 	if res.Status == 400 {
-		refusal, code, status = policy.RefusalInvalidJSON, websocket.StatusInvalidFramePayloadData, statusRefused
-		msg = "the frame is not valid JSON"
+		refusal, msg = policy.RefusalInvalidJSON, "the frame is not valid JSON"
 		if res.Err != nil {
 			msg += ": " + res.Err.Error()
 		}
 	}
-	s.refuseWith(refusal, code, status, msg, res.Status, &turn{
+	s.refuseWith(refusal, msg, &turn{
 		start: time.Now(), model: res.RequestModel, group: res.Group,
 		requested: res.Requested, sent: policy.TierNone, action: res.Action, rule: res.Rule,
 	}, res.Tier)
 }
 
-// refuseClaims ends a session whose client keeps changing the session model
-// faster than the upstream confirms it.
-func (s *session) refuseClaims(group string) {
-	s.refuseWith(policy.RefusalPolicy, websocket.StatusPolicyViolation, statusBlocked,
-		"too many session.update frames are waiting for the upstream's session.updated", 403,
-		&turn{start: time.Now(), group: group, action: policy.ActionBlock}, policy.TierNone)
+// refuseOverload ends a session whose client sends frames faster than the
+// upstream confirms them (too many session.update or response.create
+// frames waiting).
+func (s *session) refuseOverload(group, msg string) {
+	s.refuseWith(policy.RefusalPolicy, msg, &turn{start: time.Now(), group: group, action: policy.ActionBlock}, policy.TierNone)
 }
 
-// refuseBacklog ends a session whose client pipelines more response.create
-// frames than the upstream answers.
-func (s *session) refuseBacklog(group string) {
-	s.refuseWith(policy.RefusalPolicy, websocket.StatusPolicyViolation, statusBlocked,
-		"too many response.create frames are waiting for the upstream's response.created", 403,
-		&turn{start: time.Now(), group: group, action: policy.ActionBlock}, policy.TierNone)
-}
-
-func (s *session) refuseWith(r policy.Refusal, code websocket.StatusCode, status, msg string, httpStatus int, t *turn, judged policy.Tier) {
+// refuseWith sends the refusal's error event, records t and closes the
+// session: 1008 for a policy refusal, 1007 for a frame that is not JSON.
+func (s *session) refuseWith(r policy.Refusal, msg string, t *turn, judged policy.Tier) {
+	code, status := websocket.StatusPolicyViolation, statusBlocked
+	if r == policy.RefusalInvalidJSON {
+		code, status = websocket.StatusInvalidFramePayloadData, statusRefused
+	}
 	s.stopRelay.Store(true) // the upstream pump must not slip a frame in before the close
 	err := s.writeClient(websocket.MessageText, policy.ErrorEvent(r, msg))
 	s.b.log.Info("frame refused", "request_id", s.requestID, "endpoint", s.em.endpoint,
-		"status", httpStatus, "group", t.group, "model", t.model, "service_tier", judged.String(),
+		"status", r.Status(), "group", t.group, "model", t.model, "service_tier", judged.String(),
 		"rule", t.rule, "message", msg)
-	s.record(t, status, httpStatus, usage.Unknown(), "", time.Now())
+	s.record(t, status, r.Status(), usage.Unknown(), "", time.Now())
 	if err != nil {
 		s.end(lostCause(sideClient, false))
 		return
