@@ -122,32 +122,21 @@ func benchSession(b *testing.B) *session {
 }
 
 // BenchmarkClientFrame is the client pump's work on one response.create
-// short of the write: policy, lane and event id, the session.update check,
-// and queueing the turn (drained again so the queue stays empty).
+// short of the write (session.police: policy, lane and event id, the
+// session.update check, queueing the turn), the turn drained again so the
+// queue stays empty.
 func BenchmarkClientFrame(b *testing.B) {
 	s := benchSession(b)
 	b.ReportAllocs()
 	b.SetBytes(int64(len(benchFrame)))
 	for b.Loop() {
-		pol := s.b.opts.Store.Load()
-		group := s.groupFor(pol)
-		s.mu.Lock()
-		s.cands = s.models.candidates(s.cands[:0])
-		s.mu.Unlock()
 		ob := getBuf()
-		res := pol.ApplyFrame(&policy.Request{Endpoint: s.ep, Group: group, SessionModels: s.cands, Buf: *ob}, benchFrame)
-		s.b.opts.Decisions.Observe(pol, s.ep, &res.Decision)
-		meta := readFrame(benchFrame, res.Policed)
-		if meta.update {
-			b.Fatal("not a session.update")
+		if _, ok := s.police(benchFrame, ob); !ok {
+			b.Fatal("the frame was refused")
 		}
 		s.mu.Lock()
-		s.turns.push(&turn{lane: meta.streamID, model: res.RequestModel, requested: res.Requested, sent: res.Sent})
 		s.turns.popWaiting("")
 		s.mu.Unlock()
-		if res.BodyChanged {
-			*ob = res.Body
-		}
 		putBuf(ob)
 	}
 }

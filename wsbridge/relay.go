@@ -252,13 +252,28 @@ func (s *session) upstreamToClient() {
 // frame was refused and the session is ending; werr is a failed write
 // upstream.
 func (s *session) fromClient(typ websocket.MessageType, frame []byte, now int64) (ok bool, werr error) {
+	ob := getBuf()
+	defer putBuf(ob)
+	body, ok := s.police(frame, ob)
+	if !ok {
+		return false, nil
+	}
+	if err := s.write(sideUpstream, typ, body, now); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// police applies the policy to one client frame and books what the frame
+// starts (a turn, a claim on the session model). body is what goes
+// upstream: frame, or a rewrite in *ob. ok is false when the frame was
+// refused and the session is ending.
+func (s *session) police(frame []byte, ob *[]byte) (body []byte, ok bool) {
 	pol := s.b.opts.Store.Load()
 	group := s.groupFor(pol)
 	s.mu.Lock()
 	s.cands = s.models.candidates(s.cands[:0])
 	s.mu.Unlock()
-	ob := getBuf()
-	defer putBuf(ob)
 	res := pol.ApplyFrame(&policy.Request{Endpoint: s.ep, Group: group, SessionModels: s.cands, Buf: *ob}, frame)
 	if res.BodyChanged {
 		*ob = res.Body // return the grown buffer to the pool
@@ -269,7 +284,7 @@ func (s *session) fromClient(typ websocket.MessageType, frame []byte, now int64)
 		s.b.opts.Decisions.Observe(pol, s.ep, &res.Decision)
 		if res.Status != 0 {
 			s.refuse(&res)
-			return false, nil
+			return nil, false
 		}
 	}
 	meta := readFrame(frame, res.Policed)
@@ -277,7 +292,7 @@ func (s *session) fromClient(typ websocket.MessageType, frame []byte, now int64)
 	if meta.update && !s.models.claim(meta.eventID, meta.claimed) {
 		s.mu.Unlock()
 		s.refuseOverload(group, "too many session.update frames are waiting for the upstream's session.updated")
-		return false, nil
+		return nil, false
 	}
 	if res.Policed {
 		// The turn waits before its frame is written: the upstream may
@@ -289,17 +304,14 @@ func (s *session) fromClient(typ websocket.MessageType, frame []byte, now int64)
 		}) {
 			s.mu.Unlock()
 			s.refuseOverload(group, "too many response.create frames are waiting for the upstream's response.created")
-			return false, nil
+			return nil, false
 		}
 		if meta.named {
 			s.models.named(res.RequestModel)
 		}
 	}
 	s.mu.Unlock()
-	if err := s.write(sideUpstream, typ, res.Body, now); err != nil {
-		return false, err
-	}
-	return true, nil
+	return res.Body, true
 }
 
 // writeFailed ends the session after a write to one side failed. The
