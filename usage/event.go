@@ -65,10 +65,7 @@ func ParseEvent(frame []byte) Event {
 	e.Terminal = IsTerminal(e.Type)
 	switch e.Type {
 	case "response.completed", "response.failed", "response.incomplete":
-		readResponse(&e.Usage, resp)
-		if e.Usage.Status == "" {
-			setStatus(&e.Usage, e.Type[len("response."):])
-		}
+		readTerminal(&e.Usage, e.Type, resp)
 	case "response.done":
 		readRealtime(&e.Usage, resp)
 	case "session.created", "session.updated":

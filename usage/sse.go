@@ -468,11 +468,7 @@ func (s *SSE) readResponses(name string, root gjson.Result) {
 		keep(&s.u.ResponseID, resp.Get("id"))
 		keep(&s.u.Model, resp.Get("model"))
 	case "response.completed", "response.incomplete", "response.failed":
-		resp := root.Get("response")
-		readResponse(&s.u, resp)
-		if s.u.Status == "" {
-			setStatus(&s.u, name[len("response."):])
-		}
+		readTerminal(&s.u, name, root.Get("response"))
 	}
 }
 

@@ -296,6 +296,16 @@ func deltaOutput(d gjson.Result) bool {
 	return d.Get("function_call").IsObject()
 }
 
+// readTerminal reads the response of a terminal Responses event (typ is
+// response.completed, response.incomplete or response.failed); a response
+// that names no status ends as its event says.
+func readTerminal(u *Usage, typ string, resp gjson.Result) {
+	readResponse(u, resp)
+	if u.Status == "" {
+		setStatus(u, strings.TrimPrefix(typ, "response."))
+	}
+}
+
 // readResponse reads a Responses API response object: a non-streamed body,
 // the compact response, or the "response" member of an SSE or WebSocket
 // event (callers read only the terminal events, whose status is an outcome).
