@@ -104,12 +104,9 @@ func matchesAny(rules []headerRule, lower string) bool {
 // (a statement Envoy makes to tiergate alone).
 func upstreamHeaders(in http.Header, groupHeader string) http.Header {
 	out := make(http.Header, 8)
-	for k, vs := range in {
-		lower := strings.ToLower(k)
-		if lower == groupHeader || matchesAny(neverForwarded, lower) || !matchesAny(upstreamRequestHeaders, lower) {
-			continue
-		}
-		out[textproto.CanonicalMIMEHeaderKey(k)] = append([]string(nil), vs...)
+	copyHeaders(out, in, upstreamRequestHeaders)
+	if groupHeader != "" {
+		out.Del(groupHeader) // canonical keys, as copyHeaders writes them
 	}
 	return out
 }
