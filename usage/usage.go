@@ -373,20 +373,14 @@ func readRealtime(u *Usage, resp gjson.Result) {
 // setStatus records how a response ended. A failure is final: an error event
 // is what the client saw, whatever a later event claims.
 func setStatus(u *Usage, s string) {
-	if u.Status == StatusFailed {
+	if u.Status == StatusFailed || u.Status == s {
 		return
 	}
-	switch s {
-	case StatusCompleted, StatusIncomplete, StatusFailed, "cancelled", "in_progress", "queued":
-		// Constant strings: no copy out of the borrowed buffer.
-		u.Status = internStatus(s)
-	default:
-		if u.Status != s {
-			u.Status = strings.Clone(s)
-		}
-	}
+	u.Status = internStatus(s)
 }
 
+// internStatus returns s as a constant string when it is a status the APIs
+// name, else a copy: s may borrow a buffer that is reused.
 func internStatus(s string) string {
 	switch s {
 	case StatusCompleted:
@@ -402,7 +396,7 @@ func internStatus(s string) string {
 	case "queued":
 		return "queued"
 	}
-	return s
+	return strings.Clone(s)
 }
 
 // anthropicCounts holds Anthropic's own usage members, because a stream's
