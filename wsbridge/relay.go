@@ -288,6 +288,9 @@ func (s *session) police(frame []byte, ob *[]byte) (body []byte, ok bool) {
 		}
 	}
 	meta := readFrame(frame, res.Policed)
+	if !meta.update && !res.Policed {
+		return res.Body, true // most frames (audio, items): nothing to book
+	}
 	s.mu.Lock()
 	if meta.update && !s.models.claim(meta.eventID, meta.claimed) {
 		s.mu.Unlock()
