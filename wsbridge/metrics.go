@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tiergate/tiergate/policy"
+	"github.com/tiergate/tiergate/usage"
 )
 
 // Metric names, defined once. Conventions:
@@ -39,6 +41,8 @@ const (
 	upgradeBadRequest  = "bad_request"          // not a valid WebSocket handshake, or a refused Origin
 )
 
+var upgradeResults = []string{upgradeAccepted, upgradeRefused, upgradeTimeout, upgradeUnreachable, upgradeDraining, upgradeBadRequest}
+
 // Turn statuses of the usage record that tiergate itself decides. The
 // upstream's own (completed, incomplete, failed, cancelled) come from the
 // terminal event.
@@ -53,7 +57,7 @@ const (
 // turnStatuses bounds tiergate_ws_turns_total's status label: an upstream
 // status outside this set is counted as "other" (the record keeps it).
 var turnStatuses = []string{
-	"completed", "incomplete", "failed", "cancelled",
+	usage.StatusCompleted, usage.StatusIncomplete, usage.StatusFailed, "cancelled",
 	statusBlocked, statusRefused, statusClientClosed, statusUpstreamClosed, statusUpstreamError,
 }
 
@@ -98,7 +102,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"endpoint", "direction"}),
 		turns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricTurns,
-			Help: "WebSocket turns ended (one usage record each), by endpoint and status (completed, incomplete, failed, cancelled, blocked, refused, client_closed, upstream_closed, upstream_error, other).",
+			Help: "WebSocket turns ended (one usage record each), by endpoint and status (" + strings.Join(turnStatuses, ", ") + ", other).",
 		}, []string{"endpoint", "status"}),
 		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    metricTTFT,
@@ -112,7 +116,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"endpoint"}),
 		upgrades: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricUpgrades,
-			Help: "WebSocket upgrade requests, by endpoint and result (accepted, upstream_refused, upstream_timeout, upstream_unreachable, draining, bad_request).",
+			Help: "WebSocket upgrade requests, by endpoint and result (" + strings.Join(upgradeResults, ", ") + ").",
 		}, []string{"endpoint", "result"}),
 	}
 	for _, c := range []prometheus.Collector{m.active, m.sessions, m.frames, m.turns, m.ttft, m.duration, m.upgrades} {

@@ -350,8 +350,7 @@ func (b *Bridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !b.begin() {
-		em.m.upgrades.WithLabelValues(em.endpoint, upgradeDraining).Inc()
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "tiergate is shutting down; reconnect")
+		refuseDraining(w, em)
 		return
 	}
 	s := b.open(w, r, ep, em)
@@ -460,6 +459,13 @@ func (b *Bridge) originAllowed(r *http.Request) bool {
 	return false
 }
 
+// refuseDraining answers an upgrade that arrives, or whose dial is still
+// under way, once tiergate is shutting down.
+func refuseDraining(w http.ResponseWriter, em *epMetrics) {
+	em.m.upgrades.WithLabelValues(em.endpoint, upgradeDraining).Inc()
+	writeError(w, http.StatusServiceUnavailable, "unavailable", "tiergate is shutting down; reconnect")
+}
+
 // writeError answers with an error body in the OpenAI shape
 // (PROTOCOLS.md §6).
 func writeError(w http.ResponseWriter, status int, code, message string) {
@@ -467,19 +473,15 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 	if status >= 500 {
 		typ = "server_error"
 	}
-	body, _ := json.Marshal(struct {
-		Error struct {
-			Message string  `json:"message"`
-			Type    string  `json:"type"`
-			Param   *string `json:"param"`
-			Code    string  `json:"code"`
-		} `json:"error"`
-	}{Error: struct {
+	type detail struct {
 		Message string  `json:"message"`
 		Type    string  `json:"type"`
 		Param   *string `json:"param"`
 		Code    string  `json:"code"`
-	}{Message: message, Type: typ, Code: code}})
+	}
+	body, _ := json.Marshal(struct {
+		Error detail `json:"error"`
+	}{detail{Message: message, Type: typ, Code: code}})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)

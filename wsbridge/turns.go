@@ -139,7 +139,7 @@ func (b *turnBook) popWaiting(id string) *turn {
 
 // removeWaiting takes the waiting frame whose event_id is id.
 func (b *turnBook) removeWaiting(id string) *turn {
-	for _, l := range append([]*lane{&b.def}, lanesOf(b.lanes)...) {
+	for l := range b.eachLane {
 		for i, t := range l.waiting {
 			if t.eventID == id {
 				l.waiting = slices.Delete(l.waiting, i, i+1)
@@ -152,19 +152,30 @@ func (b *turnBook) removeWaiting(id string) *turn {
 	return nil
 }
 
-func lanesOf(m map[string]*lane) []*lane {
-	out := make([]*lane, 0, len(m))
-	for _, l := range m {
-		out = append(out, l)
+// eachLane yields the default lane, then every stream's (a range-over-func
+// iterator: for l := range b.eachLane).
+func (b *turnBook) eachLane(yield func(*lane) bool) {
+	if !yield(&b.def) {
+		return
 	}
-	return out
+	for _, l := range b.lanes {
+		if !yield(l) {
+			return
+		}
+	}
+}
+
+// serverTurn is a turn the upstream started (no client frame of ours asked
+// for it, or none we saw): judged by nothing, so passed.
+func serverTurn(lane string, now time.Time, sessionModel string) *turn {
+	return &turn{lane: lane, start: now, model: sessionModel, server: true, action: policy.ActionPass}
 }
 
 // created opens a turn at response.created.
 func (b *turnBook) created(e *usage.Event, now time.Time, sessionModel string) {
 	t := b.popWaiting(e.StreamID)
 	if t == nil {
-		t = &turn{lane: e.StreamID, start: now, model: sessionModel, server: true, action: policy.ActionPass}
+		t = serverTurn(e.StreamID, now, sessionModel)
 	}
 	t.created = true
 	t.responseID = e.ResponseID
@@ -221,7 +232,7 @@ func (b *turnBook) terminal(e *usage.Event, now time.Time, sessionModel string) 
 	if t == nil {
 		// Ended without a response.created we saw.
 		if t = b.popWaiting(e.StreamID); t == nil {
-			t = &turn{lane: e.StreamID, start: now, model: sessionModel, server: true, action: policy.ActionPass}
+			t = serverTurn(e.StreamID, now, sessionModel)
 		}
 		t.responseID = id
 		return t
@@ -256,13 +267,13 @@ func (b *turnBook) failed(streamID, eventID string) *turn {
 // all returns every turn not yet recorded, in the order they began.
 func (b *turnBook) all() []*turn {
 	var out []*turn
-	for _, l := range append([]*lane{&b.def}, lanesOf(b.lanes)...) {
+	for l := range b.eachLane {
 		out = append(out, l.waiting...)
 	}
 	for _, t := range b.open {
 		out = append(out, t)
 	}
-	for _, l := range append([]*lane{&b.def}, lanesOf(b.lanes)...) {
+	for l := range b.eachLane {
 		if t := l.current; t != nil && (t.responseID == "" || b.open[t.responseID] != t) {
 			out = append(out, t) // under way without a response id
 		}

@@ -105,8 +105,7 @@ func (b *Bridge) dialFailed(w http.ResponseWriter, r *http.Request, em *epMetric
 		b.log.Debug("upstream refused the handshake", "endpoint", em.endpoint,
 			"request_id", r.Header.Get("X-Request-Id"), "status", resp.StatusCode)
 	case b.force.Err() != nil:
-		count(upgradeDraining)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "tiergate is shutting down; reconnect")
+		refuseDraining(w, em)
 	case r.Context().Err() != nil:
 		// The client went away during the dial: there is no one to answer.
 	case errors.Is(err, context.DeadlineExceeded):
