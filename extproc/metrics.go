@@ -9,10 +9,19 @@ import (
 	"github.com/tiergate/tiergate/policy"
 )
 
+// MetricMessageDuration is the histogram of server-side time per message,
+// by phase, with MessageDurationBuckets: the load tool reads it, and its
+// null server keeps one of the same shape.
+const MetricMessageDuration = "tiergate_extproc_message_duration_seconds"
+
+// MessageDurationBuckets are MetricMessageDuration's buckets, in seconds;
+// 100 µs (the target for a body message) is a bucket boundary.
+var MessageDurationBuckets = []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1}
+
 // Metric names, defined once. Conventions: https://prometheus.io/docs/practices/naming/
 const (
 	metricRequests        = "tiergate_extproc_requests_total"
-	metricMessageDuration = "tiergate_extproc_message_duration_seconds"
+	metricMessageDuration = MetricMessageDuration
 	metricStreamsActive   = "tiergate_extproc_streams_active"
 	metricUsageUnknown    = "tiergate_usage_unknown_total"
 )
@@ -59,7 +68,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    metricMessageDuration,
 			Help:    "Server-side time to answer one ext_proc message, by phase (request_headers, request_body, response_headers, response_body).",
-			Buckets: []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1},
+			Buckets: MessageDurationBuckets,
 		}, []string{"phase"}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: metricStreamsActive,

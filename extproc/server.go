@@ -52,16 +52,30 @@ type Server struct {
 	decisions *decisionCache
 }
 
+// Defaults, shared with tiergate serve's flags and the load tool.
+const (
+	// DefaultMaxBodyBytes bounds a decompressed request body
+	// (Options.MaxBodyBytes): Envoy's buffer limit in envoy.yaml.
+	DefaultMaxBodyBytes = 64 << 20
+	// DefaultMaxUsageBytes bounds what is kept of a response to read its
+	// usage (Options.MaxUsageBytes).
+	DefaultMaxUsageBytes = 8 << 20
+	// DefaultMaxMessageBytes is the largest gRPC message (ServerOptions):
+	// Envoy's 64 MiB buffer limit plus headroom, so a 16 MiB body and its
+	// rewrite fit.
+	DefaultMaxMessageBytes = 80 << 20
+)
+
 // New returns a Server; Register it on a grpc.Server.
 func New(opts Options) (*Server, error) {
 	if opts.Store == nil || opts.Registerer == nil || opts.Decisions == nil || opts.Tokens == nil {
 		return nil, errors.New("extproc: Store, Registerer, Decisions and Tokens are required")
 	}
 	if opts.MaxBodyBytes <= 0 {
-		opts.MaxBodyBytes = 64 << 20
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if opts.MaxUsageBytes <= 0 {
-		opts.MaxUsageBytes = 8 << 20
+		opts.MaxUsageBytes = DefaultMaxUsageBytes
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -10,15 +10,9 @@ import (
 	"github.com/tiergate/tiergate/extproc"
 )
 
-// defaultMaxMsg is tiergate serve's --grpc-max-message-bytes default: Envoy's
-// 64 MiB buffer limit plus headroom. Both sides use it, so a 16 MiB body (and
-// its 16 MiB rewrite) fits.
-const defaultMaxMsg = 80 << 20
-
-// serverOptions are the grpc.NewServer options of tiergate's ext_proc
-// server, so that the null server runs on the same gRPC stack and its
-// figures are a fair baseline.
-func serverOptions(maxMsg int) []grpc.ServerOption { return extproc.ServerOptions(maxMsg) }
+// defaultMaxMsg is tiergate serve's --grpc-max-message-bytes default; both
+// sides use it, so a 16 MiB body (and its 16 MiB rewrite) fits.
+const defaultMaxMsg = extproc.DefaultMaxMessageBytes
 
 // dial opens one client connection (grpc.NewClient: one HTTP/2 connection
 // per ClientConn), as Envoy's tiergate_extproc cluster does: plaintext

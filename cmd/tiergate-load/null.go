@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+
+	"github.com/tiergate/tiergate/extproc"
 )
 
 // nullServer answers every ext_proc message with CONTINUE for its phase and
@@ -115,13 +117,13 @@ func echoBody(body []byte) *extprocv3.ProcessingResponse {
 }
 
 // newNullDuration is tiergate's histogram of time per message, with its
-// name, label and buckets (copied from extproc/metrics.go), so that the
-// load tool's --admin reads either server.
+// name, label and buckets, so that the load tool's --admin reads either
+// server.
 func newNullDuration(reg prometheus.Registerer) *prometheus.HistogramVec {
 	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    serverHistogram,
+		Name:    extproc.MetricMessageDuration,
 		Help:    "Null server: time to answer one ext_proc message, by phase, measured as tiergate measures its own.",
-		Buckets: []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1},
+		Buckets: extproc.MessageDurationBuckets,
 	}, []string{"phase"})
 	reg.MustRegister(h)
 	for _, p := range []string{phaseHeaders, phaseBody, "response_headers", "response_body"} {
@@ -133,7 +135,7 @@ func newNullDuration(reg prometheus.Registerer) *prometheus.HistogramVec {
 // newNullGRPCServer is the null server on a gRPC server built as tiergate
 // builds its own: the same options, health service and reflection.
 func newNullGRPCServer(maxMsg int, n *nullServer) *grpc.Server {
-	g := grpc.NewServer(serverOptions(maxMsg)...)
+	g := grpc.NewServer(extproc.ServerOptions(maxMsg)...) // tiergate's gRPC stack: a fair baseline
 	extprocv3.RegisterExternalProcessorServer(g, n)
 	h := health.NewServer()
 	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -12,12 +12,14 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/tiergate/tiergate/extproc"
 )
 
 // The server's own histogram of time per ext_proc message
-// (extproc/metrics.go), and the phases reported from it.
+// (extproc.MetricMessageDuration), and the phases reported from it.
 const (
-	serverHistogram = "tiergate_extproc_message_duration_seconds"
+	serverHistogram = extproc.MetricMessageDuration
 	phaseBody       = "request_body"
 	phaseHeaders    = "request_headers"
 )

@@ -93,7 +93,7 @@ func startTiergate(t testing.TB) (addr, admin string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(serverOptions(defaultMaxMsg)...)
+	g := grpc.NewServer(extproc.ServerOptions(defaultMaxMsg)...)
 	ep.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

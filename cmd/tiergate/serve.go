@@ -25,7 +25,7 @@ import (
 	"github.com/tiergate/tiergate/usage"
 )
 
-const defaultMaxBody = 64 << 20
+const defaultMaxBody = extproc.DefaultMaxBodyBytes
 
 // serveConfig is everything `tiergate serve` is told on its command line.
 type serveConfig struct {
@@ -56,9 +56,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.configPath, "config", "", "policy file, watched and reloaded live (default: the embedded default policy, which strips priority)")
 	fs.StringVar(&c.extprocListen, "extproc-listen", "127.0.0.1:50051", "ext_proc gRPC address: host:port or unix:///path/to.sock")
-	fs.IntVar(&c.grpcMaxMsg, "grpc-max-message-bytes", 80<<20, "largest ext_proc message accepted or sent; at least Envoy's per_connection_buffer_limit_bytes (envoy.yaml: 64 MiB) plus headroom")
+	fs.IntVar(&c.grpcMaxMsg, "grpc-max-message-bytes", extproc.DefaultMaxMessageBytes, "largest ext_proc message accepted or sent; at least Envoy's per_connection_buffer_limit_bytes (envoy.yaml: 64 MiB) plus headroom")
 	fs.Int64Var(&c.maxBody, "max-body-bytes", defaultMaxBody, "largest request body after decompression; a larger gzip body is refused (400)")
-	fs.IntVar(&c.maxUsage, "max-usage-bytes", 8<<20, "how much of a non-streamed response (or of one SSE event) is kept to read its usage; beyond it the usage is recorded as unknown")
+	fs.IntVar(&c.maxUsage, "max-usage-bytes", extproc.DefaultMaxUsageBytes, "how much of a non-streamed response (or of one SSE event) is kept to read its usage; beyond it the usage is recorded as unknown")
 	c.ws.register(fs)
 	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9464", "address of /metrics, /healthz, /readyz and /policy (in Kubernetes bind :9464)")
 	fs.BoolVar(&c.pprof, "pprof", false, "also serve Go's runtime profiles at /debug/pprof/ on the admin listener (off by default: they show internals, and a profile being taken costs CPU)")
