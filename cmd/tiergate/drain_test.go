@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // TestSIGTERMDrains: on SIGTERM the binary reports not ready at once while
@@ -38,9 +41,29 @@ func TestSIGTERMDrains(t *testing.T) {
 		}
 	}
 
+	// The gRPC health service, as Envoy's health checks watch it.
+	conn, err := grpc.NewClient(addrs["extproc"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	watchCtx, endWatch := context.WithCancel(ctx)
+	defer endWatch()
+	watch, err := healthpb.NewHealthClient(conn).Watch(watchCtx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := watch.Recv(); err != nil || st.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health before SIGTERM: %v, %v; want SERVING", st, err)
+	}
+
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	if st, err := watch.Recv(); err != nil || st.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("health after SIGTERM: %v, %v; want NOT_SERVING", st, err)
+	}
+	endWatch() // an open watch would hold the graceful stop to the end of the grace
 	sawNotReady := false
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && !sawNotReady; {
 		resp, err := http.Get("http://" + addrs["admin"] + "/readyz")

@@ -52,7 +52,7 @@ func family(name string, fams map[string]bool) string {
 func TestMetricsDashboardAndAlerts(t *testing.T) {
 	t.Parallel()
 	upstream := fakeResponsesUpstream(t)
-	_, addrs, _ := startServe(t, "--usage-log", "off", "--ws-upstream", upstream)
+	_, addrs, stdout := startServe(t, "--usage-log", "off", "--ws-upstream", upstream)
 	conn, err := grpc.NewClient(addrs["extproc"], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +94,10 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 		if !fams[want] {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+
+	if stdout.String() != "" {
+		t.Errorf("--usage-log off wrote to stdout:\n%s", stdout.String())
 	}
 
 	var dash struct {
