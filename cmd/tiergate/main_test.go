@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiergate/tiergate/envoy"
 	"github.com/tiergate/tiergate/internal/syncbuf"
 )
 
@@ -526,5 +527,25 @@ func TestApplyGCMemoryLimitFromTheCgroup(t *testing.T) {
 				t.Errorf("warned %v, want %v; logs:\n%s", warned, tc.warn, logs.String())
 			}
 		})
+	}
+}
+
+// TestEnvoyConfigReachesServeDefaults: envoy/envoy.yaml, run beside
+// `tiergate serve` with no flags (the README's quick start), reaches the
+// ext_proc server and the bridge where serve listens by default.
+func TestEnvoyConfigReachesServeDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseServeFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile("../../envoy/envoy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for cluster, want := range map[string]string{"tiergate_extproc": cfg.extprocListen, "tiergate_ws": cfg.ws.listen} {
+		if got, err := envoy.ClusterAddress(raw, cluster); err != nil || got != want {
+			t.Errorf("envoy.yaml's %s reaches %q (%v); serve listens on %q by default", cluster, got, err, want)
+		}
 	}
 }

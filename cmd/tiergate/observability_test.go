@@ -65,7 +65,7 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wsTurn(t, "ws://"+addrs["websocket"]+"/v1/responses")
+	wsTurn(t, "ws://"+addrs["websocket"]+"/v1/responses", nil)
 	// The session's end is counted once both sides have closed.
 	var page string
 	for deadline := time.Now().Add(5 * time.Second); ; {
@@ -189,12 +189,13 @@ func fakeResponsesUpstream(t *testing.T) string {
 	return "ws" + strings.TrimPrefix(srv.URL, "http")
 }
 
-// wsTurn runs one turn through the bridge and closes the session.
-func wsTurn(t *testing.T, url string) {
+// wsTurn runs one turn through the bridge and closes the session; client
+// dials (nil: the default client).
+func wsTurn(t *testing.T, url string, client *http.Client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer sk-test"}}})
+	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPClient: client, HTTPHeader: http.Header{"Authorization": {"Bearer sk-test"}}})
 	if err != nil {
 		t.Fatalf("dial the bridge: %v", err)
 	}
