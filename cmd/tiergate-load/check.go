@@ -74,7 +74,9 @@ func checkHeadersAnswer(r *extprocv3.ProcessingResponse) error {
 	return nil
 }
 
-// checkBodyAnswer accepts a request_body answer that meets e.
+// checkBodyAnswer accepts a request_body answer that meets e, and that
+// Envoy would apply (the rules internal/envoysim applies in the tests: no
+// CONTINUE_AND_REPLACE, a content-length that matches the mutation).
 func (e expectation) checkBodyAnswer(r *extprocv3.ProcessingResponse) error {
 	br, ok := r.GetResponse().(*extprocv3.ProcessingResponse_RequestBody)
 	if !ok {

@@ -1,5 +1,5 @@
-// Package envoysim plays Envoy's side of ext_proc for tests and the load
-// tool: an HTTP proxy that sends each request through an ext_proc server
+// Package envoysim plays Envoy's side of ext_proc for the tests: an HTTP
+// proxy that sends each request through an ext_proc server
 // the way Envoy's ext_proc filter does (headers, mode override, a BUFFERED
 // request body, a STREAMED response), applies what the server answers, and
 // forwards to an upstream. No Envoy binary can run here; this is the
