@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
+	"strings"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 )
@@ -76,7 +77,8 @@ func checkHeadersAnswer(r *extprocv3.ProcessingResponse) error {
 
 // checkBodyAnswer accepts a request_body answer that meets e, and that
 // Envoy would apply (the rules internal/envoysim applies in the tests: no
-// CONTINUE_AND_REPLACE, a content-length that matches the mutation).
+// CONTINUE_AND_REPLACE, header mutations Envoy accepts, a content-length
+// that matches the mutation).
 func (e expectation) checkBodyAnswer(r *extprocv3.ProcessingResponse) error {
 	br, ok := r.GetResponse().(*extprocv3.ProcessingResponse_RequestBody)
 	if !ok {
@@ -86,6 +88,9 @@ func (e expectation) checkBodyAnswer(r *extprocv3.ProcessingResponse) error {
 	if s := c.GetStatus(); s != extprocv3.CommonResponse_CONTINUE {
 		// CONTINUE_AND_REPLACE on a buffered body is a protocol error to Envoy.
 		return fmt.Errorf("request_body answered with status %s", s)
+	}
+	if err := checkHeaderMutation(c.GetHeaderMutation()); err != nil {
+		return err
 	}
 	switch e {
 	case expectContinue:
@@ -102,6 +107,22 @@ func (e expectation) checkBodyAnswer(r *extprocv3.ProcessingResponse) error {
 		}
 		if cl, ok := setHeaderValue(c.GetHeaderMutation(), "content-length"); !ok || cl != strconv.Itoa(len(m.Body)) {
 			return fmt.Errorf("rewritten body without a matching content-length")
+		}
+	}
+	return nil
+}
+
+// checkHeaderMutation refuses the header edits Envoy (with its default
+// send_header_raw_value) fails the request for: a header that sets both
+// value and raw_value, or a name that is not lower case.
+func checkHeaderMutation(m *extprocv3.HeaderMutation) error {
+	for _, o := range m.GetSetHeaders() {
+		h := o.GetHeader()
+		if h.GetValue() != "" && len(h.GetRawValue()) > 0 {
+			return fmt.Errorf("header mutation sets both value and raw_value")
+		}
+		if strings.ToLower(h.GetKey()) != h.GetKey() {
+			return fmt.Errorf("header mutation names a header not in lower case")
 		}
 	}
 	return nil

@@ -87,6 +87,10 @@ func TestBodyAnswerChecks(t *testing.T) {
 		}
 		return c
 	}
+	withHeader := func(c *extprocv3.CommonResponse, h *corev3.HeaderValue) *extprocv3.CommonResponse {
+		c.HeaderMutation.SetHeaders = append(c.HeaderMutation.SetHeaders, &corev3.HeaderValueOption{Header: h})
+		return c
+	}
 	filtered := `{"model":"gpt-5.5"}`
 	for _, tc := range []struct {
 		name   string
@@ -104,6 +108,15 @@ func TestBodyAnswerChecks(t *testing.T) {
 		{"an echoed body passes when any rewrite is expected", expectRewrite, body(mutation(`{"service_tier":"priority"}`, "27")), true},
 		{"an echo with a stale content-length fails", expectRewrite, body(mutation(filtered, "27")), false},
 		{"an unchanged body fails when a rewrite is expected", expectRewrite, body(&extprocv3.CommonResponse{}), false},
+		{"a header with both value and raw_value fails", expectFilter, body(withHeader(mutation(filtered, "19"),
+			&corev3.HeaderValue{Key: "x-tier", Value: "a", RawValue: []byte("a")})), false},
+		{"a header named in upper case fails", expectFilter, body(withHeader(mutation(filtered, "19"),
+			&corev3.HeaderValue{Key: "X-Tier", RawValue: []byte("a")})), false},
+		{"a header mutation alone is checked when nothing should change", expectContinue, body(&extprocv3.CommonResponse{
+			HeaderMutation: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{{
+				Header: &corev3.HeaderValue{Key: "x-tier", Value: "a", RawValue: []byte("a")}}}}}), false},
+		{"a lower-case raw_value header passes", expectFilter, body(withHeader(mutation(filtered, "19"),
+			&corev3.HeaderValue{Key: "x-tier", RawValue: []byte("a")})), true},
 		{"CONTINUE_AND_REPLACE fails", expectContinue, body(&extprocv3.CommonResponse{Status: extprocv3.CommonResponse_CONTINUE_AND_REPLACE}), false},
 		{"an immediate response fails", expectFilter, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
 			ImmediateResponse: &extprocv3.ImmediateResponse{}}}, false},
