@@ -1,0 +1,88 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+
+	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
+)
+
+// TestEnumNamesAgree holds the three spellings of each enum together: the
+// proto enum (config.proto), the names a policy file may write
+// (tierValues, actionValues, endpointValues) and the runtime enum whose
+// String() reaches metric labels and usage records. A value added to one
+// and not the others fails here rather than loading as "none" or "unknown".
+func TestEnumNamesAgree(t *testing.T) {
+	t.Parallel()
+	check := func(t *testing.T, protoNames map[int32]string, prefix string, fileNames map[string]int32, runtimeName func(int32) string, noRuntime ...string) {
+		t.Helper()
+		seen := map[int32]bool{}
+		for n, full := range protoNames {
+			if n == 0 {
+				continue // UNSPECIFIED is never written
+			}
+			file := strings.ToLower(strings.TrimPrefix(full, prefix))
+			got, ok := fileNames[file]
+			if !ok || got != n {
+				t.Errorf("%s: a policy file's %q reads as %d, %v; want %d", full, file, got, ok, n)
+			}
+			seen[n] = true
+			want := file
+			for _, x := range noRuntime {
+				if x == file {
+					want = ""
+				}
+			}
+			if got := runtimeName(n); want != "" && got != want {
+				t.Errorf("%s converts to the runtime value %q; want %q", full, got, want)
+			}
+		}
+		for file, n := range fileNames {
+			if !seen[n] {
+				t.Errorf("a policy file's %q reads as %d, which config.proto does not define", file, n)
+			}
+		}
+	}
+	t.Run("service tier", func(t *testing.T) {
+		file := map[string]int32{}
+		for k, v := range tierValues {
+			file[k] = int32(v)
+		}
+		if file["fast"] != file["priority"] {
+			t.Errorf("fast reads as %d; want priority's %d", file["fast"], file["priority"])
+		}
+		delete(file, "fast") // the one alias, checked above
+		check(t, tiergatev1.ServiceTier_name, "SERVICE_TIER_", file, func(n int32) string {
+			return tierFromProto(tiergatev1.ServiceTier(n)).String()
+		}, "all")
+		if got, want := int(TierUltrafast-TierPriority)+1, len(tiergatev1.ServiceTier_name)-2; got != want {
+			t.Errorf("%d concrete runtime tiers; config.proto names %d besides unspecified and all", got, want)
+		}
+		for n := TierPriority; n <= TierUltrafast; n++ {
+			if got := ParseTier(n.String()); got != n {
+				t.Errorf("ParseTier(%q) = %v", n.String(), got)
+			}
+		}
+	})
+	t.Run("action", func(t *testing.T) {
+		file := map[string]int32{}
+		for k, v := range actionValues {
+			file[k] = int32(v)
+		}
+		check(t, tiergatev1.Action_name, "ACTION_", file, func(n int32) string {
+			return actionFromProto(tiergatev1.Action(n)).String()
+		})
+	})
+	t.Run("endpoint", func(t *testing.T) {
+		file := map[string]int32{}
+		for k, v := range endpointValues {
+			file[k] = int32(v)
+		}
+		check(t, tiergatev1.Endpoint_name, "ENDPOINT_", file, func(n int32) string {
+			return endpointFromProto(tiergatev1.Endpoint(n)).String()
+		})
+		if got := len(endpointNames) - 1; got != len(endpointValues) {
+			t.Errorf("%d runtime endpoints besides unknown; the policy file names %d", got, len(endpointValues))
+		}
+	})
+}
