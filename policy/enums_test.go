@@ -44,10 +44,7 @@ func TestEnumNamesAgree(t *testing.T) {
 		}
 	}
 	t.Run("service tier", func(t *testing.T) {
-		file := map[string]int32{}
-		for k, v := range tierValues {
-			file[k] = int32(v)
-		}
+		file := numbers(tierValues)
 		if file["fast"] != file["priority"] {
 			t.Errorf("fast reads as %d; want priority's %d", file["fast"], file["priority"])
 		}
@@ -65,24 +62,25 @@ func TestEnumNamesAgree(t *testing.T) {
 		}
 	})
 	t.Run("action", func(t *testing.T) {
-		file := map[string]int32{}
-		for k, v := range actionValues {
-			file[k] = int32(v)
-		}
-		check(t, tiergatev1.Action_name, "ACTION_", file, func(n int32) string {
+		check(t, tiergatev1.Action_name, "ACTION_", numbers(actionValues), func(n int32) string {
 			return actionFromProto(tiergatev1.Action(n)).String()
 		})
 	})
 	t.Run("endpoint", func(t *testing.T) {
-		file := map[string]int32{}
-		for k, v := range endpointValues {
-			file[k] = int32(v)
-		}
-		check(t, tiergatev1.Endpoint_name, "ENDPOINT_", file, func(n int32) string {
+		check(t, tiergatev1.Endpoint_name, "ENDPOINT_", numbers(endpointValues), func(n int32) string {
 			return endpointFromProto(tiergatev1.Endpoint(n)).String()
 		})
 		if got := len(endpointNames) - 1; got != len(endpointValues) {
 			t.Errorf("%d runtime endpoints besides unknown; the policy file names %d", got, len(endpointValues))
 		}
 	})
+}
+
+// numbers maps each name to its proto enum's number.
+func numbers[V ~int32](m map[string]V) map[string]int32 {
+	out := make(map[string]int32, len(m))
+	for k, v := range m {
+		out[k] = int32(v)
+	}
+	return out
 }
