@@ -6,12 +6,17 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tiergate/tiergate/internal/syncbuf"
@@ -149,7 +154,12 @@ func TestEveryWSModeCompletesWithoutErrorsThroughTheRelayAndTheBridge(t *testing
 					t.Fatalf("run: %v; turns %d, errors %d %v; want some and none", err, rep.Turns, rep.Errors, rep.ErrorExamples)
 				}
 				switch m.name {
-				case "latency", "throughput":
+				case "latency":
+					if rep.Turns != 50 || rep.WarmupTurns != 5 {
+						t.Errorf("%d turns counted after %d of warm-up; want 50 after 5", rep.Turns, rep.WarmupTurns)
+					}
+					fallthrough
+				case "throughput":
 					if l := rep.LatencyMicros; l == nil || l.P50 <= 0 || l.P99 < l.P50 {
 						t.Errorf("latency %+v; want ordered percentiles", l)
 					}
@@ -199,5 +209,38 @@ func TestFailedHandshakesAreCountedAndFailTheRun(t *testing.T) {
 		"--sessions", "1", "--warmup", "0s", "--duration", "100ms")
 	if err == nil || rep.ErrorKinds["dial"] == 0 {
 		t.Fatalf("run: %v; errors %v; want dial errors and a failed run", err, rep.ErrorKinds)
+	}
+}
+
+func TestABrokenSessionIsDialledAnew(t *testing.T) {
+	t.Parallel()
+	// Every session the target accepts is closed with 1011 after the first
+	// frame: each turn breaks its session, and the next must dial anew
+	// rather than write into the closed one.
+	var accepted atomic.Int64
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		accepted.Add(1)
+		if _, _, err := c.Read(r.Context()); err == nil {
+			_ = c.Close(websocket.StatusInternalError, "broken on purpose")
+		}
+		_ = c.CloseNow()
+	}))
+	t.Cleanup(target.Close)
+	const turns = 6
+	rep, err := runWSRound(t, "--target", "ws"+strings.TrimPrefix(target.URL, "http")+"/v1/responses",
+		"--mode", "latency", "--turns", strconv.Itoa(turns), "--warmup-turns", "0")
+	const kind = "read: closed with 1011"
+	if want := map[string]int{kind: turns}; !maps.Equal(rep.ErrorKinds, want) || rep.Turns != 0 {
+		t.Errorf("turns %d, errors %v; want none and %v", rep.Turns, rep.ErrorKinds, want)
+	}
+	if n := accepted.Load(); n != turns {
+		t.Errorf("%d sessions dialled for %d turns that each broke theirs; want one each", n, turns)
+	}
+	if code, ok := err.(exitCode); !ok || code != 1 {
+		t.Errorf("run returned %v; want exit status 1", err)
 	}
 }
