@@ -173,24 +173,33 @@ func (d *wsDriver) latency(ctx context.Context, rep *wsReport) error {
 		if i == d.cfg.warmupTurns {
 			start = began
 		}
-		kind, broken, err := s.turn()
-		ended := time.Now()
-		if err != nil {
-			res.fail(kind, err)
-			if broken {
-				_ = s.c.CloseNow()
-				s = nil
-			}
-			continue
-		}
-		if i >= d.cfg.warmupTurns {
-			res.latencies = append(res.latencies, ended.Sub(began))
-			res.lastEnd = ended
-		}
+		s = res.turn(s, began, i >= d.cfg.warmupTurns)
 	}
 	rep.WarmupTurns = d.cfg.warmupTurns
 	rep.setResults([]workerResult{*res}, res.lastEnd.Sub(start))
 	return nil
+}
+
+// turn runs one turn on s, which began at began, and books it: an error
+// by its kind, a success's latency if counted (the turn is in the measured
+// window). It returns the session to go on with: nil when the turn broke
+// it (it is closed), so the caller dials anew.
+func (r *workerResult) turn(s *wsSession, began time.Time, counted bool) *wsSession {
+	kind, broken, err := s.turn()
+	ended := time.Now()
+	if err != nil {
+		r.fail(kind, err)
+		if broken {
+			_ = s.c.CloseNow()
+			return nil
+		}
+		return s
+	}
+	if counted {
+		r.latencies = append(r.latencies, ended.Sub(began))
+		r.lastEnd = ended
+	}
+	return s
 }
 
 // throughput runs sessions back to back for the measured time; turns
@@ -235,20 +244,7 @@ func (d *wsDriver) throughput(ctx context.Context, rep *wsReport) error {
 					g.add(s)
 					continue
 				}
-				kind, broken, err := s.turn()
-				ended := time.Now()
-				if err != nil {
-					res.fail(kind, err)
-					if broken {
-						_ = s.c.CloseNow()
-						s = nil
-					}
-					continue
-				}
-				if !began.Before(from) {
-					res.latencies = append(res.latencies, ended.Sub(began))
-					res.lastEnd = ended
-				}
+				s = res.turn(s, began, !began.Before(from))
 			}
 		}()
 	}
