@@ -404,10 +404,19 @@ func TestFrameCountersAndDecisions(t *testing.T) {
 		`tiergate_tokens_total{endpoint="responses_ws",group="none",model="gpt-5.4",service_tier="default",type="input"} 120`,
 		`tiergate_ws_turn_duration_seconds_count{endpoint="responses_ws"} 2`,
 		`tiergate_ws_time_to_first_token_seconds_count{endpoint="responses_ws"} 1`,
+		// Every upgrade result is there from the start, at zero until its
+		// first event: an alert's rate() of a series that does not exist yet
+		// is no rate at all.
+		`tiergate_ws_upgrades_total{endpoint="responses_ws",result="upstream_unreachable"} 0`,
+		`tiergate_ws_upgrades_total{endpoint="realtime",result="upstream_refused"} 0`,
+		`tiergate_ws_upgrades_total{endpoint="realtime",result="accepted"} 0`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	if n := strings.Count(text, "\ntiergate_ws_upgrades_total{"); n != len(wsEndpoints)*len(upgradeResults) {
+		t.Errorf("%d tiergate_ws_upgrades_total series; want every result of every endpoint, %d", n, len(wsEndpoints)*len(upgradeResults))
 	}
 	if strings.Contains(h.logs.String(), "sk-") {
 		t.Error("a key reached the log")

@@ -82,6 +82,9 @@ type epMetrics struct {
 	ttft     prometheus.Observer
 	duration prometheus.Observer
 	turns    map[string]prometheus.Counter
+	// upgrades holds every result's counter, made at start so that the
+	// alerts' rate() sees each series (at zero) before its first event.
+	upgrades map[string]prometheus.Counter
 	m        *metrics
 	endpoint string
 }
@@ -138,12 +141,19 @@ func (m *metrics) forEndpoint(ep policy.Endpoint) *epMetrics {
 		ttft:     m.ttft.WithLabelValues(name),
 		duration: m.duration.WithLabelValues(name),
 		turns:    make(map[string]prometheus.Counter, len(turnStatuses)+1),
+		upgrades: make(map[string]prometheus.Counter, len(upgradeResults)),
 	}
 	for _, s := range slices.Concat(turnStatuses, []string{"other"}) {
 		e.turns[s] = m.turns.WithLabelValues(name, s)
 	}
+	for _, r := range upgradeResults {
+		e.upgrades[r] = m.upgrades.WithLabelValues(name, r)
+	}
 	return e
 }
+
+// upgrade counts one upgrade request by its result, one of upgradeResults.
+func (e *epMetrics) upgrade(result string) { e.upgrades[result].Inc() }
 
 // turn counts one ended turn.
 func (e *epMetrics) turn(status string) {

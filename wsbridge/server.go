@@ -340,12 +340,12 @@ func (b *Bridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if status, msg := checkHandshake(w, r); status != 0 {
-		em.m.upgrades.WithLabelValues(em.endpoint, upgradeBadRequest).Inc()
+		em.upgrade(upgradeBadRequest)
 		writeError(w, status, "invalid_websocket_handshake", msg)
 		return
 	}
 	if !b.originAllowed(r) {
-		em.m.upgrades.WithLabelValues(em.endpoint, upgradeBadRequest).Inc()
+		em.upgrade(upgradeBadRequest)
 		writeError(w, http.StatusForbidden, "origin_not_allowed", "this Origin may not open WebSocket sessions here")
 		return
 	}
@@ -397,7 +397,7 @@ func (b *Bridge) open(w http.ResponseWriter, r *http.Request, ep policy.Endpoint
 		b.log.Warn("accepting the client failed", "endpoint", em.endpoint, "err", err)
 		return nil
 	}
-	em.m.upgrades.WithLabelValues(em.endpoint, upgradeAccepted).Inc()
+	em.upgrade(upgradeAccepted)
 	// The request's headers outlive the handler: net/http does not reuse
 	// them, and the session reads them (never the request's context).
 	s := newSession(b, ep, r, client, up, subprotocolKeys(offered))
@@ -462,7 +462,7 @@ func (b *Bridge) originAllowed(r *http.Request) bool {
 // refuseDraining answers an upgrade that arrives, or whose dial is still
 // under way, once tiergate is shutting down.
 func refuseDraining(w http.ResponseWriter, em *epMetrics) {
-	em.m.upgrades.WithLabelValues(em.endpoint, upgradeDraining).Inc()
+	em.upgrade(upgradeDraining)
 	writeError(w, http.StatusServiceUnavailable, "unavailable", "tiergate is shutting down; reconnect")
 }
 

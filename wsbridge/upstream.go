@@ -90,7 +90,6 @@ func (b *Bridge) dial(r *http.Request, pol *policy.Policy, offered []string) (*w
 // upstream's own status, headers and body when it refused the handshake,
 // 504 when the dial timed out, 502 when it failed otherwise.
 func (b *Bridge) dialFailed(w http.ResponseWriter, r *http.Request, em *epMetrics, resp *http.Response, err error) {
-	count := func(result string) { em.m.upgrades.WithLabelValues(em.endpoint, result).Inc() }
 	switch {
 	case resp != nil && resp.StatusCode != http.StatusSwitchingProtocols:
 		// websocket.Dial keeps the first 1024 bytes of the body.
@@ -101,7 +100,7 @@ func (b *Bridge) dialFailed(w http.ResponseWriter, r *http.Request, em *epMetric
 		copyHeaders(w.Header(), resp.Header, refusalResponseHeaders)
 		w.WriteHeader(resp.StatusCode)
 		_, _ = w.Write(body)
-		count(upgradeRefused)
+		em.upgrade(upgradeRefused)
 		b.log.Debug("upstream refused the handshake", "endpoint", em.endpoint,
 			"request_id", r.Header.Get("X-Request-Id"), "status", resp.StatusCode)
 	case b.force.Err() != nil:
@@ -109,13 +108,13 @@ func (b *Bridge) dialFailed(w http.ResponseWriter, r *http.Request, em *epMetric
 	case r.Context().Err() != nil:
 		// The client went away during the dial: there is no one to answer.
 	case errors.Is(err, context.DeadlineExceeded):
-		count(upgradeTimeout)
+		em.upgrade(upgradeTimeout)
 		b.log.Warn("upstream dial timed out", "endpoint", em.endpoint, "upstream", b.upstream.Host,
 			"timeout", b.opts.DialTimeout.String(), "request_id", r.Header.Get("X-Request-Id"))
 		writeError(w, http.StatusGatewayTimeout, "upstream_timeout",
 			"the upstream did not complete the WebSocket handshake within "+b.opts.DialTimeout.String())
 	default:
-		count(upgradeUnreachable)
+		em.upgrade(upgradeUnreachable)
 		b.log.Warn("upstream dial failed", "endpoint", em.endpoint, "upstream", b.upstream.Host,
 			"err", err, "request_id", r.Header.Get("X-Request-Id"))
 		writeError(w, http.StatusBadGateway, "upstream_unreachable", "the upstream could not be reached for a WebSocket session")
