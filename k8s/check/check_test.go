@@ -383,6 +383,36 @@ func TestPrometheusRuleGroupsPassPromtool(t *testing.T) {
 	}
 }
 
+// TestAlertsFire runs testdata/alerts_test.yaml's cases with promtool test
+// rules: each alert fires on the series its failure leaves behind, and
+// stays quiet on healthy ones.
+func TestAlertsFire(t *testing.T) {
+	r := render(t, "../overlays/example")
+	rule := one[*monitoringv1.PrometheusRule](t, r)
+	groups, err := yaml.Marshal(map[string]any{"groups": rule.Spec.Groups})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases, err := os.ReadFile("testdata/alerts_test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, b := range map[string][]byte{"rules.yaml": groups, "alerts_test.yaml": cases} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool is not installed: apt-get install prometheus (.ci/run does this)")
+	}
+	out, err := exec.Command(promtool, "test", "rules", filepath.Join(dir, "alerts_test.yaml")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool test rules: %v\n%s", err, out)
+	}
+}
+
 func countRules(r *monitoringv1.PrometheusRule) int {
 	n := 0
 	for _, g := range r.Spec.Groups {
