@@ -34,6 +34,12 @@ func raw(b []byte) []byte {
 	return buf.Bytes()
 }
 
+// emptyMembers is n gzip members that each decode to nothing: a gzip
+// stream whose size is n times a member's header and trailer.
+func emptyMembers(n int) []byte {
+	return bytes.Repeat(gz(nil), n)
+}
+
 func TestDecode(t *testing.T) {
 	t.Parallel()
 	body := []byte(`{"model":"gpt-5.5","service_tier":"priority"}`)
@@ -54,6 +60,13 @@ func TestDecode(t *testing.T) {
 		{"stacked codings are undone in reverse", "deflate, gzip", gz(zl(body)), 1 << 20, body, nil},
 		{"brotli is unsupported", "br", body, 1 << 20, nil, ErrUnsupported},
 		{"a bomb is cut off at the limit", "gzip", gz(bytes.Repeat([]byte("a"), 1<<20)), 1 << 16, nil, ErrTooLarge},
+		{"a body of exactly the limit passes", "gzip", gz(bytes.Repeat([]byte("a"), 1<<16)), 1 << 16, bytes.Repeat([]byte("a"), 1<<16), nil},
+		{"a body one byte over the limit is cut off", "gzip", gz(bytes.Repeat([]byte("a"), 1<<16+1)), 1 << 16, nil, ErrTooLarge},
+		// The inner layer yields nothing, so only a bound on the outer one
+		// stops the outer from inflating without end.
+		{"a stacked bomb is cut off in its middle layer", "gzip, gzip", gz(emptyMembers(20000)), 1 << 16, nil, ErrTooLarge},
+		{"a stacked bomb under deflate is cut off too", "gzip, deflate", zl(emptyMembers(20000)), 1 << 16, nil, ErrTooLarge},
+		{"stacked codings within the limit pass", "gzip, gzip", gz(gz(body)), 1 << 16, body, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

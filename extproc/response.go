@@ -300,7 +300,7 @@ func newStreamDecoder(contentEncoding string, sink func([]byte)) *streamDecoder 
 	d := &streamDecoder{pw: pw, done: make(chan struct{})}
 	go func() {
 		defer close(d.done)
-		zr, err := contentcoding.NewDecoder(contentEncoding, pr)
+		zr, err := contentcoding.NewDecoder(contentEncoding, pr, 0) // the response's size is the upstream's
 		if err != nil {
 			pr.CloseWithError(err)
 			return
