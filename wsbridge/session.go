@@ -196,9 +196,9 @@ type claim struct {
 	models  []string
 }
 
-// maxClaimed bounds the models claimed and not yet confirmed: a client that
-// sends more session.update frames than the upstream answers is refused
-// rather than holding memory without end.
+// maxClaimed bounds the session.update frames not yet answered, and the
+// models they claim: a client that sends more than the upstream answers is
+// refused rather than holding memory without end.
 const maxClaimed = 256
 
 // candidates appends the models a frame that names none may run under.
@@ -213,18 +213,14 @@ func (m *models) candidates(dst []string) []string {
 }
 
 // claim notes a client session.update; false when too many are pending.
+// A frame that claims no model waits in line too, and is never dropped to
+// make room: each session.updated settles the oldest claim, so one missing
+// from the line would let an answer settle a later claim before the
+// upstream has answered it, and a model still to come would stop being
+// judged.
 func (m *models) claim(eventID string, claimed []string) bool {
-	for m.claimed+len(claimed) > maxClaimed || len(m.claims) >= maxClaimed {
-		// Drop the oldest claim that names no model; if every one does,
-		// refuse.
-		i := 0
-		for i < len(m.claims) && len(m.claims[i].models) > 0 {
-			i++
-		}
-		if i == len(m.claims) {
-			return false
-		}
-		m.claims = append(m.claims[:i], m.claims[i+1:]...)
+	if m.claimed+len(claimed) > maxClaimed || len(m.claims) >= maxClaimed {
+		return false
 	}
 	m.claims = append(m.claims, claim{eventID: eventID, models: claimed})
 	m.claimed += len(claimed)

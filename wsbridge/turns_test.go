@@ -429,13 +429,30 @@ func TestSessionModels(t *testing.T) {
 	if c.claim("one-too-many", []string{"m"}) {
 		t.Error("a claim beyond the bound was taken")
 	}
+	// Frames naming no model wait in line too: the bound counts them, and
+	// none is dropped for a later claim, or the upstream's answers would
+	// settle claims it has not answered yet.
 	var e models
-	for i := range 2 * maxClaimed {
+	e.current = "gpt-realtime"
+	for i := range maxClaimed - 1 {
 		if !e.claim(fmt.Sprint(i), nil) {
-			t.Fatalf("a claim naming no model was refused at %d; the oldest such should make room", i)
+			t.Fatalf("a claim naming no model was refused at %d", i)
 		}
 	}
-	if len(e.claims) > maxClaimed {
-		t.Errorf("%d claims held", len(e.claims))
+	if !e.claim("x", []string{"x"}) {
+		t.Fatal("the last claim within the bound was refused")
+	}
+	if e.claim("past", nil) {
+		t.Error("a claim naming no model was taken past the bound")
+	}
+	for range maxClaimed - 1 {
+		e.reportedBy("gpt-realtime", true) // answers the frames naming no model
+	}
+	if got := strings.Join(e.candidates(nil), ","); got != "gpt-realtime,x" {
+		t.Errorf("before x's session.update is answered, candidates %s; want gpt-realtime,x", got)
+	}
+	e.reportedBy("x", true)
+	if got := strings.Join(e.candidates(nil), ","); got != "x" {
+		t.Errorf("once x is answered, candidates %s; want x", got)
 	}
 }
