@@ -145,9 +145,12 @@ func (s *session) end(c endCause) {
 	}
 	s.ended = true
 	s.cause = c
-	s.mu.Unlock()
+	// Before the unlock: run may reach closers.Wait as soon as both pumps
+	// end, which a peer can make happen at any moment once ended is set;
+	// an Add from zero after that Wait began would be lost.
 	s.stopRelay.Store(true)
 	s.closers.Add(2)
+	s.mu.Unlock()
 	go s.closeConn(s.client, c.toClient)
 	go s.closeConn(s.upstream, c.toUpstream)
 }
