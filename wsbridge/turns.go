@@ -60,8 +60,10 @@ func (l *lane) shift() *turn {
 }
 
 // maxWaiting bounds the response.create frames waiting for the upstream in
-// one session; a client that pipelines more is refused, so a session's
-// memory stays bounded whatever the upstream does.
+// one session; a client that pipelines more is refused, so a slow upstream
+// cannot make a client's frames pile up. Turns the upstream opens itself
+// are bounded only by the upstream ending them, and by MaxSession: the
+// upstream is the one party tiergate trusts.
 const maxWaiting = 4096
 
 // turnBook is a session's turns, guarded by session.mu. Only the upstream
