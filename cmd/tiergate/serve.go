@@ -182,7 +182,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if err := applyGC(ctx, cfg, log); err != nil {
+	// The tuner runs until serve returns, not until SIGTERM: the drain that
+	// follows is still under load.
+	gcCtx, stopGC := context.WithCancel(context.Background())
+	defer stopGC()
+	if err := applyGC(gcCtx, cfg, log); err != nil {
 		return err
 	}
 	p, err := loadPolicy(cfg.configPath)
