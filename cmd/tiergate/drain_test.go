@@ -76,6 +76,12 @@ func TestSIGTERMDrains(t *testing.T) {
 	if !sawNotReady {
 		t.Fatal("/readyz did not report 503 while draining")
 	}
+	// The drain is still under load: the GC headroom tuner stays on (its
+	// default puts GOGC well above Go's 100) until serve returns.
+	_, metrics := get(t, "http://"+addrs["admin"]+"/metrics")
+	if gc, err := gcPercent(metrics); err != nil || gc <= 200 {
+		t.Errorf("go_gc_gogc_percent while draining = %g (%v); want the tuner's, above 200", gc, err)
+	}
 	// New sessions are refused while the open one runs on.
 	if _, resp, err := websocket.Dial(ctx, "ws://"+addrs["websocket"]+"/v1/responses", nil); err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("a new upgrade while draining: err=%v resp=%v, want 503", err, resp)

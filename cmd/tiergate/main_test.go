@@ -480,8 +480,7 @@ func TestServeGCSettings(t *testing.T) {
 			t.Parallel()
 			_, addrs, _ := startServeEnv(t, tc.env, tc.args...)
 			_, metrics := get(t, "http://"+addrs["admin"]+"/metrics")
-			var gc float64
-			if _, err := fmt.Sscanf(metrics[strings.Index(metrics, "\ngo_gc_gogc_percent ")+1:], "go_gc_gogc_percent %g", &gc); err != nil || !tc.gc(gc) {
+			if gc, err := gcPercent(metrics); err != nil || !tc.gc(gc) {
 				t.Errorf("go_gc_gogc_percent = %g (%v), want %s", gc, err, tc.wantGC)
 			}
 			if !strings.Contains(metrics, "\ngo_gc_gomemlimit_bytes "+tc.wantLimit+"\n") {
@@ -489,6 +488,17 @@ func TestServeGCSettings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// gcPercent reads the GOGC in force from a /metrics page.
+func gcPercent(metrics string) (float64, error) {
+	var gc float64
+	i := strings.Index(metrics, "\ngo_gc_gogc_percent ")
+	if i < 0 {
+		return 0, fmt.Errorf("no go_gc_gogc_percent")
+	}
+	_, err := fmt.Sscanf(metrics[i+1:], "go_gc_gogc_percent %g", &gc)
+	return gc, err
 }
 
 // TestApplyGCMemoryLimitFromTheCgroup: --memory-limit auto takes 90% of the
