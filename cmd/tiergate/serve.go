@@ -100,7 +100,7 @@ var systemRoot = "/"
 // and the memory limit from the flags when given, else from GOGC and
 // GOMEMLIMIT when set (the Go runtime has applied them already), else from
 // the defaults. It logs what is in force.
-func applyGC(ctx context.Context, c *serveConfig, log *slog.Logger) error {
+func applyGC(ctx context.Context, c *serveConfig, log *slog.Logger) {
 	headroomFrom, tune := "default", true
 	switch {
 	case c.explicit["gc-headroom"]:
@@ -116,14 +116,12 @@ func applyGC(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 	limitFrom := "GOMEMLIMIT"
 	if c.explicit["memory-limit"] || os.Getenv("GOMEMLIMIT") == "" {
 		limit, source, err := gcsettings.MemoryLimit(c.memoryLimit, systemRoot)
-		switch {
-		case err != nil && c.memoryLimit == "auto":
-			// An unreadable cgroup must not keep the sidecar from
-			// starting: run without a limit, and say so.
+		if err != nil {
+			// Only auto gets here (parseServeFlags checked a size). An
+			// unreadable cgroup must not keep the sidecar from starting:
+			// run without a limit, and say so.
 			log.Warn("cannot read the container's memory limit; running without a soft memory limit (set --memory-limit)", "err", err)
 			source = "auto: cgroup unreadable"
-		case err != nil:
-			return fmt.Errorf("--memory-limit: %w", err)
 		}
 		if limit <= 0 {
 			limit = math.MaxInt64 // none: Go's own default
@@ -134,7 +132,6 @@ func applyGC(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 	log.Info("garbage collector", "gc_headroom_bytes", headroom, "gc_headroom_from", headroomFrom,
 		"gc_percent", gcsettings.Percent(),
 		"memory_limit_bytes", debug.SetMemoryLimit(-1), "memory_limit_from", limitFrom)
-	return nil
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
@@ -186,9 +183,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// follows is still under load.
 	gcCtx, stopGC := context.WithCancel(context.Background())
 	defer stopGC()
-	if err := applyGC(gcCtx, cfg, log); err != nil {
-		return err
-	}
+	applyGC(gcCtx, cfg, log)
 	p, err := loadPolicy(cfg.configPath)
 	if err != nil {
 		return err
