@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
-	"strings"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/tiergate/tiergate/internal/envoysim"
 )
 
 // expectation is what a correct answer to the request body looks like,
@@ -89,7 +90,7 @@ func (e expectation) checkBodyAnswer(r *extprocv3.ProcessingResponse) error {
 		// CONTINUE_AND_REPLACE on a buffered body is a protocol error to Envoy.
 		return fmt.Errorf("request_body answered with status %s", s)
 	}
-	if err := checkHeaderMutation(c.GetHeaderMutation()); err != nil {
+	if err := envoysim.CheckHeaderMutation(c.GetHeaderMutation()); err != nil {
 		return err
 	}
 	switch e {
@@ -107,22 +108,6 @@ func (e expectation) checkBodyAnswer(r *extprocv3.ProcessingResponse) error {
 		}
 		if cl, ok := setHeaderValue(c.GetHeaderMutation(), "content-length"); !ok || cl != strconv.Itoa(len(m.Body)) {
 			return fmt.Errorf("rewritten body without a matching content-length")
-		}
-	}
-	return nil
-}
-
-// checkHeaderMutation refuses the header edits Envoy (with its default
-// send_header_raw_value) fails the request for: a header that sets both
-// value and raw_value, or a name that is not lower case.
-func checkHeaderMutation(m *extprocv3.HeaderMutation) error {
-	for _, o := range m.GetSetHeaders() {
-		h := o.GetHeader()
-		if h.GetValue() != "" && len(h.GetRawValue()) > 0 {
-			return fmt.Errorf("header mutation sets both value and raw_value")
-		}
-		if strings.ToLower(h.GetKey()) != h.GetKey() {
-			return fmt.Errorf("header mutation names a header not in lower case")
 		}
 	}
 	return nil

@@ -358,12 +358,33 @@ func get(m *corev3.HeaderMap, name string) string {
 	return ""
 }
 
+// CheckHeaderMutation refuses the header edits for which Envoy, with its
+// default send_header_raw_value flag, fails the request: a header that sets
+// both value and raw_value, or a name not in lower case. tiergate-load
+// checks answers under load with it.
+func CheckHeaderMutation(mu *extprocv3.HeaderMutation) error {
+	for _, o := range mu.GetSetHeaders() {
+		h := o.GetHeader()
+		if h.GetValue() != "" && len(h.GetRawValue()) > 0 {
+			return fmt.Errorf("header mutation %q sets both value and raw_value", h.GetKey())
+		}
+		if strings.ToLower(h.GetKey()) != h.GetKey() {
+			return fmt.Errorf("header mutation %q is not lower case", h.GetKey())
+		}
+	}
+	return nil
+}
+
 // applyHeaderMutation applies a mutation as Envoy does with its default
-// send_header_raw_value flag: only raw_value is read; a mutation that sets
-// value alone yields an empty header, one that sets both fails the request.
+// send_header_raw_value flag: only raw_value is read, so a mutation that
+// sets value alone yields an empty header; CheckHeaderMutation's refusals
+// fail the request.
 func applyHeaderMutation(m *corev3.HeaderMap, mu *extprocv3.HeaderMutation) error {
 	if mu == nil {
 		return nil
+	}
+	if err := CheckHeaderMutation(mu); err != nil {
+		return local(500, "%v", err)
 	}
 	for _, name := range mu.RemoveHeaders {
 		kept := m.Headers[:0]
@@ -376,12 +397,6 @@ func applyHeaderMutation(m *corev3.HeaderMap, mu *extprocv3.HeaderMutation) erro
 	}
 	for _, o := range mu.SetHeaders {
 		h := o.GetHeader()
-		if h.GetValue() != "" && len(h.GetRawValue()) > 0 {
-			return local(500, "header mutation %q sets both value and raw_value", h.GetKey())
-		}
-		if strings.ToLower(h.GetKey()) != h.GetKey() {
-			return local(500, "header mutation %q is not lower case", h.GetKey())
-		}
 		nv := &corev3.HeaderValue{Key: h.GetKey(), RawValue: h.GetRawValue()}
 		switch o.GetAppendAction() {
 		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD, corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
