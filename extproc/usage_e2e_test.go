@@ -239,6 +239,48 @@ func TestDynamicMetadata(t *testing.T) {
 	}
 }
 
+// TestDynamicMetadataOnRefusals: a request tiergate answers itself still
+// hands Envoy its decision (access logs and rate limits want the blocks
+// most), and nothing else: no response phase runs.
+func TestDynamicMetadataOnRefusals(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		header map[string]string
+		body   string
+		status int
+		want   map[string]string
+	}{
+		{"blocked", nil, `{"model":"gpt-5.5","service_tier":"priority"}`, 403,
+			map[string]string{"action": "block", "service_tier_requested": "priority", "service_tier_sent": "none", "rule": "no-priority-55", "endpoint": "responses", "model": "gpt-5.5"}},
+		// A body that cannot be read is refused before any rule: no model,
+		// tier or rule, the action block (as its usage record says).
+		{"unsupported coding", map[string]string{"content-encoding": "br"}, `{"model":"gpt-5.5","service_tier":"priority"}`, 415,
+			map[string]string{"action": "block", "service_tier_requested": "none", "service_tier_sent": "none", "rule": "", "endpoint": "responses", "model": ""}},
+		{"invalid JSON", nil, `{"model":"gpt-5.5",`, 400,
+			map[string]string{"action": "block", "service_tier_requested": "none", "service_tier_sent": "none", "rule": "", "endpoint": "responses", "model": ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, e2ePolicy)
+			resp, _ := h.do("POST", "/v1/responses", tc.header, []byte(tc.body))
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			md := h.proxy.Metadata()
+			if len(md) != 1 {
+				t.Fatalf("got %d metadata messages, want the decision alone", len(md))
+			}
+			ns := md[0].Fields["tiergate"].GetStructValue()
+			for k, want := range tc.want {
+				if got, ok := ns.Fields[k]; !ok || got.GetStringValue() != want {
+					t.Errorf("metadata tiergate.%s = %q, want %q", k, got, want)
+				}
+			}
+		})
+	}
+}
+
 func TestLargeJSONResponseIsNotHeldAndCountsUnknown(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, "rules: []") // MaxUsageBytes is 1 MiB in the harness
