@@ -19,8 +19,11 @@ import (
 // decisionCacheSlots is the table's size (a power of two).
 const decisionCacheSlots = 256
 
-// maxCachedModel: a longer model name (the client chooses it) is not kept.
-const maxCachedModel = 256
+// maxCachedNames: a decision whose model and group names are longer
+// together is not kept. The client chooses the model, and with
+// identity.group_header set the group is the header's value, whatever it
+// is; without the bound 256 slots could pin megabytes of client strings.
+const maxCachedNames = 512
 
 // decisionKey is everything the metadata and the counter depend on.
 type decisionKey struct {
@@ -54,7 +57,7 @@ func (c *decisionCache) get(srv *Server, pol *policy.Policy, ep policy.Endpoint,
 		requested: out.Requested, judged: out.Tier, sent: out.Sent,
 		rule: out.Rule, group: out.Group, model: out.RequestModel,
 	}
-	cacheable := len(k.model) <= maxCachedModel
+	cacheable := len(k.model)+len(k.group) <= maxCachedNames
 	var slot *atomic.Pointer[decision]
 	if cacheable {
 		slot = &c.slots[maphash.Comparable(c.seed, k)&(decisionCacheSlots-1)]

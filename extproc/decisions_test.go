@@ -51,7 +51,9 @@ func TestDecisionCache(t *testing.T) {
 		{"another rule", pol, policy.EndpointResponses, func(o *policy.HTTPOutcome) { o.Rule = "#2" }},
 		{"another group", pol, policy.EndpointResponses, func(o *policy.HTTPOutcome) { o.Group = "batch" }},
 		{"another model", pol, policy.EndpointResponses, func(o *policy.HTTPOutcome) { o.RequestModel = "gpt-5.5-mini" }},
-		{"a model too long to keep", pol, policy.EndpointResponses, func(o *policy.HTTPOutcome) { o.RequestModel = strings.Repeat("m", maxCachedModel+1) }},
+		{"a model too long to keep", pol, policy.EndpointResponses, func(o *policy.HTTPOutcome) { o.RequestModel = strings.Repeat("m", maxCachedNames+1) }},
+		// With identity.group_header the group is whatever the header says.
+		{"a group too long to keep", pol, policy.EndpointResponses, func(o *policy.HTTPOutcome) { o.Group = strings.Repeat("g", maxCachedNames) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := base
@@ -63,8 +65,8 @@ func TestDecisionCache(t *testing.T) {
 			if got := modelOf(d); got != o.RequestModel {
 				t.Errorf("metadata model %q, want %q", got, o.RequestModel)
 			}
-			if len(o.RequestModel) > maxCachedModel && c.get(srv, tc.pol, tc.ep, &o) == d {
-				t.Error("a model name longer than maxCachedModel was kept")
+			if len(o.RequestModel)+len(o.Group) > maxCachedNames && c.get(srv, tc.pol, tc.ep, &o) == d {
+				t.Error("a decision whose names are longer than maxCachedNames was kept")
 			}
 		})
 	}
