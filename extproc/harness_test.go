@@ -106,7 +106,7 @@ func newHarness(t *testing.T, policyYAML string) *harness {
 	h.srv = newTestServer(t, h.reg, Options{
 		Store: policy.NewStore(p), Usage: usage.NewLog(h.usageLog), MaxUsageBytes: 1 << 20,
 	})
-	g := grpc.NewServer(ServerOptions(64 << 20)...) // as serve runs it
+	g := grpc.NewServer(ServerOptions(DefaultMaxMessageBytes)...) // as serve runs it
 	h.srv.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

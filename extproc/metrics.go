@@ -20,10 +20,9 @@ var MessageDurationBuckets = []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6
 
 // Metric names, defined once. Conventions: https://prometheus.io/docs/practices/naming/
 const (
-	metricRequests        = "tiergate_extproc_requests_total"
-	metricMessageDuration = MetricMessageDuration
-	metricStreamsActive   = "tiergate_extproc_streams_active"
-	metricUsageUnknown    = "tiergate_usage_unknown_total"
+	metricRequests      = "tiergate_extproc_requests_total"
+	metricStreamsActive = "tiergate_extproc_streams_active"
+	metricUsageUnknown  = "tiergate_usage_unknown_total"
 )
 
 // Request outcomes, the values of tiergate_extproc_requests_total's outcome.
@@ -37,13 +36,14 @@ const (
 	outcomeError       = "error"       // tiergate could not process the request (500)
 )
 
-// Phases, the values of the duration histogram's phase label.
+// Phases, the values of MetricMessageDuration's phase label (the load
+// tool reads them, and its null server reports under them).
 const (
-	phaseRequestHeaders  = "request_headers"
-	phaseRequestBody     = "request_body"
-	phaseResponseHeaders = "response_headers"
-	phaseResponseBody    = "response_body"
-	phaseOther           = "other"
+	PhaseRequestHeaders  = "request_headers"
+	PhaseRequestBody     = "request_body"
+	PhaseResponseHeaders = "response_headers"
+	PhaseResponseBody    = "response_body"
+	PhaseOther           = "other"
 )
 
 type metrics struct {
@@ -66,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "HTTP requests seen by the ext_proc server, by endpoint and outcome (forwarded, rewritten, blocked, invalid, unsupported, unpoliced, error).",
 		}, []string{"endpoint", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    metricMessageDuration,
+			Name:    MetricMessageDuration,
 			Help:    "Server-side time to answer one ext_proc message, by phase (request_headers, request_body, response_headers, response_body).",
 			Buckets: MessageDurationBuckets,
 		}, []string{"phase"}),
@@ -87,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	// Start the bounded series at zero, so dashboards and alerts see them
 	// before the first event.
 	m.phases = map[string]prometheus.Observer{}
-	for _, p := range []string{phaseRequestHeaders, phaseRequestBody, phaseResponseHeaders, phaseResponseBody, phaseOther} {
+	for _, p := range []string{PhaseRequestHeaders, PhaseRequestBody, PhaseResponseHeaders, PhaseResponseBody, PhaseOther} {
 		m.phases[p] = m.duration.WithLabelValues(p)
 	}
 	for _, ep := range []policy.Endpoint{policy.EndpointChatCompletions, policy.EndpointResponses, policy.EndpointMessages} {

@@ -61,8 +61,8 @@ const (
 	// usage (Options.MaxUsageBytes).
 	DefaultMaxUsageBytes = 8 << 20
 	// DefaultMaxMessageBytes is the largest gRPC message (ServerOptions):
-	// Envoy's 64 MiB buffer limit plus headroom, so a 16 MiB body and its
-	// rewrite fit.
+	// a body at Envoy's 64 MiB buffer limit, plus 16 MiB of headroom for
+	// the message around it and a rewrite that grows it.
 	DefaultMaxMessageBytes = 80 << 20
 )
 
@@ -143,22 +143,22 @@ func (x *exchange) outgoing(resp *extprocv3.ProcessingResponse) any {
 func (x *exchange) handle(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, string, error) {
 	switch r := req.Request.(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
-		return x.requestHeaders(r.RequestHeaders), phaseRequestHeaders, nil
+		return x.requestHeaders(r.RequestHeaders), PhaseRequestHeaders, nil
 	case *extprocv3.ProcessingRequest_RequestBody:
-		return x.requestBody(r.RequestBody), phaseRequestBody, nil
+		return x.requestBody(r.RequestBody), PhaseRequestBody, nil
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
-		return x.responseHeaders(r.ResponseHeaders), phaseResponseHeaders, nil
+		return x.responseHeaders(r.ResponseHeaders), PhaseResponseHeaders, nil
 	case *extprocv3.ProcessingRequest_ResponseBody:
-		return x.responseBody(r.ResponseBody), phaseResponseBody, nil
+		return x.responseBody(r.ResponseBody), PhaseResponseBody, nil
 	case *extprocv3.ProcessingRequest_RequestTrailers:
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
-			RequestTrailers: &extprocv3.TrailersResponse{}}}, phaseOther, nil
+			RequestTrailers: &extprocv3.TrailersResponse{}}}, PhaseOther, nil
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
 		resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
 		x.finish(statusFromEnd, resp)
-		return resp, phaseOther, nil
+		return resp, PhaseOther, nil
 	}
-	return nil, phaseOther, fmt.Errorf("unexpected ext_proc message %T", req.Request)
+	return nil, PhaseOther, fmt.Errorf("unexpected ext_proc message %T", req.Request)
 }
 
 // getAnswer returns an empty body answer, with buffers kept from its last

@@ -73,7 +73,7 @@ func (n *nullServer) Process(stream extprocv3.ExternalProcessor_ProcessServer) e
 			began = time.Now()
 		}
 		var resp *extprocv3.ProcessingResponse
-		phase := "other"
+		phase := extproc.PhaseOther
 		switch r := req.Request.(type) {
 		case *extprocv3.ProcessingRequest_RequestHeaders:
 			resp, phase = nullRequestHeaders, phaseHeaders
@@ -85,9 +85,9 @@ func (n *nullServer) Process(stream extprocv3.ExternalProcessor_ProcessServer) e
 		case *extprocv3.ProcessingRequest_RequestTrailers:
 			resp = nullRequestTrailers
 		case *extprocv3.ProcessingRequest_ResponseHeaders:
-			resp, phase = nullResponseHeaders, "response_headers"
+			resp, phase = nullResponseHeaders, extproc.PhaseResponseHeaders
 		case *extprocv3.ProcessingRequest_ResponseBody:
-			resp, phase = nullResponseBody, "response_body"
+			resp, phase = nullResponseBody, extproc.PhaseResponseBody
 		case *extprocv3.ProcessingRequest_ResponseTrailers:
 			resp = nullResponseTrailers
 		default:
@@ -126,7 +126,7 @@ func newNullDuration(reg prometheus.Registerer) *prometheus.HistogramVec {
 		Buckets: extproc.MessageDurationBuckets,
 	}, []string{"phase"})
 	reg.MustRegister(h)
-	for _, p := range []string{phaseHeaders, phaseBody, "response_headers", "response_body"} {
+	for _, p := range []string{phaseHeaders, phaseBody, extproc.PhaseResponseHeaders, extproc.PhaseResponseBody} {
 		h.WithLabelValues(p)
 	}
 	return h

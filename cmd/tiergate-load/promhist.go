@@ -20,8 +20,8 @@ import (
 // (extproc.MetricMessageDuration), and the phases reported from it.
 const (
 	serverHistogram = extproc.MetricMessageDuration
-	phaseBody       = "request_body"
-	phaseHeaders    = "request_headers"
+	phaseBody       = extproc.PhaseRequestBody
+	phaseHeaders    = extproc.PhaseRequestHeaders
 )
 
 // serverTarget is the target for server-side time per body message at p99
