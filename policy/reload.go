@@ -138,13 +138,14 @@ func (w *Watcher) Watching() <-chan struct{} { return w.watching }
 // maxBurst bounds how long a steady stream of events can hold a reload off.
 const maxBurst = 500 * time.Millisecond
 
-// Run watches until ctx ends. It returns an error only when it cannot watch
-// at all; without inotify it falls back to polling. Call it once.
-func (w *Watcher) Run(ctx context.Context) error {
+// Run watches until ctx ends. Where the file or its directory cannot be
+// watched (no inotify, say) it warns and polls instead, so it cannot fail.
+// Call it once.
+func (w *Watcher) Run(ctx context.Context) {
 	if w.path == "" {
 		close(w.watching)
 		<-ctx.Done()
-		return nil
+		return
 	}
 	fw, err := fsnotify.NewWatcher()
 	var events <-chan fsnotify.Event
@@ -170,7 +171,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-events:
 			now := time.Now()
 			if burstStart.IsZero() {

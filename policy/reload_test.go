@@ -65,7 +65,7 @@ func startWatcher(t *testing.T, path string) (*Store, *Watcher, *prometheus.Regi
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = w.Run(ctx) }()
+	go func() { defer close(done); w.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	select {
 	case <-w.Watching():
@@ -167,7 +167,7 @@ func TestReloadChangeBeforeTheWatch(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = w.Run(ctx) }()
+	go func() { defer close(done); w.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	select {
 	case <-w.Watching():

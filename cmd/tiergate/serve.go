@@ -249,13 +249,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var wg sync.WaitGroup
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 4)
+	errc := make(chan error, 3) // one per listener below
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := watcher.Run(runCtx); err != nil {
-			errc <- fmt.Errorf("policy watcher: %w", err)
-		}
+		watcher.Run(runCtx)
 	}()
 
 	rd := &readiness{}
