@@ -65,7 +65,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.usageLog, "usage-log", "stdout", "where usage records go, one JSON object per line: stdout, a file path, or off")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug (one line per decision), info (one line per block), warn or error; logs go to stderr as JSON")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open streams and sessions may run on before they are closed")
-	fs.StringVar(&c.gcHeadroom, "gc-headroom", "16MiB", "least heap growth between garbage collections (GOGC is set to max(100, headroom/live heap) after each one): the live heap is a few MiB, so Go's default of growing by the live heap collects dozens of times a second under load; 0 leaves GOGC alone, and GOGC in the environment turns this default off")
+	fs.StringVar(&c.gcHeadroom, "gc-headroom", "16MiB", "least heap growth between garbage collections (GOGC is set to max(100, headroom/max(live heap, 4MiB)) after each one): the live heap is a few MiB, so Go's default of growing by the live heap collects dozens of times a second under load; 0 leaves GOGC alone, and GOGC in the environment turns this default off")
 	fs.StringVar(&c.memoryLimit, "memory-limit", "auto", "soft memory limit of the Go runtime (GOMEMLIMIT): a size such as 200MiB, off, or auto (90% of the container's cgroup memory limit, none without one); GOMEMLIMIT in the environment wins over this default")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

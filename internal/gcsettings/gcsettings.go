@@ -9,8 +9,10 @@
 // and its cost rivals the policy's own (BENCHMARKS.md). A fixed higher GOGC
 // would cure that but multiply the heap when large bodies make the live
 // heap large. So the heap may grow by at least a fixed headroom, and by the
-// live heap once that is larger: GOGC = max(100, headroom/live). The memory
-// limit bounds both, collecting harder as the container's limit nears.
+// live heap once that is larger: GOGC = max(100, headroom/max(live, 4 MiB)),
+// 4 MiB being the runtime's least heap goal, which GOGC scales too. The
+// memory limit bounds both, collecting harder as the container's limit
+// nears.
 package gcsettings
 
 import (
