@@ -48,16 +48,22 @@ func (c *wsConfig) validate() error {
 	return nil
 }
 
-func (c *wsConfig) bridge(store *policy.Store, reg prometheus.Registerer, decisions *policy.DecisionMetrics, tokens *usage.Metrics, log *usage.Log, logger *slog.Logger) (*wsbridge.Bridge, error) {
+// options are the bridge's options the flags set.
+func (c *wsConfig) options() wsbridge.Options {
 	var origins []string
 	for _, o := range strings.Split(c.allowedOrigins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			origins = append(origins, o)
 		}
 	}
-	return wsbridge.New(wsbridge.Options{
-		Store: store, Registerer: reg, Decisions: decisions, Tokens: tokens, Usage: log, Log: logger,
+	return wsbridge.Options{
 		Upstream: c.upstream, DialTimeout: c.dialTimeout, WriteTimeout: c.writeTimeout, IdleTimeout: c.idleTimeout,
 		MaxSession: c.maxSession, ReadLimit: c.readLimit, AllowedOrigins: origins,
-	})
+	}
+}
+
+func (c *wsConfig) bridge(store *policy.Store, reg prometheus.Registerer, decisions *policy.DecisionMetrics, tokens *usage.Metrics, log *usage.Log, logger *slog.Logger) (*wsbridge.Bridge, error) {
+	o := c.options()
+	o.Store, o.Registerer, o.Decisions, o.Tokens, o.Usage, o.Log = store, reg, decisions, tokens, log, logger
+	return wsbridge.New(o)
 }
