@@ -357,6 +357,33 @@ rules:
 	}
 }
 
+// TestPolicyReloadRegroupsTheNextFrame: a reload that puts the caller's
+// key in another group applies to the next frame of a session already
+// open, as a rule change does.
+func TestPolicyReloadRegroupsTheNextFrame(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, testPolicy)
+	c, _ := h.dial(t, PathResponses, withHeader("Authorization", "Bearer sk-other"))
+	fc := h.up.next(t)
+	send(t, c, `{"type":"response.create","model":"gpt-5.4","service_tier":"priority"}`)
+	until(t, c, "response.completed")
+	h.store.Set(mustPolicy(t, strings.Replace(testPolicy, `api_key_sha256: ["`+sha256Hex("sk-fast")+`"]`,
+		`api_key_sha256: ["`+sha256Hex("sk-fast")+`", "`+sha256Hex("sk-other")+`"]`, 1)))
+	send(t, c, `{"type":"response.create","model":"gpt-5.4","service_tier":"priority"}`)
+	until(t, c, "response.completed")
+	got := waitFrames(t, fc, 2)
+	if a, b := string(got[0].data), string(got[1].data); a != `{"type":"response.create","model":"gpt-5.4"}` ||
+		b != `{"type":"response.create","model":"gpt-5.4","service_tier":"priority"}` {
+		t.Errorf("the upstream got %s then %s; want priority stripped, then passed for codex-fast", a, b)
+	}
+	_ = c.Close(websocket.StatusNormalClosure, "")
+	h.waitSessions(t)
+	recs := h.records()
+	if len(recs) != 2 || recs[0]["group"] != nil || recs[1]["group"] != "codex-fast" || recs[1]["rule"] != "fast-group" {
+		t.Errorf("records: %v; want no group, then codex-fast by rule fast-group", recs)
+	}
+}
+
 // TestLongBlockMessageIsTruncatedForTheClose checks the close reason is cut
 // to 123 bytes on a UTF-8 boundary while the error event keeps it whole.
 func TestLongBlockMessageIsTruncatedForTheClose(t *testing.T) {
