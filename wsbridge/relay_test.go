@@ -230,6 +230,33 @@ func TestLargeFrames(t *testing.T) {
 			t.Errorf("the upstream saw %v after %d frames, want 1001 and none", up, len(fc.received()))
 		}
 	})
+	t.Run("an upstream event beyond the read limit ends the session with 1011", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, testPolicy, func(o *Options) { o.ReadLimit = 1 << 20 })
+		c, _ := h.dial(t, PathResponses, nil)
+		fc := h.up.next(t)
+		send(t, c, `{"type":"response.create","model":"gpt-5.4","metadata":{"fake":"flood:1:2097152"}}`)
+		var ce websocket.CloseError
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, _, err := c.Read(ctx)
+			cancel()
+			if err != nil {
+				if !errors.As(err, &ce) {
+					t.Fatalf("the session ended without a close frame: %v", err)
+				}
+				break
+			}
+		}
+		if ce.Code != websocket.StatusInternalError || ce.Reason != reasonUpBig {
+			t.Errorf("the client saw %v, want 1011 %q", ce, reasonUpBig)
+		}
+		fc.waitClosed(t)
+		h.waitSessions(t)
+		if recs := h.records(); len(recs) != 1 || recs[0]["status"] != statusUpstreamClosed {
+			t.Errorf("records %v; want the turn recorded %s", recs, statusUpstreamClosed)
+		}
+	})
 }
 
 // TestSlowClientSlowsTheUpstream floods a client that does not read: the
