@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +128,14 @@ func TestUpstreamHandshakeFailures(t *testing.T) {
 			status: 429, body: `{"error":{"message":"Rate limit reached.","type":"requests","param":null,"code":"rate_limit_exceeded"}}`,
 			header: map[string]string{"Retry-After": "7", "X-Ratelimit-Remaining-Requests": "0"},
 		},
+		{
+			name: "a redirect is not followed: the client gets it, and decides",
+			refuse: func(*http.Request) (int, http.Header, string) {
+				return 302, http.Header{"Location": {"wss://elsewhere.example/v1/responses"}}, ""
+			},
+			status: 302, body: "",
+			header: map[string]string{"Location": "wss://elsewhere.example/v1/responses"},
+		},
 		{name: "a dial timeout is 504", upstream: "ws://" + silent.Addr().String(), status: 504, body: "upstream_timeout"},
 		{name: "an unreachable upstream is 502", upstream: unreachable, status: 502, body: "upstream_unreachable"},
 	}
@@ -148,7 +157,10 @@ func TestUpstreamHandshakeFailures(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			start := time.Now()
-			_, resp, err := websocket.Dial(ctx, h.wsURL(PathResponses), nil)
+			// The test's client does not follow a redirect either: it is to
+			// see what the bridge answered.
+			noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			_, resp, err := websocket.Dial(ctx, h.wsURL(PathResponses), &websocket.DialOptions{HTTPClient: noRedirect})
 			if err == nil || resp == nil {
 				t.Fatalf("dial: %v, %v", resp, err)
 			}
@@ -293,7 +305,11 @@ func TestHandshakeWithoutSubprotocolsOrCompression(t *testing.T) {
 // TestAllowedOrigins checks the optional Origin restriction.
 func TestAllowedOrigins(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, testPolicy, func(o *Options) { o.AllowedOrigins = []string{"*.example.com"} })
+	h := newHarness(t, testPolicy, func(o *Options) { o.AllowedOrigins = []string{"*.example.com", "https://*.secure.example"} })
+	u, err := url.Parse(h.wsURL(PathResponses))
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		origin string
 		ok     bool
@@ -301,6 +317,11 @@ func TestAllowedOrigins(t *testing.T) {
 		{"", true},
 		{"https://app.example.com", true},
 		{"https://evil.example.org", false},
+		// A page served from the bridge's own host is always allowed.
+		{"http://" + u.Host, true},
+		// A pattern with a scheme is matched against scheme://host.
+		{"https://app.secure.example", true},
+		{"http://app.secure.example", false},
 	}
 	for _, tc := range cases {
 		hdr := http.Header{}

@@ -456,3 +456,29 @@ func TestSessionModels(t *testing.T) {
 		t.Errorf("once x is answered, candidates %s; want x", got)
 	}
 }
+
+// TestErrorDetails reads an error event's client event id and status in
+// each form the upstreams send.
+func TestErrorDetails(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, frame string
+		eventID     string
+		status      int
+	}{
+		{"Responses WebSocket status", `{"type":"error","status":429,"error":{"type":"requests","message":"slow down"}}`, "", 429},
+		{"status_code, as Codex also reads it", `{"type":"error","status_code":400,"error":{"message":"bad"}}`, "", 400},
+		{"status wins over status_code", `{"type":"error","status":503,"status_code":400}`, "", 503},
+		{"Realtime's event id", `{"type":"error","event_id":"event_9","error":{"type":"invalid_request_error","event_id":"evt_client"}}`, "evt_client", 0},
+		{"a status out of HTTP's range is none", `{"type":"error","status":42}`, "", 0},
+		{"a status that is not a number is none", `{"type":"error","status":"429"}`, "", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			id, status := errorDetails([]byte(tc.frame))
+			if id != tc.eventID || status != tc.status {
+				t.Errorf("errorDetails = %q, %d; want %q, %d", id, status, tc.eventID, tc.status)
+			}
+		})
+	}
+}
