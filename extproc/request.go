@@ -121,12 +121,12 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 // refuse answers a refused request itself and records it.
 func (x *exchange) refuse(d *decision) *extprocv3.ProcessingResponse {
 	status := x.out.Refusal.Status()
-	outcome, recStatus := outcomeBlocked, "blocked"
+	outcome, recStatus := outcomeBlocked, usage.StatusBlocked
 	switch x.out.Refusal {
 	case policy.RefusalInvalidJSON:
-		outcome, recStatus = outcomeInvalid, "refused"
+		outcome, recStatus = outcomeInvalid, usage.StatusRefused
 	case policy.RefusalUnsupportedEncoding:
-		outcome, recStatus = outcomeUnsupported, "refused"
+		outcome, recStatus = outcomeUnsupported, usage.StatusRefused
 	}
 	x.srv.metrics.countRequest(x.endpoint, outcome)
 	x.srv.log.Info("request refused", "request_id", x.requestID, "endpoint", x.endpoint.String(),

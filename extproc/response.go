@@ -158,8 +158,8 @@ func (x *exchange) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 // close ends the exchange when the stream does: a request that was
 // forwarded but whose response never finished is recorded as cut short.
 func (x *exchange) close() {
-	x.sent()                       // an answer built but never sent (the stream broke)
-	x.finish("client_closed", nil) // unless nothing was policed or it is recorded
+	x.sent()                                // an answer built but never sent (the stream broke)
+	x.finish(usage.StatusClientClosed, nil) // unless nothing was policed or it is recorded
 	if x.resp != nil && x.resp.decoder != nil {
 		x.resp.decoder.Close()
 	}
@@ -181,11 +181,11 @@ func (x *exchange) finish(status string, resp *extprocv3.ProcessingResponse) {
 	if status == statusFromEnd {
 		switch {
 		case httpStatus >= 400:
-			status = "upstream_error"
+			status = usage.StatusUpstreamError
 		case u.Status != "":
 			status = u.Status
 		case x.resp != nil && x.resp.stream:
-			status, reason = "upstream_closed", unknownTruncated
+			status, reason = usage.StatusUpstreamClosed, unknownTruncated
 		default:
 			status = usage.StatusCompleted
 		}

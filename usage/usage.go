@@ -38,9 +38,11 @@ func (a API) String() string {
 	return ""
 }
 
-// Status values this package reports in Usage.Status. The Responses and
-// Realtime APIs report their own response status (for example "cancelled"),
-// which is passed through as the upstream spelled it.
+// Status values of a usage record (DESIGN.md lists them). The first four
+// are the upstream's, read into Usage.Status; the Responses and Realtime
+// APIs may report others, passed through as the upstream spelled them. The
+// rest are what the ext_proc server and the bridge record for a request or
+// turn that ended some other way.
 const (
 	// StatusCompleted: the upstream finished the response.
 	StatusCompleted = "completed"
@@ -50,6 +52,23 @@ const (
 	// StatusFailed: the upstream reported an error instead of, or in the
 	// middle of, a response.
 	StatusFailed = "failed"
+	// StatusCancelled: the client cancelled the response (Realtime).
+	StatusCancelled = "cancelled"
+
+	// StatusBlocked: the policy refused the request or frame.
+	StatusBlocked = "blocked"
+	// StatusRefused: tiergate could not read the request or frame (not
+	// JSON, an unsupported or oversized encoding).
+	StatusRefused = "refused"
+	// StatusClientClosed: the client (or tiergate's shutdown) ended it
+	// before the response did.
+	StatusClientClosed = "client_closed"
+	// StatusUpstreamClosed: the upstream closed, or was lost, before the
+	// response ended.
+	StatusUpstreamClosed = "upstream_closed"
+	// StatusUpstreamError: the upstream answered with an error instead of
+	// a response.
+	StatusUpstreamError = "upstream_error"
 )
 
 // Usage is what one response reported. Each token count is -1 when the
@@ -389,8 +408,8 @@ func internStatus(s string) string {
 		return StatusIncomplete
 	case StatusFailed:
 		return StatusFailed
-	case "cancelled":
-		return "cancelled"
+	case StatusCancelled:
+		return StatusCancelled
 	case "in_progress":
 		return "in_progress"
 	case "queued":

@@ -43,22 +43,11 @@ const (
 
 var upgradeResults = []string{upgradeAccepted, upgradeRefused, upgradeTimeout, upgradeUnreachable, upgradeDraining, upgradeBadRequest}
 
-// Turn statuses of the usage record that tiergate itself decides. The
-// upstream's own (completed, incomplete, failed, cancelled) come from the
-// terminal event.
-const (
-	statusBlocked        = "blocked"         // the policy refused the response.create frame
-	statusRefused        = "refused"         // the frame was not valid JSON
-	statusClientClosed   = "client_closed"   // the session ended on the client's side (or tiergate's) before the turn did
-	statusUpstreamClosed = "upstream_closed" // the upstream closed or was lost before the turn ended
-	statusUpstreamError  = "upstream_error"  // the upstream answered the response.create with an error event
-)
-
 // turnStatuses bounds tiergate_ws_turns_total's status label: an upstream
 // status outside this set is counted as "other" (the record keeps it).
 var turnStatuses = []string{
-	usage.StatusCompleted, usage.StatusIncomplete, usage.StatusFailed, "cancelled",
-	statusBlocked, statusRefused, statusClientClosed, statusUpstreamClosed, statusUpstreamError,
+	usage.StatusCompleted, usage.StatusIncomplete, usage.StatusFailed, usage.StatusCancelled,
+	usage.StatusBlocked, usage.StatusRefused, usage.StatusClientClosed, usage.StatusUpstreamClosed, usage.StatusUpstreamError,
 }
 
 // wsEndpoints are the endpoints the bridge serves.

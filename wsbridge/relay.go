@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/tiergate/tiergate/policy"
+	"github.com/tiergate/tiergate/usage"
 )
 
 // The relay is two pumps, one per direction. Each reads one whole message
@@ -62,15 +63,15 @@ const (
 var (
 	causeIdle = endCause{
 		toClient: closeMsg{websocket.StatusPolicyViolation, reasonIdle}, toUpstream: closeMsg{websocket.StatusPolicyViolation, reasonIdle},
-		turnStatus: statusClientClosed, label: 1008, why: "idle",
+		turnStatus: usage.StatusClientClosed, label: 1008, why: "idle",
 	}
 	causeMaxSession = endCause{
 		toClient: closeMsg{websocket.StatusGoingAway, reasonMaxSession}, toUpstream: closeMsg{websocket.StatusGoingAway, reasonMaxSession},
-		turnStatus: statusClientClosed, label: 1001, why: "max_session",
+		turnStatus: usage.StatusClientClosed, label: 1001, why: "max_session",
 	}
 	causeShutdown = endCause{
 		toClient: closeMsg{websocket.StatusGoingAway, reasonShutdown}, toUpstream: closeMsg{websocket.StatusGoingAway, reasonShutdown},
-		turnStatus: statusClientClosed, label: 1001, why: "shutdown",
+		turnStatus: usage.StatusClientClosed, label: 1001, why: "shutdown",
 	}
 )
 
@@ -90,7 +91,7 @@ func readCause(from side, err error) endCause {
 	closed := errors.As(err, &ce)
 	tooBig := !closed && errors.Is(err, websocket.ErrMessageTooBig)
 	if from == sideClient {
-		c := endCause{turnStatus: statusClientClosed}
+		c := endCause{turnStatus: usage.StatusClientClosed}
 		switch {
 		case closed:
 			c.toUpstream = closeMsg{sendable(ce.Code), truncateReason(ce.Reason)}
@@ -104,7 +105,7 @@ func readCause(from side, err error) endCause {
 		}
 		return c
 	}
-	c := endCause{turnStatus: statusUpstreamClosed}
+	c := endCause{turnStatus: usage.StatusUpstreamClosed}
 	switch {
 	case closed:
 		code := sendable(ce.Code)
@@ -125,7 +126,7 @@ func readCause(from side, err error) endCause {
 func lostCause(to side, timedOut bool) endCause {
 	if to == sideClient {
 		c := endCause{toUpstream: closeMsg{websocket.StatusInternalError, reasonClientLost},
-			turnStatus: statusClientClosed, label: 1006, why: "client_lost"}
+			turnStatus: usage.StatusClientClosed, label: 1006, why: "client_lost"}
 		if timedOut {
 			c.toUpstream = closeMsg{websocket.StatusGoingAway, reasonClientSlow}
 			c.why = "client_write_timeout"
@@ -133,7 +134,7 @@ func lostCause(to side, timedOut bool) endCause {
 		return c
 	}
 	c := endCause{toClient: closeMsg{websocket.StatusInternalError, reasonUpLost},
-		turnStatus: statusUpstreamClosed, label: 1011, why: "upstream_lost"}
+		turnStatus: usage.StatusUpstreamClosed, label: 1011, why: "upstream_lost"}
 	if timedOut {
 		c.toClient.reason = reasonUpSlow
 		c.why = "upstream_write_timeout"
@@ -148,7 +149,7 @@ func refusalCause(code websocket.StatusCode, message string) endCause {
 	return endCause{
 		toClient:   closeMsg{code, truncateReason(message)},
 		toUpstream: closeMsg{websocket.StatusNormalClosure, ""},
-		turnStatus: statusClientClosed, label: int(code), why: "refused",
+		turnStatus: usage.StatusClientClosed, label: int(code), why: "refused",
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/tiergate/tiergate/usage"
 )
 
 // TestCloseCodesPassThrough closes a session from one side and checks what
@@ -253,8 +255,8 @@ func TestLargeFrames(t *testing.T) {
 		}
 		fc.waitClosed(t)
 		h.waitSessions(t)
-		if recs := h.records(); len(recs) != 1 || recs[0]["status"] != statusUpstreamClosed {
-			t.Errorf("records %v; want the turn recorded %s", recs, statusUpstreamClosed)
+		if recs := h.records(); len(recs) != 1 || recs[0]["status"] != usage.StatusUpstreamClosed {
+			t.Errorf("records %v; want the turn recorded %s", recs, usage.StatusUpstreamClosed)
 		}
 	})
 }

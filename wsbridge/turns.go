@@ -349,7 +349,7 @@ func (s *session) account(frame []byte) {
 		eventID, st := errorDetails(frame)
 		if !s.models.refused(eventID) {
 			done = s.turns.failed(e.StreamID, eventID)
-			status, httpStatus = statusUpstreamError, st
+			status, httpStatus = usage.StatusUpstreamError, st
 		}
 	}
 	reported := s.models.reported
@@ -460,9 +460,9 @@ func (s *session) refuseOverload(group, msg string) {
 // refuseWith sends the refusal's error event, records t and closes the
 // session: 1008 for a policy refusal, 1007 for a frame that is not JSON.
 func (s *session) refuseWith(r policy.Refusal, msg string, t *turn, judged policy.Tier) {
-	code, status := websocket.StatusPolicyViolation, statusBlocked
+	code, status := websocket.StatusPolicyViolation, usage.StatusBlocked
 	if r == policy.RefusalInvalidJSON {
-		code, status = websocket.StatusInvalidFramePayloadData, statusRefused
+		code, status = websocket.StatusInvalidFramePayloadData, usage.StatusRefused
 	}
 	s.stopRelay.Store(true) // the upstream pump must not slip a frame in before the close
 	err := s.writeClient(websocket.MessageText, policy.ErrorEvent(r, msg))

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/tiergate/tiergate/usage"
 )
 
 // TestWriteWatchdog: a side that stops reading is cut off after
@@ -71,8 +73,8 @@ func TestWriteWatchdog(t *testing.T) {
 		_ = c.CloseNow()
 		h.waitSessions(t)
 		recs := h.records()
-		if len(recs) != 1 || recs[0]["status"] != statusClientClosed {
-			t.Errorf("records %v, want the flooding turn recorded as %s", recs, statusClientClosed)
+		if len(recs) != 1 || recs[0]["status"] != usage.StatusClientClosed {
+			t.Errorf("records %v, want the flooding turn recorded as %s", recs, usage.StatusClientClosed)
 		}
 	})
 }
