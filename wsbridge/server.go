@@ -198,13 +198,10 @@ func (b *Bridge) HTTPServer() *http.Server {
 
 // Ready reports whether the bridge accepts new sessions: false from the
 // moment Shutdown is called, so /readyz can take the pod out of rotation.
-func (b *Bridge) Ready() bool { return !b.Draining() }
-
-// Draining reports whether Shutdown has been called.
-func (b *Bridge) Draining() bool {
+func (b *Bridge) Ready() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.draining
+	return !b.draining
 }
 
 // Sessions returns the number of sessions open now.
@@ -378,9 +375,8 @@ func (b *Bridge) open(w http.ResponseWriter, r *http.Request, ep policy.Endpoint
 		b.dialFailed(w, r, em, resp, err)
 		return nil
 	}
-	for k, vs := range upgradeHeaders(resp) {
-		w.Header()[k] = vs
-	}
+	// The upstream's 101 headers the client gets with its own.
+	copyHeaders(w.Header(), resp.Header, clientResponseHeaders)
 	var protos []string
 	if p := up.Subprotocol(); p != "" {
 		protos = []string{p}

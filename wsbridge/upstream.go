@@ -120,12 +120,3 @@ func (b *Bridge) dialFailed(w http.ResponseWriter, r *http.Request, em *epMetric
 		writeError(w, http.StatusBadGateway, "upstream_unreachable", "the upstream could not be reached for a WebSocket session")
 	}
 }
-
-// upgradeHeaders are the upstream's 101 headers the client gets with its own.
-func upgradeHeaders(resp *http.Response) http.Header {
-	h := make(http.Header, 4)
-	if resp != nil {
-		copyHeaders(h, resp.Header, clientResponseHeaders)
-	}
-	return h
-}
