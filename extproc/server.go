@@ -13,7 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"github.com/tiergate/tiergate/policy"
@@ -198,4 +201,19 @@ func ServerOptions(maxMsg int) []grpc.ServerOption {
 			Timeout: 20 * time.Second,
 		}),
 	}
+}
+
+// NewGRPCServer is the gRPC server tiergate serves ext_proc on, built with
+// ServerOptions: it carries the standard health service (SERVING, for the
+// whole server and for ExternalProcessor, until the caller says otherwise
+// at shutdown) and reflection (so grpcurl needs no proto files). Register
+// the processor on it. The load tool's null server is built by it too.
+func NewGRPCServer(maxMsg int) (*grpc.Server, *health.Server) {
+	g := grpc.NewServer(ServerOptions(maxMsg)...)
+	h := health.NewServer()
+	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	h.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(g, h)
+	reflection.Register(g)
+	return g, h
 }

@@ -15,9 +15,6 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 
 	"github.com/tiergate/tiergate/extproc"
 )
@@ -133,15 +130,10 @@ func newNullDuration(reg prometheus.Registerer) *prometheus.HistogramVec {
 }
 
 // newNullGRPCServer is the null server on a gRPC server built as tiergate
-// builds its own: the same options, health service and reflection.
+// builds its own (tiergate's gRPC stack: a fair baseline).
 func newNullGRPCServer(maxMsg int, n *nullServer) *grpc.Server {
-	g := grpc.NewServer(extproc.ServerOptions(maxMsg)...) // tiergate's gRPC stack: a fair baseline
+	g, _ := extproc.NewGRPCServer(maxMsg)
 	extprocv3.RegisterExternalProcessorServer(g, n)
-	h := health.NewServer()
-	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	h.SetServingStatus("envoy.service.ext_proc.v3.ExternalProcessor", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(g, h)
-	reflection.Register(g)
 	return g
 }
 

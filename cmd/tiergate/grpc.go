@@ -5,25 +5,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
-
-	"github.com/tiergate/tiergate/extproc"
 )
-
-// newGRPCServer builds the ext_proc gRPC server with extproc.ServerOptions,
-// the standard health service and reflection (so grpcurl works without
-// proto files).
-func newGRPCServer(maxMsg int) (*grpc.Server, *health.Server) {
-	g := grpc.NewServer(extproc.ServerOptions(maxMsg)...)
-	h := health.NewServer()
-	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	h.SetServingStatus("envoy.service.ext_proc.v3.ExternalProcessor", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(g, h)
-	reflection.Register(g)
-	return g, h
-}
 
 // stopGRPC lets open streams (requests in flight through Envoy) finish
 // within grace, then cuts the rest.

@@ -283,7 +283,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}()
 
-	grpcServer, health := newGRPCServer(cfg.grpcMaxMsg)
+	grpcServer, health := extproc.NewGRPCServer(cfg.grpcMaxMsg)
 	ep.Register(grpcServer)
 	log.Info("listening", "listener", "extproc", "address", listenerAddress(extprocLn))
 	wg.Add(1)
