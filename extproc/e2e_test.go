@@ -280,3 +280,62 @@ func TestStreamedRequestBodyIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestUsageMetadataWhenTheResponseEndsEarly: a response that ends at its
+// headers (no body) or at its trailers still hands Envoy its usage
+// metadata, on the answer to that last message, and gets its one record.
+func TestUsageMetadataWhenTheResponseEndsEarly(t *testing.T) {
+	t.Parallel()
+	respHeaders := func(end bool) *extprocv3.ProcessingRequest {
+		return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+			Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+				{Key: ":status", RawValue: []byte("200")}, {Key: "content-type", RawValue: []byte("application/json")}}},
+			EndOfStream: end}}}
+	}
+	chunk := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
+		ResponseBody: &extprocv3.HttpBody{Body: []byte(`{"id":"resp_1","usage":{"input_tokens":7,"output_tokens":2}}`)}}}
+	trailers := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseTrailers{
+		ResponseTrailers: &extprocv3.HttpTrailers{Trailers: &corev3.HeaderMap{}}}}
+	for _, tc := range []struct {
+		name     string
+		response []*extprocv3.ProcessingRequest
+		input    float64 // the usage's input_tokens; 0 for none
+	}{
+		{"ends at its headers", []*extprocv3.ProcessingRequest{respHeaders(true)}, 0},
+		{"ends at its trailers", []*extprocv3.ProcessingRequest{respHeaders(false), chunk, trailers}, 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, "rules: []")
+			stream, err := h.proxy.Client.Process(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = stream.CloseSend() }()
+			request := []*extprocv3.ProcessingRequest{
+				{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+					Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":path", RawValue: []byte("/v1/responses")}, {Key: ":method", RawValue: []byte("POST")}}}}}},
+				{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(`{"model":"gpt-5.5"}`), EndOfStream: true}}},
+			}
+			var answer *extprocv3.ProcessingResponse
+			for _, m := range append(request, tc.response...) {
+				if err := stream.Send(m); err != nil {
+					t.Fatal(err)
+				}
+				if answer, err = stream.Recv(); err != nil {
+					t.Fatalf("answer to %T: %v", m.Request, err)
+				}
+			}
+			us := answer.GetDynamicMetadata().GetFields()["tiergate"].GetStructValue()
+			if us == nil || us.Fields["status"].GetStringValue() == "" {
+				t.Fatalf("the answer to the last message carries %v; want the usage metadata", answer.GetDynamicMetadata())
+			}
+			if got := us.Fields["input_tokens"].GetNumberValue(); got != tc.input {
+				t.Errorf("usage metadata input_tokens %v; want %v (%v)", got, tc.input, us)
+			}
+			if rec := h.record(1); rec["http_status"] != 200.0 {
+				t.Errorf("record %v; want one, with http_status 200", rec)
+			}
+		})
+	}
+}
