@@ -178,7 +178,7 @@ func sendAll(t *testing.T, c *websocket.Conn, frames []string) {
 
 // TestBacklogOfWaitingResponseCreatesIsRefused pipelines response.create
 // frames to an upstream that never answers them: maxWaiting of them wait,
-// and the one past that is refused (refuseBacklog) with an error event, a
+// and the one past that is refused (refuseOverload) with an error event, a
 // 1008 close, a "blocked" usage record, and the waiting turns recorded as
 // cut short.
 func TestBacklogOfWaitingResponseCreatesIsRefused(t *testing.T) {
@@ -289,7 +289,7 @@ func updates(n int, session string) []string {
 
 // TestUnconfirmedSessionUpdateClaimsAreRefused sends session.update frames
 // to an upstream that does not confirm them: once the models they claim
-// reach maxClaimed, the next claim is refused (refuseClaims) with an error
+// reach maxClaimed, the next claim is refused (refuseOverload) with an error
 // event, a 1008 close and a "blocked" usage record.
 func TestUnconfirmedSessionUpdateClaimsAreRefused(t *testing.T) {
 	t.Parallel()
