@@ -288,9 +288,10 @@ func updates(n int, session string) []string {
 }
 
 // TestUnconfirmedSessionUpdateClaimsAreRefused sends session.update frames
-// to an upstream that does not confirm them: once the models they claim
-// reach maxClaimed, the next claim is refused (refuseOverload) with an error
-// event, a 1008 close and a "blocked" usage record.
+// to an upstream that does not confirm them: once the frames waiting, or
+// the models they claim, reach maxClaimed, the next session.update is
+// refused (refuseOverload) with an error event, a 1008 close and a
+// "blocked" usage record.
 func TestUnconfirmedSessionUpdateClaimsAreRefused(t *testing.T) {
 	t.Parallel()
 	const msg = "too many session.update frames are waiting for the upstream's session.updated"
