@@ -360,25 +360,9 @@ func mustRead(t *testing.T, path string) []byte {
 // TestPrometheusRuleGroupsPassPromtool hands the PrometheusRule's groups to
 // promtool, which checks every expression parses and every field is known.
 func TestPrometheusRuleGroupsPassPromtool(t *testing.T) {
-	r := render(t, "../overlays/example")
-	rule := one[*monitoringv1.PrometheusRule](t, r)
-	groups, err := yaml.Marshal(map[string]any{"groups": rule.Spec.Groups})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "rules.yaml")
-	if err := os.WriteFile(path, groups, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatal("promtool is not installed: apt-get install prometheus (.ci/run does this)")
-	}
-	out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput()
-	if err != nil {
-		t.Fatalf("promtool check rules: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), fmt.Sprintf("SUCCESS: %d rules found", countRules(rule))) {
+	rule, path := writeRuleGroups(t, t.TempDir())
+	out := runPromtool(t, "check", "rules", path)
+	if !strings.Contains(out, fmt.Sprintf("SUCCESS: %d rules found", countRules(rule))) {
 		t.Fatalf("promtool: %s", out)
 	}
 }
@@ -387,30 +371,48 @@ func TestPrometheusRuleGroupsPassPromtool(t *testing.T) {
 // rules: each alert fires on the series its failure leaves behind, and
 // stays quiet on healthy ones.
 func TestAlertsFire(t *testing.T) {
-	r := render(t, "../overlays/example")
-	rule := one[*monitoringv1.PrometheusRule](t, r)
-	groups, err := yaml.Marshal(map[string]any{"groups": rule.Spec.Groups})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := t.TempDir()
+	writeRuleGroups(t, dir) // the cases name rules.yaml beside them
 	cases, err := os.ReadFile("testdata/alerts_test.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	for name, b := range map[string][]byte{"rules.yaml": groups, "alerts_test.yaml": cases} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	path := filepath.Join(dir, "alerts_test.yaml")
+	if err := os.WriteFile(path, cases, 0o644); err != nil {
+		t.Fatal(err)
 	}
+	runPromtool(t, "test", "rules", path)
+}
+
+// writeRuleGroups writes the example overlay's PrometheusRule groups as a
+// Prometheus rule file, dir/rules.yaml.
+func writeRuleGroups(t *testing.T, dir string) (*monitoringv1.PrometheusRule, string) {
+	t.Helper()
+	rule := one[*monitoringv1.PrometheusRule](t, render(t, "../overlays/example"))
+	groups, err := yaml.Marshal(map[string]any{"groups": rule.Spec.Groups})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(path, groups, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return rule, path
+}
+
+// runPromtool runs promtool with args and returns its output; it fails the
+// test when promtool fails.
+func runPromtool(t *testing.T, args ...string) string {
+	t.Helper()
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
 		t.Fatal("promtool is not installed: apt-get install prometheus (.ci/run does this)")
 	}
-	out, err := exec.Command(promtool, "test", "rules", filepath.Join(dir, "alerts_test.yaml")).CombinedOutput()
+	out, err := exec.Command(promtool, args...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("promtool test rules: %v\n%s", err, out)
+		t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
+	return string(out)
 }
 
 func countRules(r *monitoringv1.PrometheusRule) int {
