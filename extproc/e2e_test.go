@@ -252,24 +252,9 @@ func TestStreamedRequestBodyIsRefused(t *testing.T) {
 		t.Run(tc.path, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, "")
-			stream, err := h.proxy.Client.Process(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = stream.CloseSend() }()
-			headers := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-				Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":path", RawValue: []byte(tc.path)}, {Key: ":method", RawValue: []byte("POST")}}}}}}
 			chunk := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
 				RequestBody: &extprocv3.HttpBody{Body: []byte(`{"model":"gpt-5.5",`), EndOfStream: false}}}
-			var answer *extprocv3.ProcessingResponse
-			for _, m := range []*extprocv3.ProcessingRequest{headers, chunk} {
-				if err := stream.Send(m); err != nil {
-					t.Fatal(err)
-				}
-				if answer, err = stream.Recv(); err != nil {
-					t.Fatalf("answer to %T: %v", m.Request, err)
-				}
-			}
+			answer := exchangeByHand(t, h, requestHeaders(tc.path), chunk)
 			ir := answer.GetImmediateResponse()
 			if ir == nil || ir.GetStatus().GetCode() != 500 || string(ir.GetBody()) != tc.body {
 				t.Fatalf("answer to a streamed chunk = %v, want an immediate 500 with %s", answer, tc.body)
@@ -307,25 +292,9 @@ func TestUsageMetadataWhenTheResponseEndsEarly(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, "rules: []")
-			stream, err := h.proxy.Client.Process(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = stream.CloseSend() }()
-			request := []*extprocv3.ProcessingRequest{
-				{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-					Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":path", RawValue: []byte("/v1/responses")}, {Key: ":method", RawValue: []byte("POST")}}}}}},
-				{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(`{"model":"gpt-5.5"}`), EndOfStream: true}}},
-			}
-			var answer *extprocv3.ProcessingResponse
-			for _, m := range append(request, tc.response...) {
-				if err := stream.Send(m); err != nil {
-					t.Fatal(err)
-				}
-				if answer, err = stream.Recv(); err != nil {
-					t.Fatalf("answer to %T: %v", m.Request, err)
-				}
-			}
+			body := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+				RequestBody: &extprocv3.HttpBody{Body: []byte(`{"model":"gpt-5.5"}`), EndOfStream: true}}}
+			answer := exchangeByHand(t, h, append([]*extprocv3.ProcessingRequest{requestHeaders("/v1/responses"), body}, tc.response...)...)
 			us := answer.GetDynamicMetadata().GetFields()["tiergate"].GetStructValue()
 			if us == nil || us.Fields["status"].GetStringValue() == "" {
 				t.Fatalf("the answer to the last message carries %v; want the usage metadata", answer.GetDynamicMetadata())
@@ -338,4 +307,31 @@ func TestUsageMetadataWhenTheResponseEndsEarly(t *testing.T) {
 			}
 		})
 	}
+}
+
+// requestHeaders is a POST's request_headers message for path.
+func requestHeaders(path string) *extprocv3.ProcessingRequest {
+	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+		Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":path", RawValue: []byte(path)}, {Key: ":method", RawValue: []byte("POST")}}}}}}
+}
+
+// exchangeByHand sends msgs on one stream to h's server, as Envoy would
+// but without its proxy, awaiting each answer; it returns the last.
+func exchangeByHand(t *testing.T, h *harness, msgs ...*extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+	t.Helper()
+	stream, err := h.proxy.Client.Process(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stream.CloseSend() }()
+	var answer *extprocv3.ProcessingResponse
+	for _, m := range msgs {
+		if err := stream.Send(m); err != nil {
+			t.Fatal(err)
+		}
+		if answer, err = stream.Recv(); err != nil {
+			t.Fatalf("answer to %T: %v", m.Request, err)
+		}
+	}
+	return answer
 }
