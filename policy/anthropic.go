@@ -57,8 +57,9 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 		res.RequestModel = models[len(models)-1]
 	}
 	res.Decision = p.Evaluate(req.Endpoint, req.Group, tiers, models)
+	p.applyBudgets(&res.Decision, req.Spend, models)
 	if res.Action == ActionBlock {
-		res.Status, res.Sent = 403, TierNone
+		res.Status, res.Sent = refusalOf(&res.Decision).Status(), TierNone
 		return
 	}
 	keep := res.Action == ActionPass && res.Sent == TierPriority

@@ -17,6 +17,9 @@ type HTTPRequest struct {
 	// Beta holds every anthropic-beta header line.
 	Beta []string
 	Body []byte
+	// Spend is the view of budget spend as of the request's headers (nil:
+	// budgets do not act).
+	Spend SpendView
 	// MaxDecoded bounds a decompressed body.
 	MaxDecoded int64
 	// Buf: see Request.Buf.
@@ -66,7 +69,7 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 		body, out.Decoded = decoded, true
 	}
 	out.Result = p.Apply(&Request{
-		Endpoint: r.Endpoint, Group: group, Beta: r.Beta, EnsureUsage: true, Buf: r.Buf,
+		Endpoint: r.Endpoint, Group: group, Beta: r.Beta, EnsureUsage: true, Buf: r.Buf, Spend: r.Spend,
 	}, body)
 	if out.Decoded {
 		out.BodyChanged = true // the decoded body replaces the compressed one
@@ -74,9 +77,9 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 	switch out.Status {
 	case 400:
 		return p.refuse(r.Endpoint, group, RefusalInvalidJSON, "the request body is not valid JSON: "+out.Err.Error())
-	case 403:
-		out.Refusal = RefusalPolicy
-		out.ErrorBody = ErrorBody(r.Endpoint, RefusalPolicy, out.Message)
+	case 403, 429:
+		out.Refusal = refusalOf(&out.Decision)
+		out.ErrorBody = ErrorBody(r.Endpoint, out.Refusal, out.Message)
 	}
 	return out
 }
