@@ -76,6 +76,12 @@ func TestToMicrosRoundsHalfToEven(t *testing.T) {
 }
 
 const trackerPolicy = `
+prices:
+  currency: USD
+  models:
+  - model: "*"
+    tiers:
+      default: {input: 1, output: 2}
 identity: {group_header: x-tiergate-group}
 groups: [{name: codex-fast}, {name: team-a}]
 budgets:

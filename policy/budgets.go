@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
 	"strings"
 
+	"github.com/tiergate/tiergate/internal/decimal"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
 )
 
@@ -254,7 +254,7 @@ func (l *loader) budget(path string, v any) *tiergatev1.Budget {
 			}
 		},
 		"limit": func(p string, v any) {
-			micros, ok := l.amount(p, v)
+			micros, ok := l.limitAmount(p, v)
 			if !ok {
 				return
 			}
@@ -300,41 +300,31 @@ func (l *loader) budget(path string, v any) *tiergatev1.Budget {
 	return b
 }
 
-// amount reads a number of currency units with at most 6 decimals, exactly,
-// as micro-units.
-func (l *loader) amount(path string, v any) (int64, bool) {
+// limitAmount reads a budget's limit, exactly, as micro-units: a number of
+// currency units with at most 6 decimals.
+func (l *loader) limitAmount(path string, v any) (int64, bool) {
 	n, ok := v.(json.Number)
 	if !ok {
 		l.addf(path, "want a number of currency units, got %s", describe(v))
 		return 0, false
 	}
-	micros, err := parseMicros(n.String())
-	if err != nil {
+	if strings.HasPrefix(n.String(), "-") {
+		l.addf(path, "must be greater than 0")
+		return 0, false
+	}
+	micros, err := decimal.Parse(n.String(), 6)
+	switch {
+	case errors.Is(err, decimal.ErrRange) || err == nil && micros > maxMicros:
+		l.addf(path, "limit %s is too large", n)
+		return 0, false
+	case err != nil:
 		l.addf(path, "%v", err)
 		return 0, false
 	}
-	return micros, true
+	return int64(micros), true
 }
 
-// parseMicros reads a decimal number with at most 6 decimals, exactly, as
-// an integer count of 10⁻⁶. YAML numbers reach it as JSON numbers, so an
-// exponent form (1e-07) is read too.
-func parseMicros(s string) (int64, error) {
-	r, ok := new(big.Rat).SetString(s)
-	if !ok {
-		return 0, fmt.Errorf("%s: not a decimal number", s)
-	}
-	r.Mul(r, big.NewRat(MicrosPerUnit, 1))
-	if !r.IsInt() {
-		return 0, errors.New("at most 6 decimals")
-	}
-	if !r.Num().IsInt64() || r.Num().Int64() > maxMicros {
-		return 0, errors.New("too large")
-	}
-	return r.Num().Int64(), nil
-}
-
-// maxMicros bounds an amount far above any real budget, so sums of spend
+// maxMicros bounds a limit far above any real budget, so sums of spend
 // cannot overflow int64.
 const maxMicros = 1 << 53
 

@@ -6,6 +6,16 @@ import (
 	"testing"
 )
 
+// testPrices is a price table for policies with budgets, which need one.
+const testPrices = `prices:
+  currency: USD
+  models:
+  - model: "*"
+    tiers:
+      default: {input: 1, output: 2}
+      priority: {input: 2, output: 4}
+`
+
 func TestBudgetConfigErrors(t *testing.T) {
 	t.Parallel()
 	ok := "{name: b, window: day, limit: 10, on_exhausted: block}"
@@ -39,7 +49,7 @@ func TestBudgetConfigErrors(t *testing.T) {
 		{"a limit of zero is refused", "budgets: [{name: b, window: day, limit: 0, on_exhausted: block}]\n",
 			[]string{"budgets[0].limit: must be greater than 0"}},
 		{"a limit with seven decimals is refused", "budgets: [{name: b, window: day, limit: 0.0000001, on_exhausted: block}]\n",
-			[]string{"budgets[0].limit: at most 6 decimals"}},
+			[]string{"budgets[0].limit: more than 6 decimals"}},
 		{"a limit written as a string is refused", "budgets: [{name: b, window: day, limit: '200', on_exhausted: block}]\n",
 			[]string{`budgets[0].limit: want a number of currency units, got string "200"`}},
 		{"all is not a budget tier", "budgets: [{name: b, window: day, limit: 1, on_exhausted: block, service_tiers: [all]}]\n",
@@ -59,7 +69,7 @@ func TestBudgetConfigErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Load([]byte(tc.file))
+			_, err := Load([]byte(testPrices + tc.file))
 			var ce *ConfigError
 			if !errors.As(err, &ce) {
 				t.Fatalf("Load returned %v, want a *ConfigError", err)
@@ -69,6 +79,15 @@ func TestBudgetConfigErrors(t *testing.T) {
 				t.Errorf("problems:\n%s\nwant (any order):\n%s", err, strings.Join(tc.want, "\n"))
 			}
 		})
+	}
+}
+
+func TestABudgetNeedsPrices(t *testing.T) {
+	t.Parallel()
+	_, err := Load([]byte("budgets: [{name: b, window: day, limit: 10, on_exhausted: block}]\n"))
+	want := "budgets: budgets need prices: (spend is the priced cost of each request; without a price table no budget would ever move)"
+	if err == nil || err.Error() != want {
+		t.Errorf("Load = %v, want %q", err, want)
 	}
 }
 
@@ -93,7 +112,7 @@ func sortedCopy(want, got []string) []string {
 
 func TestBudgetConfigAccepted(t *testing.T) {
 	t.Parallel()
-	p := mustLoad(t, `
+	p := mustLoad(t, testPrices+`
 budgets:
 - name: codex-fast-daily
   groups: [codex-fast]

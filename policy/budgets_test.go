@@ -49,7 +49,7 @@ budgets:
 
 func TestBudgetEvaluation(t *testing.T) {
 	t.Parallel()
-	p := mustLoad(t, budgetPolicy)
+	p := mustLoad(t, testPrices+budgetPolicy)
 	cases := []struct {
 		name     string
 		endpoint Endpoint
@@ -151,7 +151,7 @@ func TestBudgetEvaluation(t *testing.T) {
 
 func TestBudgetRefusalShapes(t *testing.T) {
 	t.Parallel()
-	p := mustLoad(t, budgetPolicy)
+	p := mustLoad(t, testPrices+budgetPolicy)
 	view := fixedSpend{units: map[string]int64{"team-a-hard/team-a": 600}, secondsLeft: 42}
 	header := func(name string) string {
 		if name == "x-tiergate-group" {

@@ -21,6 +21,7 @@ type Policy struct {
 	modelLabels map[string]struct{}
 	groupLabels map[string]struct{}
 	budgets     []Budget
+	prices      *priceTable // nil: nothing is priced
 	config      *tiergatev1.Config
 	sha256      string
 	loadedAt    time.Time
