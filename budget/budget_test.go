@@ -55,7 +55,7 @@ func TestToMicrosRoundsHalfToEven(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name  string
-		picos int64
+		picos uint64
 		want  int64
 	}{
 		{"an exact micro stays", 3_000_000, 3},
@@ -159,7 +159,7 @@ func (f *trackerFixture) spent(t *testing.T, name, bucket string) (int64, int64)
 
 // charge is a priced charge of units currency units at the clock's time.
 func (f *trackerFixture) charge(group, model string, tier policy.Tier, micros int64) Charge {
-	return Charge{Group: group, Model: model, Tier: tier, At: f.clock.now(), Cost: micros * PicosPerMicro}
+	return Charge{Group: group, At: f.clock.now(), Cost: policy.Cost{Model: model, Tier: tier, Pico: uint64(micros) * PicosPerMicro}}
 }
 
 func TestAccountAddsToEveryApplicableBudget(t *testing.T) {
@@ -235,13 +235,13 @@ func TestUnpricedChargesAreCountedAsUnaccounted(t *testing.T) {
 	t.Parallel()
 	f := newTrackerFixture(t, trackerPolicy, "2026-12-07T10:00:00Z")
 	c := f.charge("codex-fast", "gpt-5.5", policy.TierPriority, 0)
-	c.Unpriced = ReasonNoUsage
+	c.Cost.Unpriced = policy.UnpricedNoUsage
 	f.tracker.Account(f.pol.Load(), c)
 	if got, _ := f.spent(t, "fast-daily", "codex-fast"); got != 0 {
 		t.Errorf("spent %d, want 0", got)
 	}
 	for _, name := range []string{"fast-daily", "all-weekly", "all-monthly"} {
-		if got := testutil.ToFloat64(f.tracker.metrics.unaccountedVec.WithLabelValues(name, ReasonNoUsage)); got != 1 {
+		if got := testutil.ToFloat64(f.tracker.metrics.unaccountedVec.WithLabelValues(name, policy.UnpricedNoUsage)); got != 1 {
 			t.Errorf("%s unaccounted = %v, want 1", name, got)
 		}
 	}

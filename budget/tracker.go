@@ -13,34 +13,18 @@ import (
 // make one unit of spend (10⁻⁶).
 const PicosPerMicro = 1_000_000
 
-// Unaccounted reasons: why a request that a budget applied to added
-// nothing to it. They are the cost's unpriced reasons.
-const (
-	ReasonNoUsage = "no_usage" // the upstream did not report input or output
-	ReasonNoPrice = "no_price" // no price for the model or tier
-	ReasonAudio   = "audio"    // a Realtime turn with audio tokens
-)
-
 // Charge is what a finished request or WebSocket turn cost, as spend needs
 // it. Blocked and refused requests have no charge.
 type Charge struct {
 	// Group is the caller's group as resolved ("" for none).
 	Group string
-	// Model is the model as priced (before model_aliases; they are applied
-	// here as the policy applies them).
-	Model string
-	// Tier is the tier billed: the one the upstream reported, else the one
-	// sent.
-	Tier policy.Tier
 	// At is the decision time (the request's headers, the turn's
 	// response.create): the cost goes to the window that contains it.
 	At time.Time
-	// Cost is in units of 10⁻¹² of the currency; meaningful when Unpriced
-	// is "".
-	Cost int64
-	// Unpriced is why there is no cost (ReasonNoUsage, ReasonNoPrice,
-	// ReasonAudio), "" when Cost holds it.
-	Unpriced string
+	// Cost is the request's cost under the policy it was decided by (its
+	// model after aliases, the tier priced, and the amount or why there is
+	// none).
+	Cost policy.Cost
 }
 
 // Tracker keeps spend for the policy in force: it gives decisions a View of
@@ -128,15 +112,14 @@ func (t *Tracker) Account(p *policy.Policy, c Charge) {
 		return
 	}
 	bucket := p.GroupBucket(c.Group)
-	model := p.MatchModel(c.Model)
-	micros := toMicros(c.Cost)
+	micros := toMicros(c.Cost.Pico)
 	for i := range budgets {
 		b := &budgets[i]
-		if !b.AppliesToGroup(bucket) || !b.CoversModel(model) || !b.CountsTier(c.Tier) {
+		if !b.AppliesToGroup(bucket) || !b.CoversModel(c.Cost.Model) || !b.CountsTier(c.Cost.Tier) {
 			continue
 		}
-		if c.Unpriced != "" {
-			t.metrics.unaccounted(b.Name, c.Unpriced)
+		if c.Cost.Unpriced != "" {
+			t.metrics.unaccounted(b.Name, c.Cost.Unpriced)
 			continue
 		}
 		if micros == 0 {
@@ -149,11 +132,8 @@ func (t *Tracker) Account(p *policy.Policy, c Charge) {
 
 // toMicros rounds a cost in 10⁻¹² units to micro-units, half to even, so
 // that rounding has no bias over many requests.
-func toMicros(picos int64) int64 {
-	q, r := picos/PicosPerMicro, picos%PicosPerMicro
-	if picos < 0 {
-		return -toMicros(-picos)
-	}
+func toMicros(picos uint64) int64 {
+	q, r := int64(picos/PicosPerMicro), picos%PicosPerMicro
 	switch {
 	case r > PicosPerMicro/2, r == PicosPerMicro/2 && q%2 == 1:
 		q++
