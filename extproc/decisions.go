@@ -32,6 +32,7 @@ type decisionKey struct {
 	action                  policy.Action
 	requested, judged, sent policy.Tier
 	rule, group, model      string
+	budget                  string
 }
 
 // decision is what a decision's answers share. Its metadata is read-only
@@ -47,6 +48,14 @@ type decisionCache struct {
 	slots [decisionCacheSlots]atomic.Pointer[decision]
 }
 
+// budgetLabel is the budget that acted, "none" when none did.
+func budgetLabel(name string) string {
+	if name == "" {
+		return "none"
+	}
+	return name
+}
+
 func newDecisionCache() *decisionCache { return &decisionCache{seed: maphash.MakeSeed()} }
 
 // get returns the decision out describes, from the table or made (and
@@ -55,7 +64,7 @@ func (c *decisionCache) get(srv *Server, pol *policy.Policy, ep policy.Endpoint,
 	k := decisionKey{
 		pol: pol, endpoint: ep, action: out.Action,
 		requested: out.Requested, judged: out.Tier, sent: out.Sent,
-		rule: out.Rule, group: out.Group, model: out.RequestModel,
+		rule: out.Rule, group: out.Group, model: out.RequestModel, budget: out.Budget,
 	}
 	cacheable := len(k.model)+len(k.group) <= maxCachedNames
 	var slot *atomic.Pointer[decision]
@@ -74,6 +83,7 @@ func (c *decisionCache) get(srv *Server, pol *policy.Policy, ep policy.Endpoint,
 	m.str("rule", out.Rule)
 	m.str("group", out.Group)
 	m.str("model", out.RequestModel)
+	m.str("budget", budgetLabel(out.Budget))
 	d.metadata = m.appendTo(nil)
 	if cacheable {
 		slot.Store(d)

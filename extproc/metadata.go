@@ -33,7 +33,7 @@ const (
 )
 
 // maxMetadataFields is the most fields one answer carries (the decision
-// has 7, the usage at most 6).
+// has 8, the usage at most 6).
 const maxMetadataFields = 8
 
 // metadataField is one field of tiergate's namespace: a string, or a number

@@ -26,6 +26,11 @@ type exchange struct {
 	header    func(string) string // looks a request header up in headers
 	requestID string
 
+	// decidedAt is the decision time, the request headers' arrival: the
+	// request's cost goes to the budget windows that contain it. Zero when
+	// the policy has no budgets.
+	decidedAt time.Time
+
 	out     policy.HTTPOutcome // the request's decision
 	decided bool
 	answer  *bodyAnswer // the body answer, to recycle once it is sent
@@ -60,6 +65,9 @@ func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		return unpolicedHeadersAnswer
 	}
 	x.pol = x.srv.opts.Store.Load()
+	if t := x.srv.opts.Budgets; t != nil && len(x.pol.Budgets()) > 0 {
+		x.decidedAt = t.Now()
+	}
 	return policedHeadersAnswer
 }
 
@@ -79,6 +87,11 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	}
 	a := x.srv.getAnswer()
 	x.answer = a
+	var spend policy.SpendView
+	if !x.decidedAt.IsZero() {
+		a.spend = x.srv.opts.Budgets.View(x.decidedAt)
+		spend = &a.spend
+	}
 	x.out = x.pol.DecideHTTP(&policy.HTTPRequest{
 		Endpoint:   x.endpoint,
 		Header:     x.header,
@@ -86,8 +99,10 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		Body:       b.GetBody(),
 		MaxDecoded: x.srv.opts.MaxBodyBytes,
 		Buf:        a.out,
+		Spend:      spend,
 	})
 	x.decided = true
+	x.srv.opts.Budgets.Acted(&x.out.Decision)
 	d := x.srv.decisions.get(x.srv, x.pol, x.endpoint, &x.out)
 	d.counter.Inc()
 	if x.out.Refused() {
@@ -131,10 +146,13 @@ func (x *exchange) refuse(d *decision) *extprocv3.ProcessingResponse {
 	x.srv.metrics.countRequest(x.endpoint, outcome)
 	x.srv.log.Info("request refused", "request_id", x.requestID, "endpoint", x.endpoint.String(),
 		"status", status, "group", x.out.Group, "model", x.out.RequestModel,
-		"service_tier", x.out.Tier.String(), "rule", x.out.Rule, "message", x.out.Message)
+		"service_tier", x.out.Tier.String(), "rule", x.out.Rule, "budget", x.out.Budget, "message", x.out.Message)
 	x.done = true
 	x.writeRecord(recStatus, status, usage.Unknown())
 	resp := immediate(status, x.out.ErrorBody, "tiergate_"+x.out.Refusal.Code())
+	if x.out.Refusal == policy.RefusalBudget {
+		addBudgetHeaders(resp, x.out.Budget, x.out.RetryAfter)
+	}
 	resp.ProtoReflect().SetUnknown(d.metadata)
 	return resp
 }

@@ -9,6 +9,7 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
+	"github.com/tiergate/tiergate/budget"
 	"github.com/tiergate/tiergate/contentcoding"
 	"github.com/tiergate/tiergate/policy"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
@@ -194,6 +195,7 @@ func (x *exchange) finish(status string, resp *extprocv3.ProcessingResponse) {
 		x.srv.metrics.usageUnknown.WithLabelValues(x.endpoint.String(), reason).Inc()
 	}
 	x.writeRecord(status, httpStatus, u)
+	x.account(u)
 	x.srv.opts.Tokens.Add(x.endpoint.String(), x.pol.ModelLabel(x.out.RequestModel),
 		policy.TierLabel(u.BilledTier(x.out.Sent.String())), x.pol.GroupLabel(x.out.Group), u)
 	if resp != nil {
@@ -273,6 +275,7 @@ func (x *exchange) writeRecord(status string, httpStatus int, u usage.Usage) {
 		ServiceTierSent:      x.out.Sent.String(),
 		Action:               x.out.Action.String(),
 		Rule:                 x.out.Rule,
+		Budget:               x.out.Budget,
 		Status:               status,
 	}
 	var firstOut time.Time
@@ -330,4 +333,23 @@ func (d *streamDecoder) Write(p []byte) {
 func (d *streamDecoder) Close() {
 	_ = d.pw.Close()
 	<-d.done
+}
+
+// account adds the request's cost to the budgets it falls under, in the
+// windows of its decision time. Only a request that budgets were enforced
+// on is accounted: without budgets there is no spend to keep.
+func (x *exchange) account(u usage.Usage) {
+	if x.decidedAt.IsZero() || x.out.Refused() {
+		return
+	}
+	c := x.pol.Cost(&policy.Billable{
+		Model: x.out.RequestModel, ResponseModel: u.Model,
+		TierSent: x.out.Sent.String(), TierReported: u.ServiceTier,
+		Tokens: policy.Tokens{
+			Input: u.InputTokens, CachedInput: u.CachedInputTokens,
+			CacheWriteInput: u.CacheWriteInputTokens, Output: u.OutputTokens,
+		},
+		Audio: u.AudioTokens > 0,
+	})
+	x.srv.opts.Budgets.Account(x.pol, budget.Charge{Group: x.out.Group, At: x.decidedAt, Cost: c})
 }
