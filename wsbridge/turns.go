@@ -8,6 +8,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/tidwall/gjson"
 
+	"github.com/tiergate/tiergate/budget"
 	"github.com/tiergate/tiergate/policy"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
 	"github.com/tiergate/tiergate/usage"
@@ -40,6 +41,11 @@ type turn struct {
 	requested, sent policy.Tier
 	action          policy.Action
 	rule            string
+	budget          string // the budget that acted on its frame, "" for none
+	// decidedAt is the decision time on the budgets' clock, zero when the
+	// policy had no budgets: the turn's cost goes to the windows that
+	// contain it, however long the turn runs.
+	decidedAt time.Time
 }
 
 // lane is one stream_id's queue: the frames waiting for their
@@ -403,6 +409,36 @@ func (s *session) record(t *turn, status string, httpStatus int, u usage.Usage, 
 		s.writeRecord(t, group, status, httpStatus, u, reportedModel, now)
 	}
 	s.b.opts.Tokens.Add(s.em.endpoint, pol.ModelLabel(t.model), policy.TierLabel(u.BilledTier(t.sent.String())), pol.GroupLabel(group), u)
+	if status != usage.StatusBlocked && status != usage.StatusRefused {
+		s.chargeBudgets(pol, t, group, u, reportedModel)
+	}
+}
+
+// chargeBudgets adds a turn's cost to the budgets it falls under. A turn the
+// server started had no decision: it counts in the window of its start.
+func (s *session) chargeBudgets(pol *policy.Policy, t *turn, group string, u usage.Usage, reportedModel string) {
+	tr := s.b.opts.Budgets
+	if tr == nil || len(pol.Budgets()) == 0 {
+		return
+	}
+	at := t.decidedAt
+	if at.IsZero() {
+		at = t.start
+	}
+	respModel := u.Model
+	if respModel == "" {
+		respModel = reportedModel
+	}
+	c := pol.Cost(&policy.Billable{
+		Model: t.model, ResponseModel: respModel,
+		TierSent: t.sent.String(), TierReported: u.ServiceTier,
+		Tokens: policy.Tokens{
+			Input: u.InputTokens, CachedInput: u.CachedInputTokens,
+			CacheWriteInput: u.CacheWriteInputTokens, Output: u.OutputTokens,
+		},
+		Audio: u.AudioTokens > 0,
+	})
+	tr.Account(pol, budget.Charge{Group: group, At: at, Cost: c})
 }
 
 // writeRecord writes a turn's usage record.
@@ -417,6 +453,7 @@ func (s *session) writeRecord(t *turn, group, status string, httpStatus int, u u
 		ServiceTierSent:      t.sent.String(),
 		Action:               t.action.String(),
 		Rule:                 t.rule,
+		Budget:               t.budget,
 		Stream:               true,
 		Status:               status,
 	}
@@ -438,6 +475,9 @@ func (s *session) writeRecord(t *turn, group, status string, httpStatus int, u u
 // upstream, which is closed normally.
 func (s *session) refuse(res *policy.Result) {
 	refusal, msg := policy.RefusalPolicy, res.Message
+	if res.Budget != "" {
+		refusal = policy.RefusalBudget
+	}
 	if res.Status == 400 {
 		refusal, msg = policy.RefusalInvalidJSON, "the frame is not valid JSON"
 		if res.Err != nil {
@@ -447,28 +487,34 @@ func (s *session) refuse(res *policy.Result) {
 	s.refuseWith(refusal, msg, &turn{
 		start: time.Now(), model: res.RequestModel, group: res.Group,
 		requested: res.Requested, sent: policy.TierNone, action: res.Action, rule: res.Rule,
-	}, res.Tier)
+		budget: res.Budget,
+	}, res.Tier, res.RetryAfter)
 }
 
 // refuseOverload ends a session whose client sends frames faster than the
 // upstream confirms them (too many session.update or response.create
 // frames waiting).
 func (s *session) refuseOverload(group, msg string) {
-	s.refuseWith(policy.RefusalPolicy, msg, &turn{start: time.Now(), group: group, action: policy.ActionBlock}, policy.TierNone)
+	s.refuseWith(policy.RefusalPolicy, msg, &turn{start: time.Now(), group: group, action: policy.ActionBlock}, policy.TierNone, 0)
 }
 
 // refuseWith sends the refusal's error event, records t and closes the
-// session: 1008 for a policy refusal, 1007 for a frame that is not JSON.
-func (s *session) refuseWith(r policy.Refusal, msg string, t *turn, judged policy.Tier) {
+// session: 1008 for a policy or budget refusal, 1007 for a frame that is
+// not JSON. retryAfter is a budget refusal's seconds to its window's end.
+func (s *session) refuseWith(r policy.Refusal, msg string, t *turn, judged policy.Tier, retryAfter int64) {
 	code, status := websocket.StatusPolicyViolation, usage.StatusBlocked
 	if r == policy.RefusalInvalidJSON {
 		code, status = websocket.StatusInvalidFramePayloadData, usage.StatusRefused
 	}
 	s.stopRelay.Store(true) // the upstream pump must not slip a frame in before the close
-	err := s.writeClient(websocket.MessageText, policy.ErrorEvent(r, msg))
+	event := policy.ErrorEvent(r, msg)
+	if r == policy.RefusalBudget {
+		event = policy.BudgetErrorEvent(msg, retryAfter)
+	}
+	err := s.writeClient(websocket.MessageText, event)
 	s.b.log.Info("frame refused", "request_id", s.requestID, "endpoint", s.em.endpoint,
 		"status", r.Status(), "group", t.group, "model", t.model, "service_tier", judged.String(),
-		"rule", t.rule, "message", msg)
+		"rule", t.rule, "budget", t.budget, "message", msg)
 	s.record(t, status, r.Status(), usage.Unknown(), "", time.Now())
 	if err != nil {
 		s.end(lostCause(sideClient, false))
