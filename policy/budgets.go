@@ -171,6 +171,21 @@ func (b *Budget) coversAny(p *Policy, models []string) bool {
 	return false
 }
 
+// CheckSuccessor refuses a policy that may not replace next in force: one
+// that changes the price table's currency while both have budgets (the
+// spend kept so far is in the old currency, and limits would silently
+// compare amounts in two).
+func CheckSuccessor(current, next *Policy) error {
+	if current == nil || len(current.budgets) == 0 || len(next.budgets) == 0 {
+		return nil
+	}
+	if a, b := current.Currency(), next.Currency(); a != b {
+		return &ConfigError{Problems: []Problem{{Path: "prices.currency",
+			Message: fmt.Sprintf("changes from %s to %s while budgets keep spend in %s (remove the budgets first, or restart)", a, b, a)}}}
+	}
+	return nil
+}
+
 // validName reports whether s is a name budgets, rules and groups may take.
 func validName(s string) bool {
 	if s == "" {

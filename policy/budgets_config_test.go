@@ -146,3 +146,20 @@ budgets:
 		t.Errorf("no group has bucket %q, want none", got)
 	}
 }
+
+func TestAReloadMayNotChangeTheCurrencyUnderBudgets(t *testing.T) {
+	t.Parallel()
+	withBudget := testPrices + "budgets: [{name: b, window: day, limit: 10, on_exhausted: block}]\n"
+	usd := mustLoad(t, withBudget)
+	eur := mustLoad(t, strings.Replace(withBudget, "currency: USD", "currency: EUR", 1))
+	eurNoBudgets := mustLoad(t, strings.Replace(testPrices, "currency: USD", "currency: EUR", 1))
+	if err := CheckSuccessor(usd, eur); err == nil || !strings.Contains(err.Error(), "prices.currency: changes from USD to EUR") {
+		t.Errorf("USD to EUR with budgets: %v, want a refusal naming prices.currency", err)
+	}
+	if err := CheckSuccessor(usd, eurNoBudgets); err != nil {
+		t.Errorf("dropping the budgets with the currency change: %v, want it accepted", err)
+	}
+	if err := CheckSuccessor(usd, mustLoad(t, strings.Replace(withBudget, "limit: 10", "limit: 20", 1))); err != nil {
+		t.Errorf("changing a limit: %v, want it accepted", err)
+	}
+}
