@@ -49,14 +49,23 @@ func priorityResponse(w http.ResponseWriter, r *http.Request) {
 // sets.
 func budgetHarness(t *testing.T, now string) (*harness, *atomic.Int64) {
 	t.Helper()
+	h, clock, _ := budgetHarnessTracker(t, now)
+	return h, clock
+}
+
+// budgetHarnessTracker is budgetHarness that also returns the tracker.
+func budgetHarnessTracker(t *testing.T, now string) (*harness, *atomic.Int64, *budget.Tracker) {
+	t.Helper()
 	var clock atomic.Int64
 	start, err := time.Parse(time.RFC3339, now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock.Store(start.UnixNano())
+	var tr *budget.Tracker
 	h := newHarnessWith(t, budgetsPolicy, func(o *Options, reg *prometheus.Registry) {
-		tr, err := budget.New(budget.NewMemory(), o.Store.Load, reg, budget.Options{
+		var err error
+		tr, err = budget.New(budget.NewMemory(), o.Store.Load, reg, budget.Options{
 			Now: func() time.Time { return time.Unix(0, clock.Load()).UTC() },
 		})
 		if err != nil {
@@ -65,7 +74,7 @@ func budgetHarness(t *testing.T, now string) (*harness, *atomic.Int64) {
 		o.Budgets = tr
 	})
 	h.setResponse(priorityResponse)
-	return h, &clock
+	return h, &clock, tr
 }
 
 func TestBudgetFiltersTheNextPriorityRequest(t *testing.T) {
@@ -160,3 +169,33 @@ func TestBudgetRefusesWithA429(t *testing.T) {
 		}
 	}
 }
+
+func TestAStreamCrossingMidnightCountsInTheDayItStarted(t *testing.T) {
+	t.Parallel()
+	h, clock, tr := budgetHarnessTracker(t, "2026-12-07T23:59:59Z")
+	decided := time.Unix(0, clock.Load()).UTC()
+	h.setResponse(func(w http.ResponseWriter, r *http.Request) {
+		// The response runs past midnight: its usage arrives on the 8th.
+		clock.Store(time.Date(2026, 12, 8, 0, 0, 1, 0, time.UTC).UnixNano())
+		sse(responsesPriorityStream, 64)(w, r)
+	})
+	hdr := map[string]string{"x-tiergate-group": "team-a"}
+	h.do("POST", "/v1/responses", hdr, []byte(`{"model":"gpt-5.5","stream":true,"service_tier":"priority"}`))
+	h.record(1)
+	b := h.srv.opts.Store.Load().Budgets()[0]
+	started := tr.View(decided)
+	if spent, _ := started.Spent(&b, "team-a"); spent != 2000 {
+		t.Errorf("the 7th has %d micro-units spent, want 2000", spent)
+	}
+	ended := tr.View(tr.Now())
+	if spent, _ := ended.Spent(&b, "team-a"); spent != 0 {
+		t.Errorf("the 8th has %d micro-units spent, want 0", spent)
+	}
+}
+
+// responsesPriorityStream is a Responses stream whose usage is worth 0.002
+// at priority.
+const responsesPriorityStream = "event: response.created\n" +
+	"data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_2\",\"status\":\"in_progress\",\"model\":\"gpt-5.5\",\"usage\":null}}\n\n" +
+	"event: response.completed\n" +
+	"data: {\"type\":\"response.completed\",\"sequence_number\":1,\"response\":{\"id\":\"resp_2\",\"status\":\"completed\",\"model\":\"gpt-5.5\",\"service_tier\":\"priority\",\"usage\":{\"input_tokens\":500,\"output_tokens\":250,\"total_tokens\":750}}}\n\n"
