@@ -38,6 +38,8 @@ func TestBounds(t *testing.T) {
 		{"Sunday ends the week that began the Monday before", policy.WindowWeek, "2026-12-13T23:59:59Z", "2026-12-07T00:00:00Z", "2026-12-14T00:00:00Z"},
 		{"Monday midnight starts a new week", policy.WindowWeek, "2026-12-14T00:00:00Z", "2026-12-14T00:00:00Z", "2026-12-21T00:00:00Z"},
 		{"a month starts on the first", policy.WindowMonth, "2026-12-31T23:59:59Z", "2026-12-01T00:00:00Z", "2027-01-01T00:00:00Z"},
+		{"a day before 1970 is still a calendar day", policy.WindowDay, "1969-12-31T12:00:00Z", "1969-12-31T00:00:00Z", "1970-01-01T00:00:00Z"},
+		{"a week before 1970 still starts on Monday", policy.WindowWeek, "1969-12-31T12:00:00Z", "1969-12-29T00:00:00Z", "1970-01-05T00:00:00Z"},
 		{"February of a leap year has 29 days", policy.WindowMonth, "2028-02-29T12:00:00Z", "2028-02-01T00:00:00Z", "2028-03-01T00:00:00Z"},
 	}
 	for _, tc := range cases {
