@@ -33,8 +33,9 @@ const (
 )
 
 // maxMetadataFields is the most fields one answer carries (the decision
-// has 7, the usage at most 6).
-const maxMetadataFields = 8
+// has 7; the usage at most 10: status, the tier reported, five token
+// counts, and cost, currency and price_tier).
+const maxMetadataFields = 12
 
 // metadataField is one field of tiergate's namespace: a string, or a number
 // when isNum.
