@@ -223,3 +223,35 @@ func TestNoPricesPricesNothing(t *testing.T) {
 		t.Error("a policy without prices says it is priced")
 	}
 }
+
+// TestReloadSwapsPrices: prices are part of the policy, so a reload puts
+// new prices in force with the rules, and a bad price table is refused
+// like any bad file, keeping the last good prices.
+func TestReloadSwapsPrices(t *testing.T) {
+	t.Parallel()
+	table := func(input string) string {
+		return "prices: {currency: USD, models: [{model: m, tiers: {default: {input: " + input + ", output: 0}}}]}\n"
+	}
+	k := newKubeletDir(t, table("1"))
+	store, w, _ := startWatcher(t, k.path())
+	cost := func() Cost {
+		return store.Load().Cost(&Billable{Model: "m", Tokens: Tokens{Input: 1_000_000, Output: 0}})
+	}
+	if got := cost().Pico; got != 1_000_000_000_000 {
+		t.Fatalf("cost %d before the reload, want 1 USD", got)
+	}
+	k.update(table("2.5"))
+	if r := w.Reload(); r != ReloadSuccess {
+		t.Fatalf("reload = %q", r)
+	}
+	if got := cost().Pico; got != 2_500_000_000_000 {
+		t.Errorf("cost %d after the reload, want 2.5 USD", got)
+	}
+	k.update(table("-1"))
+	if r := w.Reload(); r != ReloadInvalid {
+		t.Fatalf("a negative price reloaded as %q", r)
+	}
+	if got := cost().Pico; got != 2_500_000_000_000 {
+		t.Errorf("cost %d after a refused reload, want the last good 2.5 USD", got)
+	}
+}
