@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
 )
 
 func TestPriceTableErrors(t *testing.T) {
@@ -253,5 +255,20 @@ func TestReloadSwapsPrices(t *testing.T) {
 	}
 	if got := cost().Pico; got != 2_500_000_000_000 {
 		t.Errorf("cost %d after a refused reload, want the last good 2.5 USD", got)
+	}
+}
+
+// BenchmarkPriceRecord is the whole of pricing one record: the model
+// looked up after aliases, the tier chosen, the sum taken, the fields set.
+func BenchmarkPriceRecord(b *testing.B) {
+	p := mustLoad(b, testPrices)
+	in, cached, out := uint64(8438), uint64(8192), uint64(398)
+	rec := &tiergatev1.UsageRecord{Model: "gpt-latest", ServiceTierSent: "priority", ServiceTierReported: "priority",
+		InputTokens: &in, CachedInputTokens: &cached, OutputTokens: &out, Status: "completed"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := p.PriceRecord(rec, false); !ok {
+			b.Fatal("not priced")
+		}
 	}
 }
