@@ -233,6 +233,25 @@ func TestAStreamCrossingMidnightCountsWhereItStarted(t *testing.T) {
 	}
 }
 
+func TestPrepareStartsCountersAtZero(t *testing.T) {
+	t.Parallel()
+	f := newTrackerFixture(t, trackerPolicy, "2026-12-07T10:00:00Z")
+	f.tracker.Prepare(f.pol.Load())
+	want := `
+# HELP tiergate_budget_actions_total Requests and WebSocket turns an exhausted budget acted on: action filter (the tier was removed) or block (refused with 429).
+# TYPE tiergate_budget_actions_total counter
+tiergate_budget_actions_total{action="block",budget="all-monthly"} 0
+tiergate_budget_actions_total{action="block",budget="all-weekly"} 0
+tiergate_budget_actions_total{action="filter",budget="fast-daily"} 0
+`
+	if err := testutil.GatherAndCompare(f.reg, strings.NewReader(want), "tiergate_budget_actions_total"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(f.tracker.metrics.unaccountedVec); n != 9 {
+		t.Errorf("%d unaccounted series, want 9 (three budgets, three reasons)", n)
+	}
+}
+
 func TestUnpricedChargesAreCountedAsUnaccounted(t *testing.T) {
 	t.Parallel()
 	f := newTrackerFixture(t, trackerPolicy, "2026-12-07T10:00:00Z")

@@ -42,6 +42,18 @@ func newMetrics(reg prometheus.Registerer, t *Tracker) (*metrics, error) {
 	return m, nil
 }
 
+// Prepare starts at zero the counters of p's budgets (each budget's own
+// action, and every unaccounted reason), so that rates and alerts see a
+// series before its first event. Call it whenever p comes into force.
+func (t *Tracker) Prepare(p *policy.Policy) {
+	for _, b := range p.Budgets() {
+		t.metrics.actions.WithLabelValues(b.Name, b.Action.String())
+		for _, r := range policy.UnpricedReasons {
+			t.metrics.unaccountedVec.WithLabelValues(b.Name, r)
+		}
+	}
+}
+
 func (m *metrics) action(budget string, a policy.Action) {
 	m.actions.WithLabelValues(budget, a.String()).Inc()
 }

@@ -6,8 +6,8 @@ import (
 	"testing"
 )
 
-// testPrices is a price table for policies with budgets, which need one.
-const testPrices = `prices:
+// budgetTestPrices is a price table for policies with budgets, which need one.
+const budgetTestPrices = `prices:
   currency: USD
   models:
   - model: "*"
@@ -69,7 +69,7 @@ func TestBudgetConfigErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Load([]byte(testPrices + tc.file))
+			_, err := Load([]byte(budgetTestPrices + tc.file))
 			var ce *ConfigError
 			if !errors.As(err, &ce) {
 				t.Fatalf("Load returned %v, want a *ConfigError", err)
@@ -112,7 +112,7 @@ func sortedCopy(want, got []string) []string {
 
 func TestBudgetConfigAccepted(t *testing.T) {
 	t.Parallel()
-	p := mustLoad(t, testPrices+`
+	p := mustLoad(t, budgetTestPrices+`
 budgets:
 - name: codex-fast-daily
   groups: [codex-fast]
@@ -149,10 +149,10 @@ budgets:
 
 func TestAReloadMayNotChangeTheCurrencyUnderBudgets(t *testing.T) {
 	t.Parallel()
-	withBudget := testPrices + "budgets: [{name: b, window: day, limit: 10, on_exhausted: block}]\n"
+	withBudget := budgetTestPrices + "budgets: [{name: b, window: day, limit: 10, on_exhausted: block}]\n"
 	usd := mustLoad(t, withBudget)
 	eur := mustLoad(t, strings.Replace(withBudget, "currency: USD", "currency: EUR", 1))
-	eurNoBudgets := mustLoad(t, strings.Replace(testPrices, "currency: USD", "currency: EUR", 1))
+	eurNoBudgets := mustLoad(t, strings.Replace(budgetTestPrices, "currency: USD", "currency: EUR", 1))
 	if err := CheckSuccessor(usd, eur); err == nil || !strings.Contains(err.Error(), "prices.currency: changes from USD to EUR") {
 		t.Errorf("USD to EUR with budgets: %v, want a refusal naming prices.currency", err)
 	}

@@ -49,7 +49,7 @@ budgets:
 
 func TestBudgetEvaluation(t *testing.T) {
 	t.Parallel()
-	p := mustLoad(t, testPrices+budgetPolicy)
+	p := mustLoad(t, budgetTestPrices+budgetPolicy)
 	cases := []struct {
 		name     string
 		endpoint Endpoint
@@ -151,7 +151,7 @@ func TestBudgetEvaluation(t *testing.T) {
 
 func TestBudgetRefusalShapes(t *testing.T) {
 	t.Parallel()
-	p := mustLoad(t, testPrices+budgetPolicy)
+	p := mustLoad(t, budgetTestPrices+budgetPolicy)
 	view := fixedSpend{units: map[string]int64{"team-a-hard/team-a": 600}, secondsLeft: 42}
 	header := func(name string) string {
 		if name == "x-tiergate-group" {

@@ -102,12 +102,12 @@ func (l *loader) modelPrices(path string, v any) *tiergatev1.ModelPrices {
 			multAt = map[Tier]string{}
 			for _, k := range slices.Sorted(maps.Keys(obj)) {
 				kp := p + "." + k
-				t, ok := l.priceTier(kp, k, multAt)
-				if !ok {
+				if k == "default" {
+					l.addf(kp, "default cannot have a multiplier (multipliers scale default's prices)")
 					continue
 				}
-				if t == TierDefault {
-					l.addf(kp, "default cannot have a multiplier (multipliers scale default's prices)")
+				t, ok := l.priceTier(kp, k, multAt)
+				if !ok {
 					continue
 				}
 				if f, ok := l.amount(kp, obj[k], "multiplier"); ok {
@@ -212,7 +212,7 @@ func (l *loader) amount(path string, v any, what string) (float64, bool) {
 		l.addf(path, "%s %s is too large (at most %d)", what, n, maxPrice)
 		return 0, false
 	case err != nil:
-		l.addf(path, "%s %s: %v (at most 6 decimals)", what, n, err)
+		l.addf(path, "%s %s has more than 6 decimals", what, n)
 		return 0, false
 	}
 	return float64(micro) / decimal.Micro, true

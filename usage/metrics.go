@@ -2,6 +2,7 @@ package usage
 
 import (
 	"errors"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -37,6 +38,12 @@ type Metrics struct {
 	tokens   *prometheus.CounterVec
 	cost     *prometheus.CounterVec
 	unpriced *prometheus.CounterVec
+
+	// mu guards costSeries: each cost series resolved once (every priced
+	// request adds to one, and resolving four label values hashes them each
+	// time). Bounded as the series are: by the labels' bounds.
+	mu         sync.RWMutex
+	costSeries map[[4]string]prometheus.Counter
 }
 
 // NewMetrics registers the token counter on reg (never the global registry,
@@ -108,7 +115,20 @@ func (m *Metrics) AddCost(endpoint, model, tier, group string, pico uint64) {
 	if m == nil {
 		return
 	}
-	m.cost.WithLabelValues(endpoint, model, tier, group).Add(float64(pico) / 1e12)
+	k := [4]string{endpoint, model, tier, group}
+	m.mu.RLock()
+	c, ok := m.costSeries[k]
+	m.mu.RUnlock()
+	if !ok {
+		c = m.cost.WithLabelValues(endpoint, model, tier, group)
+		m.mu.Lock()
+		if m.costSeries == nil {
+			m.costSeries = map[[4]string]prometheus.Counter{}
+		}
+		m.costSeries[k] = c
+		m.mu.Unlock()
+	}
+	c.Add(float64(pico) / 1e12)
 }
 
 // Unpriced counts a request or turn that could not be priced, and why.

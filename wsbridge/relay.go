@@ -314,7 +314,7 @@ func (s *session) police(frame []byte, ob *[]byte) (body []byte, ok bool) {
 		if !s.turns.push(&turn{
 			lane: meta.streamID, eventID: meta.eventID, start: time.Now(),
 			model: res.RequestModel, group: res.Group,
-			requested: res.Requested, sent: res.Sent, action: res.Action, rule: res.Rule,
+			requested: res.Requested, sent: res.Sent, action: res.Action, rule: res.Rule, pol: pol,
 			budget: res.Budget, decidedAt: decidedAt,
 		}) {
 			s.mu.Unlock()

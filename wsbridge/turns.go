@@ -46,6 +46,10 @@ type turn struct {
 	// policy had no budgets: the turn's cost goes to the windows that
 	// contain it, however long the turn runs.
 	decidedAt time.Time
+	// pol is the policy the turn's frame was judged under: it prices the
+	// turn and names itself in the record. nil for a turn no frame started
+	// (the policy in force at its end applies).
+	pol *policy.Policy
 }
 
 // lane is one stream_id's queue: the frames waiting for their
@@ -393,9 +397,14 @@ func (s *session) recordOpen(status string) {
 	}
 }
 
-// record writes a turn's usage record and counts its tokens and metrics.
+// record writes a turn's usage record and counts its tokens, cost and
+// metrics. It runs once per turn, at its end: that is where a turn is
+// priced.
 func (s *session) record(t *turn, status string, httpStatus int, u usage.Usage, reportedModel string, now time.Time) {
-	pol := s.b.opts.Store.Load()
+	pol := t.pol
+	if pol == nil {
+		pol = s.b.opts.Store.Load()
+	}
 	group := t.group
 	if t.server {
 		group = pol.GroupFromHeaders(s.header.Get, s.keys...)
@@ -405,18 +414,29 @@ func (s *session) record(t *turn, status string, httpStatus int, u usage.Usage, 
 	}
 	s.em.duration.Observe(now.Sub(t.start).Seconds())
 	s.em.turn(status)
-	if s.b.opts.Usage != nil { // nil: --usage-log off, and no record is built
-		s.writeRecord(t, group, status, httpStatus, u, reportedModel, now)
+	if s.b.opts.Usage != nil || pol.Priced() { // neither: no record is built
+		rec := s.turnRecord(t, pol, group, status, httpStatus, u, reportedModel, now)
+		if c, priced := pol.PriceRecord(rec, u.AudioTokens > 0); priced {
+			if c.Unpriced != "" {
+				s.b.opts.Tokens.Unpriced(s.em.endpoint, c.Unpriced)
+			} else {
+				s.b.opts.Tokens.AddCost(s.em.endpoint, pol.ModelLabel(c.Model), c.Tier.String(), pol.GroupLabel(group), c.Pico)
+			}
+			s.chargeBudgets(pol, t, group, c)
+		}
+		if s.b.opts.Usage != nil {
+			if err := s.b.opts.Usage.Write(rec); err != nil {
+				s.b.log.Error("usage record lost", "request_id", s.requestID, "err", err)
+			}
+		}
 	}
 	s.b.opts.Tokens.Add(s.em.endpoint, pol.ModelLabel(t.model), policy.TierLabel(u.BilledTier(t.sent.String())), pol.GroupLabel(group), u)
-	if status != usage.StatusBlocked && status != usage.StatusRefused {
-		s.chargeBudgets(pol, t, group, u, reportedModel)
-	}
 }
 
-// chargeBudgets adds a turn's cost to the budgets it falls under. A turn the
-// server started had no decision: it counts in the window of its start.
-func (s *session) chargeBudgets(pol *policy.Policy, t *turn, group string, u usage.Usage, reportedModel string) {
+// chargeBudgets adds a priced turn's cost to the budgets it falls under,
+// under the policy that priced it. A turn the server started had no
+// decision: it counts in the window of its start.
+func (s *session) chargeBudgets(pol *policy.Policy, t *turn, group string, c policy.Cost) {
 	tr := s.b.opts.Budgets
 	if tr == nil || len(pol.Budgets()) == 0 {
 		return
@@ -425,24 +445,11 @@ func (s *session) chargeBudgets(pol *policy.Policy, t *turn, group string, u usa
 	if at.IsZero() {
 		at = t.start
 	}
-	respModel := u.Model
-	if respModel == "" {
-		respModel = reportedModel
-	}
-	c := pol.Cost(&policy.Billable{
-		Model: t.model, ResponseModel: respModel,
-		TierSent: t.sent.String(), TierReported: u.ServiceTier,
-		Tokens: policy.Tokens{
-			Input: u.InputTokens, CachedInput: u.CachedInputTokens,
-			CacheWriteInput: u.CacheWriteInputTokens, Output: u.OutputTokens,
-		},
-		Audio: u.AudioTokens > 0,
-	})
 	tr.Account(pol, budget.Charge{Group: group, At: at, Cost: c})
 }
 
-// writeRecord writes a turn's usage record.
-func (s *session) writeRecord(t *turn, group, status string, httpStatus int, u usage.Usage, reportedModel string, now time.Time) {
+// turnRecord builds a turn's usage record.
+func (s *session) turnRecord(t *turn, pol *policy.Policy, group, status string, httpStatus int, u usage.Usage, reportedModel string, now time.Time) *tiergatev1.UsageRecord {
 	rec := &tiergatev1.UsageRecord{
 		RequestId:            s.requestID,
 		ResponseId:           t.responseID,
@@ -454,6 +461,7 @@ func (s *session) writeRecord(t *turn, group, status string, httpStatus int, u u
 		Action:               t.action.String(),
 		Rule:                 t.rule,
 		Budget:               t.budget,
+		PolicySha256:         pol.SHA256(),
 		Stream:               true,
 		Status:               status,
 	}
@@ -464,9 +472,7 @@ func (s *session) writeRecord(t *turn, group, status string, httpStatus int, u u
 		// upstream reported.
 		rec.ResponseModel = reportedModel
 	}
-	if err := s.b.opts.Usage.Write(rec); err != nil {
-		s.b.log.Error("usage record lost", "request_id", s.requestID, "err", err)
-	}
+	return rec
 }
 
 // refuse answers a response.create the policy blocked (or that is not

@@ -52,7 +52,8 @@ func family(name string, fams map[string]bool) string {
 func TestMetricsDashboardAndAlerts(t *testing.T) {
 	t.Parallel()
 	upstream := fakeResponsesUpstream(t)
-	_, addrs, stdout := startServe(t, "--usage-log", "off", "--ws-upstream", upstream)
+	// The policy has prices and budgets, so that their series are exported.
+	_, addrs, stdout := startServe(t, "--config", "testdata/budgets.yaml", "--usage-log", "off", "--ws-upstream", upstream)
 	conn, err := grpc.NewClient(addrs["extproc"], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

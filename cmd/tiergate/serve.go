@@ -216,7 +216,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	warnMemoryStore(log, p)
+	budgetsInForce(log, budgets, p)
 
 	// Everything that can refuse the flags or the environment comes before
 	// anything serves: a bad --ws-upstream or a taken port ends start-up
@@ -233,7 +233,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	watcher, err := policy.NewWatcher(cfg.configPath, store, reg, log, policy.WatcherOptions{
-		Reloaded: func(p *policy.Policy) { warnMemoryStore(log, p) },
+		Reloaded: func(p *policy.Policy) { budgetsInForce(log, budgets, p) },
 	})
 	if err != nil {
 		return err
@@ -354,10 +354,12 @@ func listenerAddress(ln net.Listener) string {
 	return ln.Addr().String()
 }
 
-// warnMemoryStore says, whenever a policy with budgets comes into force,
-// what the memory store guarantees: spend is this replica's alone and is
-// lost on restart, so N replicas let a group spend up to N times a limit.
-func warnMemoryStore(log *slog.Logger, p *policy.Policy) {
+// budgetsInForce starts p's budget counters at zero and says, whenever a
+// policy with budgets comes into force, what the memory store guarantees:
+// spend is this replica's alone and is lost on restart, so N replicas let a
+// group spend up to N times a limit.
+func budgetsInForce(log *slog.Logger, budgets *budget.Tracker, p *policy.Policy) {
+	budgets.Prepare(p)
 	if n := len(p.Budgets()); n > 0 {
 		log.Warn("budgets keep spend in memory: each replica counts only what it served and forgets it on restart, so with N replicas a group may spend up to N times a limit",
 			"budgets", n, "store", "memory")

@@ -90,21 +90,32 @@ func allDigits(s string) bool {
 	return true
 }
 
-// Append appends v, a count of 10⁻places units, as a trimmed decimal: no
-// trailing zeros after the point and no point for a whole number
-// (1234500000 at 12 places is 0.0012345; 2·10¹² is 2).
+// Append appends v, a count of 10⁻places units (places at most 19), as a
+// trimmed decimal: no trailing zeros after the point and no point for a
+// whole number (1234500000 at 12 places is 0.0012345; 2·10¹² is 2). It
+// allocates nothing beyond growing dst: the usage log writes every cost
+// with it.
 func Append(dst []byte, v uint64, places int) []byte {
-	s := strconv.FormatUint(v, 10)
-	if len(s) <= places {
-		s = strings.Repeat("0", places-len(s)+1) + s
+	p := uint64(1)
+	for range places {
+		p *= 10
 	}
-	whole, frac := s[:len(s)-places], strings.TrimRight(s[len(s)-places:], "0")
-	dst = append(dst, whole...)
-	if frac != "" {
-		dst = append(dst, '.')
-		dst = append(dst, frac...)
+	dst = strconv.AppendUint(dst, v/p, 10)
+	frac := v % p
+	if frac == 0 {
+		return dst
 	}
-	return dst
+	var digits [19]byte
+	for i := places - 1; i >= 0; i-- {
+		digits[i] = byte('0' + frac%10)
+		frac /= 10
+	}
+	n := places
+	for digits[n-1] == '0' {
+		n--
+	}
+	dst = append(dst, '.')
+	return append(dst, digits[:n]...)
 }
 
 // String returns v, a count of 10⁻places units, as Append writes it.

@@ -79,3 +79,12 @@ func TestAppend(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendAllocatesNothing: the usage log writes every cost with Append,
+// into a buffer it reuses.
+func TestAppendAllocatesNothing(t *testing.T) {
+	buf := make([]byte, 0, 64)
+	if n := testing.AllocsPerRun(100, func() { buf = Append(buf[:0], 1_234_500_000, 12) }); n != 0 {
+		t.Errorf("%.0f allocations per Append, want 0", n)
+	}
+}
