@@ -2,6 +2,7 @@ package extproc
 
 import (
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/tiergate/tiergate/budget"
+	"github.com/tiergate/tiergate/policy"
 )
 
 // budgetsPolicy prices priority at 2 and 4 per million input and output
@@ -162,6 +164,14 @@ func TestBudgetRefusesWithA429(t *testing.T) {
 	if n := len(h.upstream()); n != 1 {
 		t.Errorf("%d requests reached the upstream, want 1", n)
 	}
+	md := h.proxy.Metadata()
+	if len(md) == 0 {
+		t.Fatal("no dynamic metadata")
+	}
+	last := md[len(md)-1].GetFields()[metadataNamespace].GetStructValue().GetFields()
+	if got := last["budget"].GetStringValue(); got != "team-c-hard" {
+		t.Errorf("metadata budget = %q, want team-c-hard (%v)", got, last)
+	}
 	rec := h.record(2)
 	for k, want := range map[string]any{"action": "block", "status": "blocked", "http_status": 429.0, "budget": "team-c-hard"} {
 		if rec[k] != want {
@@ -199,3 +209,23 @@ const responsesPriorityStream = "event: response.created\n" +
 	"data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_2\",\"status\":\"in_progress\",\"model\":\"gpt-5.5\",\"usage\":null}}\n\n" +
 	"event: response.completed\n" +
 	"data: {\"type\":\"response.completed\",\"sequence_number\":1,\"response\":{\"id\":\"resp_2\",\"status\":\"completed\",\"model\":\"gpt-5.5\",\"service_tier\":\"priority\",\"usage\":{\"input_tokens\":500,\"output_tokens\":250,\"total_tokens\":750}}}\n\n"
+
+func TestAReloadThatRaisesALimitAppliesToTheNextRequest(t *testing.T) {
+	t.Parallel()
+	h, _ := budgetHarness(t, "2026-12-07T10:00:00Z")
+	hdr := map[string]string{"x-tiergate-group": "team-c"}
+	body := []byte(`{"model":"gpt-5.5","service_tier":"priority"}`)
+	h.do("POST", "/v1/responses", hdr, body) // spends team-c's whole budget
+	h.record(1)
+	if resp, _ := h.do("POST", "/v1/responses", hdr, body); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("status %d at the limit, want 429", resp.StatusCode)
+	}
+	raised, err := policy.Load([]byte(strings.Replace(budgetsPolicy, "limit: 0.002\n  on_exhausted: block", "limit: 0.005\n  on_exhausted: block", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.srv.opts.Store.Set(raised)
+	if resp, b := h.do("POST", "/v1/responses", hdr, body); resp.StatusCode != http.StatusOK {
+		t.Errorf("status %d after raising the limit, want 200: %s", resp.StatusCode, b)
+	}
+}
