@@ -3,10 +3,9 @@ package budget
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
 	"time"
 
-	"github.com/tiergate/tiergate/policy"
+	"github.com/tiergate/tiergate/internal/decimal"
 )
 
 // budgetJSON is one row of /budgets (DESIGN.md, Budgets).
@@ -42,8 +41,8 @@ func (t *Tracker) Handler() http.Handler {
 				Group:       s.Group,
 				WindowStart: s.WindowStart.Format(time.RFC3339),
 				WindowEnd:   s.WindowEnd.Format(time.RFC3339),
-				Spent:       decimal(s.Spent),
-				Limit:       decimal(s.Limit),
+				Spent:       amount(s.Spent),
+				Limit:       amount(s.Limit),
 				State:       state,
 			})
 		}
@@ -52,23 +51,8 @@ func (t *Tracker) Handler() http.Handler {
 	})
 }
 
-// decimal writes micro-units as an exact, trimmed decimal number of
+// amount writes micro-units as an exact, trimmed decimal number of
 // currency units (no float noise).
-func decimal(micros int64) json.Number {
-	neg := micros < 0
-	if neg {
-		micros = -micros
-	}
-	s := strconv.FormatInt(micros/policy.MicrosPerUnit, 10)
-	if frac := micros % policy.MicrosPerUnit; frac != 0 {
-		f := strconv.FormatInt(frac+policy.MicrosPerUnit, 10)[1:]
-		for f[len(f)-1] == '0' {
-			f = f[:len(f)-1]
-		}
-		s += "." + f
-	}
-	if neg {
-		s = "-" + s
-	}
-	return json.Number(s)
+func amount(micros int64) json.Number {
+	return json.Number(decimal.String(uint64(max(micros, 0)), 6))
 }

@@ -163,3 +163,25 @@ func TestAReloadMayNotChangeTheCurrencyUnderBudgets(t *testing.T) {
 		t.Errorf("changing a limit: %v, want it accepted", err)
 	}
 }
+
+func TestPolicyEndpointShowsBudgetsInTheFilesTerms(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, budgetTestPrices+`
+budgets:
+- name: fast
+  groups: [codex-fast]
+  service_tiers: [priority]
+  models: ["gpt-5.5*"]
+  window: week
+  limit: 200.125
+  on_exhausted: filter
+`)
+	raw, err := p.RedactedJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `"budgets":[{"name":"fast","groups":["codex-fast"],"service_tiers":["priority"],"models":["gpt-5.5*"],"window":"week","limit":200.125,"on_exhausted":"filter"}]`
+	if !strings.Contains(string(raw), want) {
+		t.Errorf("/policy\n%s\nlacks\n%s", raw, want)
+	}
+}
