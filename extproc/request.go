@@ -167,7 +167,7 @@ func (x *exchange) logDecision() {
 	x.srv.log.Debug("decision", "request_id", x.requestID, "endpoint", x.endpoint.String(),
 		"group", x.out.Group, "model", x.out.RequestModel, "action", x.out.Action.String(),
 		"service_tier_requested", x.out.Requested.String(), "service_tier_sent", x.out.Sent.String(),
-		"rule", x.out.Rule)
+		"rule", x.out.Rule, "budget", x.out.Budget)
 }
 
 // sent recycles the body answer: gRPC has encoded the message by the time
