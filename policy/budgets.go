@@ -87,6 +87,15 @@ func (b *Budget) CoversModel(model string) bool {
 	return false
 }
 
+// BudgetLabel is how records, metrics and metadata name the budget that
+// acted on a decision: its name, or "none" when none did.
+func BudgetLabel(name string) string {
+	if name == "" {
+		return "none"
+	}
+	return name
+}
+
 // Budgets returns the policy's budgets in file order.
 func (p *Policy) Budgets() []Budget { return p.budgets }
 
