@@ -15,12 +15,13 @@ const (
 	RefusalInvalidJSON                        // 400: the body is not valid JSON
 	RefusalUnsupportedEncoding                // 415: a content-encoding tiergate cannot decode
 	RefusalMisconfigured                      // 500: Envoy's filter is not set up as tiergate needs
+	RefusalTooManyOccurrences                 // 400: more than 64 occurrences of a key judged
 )
 
 // Status returns the HTTP status of a refusal.
 func (r Refusal) Status() int {
 	switch r {
-	case RefusalInvalidJSON:
+	case RefusalInvalidJSON, RefusalTooManyOccurrences:
 		return 400
 	case RefusalUnsupportedEncoding:
 		return 415
@@ -39,6 +40,8 @@ func (r Refusal) Code() string {
 		return "unsupported_content_encoding"
 	case RefusalMisconfigured:
 		return "tiergate_misconfigured"
+	case RefusalTooManyOccurrences:
+		return "too_many_occurrences"
 	}
 	return "policy_violation"
 }
@@ -71,7 +74,7 @@ func ErrorBody(ep Endpoint, r Refusal, message string) []byte {
 		v = anthropicError{Type: "error", Error: anthropicErrorDetail{Type: r.anthropicType(), Message: message}}
 	} else {
 		var param *string
-		if r == RefusalPolicy {
+		if r == RefusalPolicy || r == RefusalTooManyOccurrences {
 			p := "service_tier"
 			param = &p
 		}
