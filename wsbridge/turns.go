@@ -2,6 +2,7 @@ package wsbridge
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"time"
 
@@ -438,7 +439,10 @@ func (s *session) writeRecord(t *turn, group, status string, httpStatus int, u u
 // upstream, which is closed normally.
 func (s *session) refuse(res *policy.Result) {
 	refusal, msg := policy.RefusalPolicy, res.Message
-	if res.Status == 400 {
+	switch {
+	case errors.Is(res.Err, policy.ErrTooManyOccurrences):
+		refusal, msg = policy.RefusalTooManyOccurrences, "the frame repeats service_tier, model or speed more than 64 times"
+	case res.Status == 400:
 		refusal, msg = policy.RefusalInvalidJSON, "the frame is not valid JSON"
 		if res.Err != nil {
 			msg += ": " + res.Err.Error()
@@ -461,8 +465,11 @@ func (s *session) refuseOverload(group, msg string) {
 // session: 1008 for a policy refusal, 1007 for a frame that is not JSON.
 func (s *session) refuseWith(r policy.Refusal, msg string, t *turn, judged policy.Tier) {
 	code, status := websocket.StatusPolicyViolation, usage.StatusBlocked
-	if r == policy.RefusalInvalidJSON {
+	switch r {
+	case policy.RefusalInvalidJSON:
 		code, status = websocket.StatusInvalidFramePayloadData, usage.StatusRefused
+	case policy.RefusalTooManyOccurrences:
+		status = usage.StatusRefused
 	}
 	s.stopRelay.Store(true) // the upstream pump must not slip a frame in before the close
 	err := s.writeClient(websocket.MessageText, policy.ErrorEvent(r, msg))
