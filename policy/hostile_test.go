@@ -387,3 +387,35 @@ func TestPathsAreNormalisedBeforeMatching(t *testing.T) {
 		})
 	}
 }
+
+func TestKeyIsFoldsAsGoReaders(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		tok, name string
+		want      bool
+	}{
+		{`"service_tier"`, "service_tier", true},
+		{`"SERVICE_TIER"`, "service_tier", true},
+		{`"ſervice_tier"`, "service_tier", true},
+		{`"\u017fervice_tier"`, "service_tier", true},
+		{`"service\u005ftier"`, "service_tier", true},
+		{`"serviceTier"`, "service_tier", true},
+		{`"service-tier"`, "service_tier", true},
+		{`"_s_e_r_v_i_c_e_t_i_e_r_"`, "service_tier", true},
+		{`"servicetiers"`, "service_tier", false},
+		{`"service tier"`, "service_tier", false},
+		{`"Model"`, "model", true},
+		{`"models"`, "model", false},
+		{`"TYPE"`, "type", true},
+		{`"Session"`, "session", true},
+		{`"stream"`, "stream_options", false},
+		{`"streamOptions"`, "stream_options", true},
+		{`"` + strings.Repeat("_", 100) + `model"`, "model", true},
+		{`"` + strings.Repeat("x", 100) + `"`, "model", false},
+	}
+	for _, tc := range cases {
+		if got := KeyIs([]byte(tc.tok), tc.name); got != tc.want {
+			t.Errorf("KeyIs(%s, %q) = %v, want %v", tc.tok, tc.name, got, tc.want)
+		}
+	}
+}
