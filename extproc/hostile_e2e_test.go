@@ -30,11 +30,12 @@ func TestHostileRequestsThroughEnvoy(t *testing.T) {
 		clientBody string // exact, when tiergate answers itself
 		upstream   string // exact body the upstream must see
 		outcome    string
+		requested  string // the usage record's service_tier_requested, when set
 	}{
 		{
 			name: "an upper-case key is filtered", path: "/v1/chat/completions",
 			body:   `{"model":"gpt-4o","SERVICE_TIER":"priority"}`,
-			status: 200, upstream: `{"model":"gpt-4o"}`, outcome: outcomeRewritten,
+			status: 200, upstream: `{"model":"gpt-4o"}`, outcome: outcomeRewritten, requested: "priority",
 		},
 		{
 			name: "the long s, escaped, is filtered", path: "/v1/responses",
@@ -44,7 +45,7 @@ func TestHostileRequestsThroughEnvoy(t *testing.T) {
 		{
 			name: "camelCase is filtered", path: "/v1/responses",
 			body:   `{"model":"gpt-4o","serviceTier":"priority"}`,
-			status: 200, upstream: `{"model":"gpt-4o"}`, outcome: outcomeRewritten,
+			status: 200, upstream: `{"model":"gpt-4o"}`, outcome: outcomeRewritten, requested: "priority",
 		},
 		{
 			name: "a folded model key is judged", path: "/v1/responses",
@@ -125,6 +126,16 @@ func TestHostileRequestsThroughEnvoy(t *testing.T) {
 			ep := policy.EndpointForPath(tc.path).String()
 			if n := metricValue(t, h.reg, "tiergate_extproc_requests_total", map[string]string{"endpoint": ep, "outcome": tc.outcome}); n != 1 {
 				t.Errorf("requests_total{endpoint=%s,outcome=%s} = %v, want 1", ep, tc.outcome, n)
+			}
+			if tc.requested != "" {
+				// The folded key is the tier requested, in the record and
+				// in the decision metrics.
+				if rec := h.record(1); rec["service_tier_requested"] != tc.requested {
+					t.Errorf("record %v, want service_tier_requested %s", rec, tc.requested)
+				}
+				if n := metricValue(t, h.reg, "tiergate_policy_decisions_total", map[string]string{"endpoint": ep, "action": "filter"}); n != 1 {
+					t.Errorf("policy_decisions_total{action=filter} = %v, want 1", n)
+				}
 			}
 		})
 	}
