@@ -27,10 +27,12 @@ type exchange struct {
 	// buffered is set when the stream's first message says the filter
 	// sends the request body BUFFERED (protocol_config): only then is a
 	// body without end_of_stream whole, its trailers to follow.
-	buffered  bool
-	headers   *corev3.HeaderMap
-	header    func(string) string // looks a request header up in headers
-	requestID string
+	buffered bool
+	// sawHeaders is set once the request headers have arrived.
+	sawHeaders bool
+	headers    *corev3.HeaderMap
+	header     func(string) string // looks a request header up in headers
+	requestID  string
 
 	out     policy.HTTPOutcome // the request's decision
 	decided bool
@@ -52,7 +54,7 @@ var unpolicedMode = &filterv3.ProcessingMode{
 }
 
 func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	x.headers = h.GetHeaders()
+	x.headers, x.sawHeaders = h.GetHeaders(), true
 	x.header = headerGetter(x.headers)
 	get := x.header
 	x.requestID = get("x-request-id")
@@ -72,7 +74,7 @@ func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 }
 
 func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
-	if x.headers == nil {
+	if !x.sawHeaders {
 		// The filter sends no request headers (request_header_mode: SKIP):
 		// without the path there is no telling whether this body is
 		// policed, so it is refused rather than waved through.
