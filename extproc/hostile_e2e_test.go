@@ -200,6 +200,18 @@ func TestFailOpenCorners(t *testing.T) {
 			t.Fatalf("answer %v, want an immediate 403", a)
 		}
 	})
+	t.Run("a GET claiming an upgrade with a body is judged", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, e2ePolicy)
+		headers := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+			Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+				{Key: ":path", RawValue: []byte("/v1/responses")}, {Key: ":method", RawValue: []byte("GET")},
+				{Key: "upgrade", RawValue: []byte("websocket")}, {Key: "content-length", RawValue: []byte("45")},
+			}}}}}
+		if a := exchangeByHand(t, h, headers); a.GetModeOverride() != nil {
+			t.Fatalf("the headers were answered with a mode_override %v: the body would go unjudged", a.GetModeOverride())
+		}
+	})
 	t.Run("a GET WebSocket upgrade is left to the bridge", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, e2ePolicy)

@@ -59,9 +59,11 @@ func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	get := x.header
 	x.requestID = get("x-request-id")
 	x.endpoint, x.deployment = policy.ParsePath(get(":path"))
-	// Only a GET upgrade is an upgrade: a POST that claims one still
-	// carries a body for the endpoint, and is judged.
-	upgrade := strings.EqualFold(get("upgrade"), "websocket") && get(":method") == http.MethodGet
+	// Only a GET upgrade without a declared body is an upgrade: a POST
+	// (or a GET with a length) that claims one still carries a body for
+	// the endpoint, and is judged.
+	upgrade := strings.EqualFold(get("upgrade"), "websocket") && get(":method") == http.MethodGet &&
+		(get("content-length") == "" || get("content-length") == "0") && get("transfer-encoding") == ""
 	if x.endpoint == policy.EndpointUnknown || upgrade || h.GetEndOfStream() {
 		// Not policed: another path, a WebSocket upgrade (the bridge's), or
 		// a request without a body (a GET listing stored completions).
