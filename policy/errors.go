@@ -74,7 +74,7 @@ func ErrorBody(ep Endpoint, r Refusal, message string) []byte {
 		v = anthropicError{Type: "error", Error: anthropicErrorDetail{Type: r.anthropicType(), Message: message}}
 	} else {
 		var param *string
-		if r == RefusalPolicy || r == RefusalTooManyOccurrences {
+		if r == RefusalPolicy {
 			p := "service_tier"
 			param = &p
 		}
