@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 )
@@ -30,8 +31,10 @@ func FuzzSessionUpdateClaims(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
-		if !json.Valid(frame) {
-			return // the policy refuses it before readFrame runs
+		if !json.Valid(frame) || !utf8.Valid(frame) {
+			// The policy refuses it before readFrame runs (its scanner,
+			// unlike json.Valid, also checks UTF-8).
+			return
 		}
 		meta := readFrame(frame, false)
 		for _, r := range sessionReaders {
