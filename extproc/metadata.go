@@ -33,8 +33,9 @@ const (
 )
 
 // maxMetadataFields is the most fields one answer carries (the decision
-// has 7, the usage at most 6).
-const maxMetadataFields = 8
+// has 7; the usage at most 10: status, the tier reported, five token
+// counts, and cost, currency and price_tier).
+const maxMetadataFields = 12
 
 // metadataField is one field of tiergate's namespace: a string, or a number
 // when isNum.
@@ -78,17 +79,30 @@ func (m *metadataFields) num(key string, value float64) {
 	m.n++
 }
 
-// appendTo appends ProcessingResponse.dynamic_metadata = Struct{"tiergate":
-// Value{struct_value: Struct{fields...}}} in wire form to dst.
-func (m *metadataFields) appendTo(dst []byte) []byte {
-	fields := 0 // the inner Struct
+// sizes are the lengths of the nested messages appendTo writes: the inner
+// Struct's fields, the Value holding it, the outer map entry, the outer
+// Struct.
+func (m *metadataFields) sizes() (fields, inner, entry, outer int) {
 	for i := range m.f[:m.n] {
 		fields += protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(m.f[i].entrySize())
 	}
-	inner := protowire.SizeTag(fieldValueStruct) + protowire.SizeBytes(fields) // Value{struct_value}
-	entry := protowire.SizeTag(fieldEntryKey) + protowire.SizeBytes(len(metadataNamespace)) +
+	inner = protowire.SizeTag(fieldValueStruct) + protowire.SizeBytes(fields) // Value{struct_value}
+	entry = protowire.SizeTag(fieldEntryKey) + protowire.SizeBytes(len(metadataNamespace)) +
 		protowire.SizeTag(fieldEntryValue) + protowire.SizeBytes(inner)
-	outer := protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(entry) // the outer Struct
+	outer = protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(entry) // the outer Struct
+	return fields, inner, entry, outer
+}
+
+// size is the length of what appendTo writes.
+func (m *metadataFields) size() int {
+	_, _, _, outer := m.sizes()
+	return protowire.SizeTag(fieldResponseDynamicMetadata) + protowire.SizeBytes(outer)
+}
+
+// appendTo appends ProcessingResponse.dynamic_metadata = Struct{"tiergate":
+// Value{struct_value: Struct{fields...}}} in wire form to dst.
+func (m *metadataFields) appendTo(dst []byte) []byte {
+	fields, inner, entry, outer := m.sizes()
 
 	dst = protowire.AppendTag(dst, fieldResponseDynamicMetadata, protowire.BytesType)
 	dst = protowire.AppendVarint(dst, uint64(outer))
@@ -124,5 +138,5 @@ func (m *metadataFields) appendTo(dst []byte) []byte {
 // namespace (map entries with the same key replace each other on
 // decoding). Envoy merges the namespaces of successive answers itself.
 func (m *metadataFields) attach(resp *extprocv3.ProcessingResponse) {
-	resp.ProtoReflect().SetUnknown(m.appendTo(nil))
+	resp.ProtoReflect().SetUnknown(m.appendTo(make([]byte, 0, m.size())))
 }

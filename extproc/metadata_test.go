@@ -32,12 +32,30 @@ func TestMetadataWireForm(t *testing.T) {
 			build: func(m *metadataFields) { m.num("input_tokens", 8438); m.num("output_tokens", 0) },
 			want:  map[string]any{"input_tokens": 8438.0, "output_tokens": 0.0},
 		},
+		{
+			name: "a usage answer with its cost, as many fields as one carries",
+			build: func(m *metadataFields) {
+				m.str("status", "completed")
+				m.str("service_tier_reported", "priority")
+				for _, k := range []string{"input_tokens", "cached_input_tokens", "cache_write_input_tokens", "output_tokens", "reasoning_tokens"} {
+					m.num(k, 1)
+				}
+				m.num("cost", 0.0058925)
+				m.str("currency", "USD")
+				m.str("price_tier", "priority")
+			},
+			want: map[string]any{"status": "completed", "service_tier_reported": "priority", "input_tokens": 1.0, "cached_input_tokens": 1.0,
+				"cache_write_input_tokens": 1.0, "output_tokens": 1.0, "reasoning_tokens": 1.0, "cost": 0.0058925, "currency": "USD", "price_tier": "priority"},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var m metadataFields
 			tc.build(&m)
+			if n, size := len(m.appendTo(nil)), m.size(); n != size {
+				t.Errorf("size() = %d, but appendTo writes %d bytes", size, n)
+			}
 			resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
 			m.attach(resp)
 			got := roundTrip(t, resp)

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tiergate/tiergate/policy"
+	"github.com/tiergate/tiergate/usage"
 )
 
 // MetricMessageDuration is the histogram of server-side time per message,
@@ -59,7 +60,7 @@ type metrics struct {
 	usageUnknown *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, tokens *usage.Metrics) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricRequests,
@@ -94,6 +95,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		for _, r := range []string{unknownTooLarge, unknownEncoding, unknownMissing, unknownTruncated} {
 			m.usageUnknown.WithLabelValues(ep.String(), r)
 		}
+		// Audio is a Realtime reason only.
+		tokens.StartUnpriced(ep.String(), policy.UnpricedNoUsage, policy.UnpricedNoPrice)
 	}
 	return m, nil
 }

@@ -162,7 +162,10 @@ func (x *exchange) refuse(d *decision) *extprocv3.ProcessingResponse {
 		"status", status, "group", x.out.Group, "model", x.out.RequestModel,
 		"service_tier", x.out.Tier.String(), "rule", x.out.Rule, "message", x.out.Message)
 	x.done = true
-	x.writeRecord(recStatus, status, usage.Unknown())
+	x.recorded = true
+	if x.srv.opts.Usage != nil { // blocked and refused records carry no cost
+		x.writeRecord(x.record(recStatus, status, usage.Unknown()))
+	}
 	resp := immediate(status, x.out.ErrorBody, "tiergate_"+x.out.Refusal.Code())
 	resp.ProtoReflect().SetUnknown(d.metadata)
 	return resp

@@ -193,19 +193,39 @@ func (x *exchange) finish(status string, resp *extprocv3.ProcessingResponse) {
 	if reason != "" && httpStatus < 400 {
 		x.srv.metrics.usageUnknown.WithLabelValues(x.endpoint.String(), reason).Inc()
 	}
-	x.writeRecord(status, httpStatus, u)
+	x.recorded = true
+	var cost policy.Cost
+	var priced bool
+	// The record is built when it is written or priced: pricing happens
+	// here, once per request, at the response's end.
+	if x.srv.opts.Usage != nil || x.pol.Priced() {
+		rec := x.record(status, httpStatus, u)
+		if cost, priced = x.pol.PriceRecord(rec, false); priced {
+			x.countCost(&cost)
+		}
+		x.writeRecord(rec)
+	}
 	x.srv.opts.Tokens.Add(x.endpoint.String(), x.pol.ModelLabel(x.out.RequestModel),
 		policy.TierLabel(u.BilledTier(x.out.Sent.String())), x.pol.GroupLabel(x.out.Group), u)
 	if resp != nil {
-		attachUsage(resp, status, u)
+		attachUsage(resp, status, u, &cost, priced)
 	}
 }
 
-// attachUsage adds the response's usage to resp as dynamic metadata in
-// namespace tiergate; Envoy merges it with the decision sent earlier, so
-// access logs can carry tokens and the tier billed. Unknown counts are left
-// out.
-func attachUsage(resp *extprocv3.ProcessingResponse, status string, u usage.Usage) {
+// countCost counts a priced request's cost, or why it has none.
+func (x *exchange) countCost(c *policy.Cost) {
+	if c.Unpriced != "" {
+		x.srv.opts.Tokens.Unpriced(x.endpoint.String(), c.Unpriced)
+		return
+	}
+	x.srv.opts.Tokens.AddCost(x.endpoint.String(), x.pol.ModelLabel(c.Model), c.Tier.String(), x.pol.GroupLabel(x.out.Group), c.Pico)
+}
+
+// attachUsage adds the response's usage, and its cost when priced, to resp
+// as dynamic metadata in namespace tiergate; Envoy merges it with the
+// decision sent earlier, so access logs can carry tokens, the tier billed
+// and the cost. Unknown counts are left out.
+func attachUsage(resp *extprocv3.ProcessingResponse, status string, u usage.Usage, c *policy.Cost, priced bool) {
 	var m metadataFields
 	m.str("status", status)
 	if u.ServiceTier != "" {
@@ -214,10 +234,25 @@ func attachUsage(resp *extprocv3.ProcessingResponse, status string, u usage.Usag
 	for _, f := range []struct {
 		name string
 		n    int64
-	}{{"input_tokens", u.InputTokens}, {"cached_input_tokens", u.CachedInputTokens}, {"output_tokens", u.OutputTokens}, {"reasoning_tokens", u.ReasoningTokens}} {
+	}{
+		{"input_tokens", u.InputTokens}, {"cached_input_tokens", u.CachedInputTokens},
+		{"cache_write_input_tokens", u.CacheWriteInputTokens},
+		{"output_tokens", u.OutputTokens}, {"reasoning_tokens", u.ReasoningTokens},
+	} {
 		if f.n >= 0 {
 			m.num(f.name, float64(f.n))
 		}
+	}
+	switch {
+	case !priced:
+	case c.Unpriced != "":
+		m.str("cost_unpriced_reason", c.Unpriced)
+	default:
+		// A Struct number is a double: the nearest one to the exact cost,
+		// which the usage record carries to the last digit.
+		m.num("cost", float64(c.Pico)/1e12)
+		m.str("currency", c.Currency)
+		m.str("price_tier", c.Tier.String())
 	}
 	m.attach(resp)
 }
@@ -257,12 +292,8 @@ func (x *exchange) readUsage() (usage.Usage, string) {
 	return u, ""
 }
 
-// writeRecord writes the request's usage record.
-func (x *exchange) writeRecord(status string, httpStatus int, u usage.Usage) {
-	x.recorded = true
-	if x.srv.opts.Usage == nil {
-		return // --usage-log off
-	}
+// record builds the request's usage record.
+func (x *exchange) record(status string, httpStatus int, u usage.Usage) *tiergatev1.UsageRecord {
 	now := time.Now()
 	rec := &tiergatev1.UsageRecord{
 		RequestId:            x.requestID,
@@ -273,6 +304,7 @@ func (x *exchange) writeRecord(status string, httpStatus int, u usage.Usage) {
 		ServiceTierSent:      x.out.Sent.String(),
 		Action:               x.out.Action.String(),
 		Rule:                 x.out.Rule,
+		PolicySha256:         x.pol.SHA256(),
 		Status:               status,
 	}
 	var firstOut time.Time
@@ -281,6 +313,14 @@ func (x *exchange) writeRecord(status string, httpStatus int, u usage.Usage) {
 	}
 	usage.Stamp(rec, x.start, firstOut, now, httpStatus)
 	u.Fill(rec)
+	return rec
+}
+
+// writeRecord writes the request's usage record, unless the log is off.
+func (x *exchange) writeRecord(rec *tiergatev1.UsageRecord) {
+	if x.srv.opts.Usage == nil {
+		return // --usage-log off
+	}
 	if err := x.srv.opts.Usage.Write(rec); err != nil {
 		x.srv.log.Error("usage record lost", "request_id", x.requestID, "err", err)
 	}

@@ -158,6 +158,7 @@ func (l *loader) parse(data []byte) *tiergatev1.Config {
 				})
 			}
 		},
+		"prices": func(path string, v any) { cfg.Prices = l.prices(path, v) },
 	})
 	l.crossCheck(cfg)
 	return cfg
@@ -494,6 +495,12 @@ func compile(cfg *tiergatev1.Config) (*Policy, error) {
 		modelLabels: map[string]struct{}{},
 		groupLabels: map[string]struct{}{},
 		groupHeader: strings.ToLower(cfg.GetIdentity().GetGroupHeader()),
+		prices:      compilePrices(cfg.GetPrices()),
+	}
+	for _, m := range cfg.GetPrices().GetModels() {
+		if !strings.HasSuffix(m.Model, "*") {
+			p.modelLabels[m.Model] = struct{}{} // a model the policy names
+		}
 	}
 	for _, m := range cfg.GetMetrics().GetModels() {
 		p.modelLabels[m] = struct{}{}

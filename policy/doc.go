@@ -1,7 +1,9 @@
 // Package policy owns tiergate's service-tier policy: loading and validating
 // the policy file (tiergate.v1.Config), reloading it live, deciding what a
-// request or WebSocket frame may carry, and rewriting request bodies and
-// frames byte by byte to carry exactly that.
+// request or WebSocket frame may carry, rewriting request bodies and
+// frames byte by byte to carry exactly that, and pricing what was used with
+// the policy file's price table (Cost, PriceRecord: exact, in integer units
+// of 10⁻¹² of the currency).
 //
 // It knows nothing of gRPC, Envoy or WebSockets: callers hand it the
 // endpoint, the caller's identity, and the raw body or frame, and get back a

@@ -20,6 +20,7 @@ type Policy struct {
 	aliases     map[string]string
 	modelLabels map[string]struct{}
 	groupLabels map[string]struct{}
+	prices      *priceTable // nil: nothing is priced
 	config      *tiergatev1.Config
 	sha256      string
 	loadedAt    time.Time

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-func mustLoad(t *testing.T, yaml string) *Policy {
+func mustLoad(t testing.TB, yaml string) *Policy {
 	t.Helper()
 	p, err := Load([]byte(yaml))
 	if err != nil {

@@ -8,8 +8,9 @@
 //     Realtime, with the wire shapes of PROTOCOLS.md;
 //   - removing the usage-only final chunk that tiergate itself asked a Chat
 //     Completions stream for (ChatStreamFilter);
-//   - the usage record's JSON line (AppendRecord, Log);
-//   - the token counters (Metrics).
+//   - the usage record's JSON line (AppendRecord, Log) and reading one back
+//     (ParseRecord), the cost written as an exact decimal;
+//   - the token and cost counters (Metrics).
 //
 // It must know nothing of gRPC, Envoy or WebSockets: callers hand it bytes (a
 // body, a network chunk, one text frame) and get values back. What a stream

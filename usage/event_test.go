@@ -16,7 +16,7 @@ func TestParseEvent(t *testing.T) {
 			frame: `{"type":"response.completed","sequence_number":9,"stream_id":"agent_1","response":{"id":"resp_1","status":"completed","model":"gpt-5.5","service_tier":"priority","output":[{"type":"message","content":[{"type":"output_text","text":"Hi"}]}],"usage":{"input_tokens":37,"input_tokens_details":{"cached_tokens":32,"cache_write_tokens":0},"output_tokens":11,"output_tokens_details":{"reasoning_tokens":4},"total_tokens":48}}}`,
 			want: Event{
 				Type: "response.completed", ResponseID: "resp_1", StreamID: "agent_1", Terminal: true,
-				Usage: known(37, 32, 11, 4, "resp_1", "gpt-5.5", "priority", StatusCompleted),
+				Usage: withWrites(known(37, 32, 11, 4, "resp_1", "gpt-5.5", "priority", StatusCompleted), 0),
 			},
 		},
 		{
@@ -40,7 +40,15 @@ func TestParseEvent(t *testing.T) {
 			frame: `{"type":"response.done","event_id":"event_9","response":{"object":"realtime.response","id":"resp_1","status":"completed","conversation_id":"conv_1","output":[],"usage":{"total_tokens":253,"input_tokens":132,"output_tokens":121,"input_token_details":{"text_tokens":119,"audio_tokens":13,"image_tokens":0,"cached_tokens":64,"cached_tokens_details":{"text_tokens":64,"audio_tokens":0,"image_tokens":0}},"output_token_details":{"text_tokens":30,"audio_tokens":91}}}}`,
 			want: Event{
 				Type: "response.done", ResponseID: "resp_1", Terminal: true,
-				Usage: known(132, 64, 121, -1, "resp_1", "", "", StatusCompleted),
+				Usage: withAudio(known(132, 64, 121, -1, "resp_1", "", "", StatusCompleted), 13+91),
+			},
+		},
+		{
+			name:  "a realtime text turn reports zero audio tokens",
+			frame: `{"type":"response.done","response":{"id":"resp_6","status":"completed","usage":{"input_tokens":40,"output_tokens":9,"input_token_details":{"text_tokens":40,"audio_tokens":0,"cached_tokens":0},"output_token_details":{"text_tokens":9,"audio_tokens":0}}}}`,
+			want: Event{
+				Type: "response.done", ResponseID: "resp_6", Terminal: true,
+				Usage: withAudio(known(40, 0, 9, -1, "resp_6", "", "", StatusCompleted), 0),
 			},
 		},
 		{

@@ -17,12 +17,26 @@ func fixture(t testing.TB, name string) []byte {
 	return b
 }
 
-// known returns a Usage with the given counts and strings, for expectations.
+// known returns a Usage with the given counts and strings, for
+// expectations; cache writes and audio are unknown (withWrites sets them).
 func known(in, cached, out, reasoning int64, id, model, tier, status string) Usage {
 	return Usage{
 		InputTokens: in, CachedInputTokens: cached, OutputTokens: out, ReasoningTokens: reasoning,
+		CacheWriteInputTokens: -1, AudioTokens: -1,
 		ResponseID: id, Model: model, ServiceTier: tier, Status: status,
 	}
+}
+
+// withAudio returns u with its audio count set.
+func withAudio(u Usage, audio int64) Usage {
+	u.AudioTokens = audio
+	return u
+}
+
+// withWrites returns u with its cache-write count set.
+func withWrites(u Usage, writes int64) Usage {
+	u.CacheWriteInputTokens = writes
+	return u
 }
 
 // framing is one way of writing the lines of an SSE stream: the line endings

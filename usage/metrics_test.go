@@ -159,3 +159,56 @@ func TestMetricsNilIsANoOp(t *testing.T) {
 	var m *Metrics
 	m.Add("responses", "m", "t", "g", known(1, 1, 1, 1, "", "", "", ""))
 }
+
+func TestCostMetrics(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.StartUnpriced("realtime", "no_usage", "audio")
+	m.AddCost("responses", "gpt-5.5", "priority", "team-a", 5_892_500_000)
+	m.AddCost("responses", "gpt-5.5", "priority", "team-a", 2_357_000_000) // the cached series
+	m.AddCost("responses", "gpt-5.5", "default", "team-a", 1)
+	m.Unpriced("realtime", "audio")
+	want := `
+# HELP tiergate_cost_total ` + help(t, reg, CostMetric) + `
+# TYPE tiergate_cost_total counter
+tiergate_cost_total{endpoint="responses",group="team-a",model="gpt-5.5",price_tier="default"} 1e-12
+tiergate_cost_total{endpoint="responses",group="team-a",model="gpt-5.5",price_tier="priority"} 0.0082495
+# HELP tiergate_cost_unpriced_total ` + help(t, reg, CostUnpricedMetric) + `
+# TYPE tiergate_cost_unpriced_total counter
+tiergate_cost_unpriced_total{endpoint="realtime",reason="audio"} 1
+tiergate_cost_unpriced_total{endpoint="realtime",reason="no_usage"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), CostMetric, CostUnpricedMetric); err != nil {
+		t.Fatal(err)
+	}
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+	var none *Metrics // a nil *Metrics counts nothing and does not panic
+	none.AddCost("responses", "m", "default", "g", 1)
+	none.Unpriced("responses", "no_price")
+	none.StartUnpriced("responses", "no_price")
+}
+
+func help(t *testing.T, reg *prometheus.Registry, name string) string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetHelp()
+		}
+	}
+	t.Fatalf("%s not registered", name)
+	return ""
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/tiergate/tiergate/internal/decimal"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
 )
 
@@ -17,7 +18,9 @@ import (
 // need: token counts and durations are JSON numbers (protojson writes 64-bit
 // integers as strings), a string that is not valid UTF-8 (a model name from a
 // client's body) is written with U+FFFD instead of failing the record, and the
-// output is stable (protojson's deliberately varies its spacing).
+// output is stable (protojson's deliberately varies its spacing). cost,
+// held in 10⁻¹² units, is written in currency units as a trimmed exact
+// decimal (0.0012345), never through a float.
 //
 // time, endpoint, action, status, duration_ms and stream are always written;
 // other strings are left out when empty and optional fields when unset, so an
@@ -38,12 +41,21 @@ func AppendRecord(dst []byte, r *tiergatev1.UsageRecord) []byte {
 	dst = append(dst, `,"action":`...)
 	dst = appendString(dst, r.GetAction())
 	dst = appendNonEmpty(dst, `,"rule":`, r.GetRule())
+	dst = appendNonEmpty(dst, `,"policy_sha256":`, r.GetPolicySha256())
 	if r != nil {
 		dst = appendOptional(dst, `,"input_tokens":`, r.InputTokens)
 		dst = appendOptional(dst, `,"cached_input_tokens":`, r.CachedInputTokens)
+		dst = appendOptional(dst, `,"cache_write_input_tokens":`, r.CacheWriteInputTokens)
 		dst = appendOptional(dst, `,"output_tokens":`, r.OutputTokens)
 		dst = appendOptional(dst, `,"reasoning_tokens":`, r.ReasoningTokens)
+		if r.Cost != nil {
+			dst = append(dst, `,"cost":`...)
+			dst = decimal.Append(dst, *r.Cost, 12)
+		}
 	}
+	dst = appendNonEmpty(dst, `,"currency":`, r.GetCurrency())
+	dst = appendNonEmpty(dst, `,"price_tier":`, r.GetPriceTier())
+	dst = appendNonEmpty(dst, `,"cost_unpriced_reason":`, r.GetCostUnpricedReason())
 	dst = append(dst, `,"duration_ms":`...)
 	dst = strconv.AppendUint(dst, r.GetDurationMs(), 10)
 	if r != nil {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
@@ -53,6 +52,25 @@ func TestAppendRecord(t *testing.T) {
 			name: "every field is written in proto order with numbers as numbers",
 			r:    fullRecord(),
 			want: `{"time":"2026-08-21T10:11:12.345Z","request_id":"req-1","response_id":"resp_1","endpoint":"responses","group":"team-a","model":"gpt-latest","response_model":"gpt-5.5-2026-06-01","service_tier_requested":"priority","service_tier_sent":"none","service_tier_reported":"default","action":"filter","rule":"#1","input_tokens":8438,"cached_input_tokens":0,"output_tokens":398,"reasoning_tokens":256,"duration_ms":1234,"time_to_first_token_ms":210,"stream":true,"status":"completed","http_status":200}` + "\n",
+		},
+		{
+			name: "a priced record writes its cost as an exact decimal in currency units",
+			r: &tiergatev1.UsageRecord{
+				Time: "t", Endpoint: "messages", Action: "pass", Rule: "#1", PolicySha256: "ab12",
+				InputTokens: proto.Uint64(1300), CachedInputTokens: proto.Uint64(1024), CacheWriteInputTokens: proto.Uint64(200),
+				OutputTokens: proto.Uint64(15), Cost: proto.Uint64(1_234_500_000), Currency: "USD", PriceTier: "priority", Status: "completed",
+			},
+			want: `{"time":"t","endpoint":"messages","action":"pass","rule":"#1","policy_sha256":"ab12","input_tokens":1300,"cached_input_tokens":1024,"cache_write_input_tokens":200,"output_tokens":15,"cost":0.0012345,"currency":"USD","price_tier":"priority","duration_ms":0,"stream":false,"status":"completed"}` + "\n",
+		},
+		{
+			name: "a whole cost has no decimal point and a zero cost is 0",
+			r:    &tiergatev1.UsageRecord{Cost: proto.Uint64(3_000_000_000_000), CostUnpricedReason: ""},
+			want: `{"time":"","endpoint":"","action":"","cost":3,"duration_ms":0,"stream":false,"status":""}` + "\n",
+		},
+		{
+			name: "an unpriced record says why and carries no cost",
+			r:    &tiergatev1.UsageRecord{Endpoint: "realtime", CostUnpricedReason: "audio"},
+			want: `{"time":"","endpoint":"realtime","action":"","cost_unpriced_reason":"audio","duration_ms":0,"stream":false,"status":""}` + "\n",
 		},
 		{
 			name: "an empty record keeps the always-present fields and drops the rest",
@@ -99,8 +117,9 @@ func TestAppendRecord(t *testing.T) {
 	}
 }
 
-// TestAppendRecordRoundTrip proves the line is the record: protojson reads it
-// back into an equal message, presence of optional fields included.
+// TestAppendRecordRoundTrip proves the line is the record: ParseRecord reads
+// it back into an equal message, presence of optional fields and the exact
+// cost included.
 func TestAppendRecordRoundTrip(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -111,6 +130,9 @@ func TestAppendRecordRoundTrip(t *testing.T) {
 		{"an empty record", &tiergatev1.UsageRecord{}},
 		{"optional zeros stay present", &tiergatev1.UsageRecord{InputTokens: proto.Uint64(0), TimeToFirstTokenMs: proto.Uint64(0), HttpStatus: proto.Uint32(0)}},
 		{"the largest counts", &tiergatev1.UsageRecord{OutputTokens: proto.Uint64(1<<64 - 1), DurationMs: 1<<64 - 1, HttpStatus: proto.Uint32(1<<32 - 1)}},
+		{"a cost to the last unit", &tiergatev1.UsageRecord{Cost: proto.Uint64(12_345_678_901_234_567), Currency: "USD", PriceTier: "flex", CacheWriteInputTokens: proto.Uint64(7), PolicySha256: "00ff"}},
+		{"the largest cost", &tiergatev1.UsageRecord{Cost: proto.Uint64(1<<64 - 1)}},
+		{"a zero cost stays present", &tiergatev1.UsageRecord{Cost: proto.Uint64(0)}},
 		{"strings needing escapes", &tiergatev1.UsageRecord{
 			Model: "q\"b\\s/\n\r\t\b\f\x00\x01\x1f\u2028\u2029<>&é🚀", Rule: "rule \"fast\"", Group: "\x7f",
 		}},
@@ -122,9 +144,9 @@ func TestAppendRecordRoundTrip(t *testing.T) {
 			if bytes.Count(line, []byte("\n")) != 1 || line[len(line)-1] != '\n' {
 				t.Fatalf("not one line: %q", line)
 			}
-			got := &tiergatev1.UsageRecord{}
-			if err := protojson.Unmarshal(line, got); err != nil {
-				t.Fatalf("protojson.Unmarshal(%s): %v", line, err)
+			got, err := ParseRecord(line)
+			if err != nil {
+				t.Fatalf("ParseRecord(%s): %v", line, err)
 			}
 			if !proto.Equal(got, tt.r) {
 				t.Errorf("round trip gave %v, want %v", got, tt.r)
@@ -286,5 +308,38 @@ func TestBilledTier(t *testing.T) {
 	}
 	if got := Unknown().BilledTier("priority"); got != "priority" {
 		t.Errorf("nothing reported, sent priority: billed %q, want priority", got)
+	}
+}
+
+func TestParseRecordRefusals(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		line string
+	}{
+		{"a line that is not JSON", `{"time":`},
+		{"a cost written as a string", `{"cost":"0.5"}`},
+		{"a cost with more than 12 decimals", `{"cost":0.0000000000001}`},
+		{"a negative cost", `{"cost":-1}`},
+		{"a token count that is not a number", `{"input_tokens":"x"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if r, err := ParseRecord([]byte(tt.line)); err == nil {
+				t.Errorf("ParseRecord(%s) = %v, want an error", tt.line, r)
+			}
+		})
+	}
+}
+
+func TestParseRecordIgnoresNewerFields(t *testing.T) {
+	t.Parallel()
+	r, err := ParseRecord([]byte(`{"endpoint":"responses","budget":"team-a-daily","cost":1.5,"turn":3}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.GetEndpoint() != "responses" || r.GetCost() != 1_500_000_000_000 {
+		t.Errorf("got %v", r)
 	}
 }

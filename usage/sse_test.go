@@ -30,7 +30,7 @@ var sseFixtures = []struct {
 	{
 		name: "responses stream takes usage, tier and status from response.completed",
 		api:  Responses, file: "responses_stream.sse",
-		want:  known(37, 0, 11, 0, "resp_1", "gpt-4o-2024-08-06", "default", StatusCompleted),
+		want:  withWrites(known(37, 0, 11, 0, "resp_1", "gpt-4o-2024-08-06", "default", StatusCompleted), 0),
 		first: true,
 	},
 	{
@@ -52,13 +52,13 @@ var sseFixtures = []struct {
 	{
 		name: "anthropic stream adds the delta's output to message_start's input and cache",
 		api:  Messages, file: "messages_stream.sse",
-		want:  known(1049, 1024, 15, -1, "msg_01", "claude-opus-4-6", "priority", StatusCompleted),
+		want:  withWrites(known(1049, 1024, 15, -1, "msg_01", "claude-opus-4-6", "priority", StatusCompleted), 0),
 		first: true,
 	},
 	{
 		name: "anthropic deltas overwrite cumulatively and null members keep earlier values",
 		api:  Messages, file: "messages_stream_cumulative.sse",
-		want:  known(12+200+300, 300, 96, 50, "msg_02", "claude-sonnet-4-6", "default", StatusIncomplete),
+		want:  withWrites(known(12+200+300, 300, 96, 50, "msg_02", "claude-sonnet-4-6", "default", StatusIncomplete), 200),
 		first: true,
 	},
 	{
@@ -415,7 +415,7 @@ func TestResponsesStreamForBenchmark(t *testing.T) {
 	t.Parallel()
 	stream := responsesStream(200)
 	got := readSSE(Responses, 0, chunked(stream, 1024)...)
-	want := sseResult{Usage: known(1234, 1024, 192, 0, "resp_68af0c1e5a2c8190b2e4c1a9f0e3d7b6", "gpt-5.5-2026-06-01", "default", StatusCompleted), First: true}
+	want := sseResult{Usage: withWrites(known(1234, 1024, 192, 0, "resp_68af0c1e5a2c8190b2e4c1a9f0e3d7b6", "gpt-5.5-2026-06-01", "default", StatusCompleted), 0), First: true}
 	if got != want {
 		t.Fatalf("got  %+v\nwant %+v", got, want)
 	}

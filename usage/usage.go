@@ -80,10 +80,17 @@ type Usage struct {
 	InputTokens int64
 	// CachedInputTokens counts input tokens served from the prompt cache.
 	CachedInputTokens int64
+	// CacheWriteInputTokens counts input tokens written to the prompt cache
+	// (Anthropic's cache_creation_input_tokens, OpenAI's cache_write_tokens).
+	CacheWriteInputTokens int64
 	// OutputTokens counts output tokens, reasoning tokens included.
 	OutputTokens int64
 	// ReasoningTokens counts reasoning (Anthropic: thinking) tokens.
 	ReasoningTokens int64
+	// AudioTokens counts the audio tokens of a Realtime turn, input and
+	// output together. Audio rates are not priced, so a turn with any is
+	// left unpriced; the record does not carry the count.
+	AudioTokens int64
 
 	// ResponseID is the upstream's id (chatcmpl-..., resp_..., msg_...).
 	ResponseID string
@@ -105,7 +112,7 @@ type Usage struct {
 // Unknown returns a Usage in which nothing is known. It is the starting point
 // of every parse: the zero Usage would claim zero tokens.
 func Unknown() Usage {
-	return Usage{InputTokens: -1, CachedInputTokens: -1, OutputTokens: -1, ReasoningTokens: -1}
+	return Usage{InputTokens: -1, CachedInputTokens: -1, CacheWriteInputTokens: -1, OutputTokens: -1, ReasoningTokens: -1, AudioTokens: -1}
 }
 
 // BilledTier is the tier a response was billed at: the one the upstream
@@ -119,7 +126,7 @@ func (u Usage) BilledTier(sent string) string {
 
 // Known reports whether any token count is known.
 func (u Usage) Known() bool {
-	return u.InputTokens >= 0 || u.CachedInputTokens >= 0 || u.OutputTokens >= 0 || u.ReasoningTokens >= 0
+	return u.InputTokens >= 0 || u.CachedInputTokens >= 0 || u.CacheWriteInputTokens >= 0 || u.OutputTokens >= 0 || u.ReasoningTokens >= 0
 }
 
 // Fill copies what u knows into r: each known token count, and the response
@@ -132,6 +139,9 @@ func (u Usage) Fill(r *tiergatev1.UsageRecord) {
 	}
 	if u.CachedInputTokens >= 0 {
 		r.CachedInputTokens = ptr(uint64(u.CachedInputTokens))
+	}
+	if u.CacheWriteInputTokens >= 0 {
+		r.CacheWriteInputTokens = ptr(uint64(u.CacheWriteInputTokens))
 	}
 	if u.OutputTokens >= 0 {
 		r.OutputTokens = ptr(uint64(u.OutputTokens))
@@ -282,6 +292,7 @@ func readChat(u *Usage, obj gjson.Result, st *chatStatus) (usageOnly, output boo
 	if usage.IsObject() {
 		u.InputTokens = count(usage.Get("prompt_tokens"))
 		u.CachedInputTokens = count(usage.Get("prompt_tokens_details.cached_tokens"))
+		u.CacheWriteInputTokens = count(usage.Get("prompt_tokens_details.cache_write_tokens"))
 		u.OutputTokens = count(usage.Get("completion_tokens"))
 		u.ReasoningTokens = count(usage.Get("completion_tokens_details.reasoning_tokens"))
 	}
@@ -354,6 +365,7 @@ func readResponse(u *Usage, resp gjson.Result) {
 	if usage.IsObject() {
 		u.InputTokens = count(usage.Get("input_tokens"))
 		u.CachedInputTokens = count(usage.Get("input_tokens_details.cached_tokens"))
+		u.CacheWriteInputTokens = count(usage.Get("input_tokens_details.cache_write_tokens"))
 		u.OutputTokens = count(usage.Get("output_tokens"))
 		u.ReasoningTokens = count(usage.Get("output_tokens_details.reasoning_tokens"))
 	}
@@ -366,7 +378,8 @@ func readResponse(u *Usage, resp gjson.Result) {
 }
 
 // readRealtime reads a Realtime response object (response.done). It has no
-// model, no tier and no reasoning count.
+// model, no tier and no reasoning count; its audio tokens (input and output)
+// are summed, so the turn can be left unpriced.
 func readRealtime(u *Usage, resp gjson.Result) {
 	var usage gjson.Result
 	resp.ForEach(func(k, v gjson.Result) bool {
@@ -386,6 +399,10 @@ func readRealtime(u *Usage, resp gjson.Result) {
 		u.InputTokens = count(usage.Get("input_tokens"))
 		u.CachedInputTokens = count(usage.Get("input_token_details.cached_tokens"))
 		u.OutputTokens = count(usage.Get("output_tokens"))
+		in, out := count(usage.Get("input_token_details.audio_tokens")), count(usage.Get("output_token_details.audio_tokens"))
+		if in >= 0 || out >= 0 {
+			u.AudioTokens = max(in, 0) + max(out, 0)
+		}
 	}
 }
 
@@ -475,6 +492,7 @@ func (a *anthropicCounts) apply(u *Usage) {
 		u.InputTokens = a.input + max(a.cacheWrite, 0) + max(a.cacheRead, 0)
 	}
 	u.CachedInputTokens = a.cacheRead
+	u.CacheWriteInputTokens = a.cacheWrite
 	u.OutputTokens = a.output
 	u.ReasoningTokens = a.thinking
 }

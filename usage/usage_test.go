@@ -23,6 +23,12 @@ func TestParseJSON(t *testing.T) {
 			want: known(1117, 1024, 46, 32, "chatcmpl-B9MH", "gpt-4o-2024-08-06", "priority", StatusCompleted),
 		},
 		{
+			name: "chat usage reads cache writes from prompt_tokens_details",
+			api:  ChatCompletions,
+			body: `{"id":"c1","model":"m","choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":50,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":10,"cache_write_tokens":30}}}`,
+			want: withWrites(known(50, 10, 2, -1, "c1", "m", "", StatusCompleted), 30),
+		},
+		{
 			name: "chat usage without details leaves cached and reasoning unknown",
 			api:  ChatCompletions,
 			body: `{"id":"c1","model":"m","choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}`,
@@ -61,12 +67,12 @@ func TestParseJSON(t *testing.T) {
 		{
 			name: "responses body reports usage, tier and status",
 			api:  Responses, file: "responses.json",
-			want: known(8438, 8192, 398, 256, "resp_67cc", "gpt-4o-2024-08-06", "priority", StatusCompleted),
+			want: withWrites(known(8438, 8192, 398, 256, "resp_67cc", "gpt-4o-2024-08-06", "priority", StatusCompleted), 0),
 		},
 		{
 			name: "compact response has usage but no model, tier or status",
 			api:  Responses, file: "responses_compact.json",
-			want: known(139, 0, 438, 64, "resp_001", "", "", ""),
+			want: withWrites(known(139, 0, 438, 64, "resp_001", "", "", ""), 0),
 		},
 		{
 			name: "responses usage without input details leaves cached unknown",
@@ -95,7 +101,7 @@ func TestParseJSON(t *testing.T) {
 		{
 			name: "anthropic input adds cache reads and writes, and fast speed is priority",
 			api:  Messages, file: "messages.json",
-			want: known(1049, 1024, 15, 0, "msg_01", "claude-opus-4-6", "priority", StatusCompleted),
+			want: withWrites(known(1049, 1024, 15, 0, "msg_01", "claude-opus-4-6", "priority", StatusCompleted), 0),
 		},
 		{
 			name: "anthropic without cache members counts input tokens alone",
@@ -107,7 +113,7 @@ func TestParseJSON(t *testing.T) {
 			name: "anthropic max_tokens stop is incomplete and unknown speed reports no tier",
 			api:  Messages,
 			body: `{"id":"m","stop_reason":"max_tokens","usage":{"input_tokens":7,"cache_creation_input_tokens":5,"output_tokens":3,"speed":null,"service_tier":"priority"}}`,
-			want: known(12, -1, 3, -1, "m", "", "", StatusIncomplete),
+			want: withWrites(known(12, -1, 3, -1, "m", "", "", StatusIncomplete), 5),
 		},
 		{
 			name: "anthropic context window stop is incomplete",
@@ -180,7 +186,8 @@ func TestKnown(t *testing.T) {
 		{"nothing is known in Unknown", Unknown(), false},
 		{"a single known count is enough", Usage{InputTokens: -1, CachedInputTokens: -1, OutputTokens: 0, ReasoningTokens: -1}, true},
 		{"the zero Usage claims zero tokens, which is known", Usage{}, true},
-		{"strings alone are not counts", Usage{InputTokens: -1, CachedInputTokens: -1, OutputTokens: -1, ReasoningTokens: -1, Model: "m"}, false},
+		{"strings alone are not counts", Usage{InputTokens: -1, CachedInputTokens: -1, CacheWriteInputTokens: -1, OutputTokens: -1, ReasoningTokens: -1, Model: "m"}, false},
+		{"a cache-write count alone is known", Usage{InputTokens: -1, CachedInputTokens: -1, CacheWriteInputTokens: 3, OutputTokens: -1, ReasoningTokens: -1}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -499,7 +499,10 @@ func (fc *fakeConn) realtimeResponse(ev gjson.Result) {
 		return
 	}
 	details := `"input_token_details":{"text_tokens":119,"audio_tokens":13,"image_tokens":0,"cached_tokens":64,"cached_tokens_details":{"text_tokens":64,"audio_tokens":0,"image_tokens":0}},"output_token_details":{"text_tokens":30,"audio_tokens":91}`
-	if fc.beta {
+	switch {
+	case control == "text": // a text-only turn: no audio tokens
+		details = `"input_token_details":{"text_tokens":132,"audio_tokens":0,"image_tokens":0,"cached_tokens":64},"output_token_details":{"text_tokens":121,"audio_tokens":0}`
+	case fc.beta:
 		details = `"input_token_details":{"cached_tokens":64,"text_tokens":119,"audio_tokens":13},"output_token_details":{"text_tokens":30,"audio_tokens":91}`
 	}
 	fc.send(obj("type", "response.done", "event_id", fc.eventID(),

@@ -304,7 +304,7 @@ func (s *session) police(frame []byte, ob *[]byte) (body []byte, ok bool) {
 		if !s.turns.push(&turn{
 			lane: meta.streamID, eventID: meta.eventID, start: time.Now(),
 			model: res.RequestModel, group: res.Group,
-			requested: res.Requested, sent: res.Sent, action: res.Action, rule: res.Rule,
+			requested: res.Requested, sent: res.Sent, action: res.Action, rule: res.Rule, pol: pol,
 		}) {
 			s.mu.Unlock()
 			s.refuseOverload(group, "too many response.create frames are waiting for the upstream's response.created")

@@ -167,6 +167,8 @@ func New(opts Options) (*Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts.Tokens.StartUnpriced(policy.EndpointResponsesWS.String(), policy.UnpricedNoUsage, policy.UnpricedNoPrice)
+	opts.Tokens.StartUnpriced(policy.EndpointRealtime.String(), policy.UnpricedReasons...)
 	b := &Bridge{
 		opts:     opts,
 		upstream: u,

@@ -41,6 +41,10 @@ type turn struct {
 	requested, sent policy.Tier
 	action          policy.Action
 	rule            string
+	// pol is the policy the turn's frame was judged under: it prices the
+	// turn and names itself in the record. nil for a turn no frame started
+	// (the policy in force at its end applies).
+	pol *policy.Policy
 }
 
 // lane is one stream_id's queue: the frames waiting for their
@@ -388,9 +392,14 @@ func (s *session) recordOpen(status string) {
 	}
 }
 
-// record writes a turn's usage record and counts its tokens and metrics.
+// record writes a turn's usage record and counts its tokens, cost and
+// metrics. It runs once per turn, at its end: that is where a turn is
+// priced.
 func (s *session) record(t *turn, status string, httpStatus int, u usage.Usage, reportedModel string, now time.Time) {
-	pol := s.b.opts.Store.Load()
+	pol := t.pol
+	if pol == nil {
+		pol = s.b.opts.Store.Load()
+	}
 	group := t.group
 	if t.server {
 		group = pol.GroupFromHeaders(s.header.Get, s.keys...)
@@ -400,14 +409,26 @@ func (s *session) record(t *turn, status string, httpStatus int, u usage.Usage, 
 	}
 	s.em.duration.Observe(now.Sub(t.start).Seconds())
 	s.em.turn(status)
-	if s.b.opts.Usage != nil { // nil: --usage-log off, and no record is built
-		s.writeRecord(t, group, status, httpStatus, u, reportedModel, now)
+	if s.b.opts.Usage != nil || pol.Priced() { // neither: no record is built
+		rec := s.turnRecord(t, pol, group, status, httpStatus, u, reportedModel, now)
+		if c, priced := pol.PriceRecord(rec, u.AudioTokens > 0); priced {
+			if c.Unpriced != "" {
+				s.b.opts.Tokens.Unpriced(s.em.endpoint, c.Unpriced)
+			} else {
+				s.b.opts.Tokens.AddCost(s.em.endpoint, pol.ModelLabel(c.Model), c.Tier.String(), pol.GroupLabel(group), c.Pico)
+			}
+		}
+		if s.b.opts.Usage != nil {
+			if err := s.b.opts.Usage.Write(rec); err != nil {
+				s.b.log.Error("usage record lost", "request_id", s.requestID, "err", err)
+			}
+		}
 	}
 	s.b.opts.Tokens.Add(s.em.endpoint, pol.ModelLabel(t.model), policy.TierLabel(u.BilledTier(t.sent.String())), pol.GroupLabel(group), u)
 }
 
-// writeRecord writes a turn's usage record.
-func (s *session) writeRecord(t *turn, group, status string, httpStatus int, u usage.Usage, reportedModel string, now time.Time) {
+// turnRecord builds a turn's usage record.
+func (s *session) turnRecord(t *turn, pol *policy.Policy, group, status string, httpStatus int, u usage.Usage, reportedModel string, now time.Time) *tiergatev1.UsageRecord {
 	rec := &tiergatev1.UsageRecord{
 		RequestId:            s.requestID,
 		ResponseId:           t.responseID,
@@ -418,6 +439,7 @@ func (s *session) writeRecord(t *turn, group, status string, httpStatus int, u u
 		ServiceTierSent:      t.sent.String(),
 		Action:               t.action.String(),
 		Rule:                 t.rule,
+		PolicySha256:         pol.SHA256(),
 		Stream:               true,
 		Status:               status,
 	}
@@ -428,9 +450,7 @@ func (s *session) writeRecord(t *turn, group, status string, httpStatus int, u u
 		// upstream reported.
 		rec.ResponseModel = reportedModel
 	}
-	if err := s.b.opts.Usage.Write(rec); err != nil {
-		s.b.log.Error("usage record lost", "request_id", s.requestID, "err", err)
-	}
+	return rec
 }
 
 // refuse answers a response.create the policy blocked (or that is not

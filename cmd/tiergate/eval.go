@@ -8,7 +8,10 @@ import (
 	"os"
 	"strings"
 
+	"github.com/tiergate/tiergate/internal/decimal"
 	"github.com/tiergate/tiergate/policy"
+	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
+	"github.com/tiergate/tiergate/usage"
 )
 
 // headerFlags collects repeated --header k=v flags.
@@ -30,6 +33,11 @@ type evalDecision struct {
 	Status               int               `json:"status"`
 	SetHeaders           map[string]string `json:"set_headers,omitempty"`
 	RemoveHeaders        []string          `json:"remove_headers,omitempty"`
+	// With --usage and a policy with prices: what the request would cost.
+	Cost               *json.Number `json:"cost,omitempty"`
+	Currency           string       `json:"currency,omitempty"`
+	PriceTier          string       `json:"price_tier,omitempty"`
+	CostUnpricedReason string       `json:"cost_unpriced_reason,omitempty"`
 }
 
 // runEval decides one request read from stdin exactly as the ext_proc
@@ -41,19 +49,27 @@ func runEval(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	config := fs.String("config", "", "policy file (default: the embedded default policy)")
 	path := fs.String("path", "", "request path, e.g. /v1/responses (required)")
 	maxBody := fs.Int64("max-body-bytes", defaultMaxBody, "largest body, compressed or decompressed")
+	usageJSON := fs.String("usage", "", `the response's usage as record fields, to price the request, e.g. {"input_tokens":1000,"output_tokens":200,"service_tier_reported":"default"}`)
 	var headers headerFlags
 	fs.Var(&headers, "header", "request header as name=value (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *path == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: tiergate eval [--config FILE] --path /v1/responses [--header k=v]... < body.json")
+		fmt.Fprintln(stderr, "usage: tiergate eval [--config FILE] --path /v1/responses [--header k=v]... [--usage JSON] < body.json")
 		return exitCode(exitError)
 	}
 	p, err := loadPolicy(*config)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitCode(exitError)
+	}
+	var used *tiergatev1.UsageRecord
+	if *usageJSON != "" {
+		if used, err = usage.ParseRecord([]byte(*usageJSON)); err != nil {
+			fmt.Fprintf(stderr, "tiergate eval: --usage: %v\n", err)
+			return exitCode(exitError)
+		}
 	}
 	hdr := map[string][]string{}
 	for _, h := range headers {
@@ -91,6 +107,9 @@ func runEval(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	dec.Group, dec.Model = out.Group, out.RequestModel
 	dec.ServiceTierRequested, dec.ServiceTierSent = out.Requested.String(), out.Sent.String()
 	dec.Action, dec.Rule, dec.Message = out.Action.String(), out.Rule, out.Message
+	if used != nil && !out.Refused() {
+		priceEval(&dec, p, used)
+	}
 	if out.Refused() {
 		dec.Status = out.Refusal.Status()
 		_, _ = stdout.Write(out.ErrorBody)
@@ -108,6 +127,22 @@ func runEval(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	_, _ = stdout.Write(out.Body)
 	return writeDecision(stderr, dec, exitForwarded)
+}
+
+// priceEval prices the decided request with the usage given: its model and
+// the tier sent are the decision's, the tokens and any tier reported are
+// the usage's. A refused request costs nothing and is not priced.
+func priceEval(dec *evalDecision, p *policy.Policy, used *tiergatev1.UsageRecord) {
+	used.Model, used.ServiceTierSent, used.Status = dec.Model, dec.ServiceTierSent, usage.StatusCompleted
+	c, ok := p.PriceRecord(used, false)
+	switch {
+	case !ok:
+	case c.Unpriced != "":
+		dec.CostUnpricedReason = c.Unpriced
+	default:
+		n := json.Number(decimal.String(c.Pico, 12))
+		dec.Cost, dec.Currency, dec.PriceTier = &n, c.Currency, c.Tier.String()
+	}
 }
 
 func writeDecision(w io.Writer, d evalDecision, code int) error {

@@ -52,7 +52,7 @@ func family(name string, fams map[string]bool) string {
 func TestMetricsDashboardAndAlerts(t *testing.T) {
 	t.Parallel()
 	upstream := fakeResponsesUpstream(t)
-	_, addrs, stdout := startServe(t, "--usage-log", "off", "--ws-upstream", upstream)
+	_, addrs, stdout := startServe(t, "--usage-log", "off", "--ws-upstream", upstream, "--config", "testdata/observability.yaml")
 	conn, err := grpc.NewClient(addrs["extproc"], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +90,8 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 	}
 
 	fams := exportedFamilies(page)
-	for _, want := range []string{"tiergate_policy_decisions_total", "tiergate_extproc_requests_total", "tiergate_extproc_message_duration_seconds", "tiergate_config_info"} {
+	for _, want := range []string{"tiergate_policy_decisions_total", "tiergate_extproc_requests_total", "tiergate_extproc_message_duration_seconds", "tiergate_config_info",
+		"tiergate_cost_total", "tiergate_cost_unpriced_total"} {
 		if !fams[want] {
 			t.Errorf("/metrics lacks %s", want)
 		}

@@ -29,6 +29,7 @@ commands:
   serve     run the ext_proc server, the WebSocket bridge and the admin listener
   validate  check policy files: tiergate validate FILE...
   eval      show what a request becomes: tiergate eval --path /v1/responses < body.json
+  cost      re-price usage logs: tiergate cost --config FILE [--json] USAGE.jsonl...
   version   print the version
 
 Run 'tiergate <command> -h' for a command's flags.
@@ -48,6 +49,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runValidate(args[1:], stdout, stderr)
 	case "eval":
 		err = runEval(args[1:], stdin, stdout, stderr)
+	case "cost":
+		err = runCost(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "tiergate", version())
 		return nil

@@ -256,7 +256,11 @@ type Config struct {
 	// not match it.
 	ModelAliases map[string]string `protobuf:"bytes,4,rep,name=model_aliases,json=modelAliases,proto3" json:"model_aliases,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Metric label settings.
-	Metrics       *Metrics `protobuf:"bytes,5,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	Metrics *Metrics `protobuf:"bytes,5,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	// What tokens cost, per model and tier: every usage record (HTTP request
+	// and WebSocket turn) is priced with it. Absent: nothing is priced, and
+	// records carry no cost fields. A reload swaps the prices with the rules.
+	Prices        *Prices `protobuf:"bytes,6,opt,name=prices,proto3" json:"prices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -326,6 +330,244 @@ func (x *Config) GetMetrics() *Metrics {
 	return nil
 }
 
+func (x *Config) GetPrices() *Prices {
+	if x != nil {
+		return x.Prices
+	}
+	return nil
+}
+
+// Prices is the price table. tiergate ships none: see docs/prices.yaml for
+// an example to check against the providers' pages before use.
+//
+// What is priced: the record's model after model_aliases (the model the
+// upstream reported only when the request named none), at the tier the
+// upstream reported serving, else the tier sent; no tier and `auto` are
+// priced as `default`. Anthropic fast mode is `priority`.
+//
+// The arithmetic, exact in integers of 10⁻¹² of the currency:
+//
+//	uncached = input − cached − cache writes   (never below 0)
+//	cost = (uncached × input + cached × cached_input
+//	        + cache writes × cache_write + output × output) / 10⁶
+//
+// Reasoning tokens are part of output and are not added again. Only the
+// 5-minute cache-write rate is modelled; audio, long-context and regional
+// surcharges are not (a Realtime turn with audio tokens is left unpriced).
+type Prices struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required: the ISO 4217 code prices are in, three capital letters
+	// (`USD`). Records and the cost metric carry amounts in this currency.
+	Currency string `protobuf:"bytes,1,opt,name=currency,proto3" json:"currency,omitempty"`
+	// The date the prices were read, YYYY-MM-DD. Informational.
+	AsOf string `protobuf:"bytes,2,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
+	// Models, first match wins. A pattern that an earlier one always shadows
+	// (it could never match) is an error; overlap is normal, put the more
+	// specific pattern first.
+	Models        []*ModelPrices `protobuf:"bytes,3,rep,name=models,proto3" json:"models,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Prices) Reset() {
+	*x = Prices{}
+	mi := &file_tiergate_v1_config_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Prices) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Prices) ProtoMessage() {}
+
+func (x *Prices) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_config_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Prices.ProtoReflect.Descriptor instead.
+func (*Prices) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Prices) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *Prices) GetAsOf() string {
+	if x != nil {
+		return x.AsOf
+	}
+	return ""
+}
+
+func (x *Prices) GetModels() []*ModelPrices {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+// ModelPrices prices one model, or a family of models, per tier.
+type ModelPrices struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required: an exact model name, or a prefix ending in `*` ("gpt-5.5-*";
+	// "*" alone matches every model), as in model_whitelist. Matched against
+	// the model after model_aliases.
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// Prices per tier: keys `default`, `priority` (or its alias `fast`),
+	// `flex`, `scale`, `ultrafast`. `auto` and no tier are priced as
+	// `default` and cannot be given.
+	Tiers map[string]*TierPrices `protobuf:"bytes,2,rep,name=tiers,proto3" json:"tiers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Tiers priced as `default` times a factor (priority: 2.5, flex: 0.5);
+	// each of default's four prices is multiplied and rounded half to even to
+	// 6 decimals. Needs tiers.default; a tier cannot have both its own prices
+	// and a multiplier. Non-negative, at most 6 decimals. A tier with neither
+	// is unpriced (cost_unpriced_reason no_price).
+	Multipliers   map[string]float64 `protobuf:"bytes,3,rep,name=multipliers,proto3" json:"multipliers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelPrices) Reset() {
+	*x = ModelPrices{}
+	mi := &file_tiergate_v1_config_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelPrices) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelPrices) ProtoMessage() {}
+
+func (x *ModelPrices) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_config_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelPrices.ProtoReflect.Descriptor instead.
+func (*ModelPrices) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ModelPrices) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ModelPrices) GetTiers() map[string]*TierPrices {
+	if x != nil {
+		return x.Tiers
+	}
+	return nil
+}
+
+func (x *ModelPrices) GetMultipliers() map[string]float64 {
+	if x != nil {
+		return x.Multipliers
+	}
+	return nil
+}
+
+// TierPrices are one tier's prices, in the currency per million tokens:
+// non-negative, at most 6 decimals.
+type TierPrices struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required: uncached input tokens.
+	Input float64 `protobuf:"fixed64,1,opt,name=input,proto3" json:"input,omitempty"`
+	// Input tokens read from the prompt cache. Default: input.
+	CachedInput *float64 `protobuf:"fixed64,2,opt,name=cached_input,json=cachedInput,proto3,oneof" json:"cached_input,omitempty"`
+	// Input tokens written to the prompt cache (Anthropic's
+	// cache_creation_input_tokens, OpenAI's cache_write_tokens), at the
+	// 5-minute rate. Default: input.
+	CacheWrite *float64 `protobuf:"fixed64,3,opt,name=cache_write,json=cacheWrite,proto3,oneof" json:"cache_write,omitempty"`
+	// Required: output tokens, reasoning included.
+	Output        float64 `protobuf:"fixed64,4,opt,name=output,proto3" json:"output,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TierPrices) Reset() {
+	*x = TierPrices{}
+	mi := &file_tiergate_v1_config_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TierPrices) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TierPrices) ProtoMessage() {}
+
+func (x *TierPrices) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_config_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TierPrices.ProtoReflect.Descriptor instead.
+func (*TierPrices) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TierPrices) GetInput() float64 {
+	if x != nil {
+		return x.Input
+	}
+	return 0
+}
+
+func (x *TierPrices) GetCachedInput() float64 {
+	if x != nil && x.CachedInput != nil {
+		return *x.CachedInput
+	}
+	return 0
+}
+
+func (x *TierPrices) GetCacheWrite() float64 {
+	if x != nil && x.CacheWrite != nil {
+		return *x.CacheWrite
+	}
+	return 0
+}
+
+func (x *TierPrices) GetOutput() float64 {
+	if x != nil {
+		return x.Output
+	}
+	return 0
+}
+
 // Rule decides what happens to requests that ask for a service tier.
 type Rule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -368,7 +610,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[1]
+	mi := &file_tiergate_v1_config_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -380,7 +622,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[1]
+	mi := &file_tiergate_v1_config_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -393,7 +635,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{1}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Rule) GetName() string {
@@ -484,7 +726,7 @@ type Group struct {
 
 func (x *Group) Reset() {
 	*x = Group{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[2]
+	mi := &file_tiergate_v1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +738,7 @@ func (x *Group) String() string {
 func (*Group) ProtoMessage() {}
 
 func (x *Group) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[2]
+	mi := &file_tiergate_v1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +751,7 @@ func (x *Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Group.ProtoReflect.Descriptor instead.
 func (*Group) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Group) GetName() string {
@@ -547,7 +789,7 @@ type Identity struct {
 
 func (x *Identity) Reset() {
 	*x = Identity{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[3]
+	mi := &file_tiergate_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +801,7 @@ func (x *Identity) String() string {
 func (*Identity) ProtoMessage() {}
 
 func (x *Identity) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[3]
+	mi := &file_tiergate_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +814,7 @@ func (x *Identity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Identity.ProtoReflect.Descriptor instead.
 func (*Identity) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{3}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Identity) GetGroupHeader() string {
@@ -595,7 +837,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[4]
+	mi := &file_tiergate_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +849,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[4]
+	mi := &file_tiergate_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +862,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{4}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Metrics) GetModels() []string {
@@ -634,16 +876,41 @@ var File_tiergate_v1_config_proto protoreflect.FileDescriptor
 
 const file_tiergate_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x18tiergate/v1/config.proto\x12\vtiergate.v1\"\xcd\x02\n" +
+	"\x18tiergate/v1/config.proto\x12\vtiergate.v1\"\xfa\x02\n" +
 	"\x06Config\x12'\n" +
 	"\x05rules\x18\x01 \x03(\v2\x11.tiergate.v1.RuleR\x05rules\x12*\n" +
 	"\x06groups\x18\x02 \x03(\v2\x12.tiergate.v1.GroupR\x06groups\x121\n" +
 	"\bidentity\x18\x03 \x01(\v2\x15.tiergate.v1.IdentityR\bidentity\x12J\n" +
 	"\rmodel_aliases\x18\x04 \x03(\v2%.tiergate.v1.Config.ModelAliasesEntryR\fmodelAliases\x12.\n" +
-	"\ametrics\x18\x05 \x01(\v2\x14.tiergate.v1.MetricsR\ametrics\x1a?\n" +
+	"\ametrics\x18\x05 \x01(\v2\x14.tiergate.v1.MetricsR\ametrics\x12+\n" +
+	"\x06prices\x18\x06 \x01(\v2\x13.tiergate.v1.PricesR\x06prices\x1a?\n" +
 	"\x11ModelAliasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x93\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
+	"\x06Prices\x12\x1a\n" +
+	"\bcurrency\x18\x01 \x01(\tR\bcurrency\x12\x13\n" +
+	"\x05as_of\x18\x02 \x01(\tR\x04asOf\x120\n" +
+	"\x06models\x18\x03 \x03(\v2\x18.tiergate.v1.ModelPricesR\x06models\"\xbe\x02\n" +
+	"\vModelPrices\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x129\n" +
+	"\x05tiers\x18\x02 \x03(\v2#.tiergate.v1.ModelPrices.TiersEntryR\x05tiers\x12K\n" +
+	"\vmultipliers\x18\x03 \x03(\v2).tiergate.v1.ModelPrices.MultipliersEntryR\vmultipliers\x1aQ\n" +
+	"\n" +
+	"TiersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
+	"\x05value\x18\x02 \x01(\v2\x17.tiergate.v1.TierPricesR\x05value:\x028\x01\x1a>\n" +
+	"\x10MultipliersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xa9\x01\n" +
+	"\n" +
+	"TierPrices\x12\x14\n" +
+	"\x05input\x18\x01 \x01(\x01R\x05input\x12&\n" +
+	"\fcached_input\x18\x02 \x01(\x01H\x00R\vcachedInput\x88\x01\x01\x12$\n" +
+	"\vcache_write\x18\x03 \x01(\x01H\x01R\n" +
+	"cacheWrite\x88\x01\x01\x12\x16\n" +
+	"\x06output\x18\x04 \x01(\x01R\x06outputB\x0f\n" +
+	"\r_cached_inputB\x0e\n" +
+	"\f_cache_write\"\x93\x03\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\fservice_tier\x18\x02 \x01(\x0e2\x18.tiergate.v1.ServiceTierR\vserviceTier\x12+\n" +
@@ -697,34 +964,44 @@ func file_tiergate_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_tiergate_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_tiergate_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_tiergate_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_tiergate_v1_config_proto_goTypes = []any{
-	(ServiceTier)(0), // 0: tiergate.v1.ServiceTier
-	(Action)(0),      // 1: tiergate.v1.Action
-	(Endpoint)(0),    // 2: tiergate.v1.Endpoint
-	(*Config)(nil),   // 3: tiergate.v1.Config
-	(*Rule)(nil),     // 4: tiergate.v1.Rule
-	(*Group)(nil),    // 5: tiergate.v1.Group
-	(*Identity)(nil), // 6: tiergate.v1.Identity
-	(*Metrics)(nil),  // 7: tiergate.v1.Metrics
-	nil,              // 8: tiergate.v1.Config.ModelAliasesEntry
+	(ServiceTier)(0),    // 0: tiergate.v1.ServiceTier
+	(Action)(0),         // 1: tiergate.v1.Action
+	(Endpoint)(0),       // 2: tiergate.v1.Endpoint
+	(*Config)(nil),      // 3: tiergate.v1.Config
+	(*Prices)(nil),      // 4: tiergate.v1.Prices
+	(*ModelPrices)(nil), // 5: tiergate.v1.ModelPrices
+	(*TierPrices)(nil),  // 6: tiergate.v1.TierPrices
+	(*Rule)(nil),        // 7: tiergate.v1.Rule
+	(*Group)(nil),       // 8: tiergate.v1.Group
+	(*Identity)(nil),    // 9: tiergate.v1.Identity
+	(*Metrics)(nil),     // 10: tiergate.v1.Metrics
+	nil,                 // 11: tiergate.v1.Config.ModelAliasesEntry
+	nil,                 // 12: tiergate.v1.ModelPrices.TiersEntry
+	nil,                 // 13: tiergate.v1.ModelPrices.MultipliersEntry
 }
 var file_tiergate_v1_config_proto_depIdxs = []int32{
-	4,  // 0: tiergate.v1.Config.rules:type_name -> tiergate.v1.Rule
-	5,  // 1: tiergate.v1.Config.groups:type_name -> tiergate.v1.Group
-	6,  // 2: tiergate.v1.Config.identity:type_name -> tiergate.v1.Identity
-	8,  // 3: tiergate.v1.Config.model_aliases:type_name -> tiergate.v1.Config.ModelAliasesEntry
-	7,  // 4: tiergate.v1.Config.metrics:type_name -> tiergate.v1.Metrics
-	0,  // 5: tiergate.v1.Rule.service_tier:type_name -> tiergate.v1.ServiceTier
-	1,  // 6: tiergate.v1.Rule.action:type_name -> tiergate.v1.Action
-	1,  // 7: tiergate.v1.Rule.fallback_action:type_name -> tiergate.v1.Action
-	2,  // 8: tiergate.v1.Rule.endpoints:type_name -> tiergate.v1.Endpoint
-	0,  // 9: tiergate.v1.Group.force_service_tier:type_name -> tiergate.v1.ServiceTier
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	7,  // 0: tiergate.v1.Config.rules:type_name -> tiergate.v1.Rule
+	8,  // 1: tiergate.v1.Config.groups:type_name -> tiergate.v1.Group
+	9,  // 2: tiergate.v1.Config.identity:type_name -> tiergate.v1.Identity
+	11, // 3: tiergate.v1.Config.model_aliases:type_name -> tiergate.v1.Config.ModelAliasesEntry
+	10, // 4: tiergate.v1.Config.metrics:type_name -> tiergate.v1.Metrics
+	4,  // 5: tiergate.v1.Config.prices:type_name -> tiergate.v1.Prices
+	5,  // 6: tiergate.v1.Prices.models:type_name -> tiergate.v1.ModelPrices
+	12, // 7: tiergate.v1.ModelPrices.tiers:type_name -> tiergate.v1.ModelPrices.TiersEntry
+	13, // 8: tiergate.v1.ModelPrices.multipliers:type_name -> tiergate.v1.ModelPrices.MultipliersEntry
+	0,  // 9: tiergate.v1.Rule.service_tier:type_name -> tiergate.v1.ServiceTier
+	1,  // 10: tiergate.v1.Rule.action:type_name -> tiergate.v1.Action
+	1,  // 11: tiergate.v1.Rule.fallback_action:type_name -> tiergate.v1.Action
+	2,  // 12: tiergate.v1.Rule.endpoints:type_name -> tiergate.v1.Endpoint
+	0,  // 13: tiergate.v1.Group.force_service_tier:type_name -> tiergate.v1.ServiceTier
+	6,  // 14: tiergate.v1.ModelPrices.TiersEntry.value:type_name -> tiergate.v1.TierPrices
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_tiergate_v1_config_proto_init() }
@@ -732,13 +1009,14 @@ func file_tiergate_v1_config_proto_init() {
 	if File_tiergate_v1_config_proto != nil {
 		return
 	}
+	file_tiergate_v1_config_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tiergate_v1_config_proto_rawDesc), len(file_tiergate_v1_config_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   6,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

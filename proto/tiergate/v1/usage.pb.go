@@ -56,14 +56,37 @@ type UsageRecord struct {
 	Action string `protobuf:"bytes,11,opt,name=action,proto3" json:"action,omitempty"`
 	// The rule that decided; empty when none matched.
 	Rule string `protobuf:"bytes,12,opt,name=rule,proto3" json:"rule,omitempty"`
+	// The hex SHA-256 of the policy file the request or turn was decided and
+	// priced under (of the embedded default when none was given).
+	PolicySha256 string `protobuf:"bytes,27,opt,name=policy_sha256,json=policySha256,proto3" json:"policy_sha256,omitempty"`
 	// Input tokens, cached input tokens included.
 	InputTokens *uint64 `protobuf:"varint,13,opt,name=input_tokens,json=inputTokens,proto3,oneof" json:"input_tokens,omitempty"`
 	// Input tokens served from the prompt cache.
 	CachedInputTokens *uint64 `protobuf:"varint,14,opt,name=cached_input_tokens,json=cachedInputTokens,proto3,oneof" json:"cached_input_tokens,omitempty"`
+	// Input tokens written to the prompt cache: Anthropic's
+	// cache_creation_input_tokens, OpenAI's cache_write_tokens where reported.
+	// Part of input_tokens.
+	CacheWriteInputTokens *uint64 `protobuf:"varint,22,opt,name=cache_write_input_tokens,json=cacheWriteInputTokens,proto3,oneof" json:"cache_write_input_tokens,omitempty"`
 	// Output tokens, reasoning tokens included.
 	OutputTokens *uint64 `protobuf:"varint,15,opt,name=output_tokens,json=outputTokens,proto3,oneof" json:"output_tokens,omitempty"`
 	// Reasoning (thinking) tokens.
 	ReasoningTokens *uint64 `protobuf:"varint,16,opt,name=reasoning_tokens,json=reasoningTokens,proto3,oneof" json:"reasoning_tokens,omitempty"`
+	// What the request or turn cost at the policy's prices, held exactly in
+	// units of 10⁻¹² of the currency (1 USD is 1000000000000). The usage log
+	// writes it as a JSON number in currency units, the same value as a
+	// trimmed exact decimal (1234500000 is written 0.0012345), never through a
+	// float. Absent when not priced: then cost_unpriced_reason says why, or
+	// the policy has no prices, or the request was blocked or refused.
+	Cost *uint64 `protobuf:"varint,23,opt,name=cost,proto3,oneof" json:"cost,omitempty"`
+	// The ISO 4217 code of cost (the policy's prices.currency).
+	Currency string `protobuf:"bytes,24,opt,name=currency,proto3" json:"currency,omitempty"`
+	// The tier cost was priced at: service_tier_reported if the upstream said,
+	// else service_tier_sent; none and auto are priced as default.
+	PriceTier string `protobuf:"bytes,25,opt,name=price_tier,json=priceTier,proto3" json:"price_tier,omitempty"`
+	// Why a record that could have been priced has no cost: no_usage (input or
+	// output tokens unknown), no_price (no price for the model or tier), audio
+	// (a Realtime turn with audio tokens, whose rates are not modelled).
+	CostUnpricedReason string `protobuf:"bytes,26,opt,name=cost_unpriced_reason,json=costUnpricedReason,proto3" json:"cost_unpriced_reason,omitempty"`
 	// From the request (or the turn's response.create) to the end.
 	DurationMs uint64 `protobuf:"varint,17,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
 	// From the request to the first byte of output, when there was output.
@@ -193,6 +216,13 @@ func (x *UsageRecord) GetRule() string {
 	return ""
 }
 
+func (x *UsageRecord) GetPolicySha256() string {
+	if x != nil {
+		return x.PolicySha256
+	}
+	return ""
+}
+
 func (x *UsageRecord) GetInputTokens() uint64 {
 	if x != nil && x.InputTokens != nil {
 		return *x.InputTokens
@@ -203,6 +233,13 @@ func (x *UsageRecord) GetInputTokens() uint64 {
 func (x *UsageRecord) GetCachedInputTokens() uint64 {
 	if x != nil && x.CachedInputTokens != nil {
 		return *x.CachedInputTokens
+	}
+	return 0
+}
+
+func (x *UsageRecord) GetCacheWriteInputTokens() uint64 {
+	if x != nil && x.CacheWriteInputTokens != nil {
+		return *x.CacheWriteInputTokens
 	}
 	return 0
 }
@@ -219,6 +256,34 @@ func (x *UsageRecord) GetReasoningTokens() uint64 {
 		return *x.ReasoningTokens
 	}
 	return 0
+}
+
+func (x *UsageRecord) GetCost() uint64 {
+	if x != nil && x.Cost != nil {
+		return *x.Cost
+	}
+	return 0
+}
+
+func (x *UsageRecord) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *UsageRecord) GetPriceTier() string {
+	if x != nil {
+		return x.PriceTier
+	}
+	return ""
+}
+
+func (x *UsageRecord) GetCostUnpricedReason() string {
+	if x != nil {
+		return x.CostUnpricedReason
+	}
+	return ""
 }
 
 func (x *UsageRecord) GetDurationMs() uint64 {
@@ -260,7 +325,7 @@ var File_tiergate_v1_usage_proto protoreflect.FileDescriptor
 
 const file_tiergate_v1_usage_proto_rawDesc = "" +
 	"\n" +
-	"\x17tiergate/v1/usage.proto\x12\vtiergate.v1\"\xf4\x06\n" +
+	"\x17tiergate/v1/usage.proto\x12\vtiergate.v1\"\x83\t\n" +
 	"\vUsageRecord\x12\x12\n" +
 	"\x04time\x18\x01 \x01(\tR\x04time\x12\x1d\n" +
 	"\n" +
@@ -276,22 +341,31 @@ const file_tiergate_v1_usage_proto_rawDesc = "" +
 	"\x15service_tier_reported\x18\n" +
 	" \x01(\tR\x13serviceTierReported\x12\x16\n" +
 	"\x06action\x18\v \x01(\tR\x06action\x12\x12\n" +
-	"\x04rule\x18\f \x01(\tR\x04rule\x12&\n" +
+	"\x04rule\x18\f \x01(\tR\x04rule\x12#\n" +
+	"\rpolicy_sha256\x18\x1b \x01(\tR\fpolicySha256\x12&\n" +
 	"\finput_tokens\x18\r \x01(\x04H\x00R\vinputTokens\x88\x01\x01\x123\n" +
-	"\x13cached_input_tokens\x18\x0e \x01(\x04H\x01R\x11cachedInputTokens\x88\x01\x01\x12(\n" +
-	"\routput_tokens\x18\x0f \x01(\x04H\x02R\foutputTokens\x88\x01\x01\x12.\n" +
-	"\x10reasoning_tokens\x18\x10 \x01(\x04H\x03R\x0freasoningTokens\x88\x01\x01\x12\x1f\n" +
+	"\x13cached_input_tokens\x18\x0e \x01(\x04H\x01R\x11cachedInputTokens\x88\x01\x01\x12<\n" +
+	"\x18cache_write_input_tokens\x18\x16 \x01(\x04H\x02R\x15cacheWriteInputTokens\x88\x01\x01\x12(\n" +
+	"\routput_tokens\x18\x0f \x01(\x04H\x03R\foutputTokens\x88\x01\x01\x12.\n" +
+	"\x10reasoning_tokens\x18\x10 \x01(\x04H\x04R\x0freasoningTokens\x88\x01\x01\x12\x17\n" +
+	"\x04cost\x18\x17 \x01(\x04H\x05R\x04cost\x88\x01\x01\x12\x1a\n" +
+	"\bcurrency\x18\x18 \x01(\tR\bcurrency\x12\x1d\n" +
+	"\n" +
+	"price_tier\x18\x19 \x01(\tR\tpriceTier\x120\n" +
+	"\x14cost_unpriced_reason\x18\x1a \x01(\tR\x12costUnpricedReason\x12\x1f\n" +
 	"\vduration_ms\x18\x11 \x01(\x04R\n" +
 	"durationMs\x127\n" +
-	"\x16time_to_first_token_ms\x18\x12 \x01(\x04H\x04R\x12timeToFirstTokenMs\x88\x01\x01\x12\x16\n" +
+	"\x16time_to_first_token_ms\x18\x12 \x01(\x04H\x06R\x12timeToFirstTokenMs\x88\x01\x01\x12\x16\n" +
 	"\x06stream\x18\x13 \x01(\bR\x06stream\x12\x16\n" +
 	"\x06status\x18\x14 \x01(\tR\x06status\x12$\n" +
-	"\vhttp_status\x18\x15 \x01(\rH\x05R\n" +
+	"\vhttp_status\x18\x15 \x01(\rH\aR\n" +
 	"httpStatus\x88\x01\x01B\x0f\n" +
 	"\r_input_tokensB\x16\n" +
-	"\x14_cached_input_tokensB\x10\n" +
+	"\x14_cached_input_tokensB\x1b\n" +
+	"\x19_cache_write_input_tokensB\x10\n" +
 	"\x0e_output_tokensB\x13\n" +
-	"\x11_reasoning_tokensB\x19\n" +
+	"\x11_reasoning_tokensB\a\n" +
+	"\x05_costB\x19\n" +
 	"\x17_time_to_first_token_msB\x0e\n" +
 	"\f_http_statusB;Z9github.com/tiergate/tiergate/proto/tiergate/v1;tiergatev1b\x06proto3"
 
