@@ -44,6 +44,8 @@ func TestBudgetConfigErrors(t *testing.T) {
 			[]string{`budgets[1].name: duplicate budget name "b" (also budgets[0])`}},
 		{"a filter budget without service_tiers is refused", "budgets: [{name: b, window: day, limit: 10, on_exhausted: filter}]\n",
 			[]string{"budgets[0].service_tiers: required when on_exhausted is filter (name the tiers to remove once the limit is reached)"}},
+		{"a filter budget with an empty service_tiers is refused", "budgets: [{name: b, window: day, limit: 10, on_exhausted: filter, service_tiers: []}]\n",
+			[]string{"budgets[0].service_tiers: required when on_exhausted is filter (name the tiers to remove once the limit is reached)"}},
 		{"a filter budget that lists default is refused", "budgets: [{name: b, window: day, limit: 10, on_exhausted: filter, service_tiers: [priority, default]}]\n",
 			[]string{"budgets[0].service_tiers[1]: default cannot be filtered: removing the tier does not lower the default tier's spend (use on_exhausted: block)"}},
 		{"pass is not a budget action", "budgets: [{name: b, window: day, limit: 10, on_exhausted: pass}]\n",
