@@ -34,6 +34,11 @@ type exchange struct {
 	header     func(string) string // looks a request header up in headers
 	requestID  string
 
+	// decidedAt is the decision time, the request headers' arrival: the
+	// request's cost goes to the budget windows that contain it. Zero when
+	// the policy has no budgets.
+	decidedAt time.Time
+
 	out     policy.HTTPOutcome // the request's decision
 	decided bool
 	answer  *bodyAnswer // the body answer, to recycle once it is sent
@@ -72,6 +77,9 @@ func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		return unpolicedHeadersAnswer
 	}
 	x.pol = x.srv.opts.Store.Load()
+	if t := x.srv.opts.Budgets; t != nil && len(x.pol.Budgets()) > 0 {
+		x.decidedAt = t.Now()
+	}
 	return policedHeadersAnswer
 }
 
@@ -96,6 +104,11 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	}
 	a := x.srv.getAnswer()
 	x.answer = a
+	var spend policy.SpendView
+	if !x.decidedAt.IsZero() {
+		a.spend = x.srv.opts.Budgets.View(x.decidedAt)
+		spend = &a.spend
+	}
 	x.out = x.pol.DecideHTTP(&policy.HTTPRequest{
 		Endpoint:   x.endpoint,
 		Deployment: x.deployment,
@@ -104,8 +117,10 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		Body:       b.GetBody(),
 		MaxDecoded: x.srv.opts.MaxBodyBytes,
 		Buf:        a.out,
+		Spend:      spend,
 	})
 	x.decided = true
+	x.srv.opts.Budgets.Acted(&x.out.Decision)
 	d := x.srv.decisions.get(x.srv, x.pol, x.endpoint, &x.out)
 	d.counter.Inc()
 	if x.out.Refused() {
@@ -160,13 +175,16 @@ func (x *exchange) refuse(d *decision) *extprocv3.ProcessingResponse {
 	x.srv.metrics.countRequest(x.endpoint, outcome)
 	x.srv.log.Info("request refused", "request_id", x.requestID, "endpoint", x.endpoint.String(),
 		"status", status, "group", x.out.Group, "model", x.out.RequestModel,
-		"service_tier", x.out.Tier.String(), "rule", x.out.Rule, "message", x.out.Message)
+		"service_tier", x.out.Tier.String(), "rule", x.out.Rule, "budget", x.out.Budget, "message", x.out.Message)
 	x.done = true
 	x.recorded = true
 	if x.srv.opts.Usage != nil { // blocked and refused records carry no cost
 		x.writeRecord(x.record(recStatus, status, usage.Unknown()))
 	}
 	resp := immediate(status, x.out.ErrorBody, "tiergate_"+x.out.Refusal.Code())
+	if x.out.Refusal == policy.RefusalBudget {
+		addBudgetHeaders(resp, x.out.Budget, x.out.RetryAfter)
+	}
 	resp.ProtoReflect().SetUnknown(d.metadata)
 	return resp
 }
@@ -178,7 +196,7 @@ func (x *exchange) logDecision() {
 	x.srv.log.Debug("decision", "request_id", x.requestID, "endpoint", x.endpoint.String(),
 		"group", x.out.Group, "model", x.out.RequestModel, "action", x.out.Action.String(),
 		"service_tier_requested", x.out.Requested.String(), "service_tier_sent", x.out.Sent.String(),
-		"rule", x.out.Rule)
+		"rule", x.out.Rule, "budget", x.out.Budget)
 }
 
 // sent recycles the body answer: gRPC has encoded the message by the time

@@ -26,14 +26,15 @@ type decisionLabels struct {
 	action      Action
 	tier        Tier
 	rule, group string
+	budget      string
 }
 
 // NewDecisionMetrics registers tiergate_policy_decisions_total on reg.
 func NewDecisionMetrics(reg prometheus.Registerer) (*DecisionMetrics, error) {
 	m := &DecisionMetrics{decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tiergate_policy_decisions_total",
-		Help: "Policy decisions on requests and WebSocket frames: endpoint, action (pass, filter, block), the tier judged (none when none was sent), the rule that decided (none when no rule matched), and the caller's group (bounded: other for groups the policy does not name).",
-	}, []string{"endpoint", "action", "service_tier", "rule", "group"})}
+		Help: "Policy decisions on requests and WebSocket frames: endpoint, action (pass, filter, block), the tier judged (none when none was sent), the rule that decided (none when no rule matched), and the caller's group (bounded: other for groups the policy does not name), and the budget that acted (none when none did; a budget's block is a 429, not a policy refusal).",
+	}, []string{"endpoint", "action", "service_tier", "rule", "group", "budget"})}
 	if err := reg.Register(m.decisions); err != nil {
 		return nil, fmt.Errorf("register decision metrics: %w", err)
 	}
@@ -47,14 +48,15 @@ func (m *DecisionMetrics) Observe(p *Policy, ep Endpoint, d *Decision) {
 
 // Counter is the series a decision made under p counts in.
 func (m *DecisionMetrics) Counter(p *Policy, ep Endpoint, d *Decision) prometheus.Counter {
-	k := decisionLabels{ep: ep, action: d.Action, tier: d.Tier, rule: d.Rule, group: p.GroupLabel(d.Group)}
+	k := decisionLabels{ep: ep, action: d.Action, tier: d.Tier, rule: d.Rule, group: p.GroupLabel(d.Group), budget: d.Budget}
 	if k.rule == "" {
 		k.rule = "none"
 	}
+	k.budget = BudgetLabel(k.budget)
 	if c, ok := m.counters.Load(k); ok {
 		return c.(prometheus.Counter)
 	}
-	c := m.decisions.WithLabelValues(ep.String(), d.Action.String(), d.Tier.String(), k.rule, k.group)
+	c := m.decisions.WithLabelValues(ep.String(), d.Action.String(), d.Tier.String(), k.rule, k.group, k.budget)
 	m.counters.Store(k, c)
 	return c
 }

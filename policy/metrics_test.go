@@ -39,13 +39,16 @@ func TestDecisionMetricsLabels(t *testing.T) {
 	d.Rule = "strip"
 	m.Observe(after, EndpointResponsesWS, &d)
 	m.Observe(after, EndpointResponsesWS, &d)
+	d.Budget, d.Action = "batch-daily", ActionBlock
+	m.Observe(after, EndpointResponses, &d)
 	for _, tc := range []struct {
-		labels []string // endpoint, action, service_tier, rule, group
+		labels []string // endpoint, action, service_tier, rule, group, budget
 		want   float64
 	}{
-		{[]string{"responses", "filter", "priority", "none", "other"}, 80},
-		{[]string{"responses_ws", "filter", "priority", "strip", "batch"}, 2},
-		{[]string{"responses_ws", "filter", "priority", "strip", "other"}, 0},
+		{[]string{"responses", "filter", "priority", "none", "other", "none"}, 80},
+		{[]string{"responses_ws", "filter", "priority", "strip", "batch", "none"}, 2},
+		{[]string{"responses_ws", "filter", "priority", "strip", "other", "none"}, 0},
+		{[]string{"responses", "block", "priority", "strip", "batch", "batch-daily"}, 1},
 	} {
 		if got := testutil.ToFloat64(m.decisions.WithLabelValues(tc.labels...)); got != tc.want {
 			t.Errorf("%v = %v, want %v", tc.labels, got, tc.want)

@@ -20,6 +20,7 @@ type Policy struct {
 	aliases     map[string]string
 	modelLabels map[string]struct{}
 	groupLabels map[string]struct{}
+	budgets     []Budget
 	prices      *priceTable // nil: nothing is priced
 	config      *tiergatev1.Config
 	sha256      string
@@ -146,6 +147,12 @@ type Decision struct {
 	Group string
 	// Message is the refusal message when Action is ActionBlock.
 	Message string
+	// Budget names the budget that acted (filtered the tier or refused the
+	// request), "" when none did.
+	Budget string
+	// RetryAfter is, when Budget refused the request, the whole seconds to
+	// the end of its window (the retry-after header).
+	RetryAfter int64
 }
 
 // verdict is one rule's answer for one tier and model.

@@ -69,6 +69,7 @@ func AppendRecord(dst []byte, r *tiergatev1.UsageRecord) []byte {
 		dst = append(dst, `,"http_status":`...)
 		dst = strconv.AppendUint(dst, uint64(*r.HttpStatus), 10)
 	}
+	dst = appendNonEmpty(dst, `,"budget":`, r.GetBudget())
 	return append(dst, "}\n"...)
 }
 

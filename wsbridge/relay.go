@@ -275,7 +275,16 @@ func (s *session) police(frame []byte, ob *[]byte) (body []byte, ok bool) {
 	s.mu.Lock()
 	s.cands = s.models.candidates(s.cands[:0])
 	s.mu.Unlock()
-	res := pol.ApplyFrame(&policy.Request{Endpoint: s.ep, Group: group, SessionModels: s.cands, Buf: *ob}, frame)
+	req := policy.Request{Endpoint: s.ep, Group: group, SessionModels: s.cands, Buf: *ob}
+	var decidedAt time.Time
+	if t := s.b.opts.Budgets; t != nil && len(pol.Budgets()) > 0 {
+		// The frame's arrival is its decision time: the turn's cost goes
+		// to the windows that contain it.
+		decidedAt = t.Now()
+		s.spend = t.View(decidedAt)
+		req.Spend = &s.spend
+	}
+	res := pol.ApplyFrame(&req, frame)
 	if res.BodyChanged {
 		*ob = res.Body // return the grown buffer to the pool
 	}
@@ -283,6 +292,7 @@ func (s *session) police(frame []byte, ob *[]byte) (body []byte, ok bool) {
 
 	if res.Policed {
 		s.b.opts.Decisions.Observe(pol, s.ep, &res.Decision)
+		s.b.opts.Budgets.Acted(&res.Decision)
 		if res.Status != 0 {
 			s.refuse(&res)
 			return nil, false
@@ -305,6 +315,7 @@ func (s *session) police(frame []byte, ob *[]byte) (body []byte, ok bool) {
 			lane: meta.streamID, eventID: meta.eventID, start: time.Now(),
 			model: res.RequestModel, group: res.Group,
 			requested: res.Requested, sent: res.Sent, action: res.Action, rule: res.Rule, pol: pol,
+			budget: res.Budget, decidedAt: decidedAt,
 		}) {
 			s.mu.Unlock()
 			s.refuseOverload(group, "too many response.create frames are waiting for the upstream's response.created")
