@@ -16,6 +16,9 @@ import (
 // Options.IdentityHeader is set, so that tests can find (and remove) it.
 const IdentityFilterName = "envoyrig.test_identity"
 
+// IngressListener names the shipped bootstraps' client-facing listener.
+const IngressListener = "llm_ingress"
+
 // GroupHeader is the header the shipped bootstraps strip from clients and
 // tiergate reads the caller's group from (identity.group_header).
 const GroupHeader = "x-tiergate-group"
@@ -40,8 +43,10 @@ type Options struct {
 	// UpstreamCA is a PEM file of CAs that replaces the system CAs every
 	// upstream TLS context trusts. The SNI and the names checked stay.
 	UpstreamCA string
-	// DownstreamTLS, when set, makes every listener named in Listeners
-	// serve TLS (HTTP/2 and HTTP/1.1 by ALPN) with this certificate.
+	// DownstreamTLS, when set, makes the client-facing listener
+	// (IngressListener) serve TLS, HTTP/2 and HTTP/1.1 by ALPN, with this
+	// certificate. The pod's probe listener stays plain, as the kubelet
+	// expects.
 	DownstreamTLS *TLSFiles
 	// IdentityHeader, when set, inserts a header_mutation filter right
 	// after the filter that strips the group header: it sets the group
@@ -115,10 +120,14 @@ func rewriteTree(tree map[string]any, o Options) error {
 		if err := setSocketAddress(sa, addr); err != nil {
 			return fmt.Errorf("listener %s: %w", name, err)
 		}
-		if o.DownstreamTLS != nil {
-			for _, fc := range list(l, "filter_chains") {
-				fc["transport_socket"] = downstreamTLS(*o.DownstreamTLS)
-			}
+	}
+	if o.DownstreamTLS != nil {
+		l := byName(listeners, IngressListener)
+		if l == nil {
+			return fmt.Errorf("no listener %s to serve TLS", IngressListener)
+		}
+		for _, fc := range list(l, "filter_chains") {
+			fc["transport_socket"] = downstreamTLS(*o.DownstreamTLS)
 		}
 	}
 	for name, ep := range o.Clusters {
