@@ -168,7 +168,9 @@ func testFailClosed(t *testing.T, s *stack) {
 			if got.status != http.StatusInternalServerError {
 				t.Fatalf("status %d, want 500: %s", got.status, got.body)
 			}
-			t.Logf("Envoy's 500: headers %v, body %q", got.header, got.body)
+			if len(got.body) != 0 || got.header.Get("server") != "envoy" {
+				t.Errorf("Envoy's 500: headers %v, body %q; want an empty body from server envoy", got.header, got.body)
+			}
 			s.up.none(t, id)
 		})
 	}
