@@ -48,8 +48,8 @@ type policyCase struct {
 }
 
 const (
-	blockedGPT      = `{"error":{"message":"service_tier=priority is not allowed for model gpt-5.5","type":"forbidden_error","param":"service_tier","code":"policy_violation"}}`
-	blockedFastBeta = "fast-mode-2026-02-01"
+	blockedGPT   = `{"error":{"message":"service_tier=priority is not allowed for model gpt-5.5","type":"forbidden_error","param":"service_tier","code":"policy_violation"}}`
+	fastModeBeta = "fast-mode-2026-02-01"
 )
 
 var policyCases = []policyCase{
@@ -115,7 +115,7 @@ var policyCases = []policyCase{
 	{name: "messages: the key digest's group gets fast mode forced", path: "/v1/messages",
 		header: map[string]string{"x-api-key": keyFast},
 		body:   `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[]}`, upstream: `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"speed":"fast"}`,
-		upstreamHeader: map[string]string{"anthropic-beta": blockedFastBeta}, action: "pass", group: "codex-fast"},
+		upstreamHeader: map[string]string{"anthropic-beta": fastModeBeta}, action: "pass", group: "codex-fast"},
 }
 
 func testPolicyMatrix(t *testing.T, s *stack) {
