@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PATH="$(go env GOPATH)/bin:$PATH"
 protoc --proto_path=proto --go_out=. --go_opt=module=github.com/tiergate/tiergate \
-  proto/tiergate/v1/config.proto proto/tiergate/v1/usage.proto
+  proto/tiergate/v1/config.proto proto/tiergate/v1/usage.proto proto/tiergate/v1/policytest.proto
