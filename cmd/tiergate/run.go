@@ -55,6 +55,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runCost(args[1:], stdout, stderr)
 	case "test":
 		err = runTest(args[1:], stdout, stderr)
+	case "replay":
+		err = runReplay(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "tiergate", version())
 		return nil
