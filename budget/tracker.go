@@ -86,7 +86,7 @@ func (v *View) At() time.Time { return v.at }
 func (v *View) Spent(b *policy.Budget, bucket string) (micros, secondsLeft int64) {
 	start, end := Bounds(b.Window, v.at)
 	if v.t != nil {
-		micros = v.t.store.Spent(Key{Budget: b.Name, Group: bucket, Start: start.Unix()})
+		micros = v.t.store.Spent(Key{Budget: b.Name, Group: bucket, Start: start.Unix(), End: end.Unix()})
 	}
 	return micros, secondsUntil(v.at, end)
 }
@@ -125,8 +125,8 @@ func (t *Tracker) Account(p *policy.Policy, c Charge) {
 		if micros == 0 {
 			continue
 		}
-		start, _ := Bounds(b.Window, c.At)
-		t.store.Add(Key{Budget: b.Name, Group: bucket, Start: start.Unix()}, micros)
+		start, end := Bounds(b.Window, c.At)
+		t.store.Add(Key{Budget: b.Name, Group: bucket, Start: start.Unix(), End: end.Unix()}, micros)
 	}
 }
 

@@ -127,7 +127,7 @@ func TestAShadowBudgetAccumulatesSpendAndActsOnNothing(t *testing.T) {
 		}
 		rec := h.record(i + 1)
 		// Both shadows match; the rule comes first in the record.
-		if rec["shadow_rule"] != "would-block-priority" || rec["budget"] != nil || rec["action"] != "pass" {
+		if rec["shadow_rule"] != "would-block-priority" || rec["budget"] != "none" || rec["action"] != "pass" {
 			t.Errorf("request %d: record %v", i+1, rec)
 		}
 		if n := metricValue(t, h.reg, "tiergate_policy_shadow_decisions_total", map[string]string{"rule": "team-a-shadow", "action": want}); n != 1 {

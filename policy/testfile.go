@@ -172,7 +172,7 @@ func (l *loader) testCase(path string, v any) *tiergatev1.PolicyTestCase {
 	case given > 1:
 		l.addf(path, "give the body one way only: body, json, or model and service_tier")
 	}
-	if tier && EndpointForPath(c.Path) == EndpointMessages {
+	if ep, _ := ParsePath(c.Path); tier && ep == EndpointMessages {
 		if t := ParseTier(c.ServiceTier); t != TierPriority {
 			l.addf(path+".service_tier", "on /v1/messages only priority (fast mode) can be written as service_tier; write the body for anything else")
 		}

@@ -62,7 +62,7 @@ func TestShadowMatchesOnResponseCreateFrames(t *testing.T) {
 		t.Fatalf("%d records, want 2", len(recs))
 	}
 	for _, rec := range recs {
-		checkRecord(t, rec, map[string]any{"action": "pass", "rule": nil, "budget": nil,
+		checkRecord(t, rec, map[string]any{"action": "pass", "rule": nil, "budget": "none",
 			"service_tier_sent": "priority", "shadow_rule": "would-block-priority", "shadow_action": "block"})
 	}
 	metrics := gatherText(t, h)

@@ -46,8 +46,8 @@ type offlineResult struct {
 // decideOffline decides r under p through policy.DecideHTTP, the ext_proc
 // server's decision, with budgets reading r.spent.
 func decideOffline(p *policy.Policy, r *offlineRequest) offlineResult {
-	ep := policy.EndpointForPath(r.path)
-	res := offlineResult{decision: evalDecision{Endpoint: ep.String(), Action: "pass", ServiceTierRequested: "none", ServiceTierSent: "none"}}
+	ep, deployment := policy.ParsePath(r.path)
+	res := offlineResult{decision: evalDecision{Endpoint: ep.String(), Action: "pass", ServiceTierRequested: "none", ServiceTierSent: "none", Budget: policy.BudgetLabel("")}}
 	if ep == policy.EndpointUnknown {
 		// Not policed: the ext_proc server lets it through untouched.
 		res.body = r.body
@@ -61,13 +61,13 @@ func decideOffline(p *policy.Policy, r *offlineRequest) offlineResult {
 	}
 	spend := fixedSpend{micros: r.spent, at: time.Now()}
 	out := p.DecideHTTP(&policy.HTTPRequest{
-		Endpoint: ep, Header: get, Beta: r.header["anthropic-beta"], Body: r.body, MaxDecoded: r.maxBody, Spend: spend,
+		Endpoint: ep, Deployment: deployment, Header: get, Beta: r.header["anthropic-beta"], Body: r.body, MaxDecoded: r.maxBody, Spend: spend,
 	})
 	dec := &res.decision
 	dec.Group, dec.Model = out.Group, out.RequestModel
 	dec.ServiceTierRequested, dec.ServiceTierSent = out.Requested.String(), out.Sent.String()
 	dec.Action, dec.Rule, dec.Message = out.Action.String(), out.Rule, out.Message
-	dec.Budget = out.Budget
+	dec.Budget = policy.BudgetLabel(out.Budget)
 	if out.ShadowRule != "" {
 		dec.ShadowRule, dec.ShadowAction = out.ShadowRule, out.ShadowAction.String()
 	}

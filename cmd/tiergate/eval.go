@@ -29,7 +29,7 @@ type evalDecision struct {
 	Action               string            `json:"action"`
 	Rule                 string            `json:"rule"`
 	Message              string            `json:"message"`
-	Budget               string            `json:"budget,omitempty"`
+	Budget               string            `json:"budget"`
 	ShadowRule           string            `json:"shadow_rule,omitempty"`
 	ShadowAction         string            `json:"shadow_action,omitempty"`
 	Status               int               `json:"status"`

@@ -197,7 +197,7 @@ func shorthandBody(r *offlineRequest, c *tiergatev1.PolicyTestCase) []byte {
 		m["model"] = c.Model
 	}
 	if c.ServiceTier != "" {
-		if policy.EndpointForPath(c.Path) == policy.EndpointMessages {
+		if ep, _ := policy.ParsePath(c.Path); ep == policy.EndpointMessages {
 			m["speed"] = "fast"
 			if prev := r.header["anthropic-beta"]; len(prev) > 0 {
 				r.header["anthropic-beta"] = []string{prev[0] + "," + policy.FastModeBeta}

@@ -110,7 +110,7 @@ func TestEvalBudgetSpent(t *testing.T) {
 		want        map[string]string // decision fields
 	}{
 		{"under the limit the request passes", "team-a-daily=9.999999", 0,
-			map[string]string{"action": "pass", "budget": "", "shadow_rule": "team-a-shadow", "shadow_action": "pass"}},
+			map[string]string{"action": "pass", "budget": "none", "shadow_rule": "team-a-shadow", "shadow_action": "pass"}},
 		{"at the limit the budget refuses it", "team-a-daily=10", 3,
 			map[string]string{"action": "block", "budget": "team-a-daily", "status": "429"}},
 		{"a budget the policy does not have is an error", "nobody=1", 1, nil},

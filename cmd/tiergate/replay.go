@@ -184,7 +184,11 @@ func (rp *replayer) replay(rec *tiergatev1.UsageRecord) error {
 
 	from := rec.GetAction() + " " + tierOrNone(rec.GetServiceTierSent())
 	to := res.Action.String() + " " + res.Sent.String()
-	ruleBefore, ruleAfter := cmp.Or(rec.GetBudget(), rec.GetRule()), cmp.Or(res.Budget, res.Rule)
+	budgetBefore := rec.GetBudget()
+	if budgetBefore == policy.BudgetLabel("") {
+		budgetBefore = "" // none acted
+	}
+	ruleBefore, ruleAfter := cmp.Or(budgetBefore, rec.GetRule()), cmp.Or(res.Budget, res.Rule)
 	switch {
 	case from != to:
 		rep.Changed++

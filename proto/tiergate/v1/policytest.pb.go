@@ -342,7 +342,7 @@ type TestWant struct {
 	Status *uint32 `protobuf:"varint,4,opt,name=status,proto3,oneof" json:"status,omitempty"`
 	// The refusal message.
 	Message *string `protobuf:"bytes,5,opt,name=message,proto3,oneof" json:"message,omitempty"`
-	// The budget that acted, "" for none.
+	// The budget that acted, none when none did (as records say).
 	Budget *string `protobuf:"bytes,6,opt,name=budget,proto3,oneof" json:"budget,omitempty"`
 	// The first shadow rule or budget that matched, "" for none, and what it
 	// would have done.
