@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -113,8 +115,8 @@ func (l *loader) testCase(path string, v any) *tiergatev1.PolicyTestCase {
 				return
 			}
 			c.Headers = map[string]string{}
-			for k, hv := range hm {
-				kp := p + "." + k
+			for _, k := range slices.Sorted(maps.Keys(hm)) {
+				kp, hv := p+"."+k, hm[k]
 				if !validHeaderName(k) {
 					l.addf(kp, "%q is not a valid HTTP header name", k)
 					continue
@@ -149,8 +151,8 @@ func (l *loader) testCase(path string, v any) *tiergatev1.PolicyTestCase {
 				return
 			}
 			c.BudgetSpent = map[string]float64{}
-			for k, bv := range bm {
-				if micros, ok := l.exactAmount(p+"."+k, bv, 6); ok {
+			for _, k := range slices.Sorted(maps.Keys(bm)) {
+				if micros, ok := l.exactAmount(p+"."+k, bm[k], 6); ok {
 					c.BudgetSpent[k] = float64(micros) / MicrosPerUnit
 				}
 			}

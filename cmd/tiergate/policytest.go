@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"github.com/tiergate/tiergate/internal/decimal"
@@ -96,7 +98,7 @@ func loadTestFile(name string) (*policy.Policy, *tiergatev1.PolicyTests, []strin
 	}
 	var problems []string
 	for i, c := range tf.Cases {
-		for b := range c.BudgetSpent {
+		for _, b := range slices.Sorted(maps.Keys(c.BudgetSpent)) {
 			if !hasBudget(p, b) {
 				problems = append(problems, fmt.Sprintf("cases[%d].budget_spent.%s: the policy has no budget %q", i, b, b))
 			}

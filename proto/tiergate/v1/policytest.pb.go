@@ -117,8 +117,10 @@ type PolicyTestCase struct {
 	// JSON can be tested.
 	Body string `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
 	// `json`: an object (a YAML mapping), sent as compact JSON with its keys
-	// sorted and numbers as written. Decoded, this field holds that JSON
-	// text; in the file it is written as the object itself, never a string.
+	// sorted and values as YAML reads them (unquoted `n`, `yes`, `no` are
+	// booleans; 1.50 is 1.5). Decoded, this field holds that JSON text; in
+	// the file it is written as the object itself, never a string. Write
+	// `body` for exact bytes.
 	Json string `protobuf:"bytes,5,opt,name=json,proto3" json:"json,omitempty"`
 	// `model` and `service_tier`: the shorthand for {"model": M,
 	// "service_tier": T} (either may be left out). On /v1/messages,
