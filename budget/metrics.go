@@ -104,6 +104,8 @@ type Status struct {
 	WindowEnd   time.Time
 	// Spent and Limit are in micro-units.
 	Spent, Limit int64
+	// Shadow: the budget acts on nothing (its state says what it would do).
+	Shadow bool
 }
 
 // Exhausted reports whether the spend has reached the limit: the budget
@@ -140,7 +142,7 @@ func (t *Tracker) Snapshot() []Status {
 		}
 		slices.Sort(groups)
 		for _, g := range groups {
-			out = append(out, Status{Budget: b.Name, Group: g, WindowStart: start, WindowEnd: end, Spent: spent[g], Limit: b.Limit})
+			out = append(out, Status{Budget: b.Name, Group: g, WindowStart: start, WindowEnd: end, Spent: spent[g], Limit: b.Limit, Shadow: b.Shadow})
 		}
 	}
 	return out

@@ -123,6 +123,10 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	x.srv.opts.Budgets.Acted(&x.out.Decision)
 	d := x.srv.decisions.get(x.srv, x.pol, x.endpoint, &x.out)
 	d.counter.Inc()
+	if len(x.out.Shadows) > 0 {
+		x.srv.opts.Decisions.ObserveShadows(&x.out.Decision)
+		x.logShadows()
+	}
 	if x.out.Refused() {
 		return x.refuse(d)
 	}
@@ -187,6 +191,17 @@ func (x *exchange) refuse(d *decision) *extprocv3.ProcessingResponse {
 	}
 	resp.ProtoReflect().SetUnknown(d.metadata)
 	return resp
+}
+
+// logShadows logs each shadow match at info, with what was decided
+// instead: the log line an operator rolling out a rule looks for.
+func (x *exchange) logShadows() {
+	for _, s := range x.out.Shadows {
+		x.srv.log.Info("shadow match", "request_id", x.requestID, "endpoint", x.endpoint.String(),
+			"shadow_rule", s.Rule, "shadow_action", s.Action.String(), "shadow_budget", s.Budget,
+			"group", x.out.Group, "model", x.out.RequestModel, "service_tier", x.out.Tier.String(),
+			"action", x.out.Action.String(), "rule", x.out.Rule)
+	}
 }
 
 func (x *exchange) logDecision() {

@@ -21,6 +21,7 @@ type fileRule struct {
 	FallbackErrorMessage string   `json:"fallback_error_message,omitempty"`
 	Groups               []string `json:"groups,omitempty"`
 	Endpoints            []string `json:"endpoints,omitempty"`
+	Shadow               bool     `json:"shadow,omitempty"`
 }
 
 type fileGroup struct {
@@ -37,6 +38,7 @@ type fileBudget struct {
 	Window       string      `json:"window"`
 	Limit        json.Number `json:"limit"`
 	OnExhausted  string      `json:"on_exhausted"`
+	Shadow       bool        `json:"shadow,omitempty"`
 }
 
 type fileConfig struct {
@@ -68,6 +70,7 @@ func (p *Policy) RedactedJSON() ([]byte, error) {
 			ModelWhitelist:       r.ModelWhitelist,
 			FallbackErrorMessage: r.FallbackErrorMessage,
 			Groups:               r.Groups,
+			Shadow:               r.Shadow,
 		}
 		if r.FallbackAction != tiergatev1.Action_ACTION_UNSPECIFIED {
 			fr.FallbackAction = enumName(r.FallbackAction.String(), "ACTION_")
@@ -99,6 +102,7 @@ func (p *Policy) RedactedJSON() ([]byte, error) {
 			Window:      enumName(b.Window.String(), "BUDGET_WINDOW_"),
 			Limit:       json.Number(decimal.String(uint64(p.budgets[i].Limit), 6)),
 			OnExhausted: enumName(b.OnExhausted.String(), "ACTION_"),
+			Shadow:      b.Shadow,
 		}
 		for _, t := range b.ServiceTiers {
 			fb.ServiceTiers = append(fb.ServiceTiers, enumName(t.String(), "SERVICE_TIER_"))

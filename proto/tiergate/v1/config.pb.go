@@ -682,7 +682,15 @@ type Budget struct {
 	Limit float64 `protobuf:"fixed64,6,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Required. `filter` (send the request without a tier) or `block` (refuse
 	// it with 429). `pass` is not allowed.
-	OnExhausted   Action `protobuf:"varint,7,opt,name=on_exhausted,json=onExhausted,proto3,enum=tiergate.v1.Action" json:"on_exhausted,omitempty"`
+	OnExhausted Action `protobuf:"varint,7,opt,name=on_exhausted,json=onExhausted,proto3,enum=tiergate.v1.Action" json:"on_exhausted,omitempty"`
+	// A shadow budget keeps its spend (shown in /budgets with its state) and
+	// acts on nothing. Every request it applies to is counted in
+	// tiergate_policy_shadow_decisions_total{rule=<budget name>, action}:
+	// `pass` while under the limit, on_exhausted once at or above it; and,
+	// when no shadow rule matched first, it is named in the record's and the
+	// metadata's shadow_rule and shadow_action. Use it to see when a budget
+	// would start acting before it does.
+	Shadow        bool `protobuf:"varint,8,opt,name=shadow,proto3" json:"shadow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -766,6 +774,13 @@ func (x *Budget) GetOnExhausted() Action {
 	return Action_ACTION_UNSPECIFIED
 }
 
+func (x *Budget) GetShadow() bool {
+	if x != nil {
+		return x.Shadow
+	}
+	return false
+}
+
 // Rule decides what happens to requests that ask for a service tier.
 type Rule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -801,7 +816,17 @@ type Rule struct {
 	// with no group.
 	Groups []string `protobuf:"bytes,8,rep,name=groups,proto3" json:"groups,omitempty"`
 	// Endpoints this rule applies to. Empty: all of them.
-	Endpoints     []Endpoint `protobuf:"varint,9,rep,packed,name=endpoints,proto3,enum=tiergate.v1.Endpoint" json:"endpoints,omitempty"`
+	Endpoints []Endpoint `protobuf:"varint,9,rep,packed,name=endpoints,proto3,enum=tiergate.v1.Endpoint" json:"endpoints,omitempty"`
+	// A shadow rule is evaluated in its place but decides nothing: each time
+	// it matches (pass included) the match is counted in
+	// tiergate_policy_shadow_decisions_total{rule, action} with the action it
+	// would have taken and logged at info, and evaluation goes on to the next
+	// rule as if it had not matched. The first shadow match of a request or
+	// frame (rules in order, then shadow budgets) is written to its usage
+	// record and dynamic metadata as shadow_rule and shadow_action. When a
+	// request is judged for several tiers or models, a shadow rule reports the
+	// strictest action it would have taken over them.
+	Shadow        bool `protobuf:"varint,10,opt,name=shadow,proto3" json:"shadow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -897,6 +922,13 @@ func (x *Rule) GetEndpoints() []Endpoint {
 		return x.Endpoints
 	}
 	return nil
+}
+
+func (x *Rule) GetShadow() bool {
+	if x != nil {
+		return x.Shadow
+	}
+	return false
 }
 
 // Group gives a caller group a forced tier or identifies it by API key.
@@ -1109,7 +1141,7 @@ const file_tiergate_v1_config_proto_rawDesc = "" +
 	"cacheWrite\x88\x01\x01\x12\x16\n" +
 	"\x06output\x18\x04 \x01(\x01R\x06outputB\x0f\n" +
 	"\r_cached_inputB\x0e\n" +
-	"\f_cache_write\"\x8c\x02\n" +
+	"\f_cache_write\"\xa4\x02\n" +
 	"\x06Budget\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06groups\x18\x02 \x03(\tR\x06groups\x12=\n" +
@@ -1117,7 +1149,8 @@ const file_tiergate_v1_config_proto_rawDesc = "" +
 	"\x06models\x18\x04 \x03(\tR\x06models\x121\n" +
 	"\x06window\x18\x05 \x01(\x0e2\x19.tiergate.v1.BudgetWindowR\x06window\x12\x14\n" +
 	"\x05limit\x18\x06 \x01(\x01R\x05limit\x126\n" +
-	"\fon_exhausted\x18\a \x01(\x0e2\x13.tiergate.v1.ActionR\vonExhausted\"\x93\x03\n" +
+	"\fon_exhausted\x18\a \x01(\x0e2\x13.tiergate.v1.ActionR\vonExhausted\x12\x16\n" +
+	"\x06shadow\x18\b \x01(\bR\x06shadow\"\xab\x03\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\fservice_tier\x18\x02 \x01(\x0e2\x18.tiergate.v1.ServiceTierR\vserviceTier\x12+\n" +
@@ -1127,7 +1160,9 @@ const file_tiergate_v1_config_proto_rawDesc = "" +
 	"\x0ffallback_action\x18\x06 \x01(\x0e2\x13.tiergate.v1.ActionR\x0efallbackAction\x124\n" +
 	"\x16fallback_error_message\x18\a \x01(\tR\x14fallbackErrorMessage\x12\x16\n" +
 	"\x06groups\x18\b \x03(\tR\x06groups\x123\n" +
-	"\tendpoints\x18\t \x03(\x0e2\x15.tiergate.v1.EndpointR\tendpoints\"\x89\x01\n" +
+	"\tendpoints\x18\t \x03(\x0e2\x15.tiergate.v1.EndpointR\tendpoints\x12\x16\n" +
+	"\x06shadow\x18\n" +
+	" \x01(\bR\x06shadow\"\x89\x01\n" +
 	"\x05Group\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12F\n" +
 	"\x12force_service_tier\x18\x02 \x01(\x0e2\x18.tiergate.v1.ServiceTierR\x10forceServiceTier\x12$\n" +
