@@ -22,6 +22,7 @@ type Policy struct {
 	groupLabels map[string]struct{}
 	budgets     []Budget
 	prices      *priceTable // nil: nothing is priced
+	budgetStore *RedisStore // nil: memory
 	config      *tiergatev1.Config
 	sha256      string
 	loadedAt    time.Time
