@@ -11,8 +11,10 @@ import (
 type Key struct {
 	Budget string
 	Group  string
-	// Start is the window's start, in Unix seconds.
-	Start int64
+	// Start and End are the window's bounds, [Start, End), in Unix
+	// seconds. End follows from Start and the budget's window; a store
+	// that expires counters needs it.
+	Start, End int64
 }
 
 // Entry is one counter as a store holds it.
@@ -36,7 +38,7 @@ type Store interface {
 	// Entries lists the counters of the windows that start at or after
 	// since, in no particular order.
 	Entries(since time.Time) []Entry
-	// Kind names the store in logs and /budgets ("memory").
+	// Kind names the store in logs ("memory", "redis").
 	Kind() string
 }
 
