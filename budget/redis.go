@@ -39,6 +39,11 @@ const DefaultMaxPending = 10_000
 // refreshes behind it.
 const redisTimeout = 2 * time.Second
 
+// flushDelay is how long the store gathers increments before sending
+// them: small next to any refresh interval, long enough to batch a busy
+// replica's requests.
+const flushDelay = 5 * time.Millisecond
+
 // closeFlushTimeout is how long Close may spend sending what is pending.
 const closeFlushTimeout = 2 * time.Second
 
@@ -72,10 +77,13 @@ type Redis struct {
 	// next is a configuration Reconfigure asked for, not yet applied.
 	next *policy.RedisStore
 
-	wake   chan struct{}
-	status atomic.Pointer[string]
-	stop   context.CancelFunc
-	done   chan struct{}
+	wake chan struct{}
+	// holding is set while sends wait for the next refresh tick after a
+	// failure: Add then does not wake the goroutine for nothing.
+	holding atomic.Bool
+	status  atomic.Pointer[string]
+	stop    context.CancelFunc
+	done    chan struct{}
 }
 
 // redisCounter is one key's spend as this replica knows it.
@@ -150,6 +158,9 @@ func (r *Redis) Add(k Key, micros int64) {
 	r.pending[k] += micros
 	c.own.Add(micros)
 	r.mu.Unlock()
+	if r.holding.Load() {
+		return
+	}
 	select {
 	case r.wake <- struct{}{}:
 	default:
@@ -237,11 +248,16 @@ func (r *Redis) run(ctx context.Context) {
 			failed = !r.flush(ctx, &conn)
 			r.refresh(ctx, &conn)
 		}
+		r.holding.Store(failed)
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.wake:
 			if !failed {
+				// Increments that arrive meanwhile go in the same MULTI:
+				// under load, one send per few milliseconds, not per
+				// request.
+				time.Sleep(flushDelay)
 				failed = !r.flush(ctx, &conn)
 			}
 		case <-tick.C:
