@@ -52,7 +52,7 @@ func newMetrics(reg prometheus.Registerer, t *Tracker) (*metrics, error) {
 			}),
 			errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: metricStoreErrors,
-				Help: "Failed budget store operations, by op: connect, incr (sending increments), incr_retry (increments sent again after an ambiguous failure: they may count twice), refresh (reading the totals back).",
+				Help: "Failed budget store operations, by op: connect (the client could not be set up: unreadable TLS files), incr (sending increments), incr_retry (increments sent again after an ambiguous failure: they may count twice), refresh (reading the totals back).",
 			}, []string{"op"}),
 			dropped: prometheus.NewCounter(prometheus.CounterOpts{
 				Name: metricDropped,

@@ -77,6 +77,10 @@ type Redis struct {
 	// next is a configuration Reconfigure asked for, not yet applied.
 	next *policy.RedisStore
 
+	// warned holds the keys whose problems were logged; the store's
+	// goroutine alone uses it.
+	warned map[string]bool
+
 	wake chan struct{}
 	// holding is set while sends wait for the next refresh tick after a
 	// failure: Add then does not wake the goroutine for nothing.
@@ -111,6 +115,7 @@ func newRedis(cfg *policy.RedisStore, o redisOptions) *Redis {
 	r := &Redis{
 		log: o.log, metrics: o.metrics, maxPending: o.maxPending, now: o.now, keys: o.keys,
 		pending: map[Key]int64{},
+		warned:  map[string]bool{},
 		next:    cfg,
 		wake:    make(chan struct{}, 1),
 		stop:    stop,
@@ -327,36 +332,61 @@ func (r *Redis) flush(ctx context.Context, conn *redisConn) bool {
 		}
 		return nil
 	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return false
-		}
-		if ambiguous(err) {
-			// The MULTI may have been applied: sending it again may count
-			// it twice, which errs on the side of the limit.
-			r.metrics.errors.WithLabelValues(opIncrRetry).Inc()
-			r.log.Warn("budget store: an increment may or may not have reached Redis; sending it again (it may count twice)",
-				"keys", len(batch), "err", err)
-		}
-		r.failure(opIncr, err, conn.cfg)
-		return false
-	}
+	// Each INCRBY that has its own answer was applied, whatever happened
+	// to the rest: Redis runs every command of an EXEC, so one failing
+	// key (a counter someone overwrote with a string) must not make the
+	// others be sent, and counted, again.
+	confirmed := 0
 	for i, k := range keys {
-		r.counter(k).base.Store(incrs[i].Val())
+		if incrs[i].Err() == nil {
+			r.counter(k).base.Store(incrs[i].Val())
+			confirmed++
+		}
 	}
 	r.mu.Lock()
 	for i, k := range keys {
+		if incrs[i].Err() != nil {
+			continue
+		}
 		v := batch[k]
 		if left := r.pending[k] - v; left != 0 {
 			r.pending[k] = left
 		} else {
 			delete(r.pending, k)
 		}
-		r.counter(keys[i]).own.Add(-v)
+		r.counter(k).own.Add(-v)
 	}
 	r.mu.Unlock()
-	r.success(conn.cfg)
-	return true
+	if err == nil {
+		r.success(conn.cfg)
+		return true
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	var refused redis.Error
+	if errors.As(err, &refused) && !authFailure(err) {
+		// Redis answered, and refused some keys: it is up. They stay
+		// pending (and are sent again each refresh) until someone repairs
+		// them; the log says so once per key.
+		for i, k := range keys {
+			if e := incrs[i].Err(); e != nil {
+				r.warnOnce(redisKey(conn.cfg.KeyPrefix, k), "budget store: Redis refused an increment; it stays pending and is sent again each refresh", e)
+			}
+		}
+		r.metrics.errors.WithLabelValues(opIncr).Inc()
+		r.success(conn.cfg)
+		return true
+	}
+	if ambiguous(err) {
+		// The MULTI may have been applied: sending it again may count it
+		// twice, which errs on the side of the limit.
+		r.metrics.errors.WithLabelValues(opIncrRetry).Inc()
+		r.log.Warn("budget store: an increment may or may not have reached Redis; sending it again (it may count twice)",
+			"keys", len(keys)-confirmed, "err", err)
+	}
+	r.failure(opIncr, err, conn.cfg)
+	return false
 }
 
 // refresh reads back the totals of every key decisions may read: the
@@ -402,7 +432,7 @@ func (r *Redis) refresh(ctx context.Context, conn *redisConn) {
 		var total int64
 		if s, ok := vals[i].(string); ok {
 			if total, err = strconv.ParseInt(s, 10, 64); err != nil {
-				r.log.Warn("budget store: a counter in Redis is not an integer; read as 0", "key", names[i], "err", err)
+				r.warnOnce(names[i], "budget store: a counter in Redis is not an integer; read as 0", err)
 				total = 0
 			}
 		}
@@ -413,6 +443,16 @@ func (r *Redis) refresh(ctx context.Context, conn *redisConn) {
 		}
 	}
 	r.success(conn.cfg)
+}
+
+// warnOnce logs a problem with one key the first time it is seen, so a
+// broken counter does not fill the log every refresh.
+func (r *Redis) warnOnce(key, msg string, err error) {
+	if r.warned[key+"\x00"+msg] {
+		return
+	}
+	r.warned[key+"\x00"+msg] = true
+	r.log.Warn(msg, "key", key, "err", err)
 }
 
 // prune drops counters a day past their window's end with nothing pending.
@@ -440,9 +480,7 @@ const (
 var storeOps = []string{opConnect, opIncr, opIncrRetry, opRefresh}
 
 func (r *Redis) failure(op string, err error, cfg *policy.RedisStore) {
-	if op != opIncrRetry {
-		r.metrics.errors.WithLabelValues(op).Inc()
-	}
+	r.metrics.errors.WithLabelValues(op).Inc()
 	status := StatusUnreachable
 	if authFailure(err) {
 		status = StatusAuthFailed

@@ -449,3 +449,34 @@ func TestSwitchingStoresKeepsTheSpend(t *testing.T) {
 		t.Errorf("after moving back to memory the view reads %d, want 9", got)
 	}
 }
+
+func TestAKeyRedisRefusesDoesNotResendTheOthers(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	now := time.Now()
+	start, _ := Bounds(policy.WindowWeek, now)
+	c := srv.Client()
+	defer c.Close()
+	// Someone wrote a string where team-a's weekly counter goes: INCRBY on
+	// it fails inside the MULTI, the other INCRBYs are applied.
+	poisoned := redisKey("tg:", Key{Budget: "all-weekly", Group: "team-a", Start: start.Unix()})
+	if err := c.Set(context.Background(), poisoned, "not a number", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f := newRedisFixture(t, redisCfg(srv.Addr), Options{})
+	f.tracker.Account(f.pol, charge("team-a", "gpt-4o", policy.TierDefault, 3*PicosPerMicro, now))
+	f.tracker.Account(f.pol, charge("codex-fast", "gpt-4o", policy.TierDefault, 4*PicosPerMicro, now))
+	r := f.redis(t)
+	waitFor(t, 5*time.Second, "the refused key did not stay pending alone", func() bool { return r.Pending() == 1 })
+	time.Sleep(200 * time.Millisecond) // several refresh ticks, each sending what is pending again
+	good := redisKey("tg:", Key{Budget: "all-weekly", Group: "codex-fast", Start: start.Unix()})
+	if got, err := c.Get(context.Background(), good).Int64(); err != nil || got != 4 {
+		t.Errorf("GET %s = %d, %v; want 4, sent once", good, got, err)
+	}
+	if n := strings.Count(f.log.String(), "value is not an integer"); n != 1 {
+		t.Errorf("the log names Redis's refusal %d times, want once:\n%s", n, f.log)
+	}
+	if got := f.tracker.StoreStatus(); got != StatusOK {
+		t.Errorf("status %q: Redis answers, it is not unreachable", got)
+	}
+}
