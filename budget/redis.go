@@ -364,6 +364,11 @@ func (r *Redis) flush(ctx context.Context, conn *redisConn) bool {
 	if ctx.Err() != nil {
 		return false
 	}
+	for i := range keys {
+		if e := incrs[i].Err(); e != nil && authFailure(e) {
+			err = e // a key the ACL user may not write: the credentials' fault
+		}
+	}
 	var refused redis.Error
 	if errors.As(err, &refused) && !authFailure(err) {
 		// Redis answered, and refused some keys: it is up. They stay

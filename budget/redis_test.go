@@ -317,7 +317,9 @@ func TestTheRequestPathNeverWaitsOnRedis(t *testing.T) {
 
 func TestStoreFailuresAreClear(t *testing.T) {
 	t.Parallel()
-	plain := redistest.Start(t, redistest.Options{Password: "right-password"})
+	plain := redistest.Start(t, redistest.Options{Password: "right-password",
+		// The ACL docs/deployment.md recommends: its keys, its commands.
+		Users: []string{"tiergate on >user-password ~tg:* resetchannels -@all +incrby +expire +mget +multi +exec +ping"}})
 	certs := testcert.New(t)
 	secure := redistest.Start(t, redistest.Options{TLS: &certs})
 	otherCA := testcert.New(t)
@@ -330,6 +332,7 @@ func TestStoreFailuresAreClear(t *testing.T) {
 		return p
 	}
 	wrongPW := write("wrong", "wrong-password\n")
+	userPW := write("user", "user-password\n")
 	rightPW := write("right", "right-password\n")
 	otherCAFile := write("other-ca.pem", string(otherCA.CAPEM))
 	closed := func() string {
@@ -354,6 +357,8 @@ func TestStoreFailuresAreClear(t *testing.T) {
 	}{
 		{"the right password from a file connects", policy.RedisStore{Address: plain.Addr, PasswordFile: rightPW}, StatusOK, "budget store reachable"},
 		{"the right password from the environment connects", policy.RedisStore{Address: plain.Addr, PasswordEnv: "TIERGATE_TEST_REDIS_PASSWORD"}, StatusOK, "budget store reachable"},
+		{"an ACL user limited to its keys and commands sends and reads", policy.RedisStore{Address: plain.Addr, Username: "tiergate", PasswordFile: userPW, KeyPrefix: "tg:"}, StatusOK, "budget store reachable"},
+		{"an ACL user's keys outside its pattern are refused", policy.RedisStore{Address: plain.Addr, Username: "tiergate", PasswordFile: userPW, KeyPrefix: "other:"}, StatusAuthFailed, "NOPERM"},
 		{"a wrong password is an authentication failure", policy.RedisStore{Address: plain.Addr, PasswordFile: wrongPW}, StatusAuthFailed, "WRONGPASS"},
 		{"no password where one is required is an authentication failure", policy.RedisStore{Address: plain.Addr}, StatusAuthFailed, "NOAUTH"},
 		{"a missing password file is an authentication failure", policy.RedisStore{Address: plain.Addr, PasswordFile: filepath.Join(dir, "absent")}, StatusAuthFailed, "password_file: open"},
@@ -370,9 +375,15 @@ func TestStoreFailuresAreClear(t *testing.T) {
 			cfg := tc.cfg
 			cfg.Refresh = 50 * time.Millisecond
 			f := newRedisFixture(t, &cfg, Options{})
+			f.tracker.Account(f.pol, charge("team-a", "gpt-4o", policy.TierDefault, PicosPerMicro, time.Now()))
 			waitFor(t, 8*time.Second, fmt.Sprintf("no log line with %q:\n%s", tc.logWant, f.log), func() bool {
 				return strings.Contains(f.log.String(), tc.logWant)
 			})
+			if tc.status == StatusOK {
+				waitFor(t, 5*time.Second, "the increment was not sent", func() bool { return f.redis(t).Pending() == 0 })
+			} else {
+				time.Sleep(100 * time.Millisecond) // two refreshes: the state must hold
+			}
 			if got := f.tracker.StoreStatus(); got != tc.status {
 				t.Errorf("status = %q, want %q; log:\n%s", got, tc.status, f.log)
 			}
@@ -382,6 +393,9 @@ func TestStoreFailuresAreClear(t *testing.T) {
 			}
 			if got := testutil.ToFloat64(f.tracker.metrics.store.up); got != wantUp {
 				t.Errorf("tiergate_budget_store_up = %v, want %v", got, wantUp)
+			}
+			if n := strings.Count(f.log.String(), "budget store reachable"); tc.status != StatusOK && n > 0 {
+				t.Errorf("the store was logged reachable %d times: its state flaps\n%s", n, f.log)
 			}
 			if strings.Contains(f.log.String(), "right-password") || strings.Contains(f.log.String(), "wrong-password") {
 				t.Errorf("a password reached the log:\n%s", f.log)

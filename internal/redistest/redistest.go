@@ -33,6 +33,8 @@ type Options struct {
 	// TLS, when set, makes the server speak TLS only, with this serving
 	// certificate.
 	TLS *testcert.Set
+	// Users are ACL rules, one `user` line each ("tiergate on >pw ~k:* +get").
+	Users []string
 }
 
 // Server is a redis-server a test started.
@@ -112,6 +114,9 @@ func (s *Server) writeConfig() {
 	}
 	if s.opts.Password != "" {
 		lines = append(lines, "requirepass "+s.opts.Password)
+	}
+	for _, u := range s.opts.Users {
+		lines = append(lines, "user "+u)
 	}
 	s.conf = filepath.Join(s.dir, "redis.conf")
 	if err := os.WriteFile(s.conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
