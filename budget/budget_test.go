@@ -333,15 +333,15 @@ func TestMemoryDropsWindowsLongPast(t *testing.T) {
 	t.Parallel()
 	m := NewMemory()
 	day := int64(24 * 60 * 60)
-	old := Key{Budget: "b", Group: "g", Start: 100 * day}
-	month := Key{Budget: "b", Group: "g", Start: 120 * day}
+	old := Key{Budget: "b", Group: "g", Start: 100 * day, End: 101 * day}
+	month := Key{Budget: "b", Group: "g", Start: 120 * day, End: 151 * day}
 	m.Add(old, 5)
 	m.Add(month, 7)
-	m.Add(Key{Budget: "b", Group: "g", Start: 140 * day}, 1) // a new window, 40 days on
+	m.Add(Key{Budget: "b", Group: "g", Start: 140 * day, End: 141 * day}, 1) // a new window, 40 days on
 	if got := m.Spent(old); got != 0 {
-		t.Errorf("a window 40 days old still holds %d", got)
+		t.Errorf("a window that ended 39 days ago still holds %d", got)
 	}
 	if got := m.Spent(month); got != 7 {
-		t.Errorf("a window 20 days old (a month's, still current) holds %d, want 7", got)
+		t.Errorf("a month's window that has not ended holds %d, want 7", got)
 	}
 }

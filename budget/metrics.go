@@ -150,8 +150,9 @@ func (t *Tracker) Snapshot() []Status {
 	}
 	now := t.now()
 	var out []Status
-	since := now.Add(-retention)
-	entries := t.Store().Entries(since)
+	// The longest window is a month: every current window starts after
+	// this.
+	entries := t.Store().Entries(now.AddDate(0, -1, -1))
 	for _, b := range p.Budgets() {
 		start, end := Bounds(b.Window, now)
 		spent := map[string]int64{}

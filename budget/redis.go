@@ -460,9 +460,10 @@ func (r *Redis) warnOnce(key, msg string, err error) {
 	r.log.Warn(msg, "key", key, "err", err)
 }
 
-// prune drops counters a day past their window's end with nothing pending.
+// prune drops counters retention past their window's end with nothing
+// pending, as the memory store does.
 func (r *Redis) prune() {
-	cutoff := r.now().Unix() - secondsPerDay
+	cutoff := r.now().Unix() - int64(retention/time.Second)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.counters.Range(func(k, c any) bool {

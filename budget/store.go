@@ -6,14 +6,14 @@ import (
 	"time"
 )
 
-// Key names one spend counter: a budget, a group bucket, and the start of
-// a window.
+// Key names one spend counter: a budget, a group bucket, and a window.
 type Key struct {
 	Budget string
 	Group  string
-	// Start and End are the window's bounds, [Start, End), in Unix
-	// seconds. End follows from Start and the budget's window; a store
-	// that expires counters needs it.
+	// Start and End bound the window, [Start, End), in Unix seconds. End
+	// adds nothing to the key's identity (a window's start fixes its end);
+	// it is there so that a store can expire a counter once its window is
+	// over without knowing the budget's window kind.
 	Start, End int64
 }
 
@@ -78,13 +78,13 @@ func (m *Memory) Add(k Key, micros int64) {
 	c.(*atomic.Int64).Add(micros)
 }
 
-// retention is how long a counter is kept after its window started: longer
-// than a month, so no current window is ever dropped.
-const retention = 32 * 24 * time.Hour
+// retention is how long a window is kept once it has ended: long enough
+// for a request decided in it to finish and be accounted.
+const retention = 24 * time.Hour
 
-// prune drops counters of windows that started long before now (a key's
-// Start), at most once a day, so memory stays bounded by the budgets,
-// groups and current windows.
+// prune drops counters of windows that ended more than retention before
+// now (the start of a window just created), at most once a day, so memory
+// stays bounded by the budgets, groups and current windows.
 func (m *Memory) prune(now int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -94,7 +94,7 @@ func (m *Memory) prune(now int64) {
 	m.lastPruned = now
 	cutoff := now - int64(retention/time.Second)
 	m.counters.Range(func(k, _ any) bool {
-		if k.(Key).Start < cutoff {
+		if k.(Key).End < cutoff {
 			m.counters.Delete(k)
 		}
 		return true

@@ -107,8 +107,8 @@ func TestBudgetFiltersTheNextPriorityRequest(t *testing.T) {
 		name, group, tier, want, budget string
 	}{
 		{"the group's next priority request goes without a tier", "team-a", "priority", "", "team-a-priority"},
-		{"another group under the same budget keeps its own spend", "team-b", "priority", "priority", ""},
-		{"a tier the budget does not count is untouched", "team-a", "flex", "flex", ""},
+		{"another group under the same budget keeps its own spend", "team-b", "priority", "priority", "none"},
+		{"a tier the budget does not count is untouched", "team-a", "flex", "flex", "none"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,7 +120,7 @@ func TestBudgetFiltersTheNextPriorityRequest(t *testing.T) {
 			if got, _ := rec["budget"].(string); got != tc.budget {
 				t.Errorf("record's budget = %q, want %q (%v)", got, tc.budget, rec)
 			}
-			if tc.budget != "" && rec["action"] != "filter" {
+			if tc.budget != "none" && rec["action"] != "filter" {
 				t.Errorf("record's action = %v, want filter", rec["action"])
 			}
 		})

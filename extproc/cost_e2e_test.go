@@ -24,6 +24,10 @@ prices:
     tiers:
       default: {input: 5, cached_input: 0.5, output: 30}
       priority: {input: 12.5, cached_input: 1.25, output: 75}
+  - model: claude-opus-4-6
+    tiers:
+      default: {input: 5, cached_input: 0.5, cache_write: 6.25, output: 25}
+    multipliers: {priority: 6}
 `
 
 // chatAnswer is a Chat Completions answer with 1117 input tokens (1024
@@ -135,6 +139,28 @@ func usageMetadata(h *harness) map[string]any {
 		}
 	}
 	return out
+}
+
+// TestCostOfAnAnthropicStream prices a fast-mode Messages stream read
+// through the SSE path: cache reads and writes each at their own price,
+// fast mode at priority (6 × default).
+func TestCostOfAnAnthropicStream(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, costPolicy)
+	h.setResponse(sse(messagesStream, 7, 31))
+	resp, _ := h.do(http.MethodPost, "/v1/messages", map[string]string{"anthropic-beta": "fast-mode-2026-02-01"},
+		[]byte(`{"model":"claude-opus-4-6","speed":"fast","max_tokens":64,"stream":true,"messages":[]}`))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	h.record(1)
+	line := h.usageLog.Lines()[0]
+	// 25 uncached × 30 + 1024 cached × 3 + 10 written × 37.5 + 15 output × 150 = 6447 millionths
+	for k, want := range map[string]string{"cost": "0.006447", "price_tier": `"priority"`, "cache_write_input_tokens": "10", "input_tokens": "1059"} {
+		if got := gjson.Get(line, k).Raw; got != want {
+			t.Errorf("%s = %s, want %s\n%s", k, got, want, line)
+		}
+	}
 }
 
 // TestBlockedRequestsCarryNoCost: a refused request reached no upstream,

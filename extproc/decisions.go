@@ -48,14 +48,6 @@ type decisionCache struct {
 	slots [decisionCacheSlots]atomic.Pointer[decision]
 }
 
-// budgetLabel is the budget that acted, "none" when none did.
-func budgetLabel(name string) string {
-	if name == "" {
-		return "none"
-	}
-	return name
-}
-
 func newDecisionCache() *decisionCache { return &decisionCache{seed: maphash.MakeSeed()} }
 
 // get returns the decision out describes, from the table or made (and
@@ -83,7 +75,7 @@ func (c *decisionCache) get(srv *Server, pol *policy.Policy, ep policy.Endpoint,
 	m.str("rule", out.Rule)
 	m.str("group", out.Group)
 	m.str("model", out.RequestModel)
-	m.str("budget", budgetLabel(out.Budget))
+	m.str("budget", policy.BudgetLabel(out.Budget))
 	d.metadata = m.appendTo(nil)
 	if cacheable {
 		slot.Store(d)

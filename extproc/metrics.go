@@ -31,7 +31,7 @@ const (
 	outcomeForwarded   = "forwarded"   // policed, sent on unchanged
 	outcomeRewritten   = "rewritten"   // policed, sent on with the body or headers changed
 	outcomeBlocked     = "blocked"     // refused by the policy (403)
-	outcomeInvalid     = "invalid"     // refused: not JSON, or undecodable (400)
+	outcomeInvalid     = "invalid"     // refused: not JSON, undecodable, or too many occurrences (400)
 	outcomeUnsupported = "unsupported" // refused: content-encoding tiergate cannot decode (415)
 	outcomeUnpoliced   = "unpoliced"   // a path tiergate does not police, or a request without a body
 	outcomeError       = "error"       // tiergate could not process the request (500)

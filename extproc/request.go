@@ -3,6 +3,7 @@ package extproc
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
@@ -20,11 +21,18 @@ type exchange struct {
 	start time.Time
 	done  bool // the stream has nothing more to say (immediate response)
 
-	pol       *policy.Policy // read once, at the request headers
-	endpoint  policy.Endpoint
-	headers   *corev3.HeaderMap
-	header    func(string) string // looks a request header up in headers
-	requestID string
+	pol        *policy.Policy // read once, at the request headers
+	endpoint   policy.Endpoint
+	deployment string // the deployment an Azure-style path names
+	// buffered is set when the stream's first message says the filter
+	// sends the request body BUFFERED (protocol_config): only then is a
+	// body without end_of_stream whole, its trailers to follow.
+	buffered bool
+	// sawHeaders is set once the request headers have arrived.
+	sawHeaders bool
+	headers    *corev3.HeaderMap
+	header     func(string) string // looks a request header up in headers
+	requestID  string
 
 	// decidedAt is the decision time, the request headers' arrival: the
 	// request's cost goes to the budget windows that contain it. Zero when
@@ -51,12 +59,16 @@ var unpolicedMode = &filterv3.ProcessingMode{
 }
 
 func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	x.headers = h.GetHeaders()
+	x.headers, x.sawHeaders = h.GetHeaders(), true
 	x.header = headerGetter(x.headers)
 	get := x.header
 	x.requestID = get("x-request-id")
-	x.endpoint = policy.EndpointForPath(get(":path"))
-	upgrade := strings.EqualFold(get("upgrade"), "websocket")
+	x.endpoint, x.deployment = policy.ParsePath(get(":path"))
+	// Only a GET upgrade without a declared body is an upgrade: a POST
+	// (or a GET with a length) that claims one still carries a body for
+	// the endpoint, and is judged.
+	upgrade := strings.EqualFold(get("upgrade"), "websocket") && get(":method") == http.MethodGet &&
+		(get("content-length") == "" || get("content-length") == "0") && get("transfer-encoding") == ""
 	if x.endpoint == policy.EndpointUnknown || upgrade || h.GetEndOfStream() {
 		// Not policed: another path, a WebSocket upgrade (the bridge's), or
 		// a request without a body (a GET listing stored completions).
@@ -72,18 +84,23 @@ func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 }
 
 func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	if !x.sawHeaders {
+		// The filter sends no request headers (request_header_mode: SKIP):
+		// without the path there is no telling whether this body is
+		// policed, so it is refused rather than waved through.
+		return x.misconfigured("request body arrived without request headers; refusing the request (set processing_mode.request_header_mode: SEND)",
+			"tiergate is misconfigured: the request headers must be sent")
+	}
 	if x.endpoint == policy.EndpointUnknown || x.pol == nil {
 		return plainBodyAnswer
 	}
-	if !b.GetEndOfStream() {
+	if x.decided || (!b.GetEndOfStream() && !x.buffered) {
 		// Only a BUFFERED body can be judged whole before any of it goes
-		// upstream; a chunk answered now would be forwarded unjudged.
-		x.srv.log.Error("request body is not BUFFERED; refusing the request (set processing_mode.request_body_mode: BUFFERED)",
-			"request_id", x.requestID)
-		x.srv.metrics.countRequest(x.endpoint, outcomeError)
-		x.done = true
-		r := policy.RefusalMisconfigured
-		return immediate(r.Status(), policy.ErrorBody(x.endpoint, r, "tiergate is misconfigured: the request body must be BUFFERED"), r.Code())
+		// upstream; a chunk answered now would be forwarded unjudged. A
+		// BUFFERED body followed by trailers comes without end_of_stream,
+		// and whole.
+		return x.misconfigured("request body is not BUFFERED; refusing the request (set processing_mode.request_body_mode: BUFFERED)",
+			"tiergate is misconfigured: the request body must be BUFFERED")
 	}
 	a := x.srv.getAnswer()
 	x.answer = a
@@ -94,6 +111,7 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	}
 	x.out = x.pol.DecideHTTP(&policy.HTTPRequest{
 		Endpoint:   x.endpoint,
+		Deployment: x.deployment,
 		Header:     x.header,
 		Beta:       headerValues(x.headers, "anthropic-beta"),
 		Body:       b.GetBody(),
@@ -133,12 +151,23 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	return resp
 }
 
+// misconfigured refuses a request that Envoy's filter settings keep
+// tiergate from judging: 500 tiergate_misconfigured, in the endpoint's
+// dialect (OpenAI's when the endpoint is not known).
+func (x *exchange) misconfigured(logMsg, msg string) *extprocv3.ProcessingResponse {
+	x.srv.log.Error(logMsg, "request_id", x.requestID)
+	x.srv.metrics.countRequest(x.endpoint, outcomeError)
+	x.done = true
+	r := policy.RefusalMisconfigured
+	return immediate(r.Status(), policy.ErrorBody(x.endpoint, r, msg), r.Code())
+}
+
 // refuse answers a refused request itself and records it.
 func (x *exchange) refuse(d *decision) *extprocv3.ProcessingResponse {
 	status := x.out.Refusal.Status()
 	outcome, recStatus := outcomeBlocked, usage.StatusBlocked
 	switch x.out.Refusal {
-	case policy.RefusalInvalidJSON:
+	case policy.RefusalInvalidJSON, policy.RefusalTooManyOccurrences:
 		outcome, recStatus = outcomeInvalid, usage.StatusRefused
 	case policy.RefusalUnsupportedEncoding:
 		outcome, recStatus = outcomeUnsupported, usage.StatusRefused
@@ -167,7 +196,7 @@ func (x *exchange) logDecision() {
 	x.srv.log.Debug("decision", "request_id", x.requestID, "endpoint", x.endpoint.String(),
 		"group", x.out.Group, "model", x.out.RequestModel, "action", x.out.Action.String(),
 		"service_tier_requested", x.out.Requested.String(), "service_tier_sent", x.out.Sent.String(),
-		"rule", x.out.Rule)
+		"rule", x.out.Rule, "budget", x.out.Budget)
 }
 
 // sent recycles the body answer: gRPC has encoded the message by the time

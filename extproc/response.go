@@ -306,7 +306,7 @@ func (x *exchange) record(status string, httpStatus int, u usage.Usage) *tiergat
 		ServiceTierSent:      x.out.Sent.String(),
 		Action:               x.out.Action.String(),
 		Rule:                 x.out.Rule,
-		Budget:               x.out.Budget,
+		Budget:               policy.BudgetLabel(x.out.Budget),
 		PolicySha256:         x.pol.SHA256(),
 		Status:               status,
 	}

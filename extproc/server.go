@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -116,6 +117,10 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			return err
 		}
 		began := time.Now()
+		if pc := req.GetProtocolConfig(); pc != nil {
+			// Sent on the stream's first message only.
+			x.buffered = pc.GetRequestBodyMode() == filterv3.ProcessingMode_BUFFERED
+		}
 		resp, phase, err := x.handle(req)
 		if err != nil {
 			s.log.Error("ext_proc message failed", "phase", phase, "err", err, "request_id", x.requestID)

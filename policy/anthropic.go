@@ -9,6 +9,10 @@ import (
 // requested by an anthropic-beta token starting with fast-mode-, by a
 // top-level "speed": "fast", or by "speed": "fast" in any fallbacks entry;
 // any of them means priority.
+//
+// A fallbacks entry's speed is judged against that entry's own model (or,
+// when the entry names none, the request's): each fallback attempt runs
+// under its own model.
 func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Result) {
 	top := &s.doc
 	tokens := betaTokens(req.Beta)
@@ -22,42 +26,79 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 		elems  []span
 	}
 	var fallbacks []arrayMember
+	var fastEntryModels []string // the models of fallbacks asking for fast mode
+	fastEntryNoModel := false    // a fast fallback that names no model
+	var count occurrences
 	for i, m := range top.members {
-		key := body[m.keyStart:m.keyEnd]
+		s.work.visits++
 		val := body[m.valStart:m.valEnd]
-		switch {
-		case keyEquals(key, keySpeed):
+		switch classifyKey(body[m.keyStart:m.keyEnd]) {
+		case kindSpeed:
+			count.speeds++
 			fast = fast || isFastSpeed(val)
-		case keyEquals(key, keyModel):
+		case kindModel:
+			count.models++
 			if v, ok := stringValue(nil, val); ok {
 				models = append(models, string(v))
 			}
-		case keyEquals(key, keyStream):
+		case kindStream:
 			res.Stream = string(val) == "true"
-		case keyEquals(key, keyFallbacks) && val[0] == '[':
+		case kindFallbacks:
+			if val[0] != '[' {
+				break
+			}
 			elems := arrayElements(body, m.valStart)
 			for _, e := range elems {
 				var o object
-				if scanNested(body, e.start, e.end, &o) {
-					for _, om := range o.members {
-						if keyEquals(body[om.keyStart:om.keyEnd], keySpeed) {
-							fast = fast || isFastSpeed(body[om.valStart:om.valEnd])
-						}
+				if !scanNested(body, e.start, e.end, &o) {
+					continue
+				}
+				entryFast, named := false, false
+				for _, om := range o.members {
+					s.work.visits++
+					switch classifyKey(body[om.keyStart:om.keyEnd]) {
+					case kindSpeed:
+						count.speeds++
+						entryFast = entryFast || isFastSpeed(body[om.valStart:om.valEnd])
+					case kindModel:
+						count.models++
+						named = named || body[om.valStart] == '"'
 					}
+				}
+				if entryFast {
+					fastEntryModels = entryModels(fastEntryModels, body, &o)
+					fastEntryNoModel = fastEntryNoModel || !named
+				}
+				if count.over() {
+					break
 				}
 			}
 			fallbacks = append(fallbacks, arrayMember{member: i, elems: elems})
 		}
-	}
-	tiers := s.tiers[:0]
-	if fast {
-		tiers = append(tiers, TierPriority)
+		if count.over() {
+			refuseTooMany(req, res)
+			return
+		}
 	}
 	if len(models) > 0 {
 		res.RequestModel = models[len(models)-1]
 	}
-	res.Decision = p.Evaluate(req.Endpoint, req.Group, tiers, models)
-	p.applyBudgets(&res.Decision, req.Spend, models)
+	tiers := s.tiers[:0]
+	if fast || len(fastEntryModels) > 0 || fastEntryNoModel {
+		tiers = append(tiers, TierPriority)
+	}
+	// The models fast mode runs under: the request's when fast mode is
+	// asked at the top level (or forced, or by a fallback without a model
+	// of its own), and each fast fallback's own. A request without fast
+	// mode is judged against its models with no tier (a pass).
+	judged := models
+	if !fast && p.ForcedTier(req.Group) == TierNone && !fastEntryNoModel && len(fastEntryModels) > 0 {
+		judged = fastEntryModels
+	} else {
+		judged = append(judged, fastEntryModels...)
+	}
+	res.Decision = p.evaluate(req.Endpoint, req.Group, tiers, judged, &s.work)
+	p.applyBudgets(&res.Decision, req.Spend, judged)
 	if res.Action == ActionBlock {
 		res.Status, res.Sent = refusalOf(&res.Decision).Status(), TierNone
 		return
@@ -115,7 +156,7 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 		edits[fb.member].replace = out
 	}
 	var adds []string
-	if forced && !anyMember(body, top, keySpeed) {
+	if forced && !anyOfKind(body, top, kindSpeed) {
 		adds = append(adds, `"speed":"fast"`)
 	}
 	s.emit(req, body, edits, adds, res)
@@ -123,20 +164,21 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 
 // planSpeed plans the speed members of one object. Without keep, every
 // speed that asks for fast mode goes. With keep, exactly one speed member is
-// left, the last, spelled "fast" when it asks for fast mode or when forceFast
-// (other values are kept as they are). It returns nil when nothing changes.
+// left, the last, named speed (a folded spelling is renamed) and spelled
+// "fast" when it asks for fast mode or when forceFast (other values are
+// kept as they are). It returns nil when nothing changes.
 //
 // Top-level plans use s's storage; nested ones (s nil) allocate.
 func planSpeed(body []byte, obj *object, keep, forceFast bool, s *scratch) []edit {
-	var idx [8]int
-	found := membersNamed(idx[:0], body, obj, keySpeed)
-	if len(found) == 0 {
+	first, last, n := membersOfKind(body, obj, kindSpeed, s)
+	if n == 0 {
 		return nil
 	}
 	var edits []edit
 	if !keep {
-		for _, i := range found {
-			if isFastSpeed(body[obj.members[i].valStart:obj.members[i].valEnd]) {
+		for i := first; i <= last; i++ {
+			m := obj.members[i]
+			if classifyKey(body[m.keyStart:m.keyEnd]) == kindSpeed && isFastSpeed(body[m.valStart:m.valEnd]) {
 				if edits == nil {
 					edits = s.topEdits(len(obj.members))
 				}
@@ -145,20 +187,38 @@ func planSpeed(body []byte, obj *object, keep, forceFast bool, s *scratch) []edi
 		}
 		return edits
 	}
-	li := found[len(found)-1]
-	last := body[obj.members[li].valStart:obj.members[li].valEnd]
-	replace := (forceFast || isFastSpeed(last)) && !bytes.Equal(last, []byte(`"fast"`))
-	if len(found) == 1 && !replace {
+	lm := obj.members[last]
+	lastVal := body[lm.valStart:lm.valEnd]
+	replace := (forceFast || isFastSpeed(lastVal)) && !bytes.Equal(lastVal, []byte(`"fast"`))
+	rename := !canonicalKey(body[lm.keyStart:lm.keyEnd], kindSpeed)
+	if n == 1 && !replace && !rename {
 		return nil
 	}
 	edits = s.topEdits(len(obj.members))
-	for _, i := range found[:len(found)-1] {
-		edits[i].remove = true
+	for i := first; i < last; i++ {
+		if classifyKey(body[obj.members[i].keyStart:obj.members[i].keyEnd]) == kindSpeed {
+			edits[i].remove = true
+		}
 	}
 	if replace {
-		edits[li].replace = []byte(`"fast"`)
+		edits[last].replace = []byte(`"fast"`)
+	}
+	if rename {
+		edits[last].rename = keySpeed
 	}
 	return edits
+}
+
+// entryModels appends the string models of a fallbacks entry.
+func entryModels(dst []string, body []byte, o *object) []string {
+	for _, om := range o.members {
+		if classifyKey(body[om.keyStart:om.keyEnd]) == kindModel {
+			if v, ok := stringValue(nil, body[om.valStart:om.valEnd]); ok {
+				dst = append(dst, string(v))
+			}
+		}
+	}
+	return dst
 }
 
 // span is a value's extent in a document.

@@ -111,3 +111,48 @@ func TestBenchBodiesAreTheAdvertisedSize(t *testing.T) {
 		}
 	}
 }
+
+// hostileBody is a body of about size bytes made of service_tier and model
+// pairs, the shape that made evaluation quadratic (each occurrence judged
+// against each other), after `head` occurrences of each padded with filler
+// members when head is set.
+func hostileBody(size, head int) []byte {
+	var b strings.Builder
+	b.Grow(size + 64)
+	b.WriteString(`{"stream":true`)
+	for i := 0; b.Len() < size-2; i++ {
+		if head > 0 && i >= head {
+			fmt.Fprintf(&b, `,"input_%d":"%s"`, i, strings.Repeat("x", 64))
+			continue
+		}
+		fmt.Fprintf(&b, `,"service_tier":"%s","model":"m%d"`, []string{"priority", "flex", "scale", "default"}[i%4], i)
+	}
+	b.WriteString(`}`)
+	return []byte(b.String())
+}
+
+// BenchmarkApplyHostile shows the time of a decision growing with the body,
+// not with its square, up to 64 MiB: a body made only of occurrences (refused
+// past 64 of them), and one at the limit of 64 with the rest filler.
+// Run it short: go test -run '^$' -bench ApplyHostile -benchtime 1x ./policy/
+func BenchmarkApplyHostile(b *testing.B) {
+	p := Default()
+	for _, shape := range []struct {
+		name string
+		head int
+	}{{"all-occurrences", 0}, {"64-occurrences", 64}} {
+		for _, mib := range []int{1, 4, 16, 64} {
+			body := hostileBody(mib<<20, shape.head)
+			b.Run(fmt.Sprintf("%s/%dMiB", shape.name, mib), func(b *testing.B) {
+				b.SetBytes(int64(len(body)))
+				req := &Request{Endpoint: EndpointResponses}
+				for b.Loop() {
+					res := p.Apply(req, body)
+					if res.Status != 0 && res.Status != 400 {
+						b.Fatal(res.Status, res.Err)
+					}
+				}
+			})
+		}
+	}
+}

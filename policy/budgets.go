@@ -87,6 +87,15 @@ func (b *Budget) CoversModel(model string) bool {
 	return false
 }
 
+// BudgetLabel is how records, metrics and metadata name the budget that
+// acted on a decision: its name, or "none" when none did.
+func BudgetLabel(name string) string {
+	if name == "" {
+		return "none"
+	}
+	return name
+}
+
 // Budgets returns the policy's budgets in file order.
 func (p *Policy) Budgets() []Budget { return p.budgets }
 
@@ -304,7 +313,7 @@ func (l *loader) budget(path string, v any) *tiergatev1.Budget {
 		}
 	}
 	if b.OnExhausted == tiergatev1.Action_ACTION_FILTER {
-		if _, listed := m["service_tiers"]; !listed {
+		if _, listed := m["service_tiers"]; !listed || len(b.ServiceTiers) == 0 && !l.failedAt(join(path, "service_tiers")) {
 			l.addf(join(path, "service_tiers"), "required when on_exhausted is filter (name the tiers to remove once the limit is reached)")
 		}
 		if i := slices.Index(b.ServiceTiers, tiergatev1.ServiceTier_SERVICE_TIER_DEFAULT); i >= 0 {
@@ -313,6 +322,16 @@ func (l *loader) budget(path string, v any) *tiergatev1.Budget {
 		}
 	}
 	return b
+}
+
+// failedAt reports whether a problem was already reported at or under path.
+func (l *loader) failedAt(path string) bool {
+	for _, p := range l.problems {
+		if p.Path == path || strings.HasPrefix(p.Path, path+"[") || strings.HasPrefix(p.Path, path+".") {
+			return true
+		}
+	}
+	return false
 }
 
 // limitAmount reads a budget's limit, exactly, as micro-units: a number of

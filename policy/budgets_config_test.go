@@ -2,8 +2,12 @@ package policy
 
 import (
 	"errors"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // budgetTestPrices is a price table for policies with budgets, which need one.
@@ -39,6 +43,8 @@ func TestBudgetConfigErrors(t *testing.T) {
 		{"duplicate budget names are refused", "budgets: [" + ok + ", " + ok + "]\n",
 			[]string{`budgets[1].name: duplicate budget name "b" (also budgets[0])`}},
 		{"a filter budget without service_tiers is refused", "budgets: [{name: b, window: day, limit: 10, on_exhausted: filter}]\n",
+			[]string{"budgets[0].service_tiers: required when on_exhausted is filter (name the tiers to remove once the limit is reached)"}},
+		{"a filter budget with an empty service_tiers is refused", "budgets: [{name: b, window: day, limit: 10, on_exhausted: filter, service_tiers: []}]\n",
 			[]string{"budgets[0].service_tiers: required when on_exhausted is filter (name the tiers to remove once the limit is reached)"}},
 		{"a filter budget that lists default is refused", "budgets: [{name: b, window: day, limit: 10, on_exhausted: filter, service_tiers: [priority, default]}]\n",
 			[]string{"budgets[0].service_tiers[1]: default cannot be filtered: removing the tier does not lower the default tier's spend (use on_exhausted: block)"}},
@@ -183,5 +189,30 @@ budgets:
 	want := `"budgets":[{"name":"fast","groups":["codex-fast"],"service_tiers":["priority"],"models":["gpt-5.5*"],"window":"week","limit":200.125,"on_exhausted":"filter"}]`
 	if !strings.Contains(string(raw), want) {
 		t.Errorf("/policy\n%s\nlacks\n%s", raw, want)
+	}
+}
+
+func TestWatcherRefusesACurrencyChangeUnderBudgetsAndReportsReloads(t *testing.T) {
+	t.Parallel()
+	withBudget := budgetTestPrices + "budgets: [{name: b, window: day, limit: 10, on_exhausted: block}]\n"
+	dir := newKubeletDir(t, withBudget)
+	first := mustLoad(t, withBudget)
+	store := NewStore(first)
+	var reloaded []*Policy
+	w, err := NewWatcher(dir.path(), store, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)),
+		WatcherOptions{Reloaded: func(p *Policy) { reloaded = append(reloaded, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir.update(strings.Replace(withBudget, "currency: USD", "currency: EUR", 1))
+	if got := w.Reload(); got != ReloadInvalid || store.Load() != first {
+		t.Fatalf("a currency change under budgets: %q, want it refused and the policy kept", got)
+	}
+	dir.update(strings.Replace(withBudget, "limit: 10", "limit: 20", 1))
+	if got := w.Reload(); got != ReloadSuccess {
+		t.Fatalf("a new limit: %q, want success", got)
+	}
+	if len(reloaded) != 1 || reloaded[0] != store.Load() || reloaded[0].Budgets()[0].Limit != 20*MicrosPerUnit {
+		t.Errorf("Reloaded saw %d policies, want the one with the new limit", len(reloaded))
 	}
 }

@@ -3,7 +3,9 @@
 // request or WebSocket frame may carry, rewriting request bodies and
 // frames byte by byte to carry exactly that, and pricing what was used with
 // the policy file's price table (Cost, PriceRecord: exact, in integer units
-// of 10⁻¹² of the currency).
+// of 10⁻¹² of the currency). Budgets are decided here too, as the last step
+// of evaluation, from a read-only SpendView the caller passes in with the
+// request; keeping spend is package budget's job, never this one's.
 //
 // It knows nothing of gRPC, Envoy or WebSockets: callers hand it the
 // endpoint, the caller's identity, and the raw body or frame, and get back a

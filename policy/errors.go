@@ -17,6 +17,7 @@ const (
 	RefusalUnsupportedEncoding                // 415: a content-encoding tiergate cannot decode
 	RefusalMisconfigured                      // 500: Envoy's filter is not set up as tiergate needs
 	RefusalBudget                             // 429: a budget is exhausted
+	RefusalTooManyOccurrences                 // 400: more than 64 occurrences of a key judged
 )
 
 // refusalOf returns why a blocked decision refuses: its budget, else the
@@ -31,7 +32,7 @@ func refusalOf(d *Decision) Refusal {
 // Status returns the HTTP status of a refusal.
 func (r Refusal) Status() int {
 	switch r {
-	case RefusalInvalidJSON:
+	case RefusalInvalidJSON, RefusalTooManyOccurrences:
 		return 400
 	case RefusalUnsupportedEncoding:
 		return 415
@@ -54,6 +55,8 @@ func (r Refusal) Code() string {
 		return "tiergate_misconfigured"
 	case RefusalBudget:
 		return "budget_exhausted"
+	case RefusalTooManyOccurrences:
+		return "too_many_occurrences"
 	}
 	return "policy_violation"
 }

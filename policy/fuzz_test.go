@@ -3,7 +3,9 @@ package policy
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
@@ -20,10 +22,20 @@ groups:
 - {name: vip}
 - {name: forced, force_service_tier: priority}
 - {name: forced-flex, force_service_tier: flex}
+prices:
+  currency: USD
+  models: [{model: "*", tiers: {default: {input: 1, output: 2}}}]
+budgets:
+- {name: vip-priority, groups: [vip], service_tiers: [priority], window: day, limit: 1, on_exhausted: filter}
+- {name: forced-priority, groups: [forced], service_tiers: [priority], window: day, limit: 1, on_exhausted: block}
 `
 
+// fuzzSpend has every budget of fuzzPolicy exhausted: vip's priority must
+// never reach the upstream (the rules pass it; the budget filters it).
+var fuzzSpend = fixedSpend{units: map[string]int64{"vip-priority/vip": 1, "forced-priority/forced": 1}, secondsLeft: 60}
+
 var fuzzGroups = []string{"", "vip", "forced", "forced-flex"}
-var fuzzEndpoints = []Endpoint{EndpointChatCompletions, EndpointResponses, EndpointResponsesWS, EndpointMessages}
+var fuzzEndpoints = []Endpoint{EndpointChatCompletions, EndpointResponses, EndpointResponsesWS, EndpointMessages, EndpointRealtime}
 
 // FuzzApply checks the product's invariant on arbitrary bodies: what goes
 // upstream is valid JSON whenever the input was, and no reader, whichever
@@ -40,6 +52,11 @@ func FuzzApply(f *testing.F) {
 		`{"service_tier":5,"service_tier":null}`,
 		`[1,2,3]`,
 		`{"a":{"b":[{"service_tier":"priority"}]}}`,
+		`{"model":"gpt-5.5","SERVICE_TIER":"priority"}`,
+		`{"model":"gpt-4o","\u017fervice_tier":"priority","serviceTier":"scale"}`,
+		`{"Model":"gpt-5.5","service-tier":"fast","service_tier":"default"}`,
+		`{"TYPE":"response.create","Response":{"ServiceTier":"priority","MODEL":"gpt-5.5"}}`,
+		`{"model":"gpt-4o","Speed":"fast","FALLBACKS":[{"model":"gpt-5.5","sPeed":"fast"}]}`,
 	} {
 		for i := range fuzzEndpoints {
 			f.Add([]byte(s), uint8(i), uint8(i))
@@ -52,9 +69,10 @@ func FuzzApply(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, epSel, groupSel uint8) {
 		ep := fuzzEndpoints[int(epSel)%len(fuzzEndpoints)]
 		group := fuzzGroups[int(groupSel)%len(fuzzGroups)]
-		req := &Request{Endpoint: ep, Group: group, EnsureUsage: true, SessionModels: []string{"gpt-5.5"}}
+		req := &Request{Endpoint: ep, Group: group, EnsureUsage: true, SessionModels: []string{"gpt-5.5"}, Spend: fuzzSpend}
 		var res Result
-		if ep == EndpointResponsesWS {
+		frame := ep == EndpointResponsesWS || ep == EndpointRealtime
+		if frame {
 			res = p.ApplyFrame(req, body)
 		} else {
 			res = p.Apply(req, body)
@@ -80,38 +98,131 @@ func FuzzApply(f *testing.F) {
 			checkAnthropicOutput(t, p, res, out)
 			return
 		}
-		for _, reader := range []struct {
-			name string
-			read func([]byte) (tier, model []byte, nested []byte)
-		}{{"encoding/json (last key wins)", readLastWins}, {"gjson (first key wins)", readFirstWins}} {
+		for _, reader := range openAIReaders {
 			tierTok, modelTok, nestedTok := reader.read(out)
-			if ep != EndpointResponsesWS {
+			if !frame {
 				nestedTok = nil // response.service_tier is a tier on frames only
 			}
 			for _, tok := range [][]byte{tierTok, nestedTok} {
 				if tok == nil {
 					continue
 				}
-				if ep == EndpointResponsesWS && !res.Policed {
+				if frame && !res.Policed {
 					continue
 				}
 				tier := tierOfValue(tok)
 				model := ""
 				if m, ok := stringValue(nil, modelTok); ok {
 					model = string(m)
-				} else if ep == EndpointResponsesWS {
+				} else if frame {
 					model = "gpt-5.5"
 				}
 				if v := p.judge(ep, group, tier, p.MatchModel(model)); v.action != ActionPass {
 					t.Fatalf("%s reads service_tier %s (model %q) that the policy refuses (%v):\n in: %s\nout: %s",
 						reader.name, tok, model, v.action, body, out)
 				}
-				if tier.Concrete() && tier != res.Sent && ep != EndpointResponsesWS {
+				if group == "vip" && tier == TierPriority {
+					t.Fatalf("%s reads priority past vip's exhausted budget:\n in: %s\nout: %s", reader.name, body, out)
+				}
+				if tier.Concrete() && tier != res.Sent && !frame {
 					t.Fatalf("%s reads %v, decision says %v was sent:\n in: %s\nout: %s", reader.name, tier, res.Sent, body, out)
 				}
 			}
 		}
 	})
+}
+
+// openAIReaders are the JSON readers an upstream may use, each reading the
+// top-level service_tier and model and, on frames, response.service_tier,
+// as raw tokens (nil when absent). README.md's invariant names exactly
+// these.
+var openAIReaders = []struct {
+	name string
+	read func([]byte) (tier, model []byte, nested []byte)
+}{
+	{"encoding/json struct (case-insensitive, last match wins)", readStructFolded},
+	{"encoding/json/v2 case-insensitive names (also ignoring _ and -)", readV2CaseInsensitive},
+	{"gjson (exact key, first match wins)", readFirstWins},
+	{"map (exact key, last key wins)", readLastWins},
+}
+
+// readStructFolded decodes into a struct as a Go relay does: encoding/json
+// matches keys to fields with Unicode simple case folding, and the last
+// matching key wins.
+func readStructFolded(out []byte) (tier, model, nested []byte) {
+	var v struct {
+		ServiceTier json.RawMessage `json:"service_tier"`
+		Model       json.RawMessage `json:"model"`
+		Response    json.RawMessage `json:"response"`
+	}
+	if json.Unmarshal(out, &v) != nil {
+		return nil, nil, nil
+	}
+	var n struct {
+		ServiceTier json.RawMessage `json:"service_tier"`
+	}
+	if v.Response != nil && json.Unmarshal(v.Response, &n) == nil {
+		nested = n.ServiceTier
+	}
+	return v.ServiceTier, v.Model, nested
+}
+
+// readV2CaseInsensitive models encoding/json/v2 with case-insensitive
+// name matching (MatchCaseInsensitiveNames, duplicates allowed): a key
+// matches a field when the two are equal under Unicode case folding once
+// every '_' and '-' is removed, and the last matching key wins. (Go 1.26
+// ships v2 only under GOEXPERIMENT=jsonv2, so its rule is written out.)
+func readV2CaseInsensitive(out []byte) (tier, model, nested []byte) {
+	members := v2Members(out)
+	if members == nil {
+		return nil, nil, nil
+	}
+	tier, model = members["servicetier"], members["model"]
+	if r := members["response"]; r != nil {
+		nested = v2Members(r)["servicetier"]
+	}
+	return tier, model, nested
+}
+
+// v2Members reads a JSON object's members, keyed by their names with '_'
+// and '-' removed and case folded, the last of each kept. nil when the
+// document is not an object.
+func v2Members(doc []byte) map[string]json.RawMessage {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil
+	}
+	m := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		var val json.RawMessage
+		if err := dec.Decode(&val); err != nil {
+			return nil
+		}
+		m[foldV2(tok.(string))] = val
+	}
+	return m
+}
+
+// foldV2 removes '_' and '-' and folds each rune to the smallest of its
+// simple folding orbit, so that names equal under strings.EqualFold map to
+// one key.
+func foldV2(name string) string {
+	var b strings.Builder
+	for _, r := range name {
+		if r == '_' || r == '-' {
+			continue
+		}
+		smallest := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			smallest = min(smallest, f)
+		}
+		b.WriteRune(unicode.ToLower(smallest))
+	}
+	return b.String()
 }
 
 func readLastWins(out []byte) (tier, model, nested []byte) {
@@ -141,15 +252,53 @@ func readFirstWins(out []byte) (tier, model, nested []byte) {
 	return raw(gjson.GetBytes(out, "service_tier")), raw(gjson.GetBytes(out, "model")), raw(gjson.GetBytes(out, "response.service_tier"))
 }
 
+// checkAnthropicOutput checks that, unless fast mode was approved, no
+// reader finds it in what goes upstream: not encoding/json's struct
+// decode (folded keys, last wins), not encoding/json/v2's case-insensitive
+// names, not gjson (first exact key), not a last-key-wins map, at the top
+// level or in any fallbacks entry.
 func checkAnthropicOutput(t *testing.T, p *Policy, res Result, out []byte) {
 	t.Helper()
 	if res.Sent == TierPriority {
+		if res.Group == "vip" {
+			t.Fatalf("fast mode sent past vip's exhausted budget: %s", out)
+		}
 		return
 	}
 	var m map[string]json.RawMessage
 	if json.Unmarshal(out, &m) == nil {
 		if isFastSpeed(m["speed"]) {
-			t.Fatalf("fast mode survives for encoding/json: %s", out)
+			t.Fatalf("fast mode survives for a last-key-wins map: %s", out)
+		}
+	}
+	var folded struct {
+		Speed     json.RawMessage   `json:"speed"`
+		Fallbacks []json.RawMessage `json:"fallbacks"`
+	}
+	if json.Unmarshal(out, &folded) == nil {
+		if isFastSpeed(folded.Speed) {
+			t.Fatalf("fast mode survives for encoding/json's struct decode: %s", out)
+		}
+		for _, fb := range folded.Fallbacks {
+			var e struct {
+				Speed json.RawMessage `json:"speed"`
+			}
+			if json.Unmarshal(fb, &e) == nil && isFastSpeed(e.Speed) {
+				t.Fatalf("fast mode survives in fallbacks for encoding/json's struct decode: %s", out)
+			}
+		}
+	}
+	if v2 := v2Members(out); v2 != nil {
+		if isFastSpeed(v2["speed"]) {
+			t.Fatalf("fast mode survives for encoding/json/v2: %s", out)
+		}
+		var fbs []json.RawMessage
+		if json.Unmarshal(v2["fallbacks"], &fbs) == nil {
+			for _, fb := range fbs {
+				if isFastSpeed(v2Members(fb)["speed"]) {
+					t.Fatalf("fast mode survives in fallbacks for encoding/json/v2: %s", out)
+				}
+			}
 		}
 	}
 	if bytes.HasPrefix(bytes.TrimSpace(out), []byte("{")) {

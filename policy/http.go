@@ -12,6 +12,9 @@ import (
 // CLI shows exactly what the server does.
 type HTTPRequest struct {
 	Endpoint Endpoint
+	// Deployment is the deployment an Azure-style path names (ParsePath),
+	// "" for none: it selects the model, so it is a candidate too.
+	Deployment string
 	// Header looks a header up by lower-case name ("" when absent).
 	Header func(name string) string
 	// Beta holds every anthropic-beta header line.
@@ -68,16 +71,24 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 		}
 		body, out.Decoded = decoded, true
 	}
+	var pathModels []string
+	if r.Deployment != "" {
+		pathModels = []string{r.Deployment}
+	}
 	out.Result = p.Apply(&Request{
-		Endpoint: r.Endpoint, Group: group, Beta: r.Beta, EnsureUsage: true, Buf: r.Buf, Spend: r.Spend,
+		Endpoint: r.Endpoint, Group: group, Beta: r.Beta, EnsureUsage: true, Buf: r.Buf, PathModels: pathModels,
+		Spend: r.Spend,
 	}, body)
 	if out.Decoded {
 		out.BodyChanged = true // the decoded body replaces the compressed one
 	}
-	switch out.Status {
-	case 400:
+	switch {
+	case errors.Is(out.Err, ErrTooManyOccurrences):
+		return p.refuse(r.Endpoint, group, RefusalTooManyOccurrences,
+			"the body repeats service_tier, model or speed more than 64 times")
+	case out.Status == 400:
 		return p.refuse(r.Endpoint, group, RefusalInvalidJSON, "the request body is not valid JSON: "+out.Err.Error())
-	case 403, 429:
+	case out.Status == 403, out.Status == 429:
 		out.Refusal = refusalOf(&out.Decision)
 		out.ErrorBody = ErrorBody(r.Endpoint, out.Refusal, out.Message)
 	}

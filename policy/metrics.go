@@ -52,9 +52,7 @@ func (m *DecisionMetrics) Counter(p *Policy, ep Endpoint, d *Decision) prometheu
 	if k.rule == "" {
 		k.rule = "none"
 	}
-	if k.budget == "" {
-		k.budget = "none"
-	}
+	k.budget = BudgetLabel(k.budget)
 	if c, ok := m.counters.Load(k); ok {
 		return c.(prometheus.Counter)
 	}

@@ -170,6 +170,14 @@ type verdict struct {
 // An empty tiers means no tier was sent; an empty models means the request
 // named no model.
 func (p *Policy) Evaluate(ep Endpoint, group string, tiers []Tier, models []string) Decision {
+	return p.evaluate(ep, group, tiers, models, nil)
+}
+
+// evaluate is Evaluate, counting its judgements in w when w is non-nil.
+// Repeated tiers and models are judged once each, at their last
+// occurrence, so the work is bounded by the distinct values, not by how
+// often a body repeats them.
+func (p *Policy) evaluate(ep Endpoint, group string, tiers []Tier, models []string, w *work) Decision {
 	d := Decision{Group: group, Requested: TierNone}
 	if len(tiers) > 0 {
 		d.Requested = tiers[len(tiers)-1]
@@ -186,11 +194,17 @@ func (p *Policy) Evaluate(ep Endpoint, group string, tiers []Tier, models []stri
 		best.tier = tiers[len(tiers)-1]
 	}
 	best.model = p.MatchModel(models[len(models)-1])
+	var mbuf [16]string
+	matched := p.distinctModels(mbuf[:0], models)
+	var tbuf [TierUnrecognised + 1]Tier
 	// Ties go to the later pair, so a pass reports the last occurrence: the
 	// one a last-key-wins reader acts on.
-	for _, t := range tiers {
-		for _, m := range models {
-			if v := p.judge(ep, group, t, p.MatchModel(m)); v.action >= best.action {
+	for _, t := range distinctTiers(tbuf[:0], tiers) {
+		for _, m := range matched {
+			if w != nil {
+				w.judgements++
+			}
+			if v := p.judge(ep, group, t, m); v.action >= best.action {
 				best = v
 			}
 		}
@@ -212,6 +226,43 @@ func (p *Policy) Evaluate(ep Endpoint, group string, tiers []Tier, models []stri
 		}
 	}
 	return d
+}
+
+// distinctTiers appends each tier of tiers once, in the order of their
+// last occurrences.
+func distinctTiers(dst, tiers []Tier) []Tier {
+	var seen uint32
+	for i := len(tiers) - 1; i >= 0; i-- {
+		if bit := uint32(1) << tiers[i]; seen&bit == 0 {
+			seen |= bit
+			dst = append(dst, tiers[i])
+		}
+	}
+	slices.Reverse(dst)
+	return dst
+}
+
+// distinctModels appends each model of models, mapped through
+// model_aliases, once, in the order of their last occurrences.
+func (p *Policy) distinctModels(dst, models []string) []string {
+	var seen map[string]struct{}
+	if len(models) > 8 {
+		seen = make(map[string]struct{}, len(models))
+	}
+	for i := len(models) - 1; i >= 0; i-- {
+		m := p.MatchModel(models[i])
+		if seen != nil {
+			if _, dup := seen[m]; dup {
+				continue
+			}
+			seen[m] = struct{}{}
+		} else if slices.Contains(dst, m) {
+			continue
+		}
+		dst = append(dst, m)
+	}
+	slices.Reverse(dst)
+	return dst
 }
 
 // judge runs the rules for one tier occurrence and one model.

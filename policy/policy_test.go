@@ -390,7 +390,7 @@ func TestEndpointForPath(t *testing.T) {
 		"/v1/models":                       EndpointUnknown,
 		"/v1/responses/resp_1":             EndpointUnknown,
 		"/v1/messages/count_tokens":        EndpointUnknown,
-		"/v1/chat/completions/":            EndpointUnknown,
+		"/v1/chat/completions/":            EndpointChatCompletions,
 	}
 	for path, want := range cases {
 		if got := EndpointForPath(path); got != want {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +19,10 @@ type Request struct {
 	// under: the confirmed session model, plus any a client claimed that the
 	// upstream has not confirmed yet. The frame is judged against each.
 	SessionModels []string
+	// PathModels are models the request's path names: the deployment of
+	// an Azure-style path (…/openai/deployments/<name>/…), or every
+	// Realtime ?model= parameter. Each is a candidate beside the body's.
+	PathModels []string
 	// EnsureUsage asks that a streamed Chat Completions request carry
 	// stream_options.include_usage: true, so its usage can be counted.
 	EnsureUsage bool
@@ -71,6 +76,7 @@ const (
 	keyFallbacks     = "fallbacks"
 	keyType          = "type"
 	keyResponse      = "response"
+	keySession       = "session"
 )
 
 // fastModeBeta is the anthropic-beta token tiergate adds when a group is
@@ -85,6 +91,14 @@ type scratch struct {
 	tiers   [8]Tier
 	models  [4]string
 	edits   [32]edit
+	work    work
+}
+
+// work counts what one evaluation did, so tests can hold it to the size of
+// the body: judgements (a tier and a model through the rules) and member
+// visits (a key looked at).
+type work struct {
+	judgements, visits int
 }
 
 // topEdits returns cleared edits for the top-level object's n members. A
@@ -105,6 +119,7 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 func getScratch() *scratch {
 	s := scratchPool.Get().(*scratch)
 	s.doc = object{members: s.members[:0]}
+	s.work = work{}
 	return s
 }
 
@@ -116,6 +131,12 @@ func putScratch(s *scratch) {
 // Apply decides an HTTP request body (Chat Completions, Responses, Messages)
 // and produces what to forward.
 func (p *Policy) Apply(req *Request, body []byte) Result {
+	res, _ := p.applyCounted(req, body)
+	return res
+}
+
+// applyCounted is Apply, also reporting the work it did.
+func (p *Policy) applyCounted(req *Request, body []byte) (Result, work) {
 	s := getScratch()
 	defer putScratch(s)
 	res := Result{Body: body, Policed: true}
@@ -123,17 +144,17 @@ func (p *Policy) Apply(req *Request, body []byte) Result {
 	if err != nil {
 		res.Status, res.Err = 400, err
 		res.Decision = Decision{Group: req.Group, Action: ActionBlock}
-		return res
+		return res, s.work
 	}
 	if !isObj {
 		s.doc = object{}
 	}
 	if req.Endpoint.Anthropic() {
 		p.applyAnthropic(req, body, s, &res)
-		return res
+		return res, s.work
 	}
 	p.applyOpenAI(req, body, s, &res, false)
-	return res
+	return res, s.work
 }
 
 // ApplyFrame decides a WebSocket client frame. Only response.create frames
@@ -141,6 +162,12 @@ func (p *Policy) Apply(req *Request, body []byte) Result {
 // A frame that is not valid JSON cannot be told apart from a response.create
 // a lenient reader would accept, so it is refused with Status 400.
 func (p *Policy) ApplyFrame(req *Request, frame []byte) Result {
+	res, _ := p.applyFrameCounted(req, frame)
+	return res
+}
+
+// applyFrameCounted is ApplyFrame, also reporting the work it did.
+func (p *Policy) applyFrameCounted(req *Request, frame []byte) (Result, work) {
 	s := getScratch()
 	defer putScratch(s)
 	res := Result{Body: frame}
@@ -148,14 +175,14 @@ func (p *Policy) ApplyFrame(req *Request, frame []byte) Result {
 	if err != nil {
 		res.Status, res.Err, res.Policed = 400, err, true
 		res.Decision = Decision{Group: req.Group, Action: ActionBlock}
-		return res
+		return res, s.work
 	}
-	if !isObj || !hasStringMember(frame, &s.doc, keyType, "response.create") {
-		return res
+	if !isObj || !hasStringMember(frame, &s.doc, kindType, "response.create") {
+		return res, s.work
 	}
 	res.Policed = true
 	p.applyOpenAI(req, frame, s, &res, true)
-	return res
+	return res, s.work
 }
 
 // nestedResponse is a "response" member of a frame whose value is an object.
@@ -171,56 +198,77 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 	tiers := s.tiers[:0]
 	models := s.models[:0]
 	var nested []nestedResponse
+	var count occurrences
 	stream := 0 // 1: every stream member is true; -1: one is not
 	for i, m := range top.members {
-		key := body[m.keyStart:m.keyEnd]
+		s.work.visits++
 		val := body[m.valStart:m.valEnd]
-		switch {
-		case keyEquals(key, keyServiceTier):
+		switch classifyKey(body[m.keyStart:m.keyEnd]) {
+		case kindServiceTier:
+			count.tiers++
 			tiers = append(tiers, tierOfValue(val))
-		case keyEquals(key, keyModel):
+		case kindModel:
+			count.models++
 			if v, ok := stringValue(nil, val); ok {
 				models = append(models, string(v))
 			}
-		case keyEquals(key, keyStream):
+		case kindStream:
 			if string(val) == "true" && stream >= 0 {
 				stream = 1
 			} else {
 				stream = -1
 			}
-		case frame && keyEquals(key, keyResponse):
+		case kindResponse:
+			if !frame {
+				break
+			}
 			var o object
 			if scanNested(body, m.valStart, m.valEnd, &o) {
 				nested = append(nested, nestedResponse{member: i, obj: o})
 			}
 		}
+		if count.over() {
+			refuseTooMany(req, res)
+			return
+		}
 	}
+	topModels := len(models)
 	for _, n := range nested {
 		for _, m := range n.obj.members {
-			if keyEquals(body[m.keyStart:m.keyEnd], keyServiceTier) {
+			s.work.visits++
+			switch classifyKey(body[m.keyStart:m.keyEnd]) {
+			case kindServiceTier:
+				count.tiers++
 				tiers = append(tiers, tierOfValue(body[m.valStart:m.valEnd]))
-			}
-		}
-	}
-	if len(models) == 0 && frame {
-		for _, n := range nested {
-			for _, m := range n.obj.members {
-				if keyEquals(body[m.keyStart:m.keyEnd], keyModel) {
-					if v, ok := stringValue(nil, body[m.valStart:m.valEnd]); ok {
-						models = append(models, string(v))
-					}
+			case kindModel:
+				// A model under response is a candidate beside the
+				// session's, not instead of it (Realtime's response.model).
+				count.models++
+				if v, ok := stringValue(nil, body[m.valStart:m.valEnd]); ok {
+					models = append(models, string(v))
 				}
 			}
-		}
-		if len(models) == 0 {
-			models = append(models, req.SessionModels...)
+			if count.over() {
+				refuseTooMany(req, res)
+				return
+			}
 		}
 	}
-	res.Stream = stream == 1 || frame
 	if len(models) > 0 {
 		res.RequestModel = models[len(models)-1]
+		if topModels > 0 {
+			res.RequestModel = models[topModels-1]
+		}
 	}
-	res.Decision = p.Evaluate(req.Endpoint, req.Group, tiers, models)
+	if topModels == 0 && frame {
+		models = append(models, req.SessionModels...)
+		if res.RequestModel == "" && len(req.SessionModels) > 0 {
+			res.RequestModel = req.SessionModels[len(req.SessionModels)-1]
+		}
+	}
+	models = append(models, req.PathModels...)
+	res.Stream = stream == 1 || frame
+	res.Decision = p.evaluate(req.Endpoint, req.Group, tiers, models, &s.work)
 	p.applyBudgets(&res.Decision, req.Spend, models)
 	if res.Action == ActionBlock {
 		res.Status = refusalOf(&res.Decision).Status()
@@ -237,6 +285,7 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 		want = quotedTier[res.Sent]
 	}
 	topEdits := planTier(body, top, keep, want, s)
+	carried := count.tiers > 0
 	for _, n := range nested {
 		if e := planTier(body, &n.obj, keep, want, nil); e != nil {
 			if topEdits == nil {
@@ -246,7 +295,10 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 		}
 	}
 	var adds []string
-	if res.Forced && res.Action == ActionPass && !anyMember(body, top, keyServiceTier) && !anyNested(body, nested, keyServiceTier) {
+	// Force adds a key only where none was sent, and never to a Realtime
+	// frame: Realtime has no service_tier parameter, and an unknown one may
+	// fail the turn (DESIGN.md, Evaluation 6).
+	if res.Forced && res.Action == ActionPass && !carried && req.Endpoint != EndpointRealtime {
 		adds = append(adds, `"service_tier":`+res.Sent.quoted())
 	}
 	if req.EnsureUsage && req.Endpoint == EndpointChatCompletions && stream == 1 {
@@ -255,6 +307,28 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 		res.UsageAdded = added
 	}
 	s.emit(req, body, topEdits, adds, res)
+}
+
+// maxOccurrences bounds the occurrences of service_tier, model or speed a
+// body or frame may carry at the levels read (DESIGN.md, Evaluation 4):
+// every occurrence is judged, and no honest client repeats a key 65 times.
+const maxOccurrences = 64
+
+// ErrTooManyOccurrences is Result.Err for a body or frame with more than 64
+// occurrences of service_tier, model or speed at the levels read.
+var ErrTooManyOccurrences = errors.New("more than 64 occurrences of service_tier, model or speed")
+
+// occurrences counts the raw (folded) occurrences of the keys judged.
+type occurrences struct{ tiers, models, speeds int }
+
+func (c *occurrences) over() bool {
+	return c.tiers > maxOccurrences || c.models > maxOccurrences || c.speeds > maxOccurrences
+}
+
+// refuseTooMany refuses a body or frame that carries too many occurrences.
+func refuseTooMany(req *Request, res *Result) {
+	res.Status, res.Err = 400, ErrTooManyOccurrences
+	res.Decision = Decision{Group: req.Group, Action: ActionBlock, Requested: TierNone}
 }
 
 // emit writes the body with the top-level object's edits and additions
@@ -280,41 +354,66 @@ func (s *scratch) emit(req *Request, body []byte, edits []edit, adds []string, r
 type edit struct {
 	remove  bool
 	replace []byte // non-nil: the member's new value
+	rename  string // non-empty: the member's new key, a folded spelling made canonical
 }
 
 // planTier plans the service_tier members of one object. With keep false
 // every one is removed; with keep true exactly one is left, the last,
-// carrying want when it is non-nil (a forced tier) and otherwise the
-// canonical spelling of its own value (a value tiergate does not recognise
-// is kept as it is). It returns nil when the object needs no change.
+// named service_tier (a folded spelling is renamed) and carrying want when
+// it is non-nil (a forced tier) and otherwise the canonical spelling of its
+// own value (a value tiergate does not recognise is kept as it is). It
+// returns nil when the object needs no change.
 //
 // Top-level plans use s's storage; nested ones (s nil) allocate.
 func planTier(body []byte, obj *object, keep bool, want []byte, s *scratch) []edit {
-	var idx [8]int
-	found := membersNamed(idx[:0], body, obj, keyServiceTier)
-	if len(found) == 0 {
+	first, last, n := membersOfKind(body, obj, kindServiceTier, s)
+	if n == 0 {
 		return nil
 	}
-	li := found[len(found)-1]
-	lastVal := body[obj.members[li].valStart:obj.members[li].valEnd]
+	lm := obj.members[last]
+	lastVal := body[lm.valStart:lm.valEnd]
 	if keep && want == nil {
 		want = quotedTier[tierOfValue(lastVal)]
 	}
 	replace := keep && want != nil && !bytes.Equal(lastVal, want)
-	if keep && len(found) == 1 && !replace {
+	rename := keep && !canonicalKey(body[lm.keyStart:lm.keyEnd], kindServiceTier)
+	if keep && n == 1 && !replace && !rename {
 		return nil
 	}
 	edits := s.topEdits(len(obj.members))
-	for _, i := range found[:len(found)-1] {
-		edits[i].remove = true
+	for i := first; i < last; i++ {
+		if n > 1 && classifyKey(body[obj.members[i].keyStart:obj.members[i].keyEnd]) == kindServiceTier {
+			edits[i].remove = true
+		}
 	}
 	switch {
 	case !keep:
-		edits[li].remove = true
+		edits[last].remove = true
 	case replace:
-		edits[li].replace = want
+		edits[last].replace = want
+	}
+	if rename {
+		edits[last].rename = keyServiceTier
 	}
 	return edits
+}
+
+// membersOfKind finds obj's members of kind k: the first's and the last's
+// index and how many there are.
+func membersOfKind(body []byte, obj *object, k keyKind, s *scratch) (first, last, n int) {
+	for i, m := range obj.members {
+		if s != nil {
+			s.work.visits++
+		}
+		if classifyKey(body[m.keyStart:m.keyEnd]) == k {
+			if n == 0 {
+				first = i
+			}
+			last = i
+			n++
+		}
+	}
+	return first, last, n
 }
 
 // quotedTier holds the JSON token of each concrete tier (nil otherwise).
@@ -353,11 +452,18 @@ func rebuild(dst, src []byte, obj *object, edits []edit, adds []string) []byte {
 			dst = append(dst, src[obj.members[i-1].valEnd:m.keyStart]...)
 		}
 		first = false
+		from := m.keyStart
+		if e.rename != "" {
+			dst = append(dst, '"')
+			dst = append(dst, e.rename...)
+			dst = append(dst, '"')
+			from = m.keyEnd
+		}
 		if e.replace != nil {
-			dst = append(dst, src[m.keyStart:m.valStart]...)
+			dst = append(dst, src[from:m.valStart]...)
 			dst = append(dst, e.replace...)
 		} else {
-			dst = append(dst, src[m.keyStart:m.valEnd]...)
+			dst = append(dst, src[from:m.valEnd]...)
 		}
 	}
 	for _, a := range adds {
@@ -375,7 +481,7 @@ func rebuild(dst, src []byte, obj *object, edits []edit, adds []string) []byte {
 func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s *scratch) ([]edit, []string, bool) {
 	seen, added := false, false
 	for i, m := range top.members {
-		if !keyEquals(body[m.keyStart:m.keyEnd], keyStreamOptions) {
+		if classifyKey(body[m.keyStart:m.keyEnd]) != kindStreamOptions {
 			continue
 		}
 		seen = true
@@ -389,7 +495,7 @@ func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s
 			scanNested(body, m.valStart, m.valEnd, &o)
 			ok, n := true, 0
 			for _, om := range o.members {
-				if keyEquals(body[om.keyStart:om.keyEnd], keyIncludeUsage) {
+				if classifyKey(body[om.keyStart:om.keyEnd]) == kindIncludeUsage {
 					n++
 					ok = ok && string(body[om.valStart:om.valEnd]) == "true"
 				}
@@ -399,7 +505,7 @@ func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s
 			}
 			oe := make([]edit, len(o.members))
 			for j, om := range o.members {
-				oe[j].remove = keyEquals(body[om.keyStart:om.keyEnd], keyIncludeUsage)
+				oe[j].remove = classifyKey(body[om.keyStart:om.keyEnd]) == kindIncludeUsage
 			}
 			repl = rebuild(nil, body, &o, oe, []string{`"include_usage":true`})
 		default:
@@ -453,40 +559,21 @@ func parseTierBytes(b []byte) Tier {
 	return ParseTier(string(b))
 }
 
-// membersNamed appends to dst the indices of obj's members named key, in
-// order.
-func membersNamed(dst []int, body []byte, obj *object, key string) []int {
-	for i, m := range obj.members {
-		if keyEquals(body[m.keyStart:m.keyEnd], key) {
-			dst = append(dst, i)
-		}
-	}
-	return dst
-}
-
-func anyMember(body []byte, obj *object, key string) bool {
+// anyOfKind reports whether obj has a member of kind k.
+func anyOfKind(body []byte, obj *object, k keyKind) bool {
 	for _, m := range obj.members {
-		if keyEquals(body[m.keyStart:m.keyEnd], key) {
+		if classifyKey(body[m.keyStart:m.keyEnd]) == k {
 			return true
 		}
 	}
 	return false
 }
 
-func anyNested(body []byte, nested []nestedResponse, key string) bool {
-	for i := range nested {
-		if anyMember(body, &nested[i].obj, key) {
-			return true
-		}
-	}
-	return false
-}
-
-// hasStringMember reports whether any member named key has the string value
+// hasStringMember reports whether any member of kind k has the string value
 // want (after unescaping).
-func hasStringMember(body []byte, obj *object, key, want string) bool {
+func hasStringMember(body []byte, obj *object, k keyKind, want string) bool {
 	for _, m := range obj.members {
-		if keyEquals(body[m.keyStart:m.keyEnd], key) {
+		if classifyKey(body[m.keyStart:m.keyEnd]) == k {
 			var buf [32]byte
 			if v, ok := stringValue(buf[:0], body[m.valStart:m.valEnd]); ok && string(v) == want {
 				return true

@@ -305,22 +305,6 @@ func isHex(c byte) bool {
 	return ('0' <= c && c <= '9') || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F')
 }
 
-// keyEquals reports whether the key token tok (quotes included) names name
-// once JSON escapes are undone: "service\u005ftier" is service_tier.
-func keyEquals(tok []byte, name string) bool {
-	raw := tok[1 : len(tok)-1]
-	if len(raw) == len(name) && string(raw) == name {
-		return true
-	}
-	// An escaped spelling is longer than the name; anything else is not it.
-	if len(raw) <= len(name) || bytes.IndexByte(raw, '\\') < 0 {
-		return false
-	}
-	var buf [64]byte
-	s, ok := unescape(buf[:0], raw)
-	return ok && string(s) == name
-}
-
 // stringValue returns the content of the string token tok, unescaped, into
 // buf's storage when it fits. ok is false when tok is not a string.
 func stringValue(buf []byte, tok []byte) (s []byte, ok bool) {

@@ -82,7 +82,7 @@ func TestBudgetJudgesEveryResponseCreate(t *testing.T) {
 	if len(recs) != 2 {
 		t.Fatalf("%d records, want 2", len(recs))
 	}
-	checkRecord(t, recs[0], map[string]any{"action": "pass", "service_tier_sent": "priority", "budget": nil})
+	checkRecord(t, recs[0], map[string]any{"action": "pass", "service_tier_sent": "priority", "budget": "none"})
 	checkRecord(t, recs[1], map[string]any{"action": "filter", "service_tier_sent": "none", "budget": "team-a-priority"})
 }
 

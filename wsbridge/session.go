@@ -79,7 +79,7 @@ func newSession(b *Bridge, ep policy.Endpoint, r *http.Request, client, up *webs
 		u2cDone:   make(chan struct{}),
 	}
 	if r.URL.RawQuery != "" {
-		s.models.current = r.URL.Query().Get("model")
+		s.models.connect(r.URL.Query()["model"])
 	}
 	return s
 }
@@ -188,6 +188,10 @@ type models struct {
 	// the upstream reports none (the Responses API), the model of the last
 	// response.create that named one.
 	current string
+	// requested are the ?model= parameters of the connection beyond the
+	// first (the first is current): the upstream may run under any of
+	// them until it reports which, so each is a candidate until then.
+	requested []string
 	// reported is the model the upstream itself last reported; a Realtime
 	// turn's response names none, so its record takes this one.
 	reported string
@@ -208,11 +212,26 @@ type claim struct {
 // refused rather than holding memory without end.
 const maxClaimed = 256
 
+// connect takes the connection's ?model= parameters.
+func (m *models) connect(params []string) {
+	for _, p := range params {
+		if p == "" {
+			continue
+		}
+		if m.current == "" {
+			m.current = p
+		} else if len(m.requested) < maxClaimed {
+			m.requested = append(m.requested, p)
+		}
+	}
+}
+
 // candidates appends the models a frame that names none may run under.
 func (m *models) candidates(dst []string) []string {
 	if m.current != "" {
 		dst = append(dst, m.current)
 	}
+	dst = append(dst, m.requested...)
 	for _, c := range m.claims {
 		dst = append(dst, c.models...)
 	}
@@ -243,6 +262,7 @@ func (m *models) reportedBy(model string, updated bool) {
 		return
 	}
 	m.current, m.reported = model, model
+	m.requested = nil // the upstream has said which model it runs
 	if updated && len(m.claims) > 0 {
 		m.claimed -= len(m.claims[0].models)
 		m.claims[0] = claim{}
@@ -255,18 +275,28 @@ func (m *models) reportedBy(model string, updated bool) {
 
 // refused drops the claim of a session.update the upstream answered with an
 // error (matched by the client's event_id); it reports whether one matched.
+// An event_id that several pending claims share names none of them for
+// certain, so none is dropped: a client that repeats an id must not get
+// another frame's claim dropped by the error its decoy draws.
 func (m *models) refused(eventID string) bool {
 	if eventID == "" {
 		return false
 	}
+	at := -1
 	for i, c := range m.claims {
 		if c.eventID == eventID {
-			m.claimed -= len(c.models)
-			m.claims = append(m.claims[:i], m.claims[i+1:]...)
-			return true
+			if at >= 0 {
+				return true // ambiguous: answered, but nothing dropped
+			}
+			at = i
 		}
 	}
-	return false
+	if at < 0 {
+		return false
+	}
+	m.claimed -= len(m.claims[at].models)
+	m.claims = append(m.claims[:at], m.claims[at+1:]...)
+	return true
 }
 
 // named takes the model a forwarded response.create named. It settles the
@@ -308,26 +338,28 @@ func readFrame(frame []byte, policed bool) frameMeta {
 	if !policed && !bytes.Contains(frame, sessionUpdateType) && bytes.IndexByte(frame, '\\') < 0 {
 		return m
 	}
+	// Keys are read as the policy reads them, folded (policy.KeyIs): an
+	// upstream's reader may take "Type" or "SESSION" for type and session.
 	var sessions []gjson.Result
 	gjson.Parse(view(frame)).ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
-		case "type":
+		switch key := []byte(k.Raw); {
+		case policy.KeyIs(key, "type"):
 			m.update = m.update || v.Type == gjson.String && v.Str == "session.update"
-		case "stream_id":
+		case k.Str == "stream_id":
 			if v.Type == gjson.String {
 				m.streamID = v.Str
 			}
-		case "event_id":
+		case k.Str == "event_id":
 			if v.Type == gjson.String {
 				m.eventID = v.Str
 			}
-		case "model":
+		case policy.KeyIs(key, "model"):
 			m.named = m.named || v.Type == gjson.String
-		case "response":
-			if v.IsObject() && v.Get("model").Type == gjson.String {
+		case policy.KeyIs(key, "response"):
+			if v.IsObject() && len(stringModels(nil, v)) > 0 {
 				m.named = true
 			}
-		case "session":
+		case policy.KeyIs(key, "session"):
 			if v.IsObject() {
 				sessions = append(sessions, v)
 			}
@@ -336,18 +368,25 @@ func readFrame(frame []byte, policed bool) frameMeta {
 	})
 	if m.update {
 		for _, sess := range sessions {
-			sess.ForEach(func(k, v gjson.Result) bool {
-				if k.Str == "model" && v.Type == gjson.String {
-					m.claimed = append(m.claimed, strings.Clone(v.Str))
-				}
-				return true
-			})
+			m.claimed = stringModels(m.claimed, sess)
 		}
 	}
 	// Copies: the strings point into frame, whose buffer is reused.
 	m.streamID = strings.Clone(m.streamID)
 	m.eventID = strings.Clone(m.eventID)
 	return m
+}
+
+// stringModels appends (as copies) the string values of obj's members
+// that a reader may take for model.
+func stringModels(dst []string, obj gjson.Result) []string {
+	obj.ForEach(func(k, v gjson.Result) bool {
+		if v.Type == gjson.String && policy.KeyIs([]byte(k.Raw), "model") {
+			dst = append(dst, strings.Clone(v.Str))
+		}
+		return true
+	})
+	return dst
 }
 
 // writeClient writes one frame to the client outside the relay pump (the

@@ -2,6 +2,7 @@ package wsbridge
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"time"
 
@@ -460,7 +461,7 @@ func (s *session) turnRecord(t *turn, pol *policy.Policy, group, status string, 
 		ServiceTierSent:      t.sent.String(),
 		Action:               t.action.String(),
 		Rule:                 t.rule,
-		Budget:               t.budget,
+		Budget:               policy.BudgetLabel(t.budget),
 		PolicySha256:         pol.SHA256(),
 		Stream:               true,
 		Status:               status,
@@ -481,10 +482,12 @@ func (s *session) turnRecord(t *turn, pol *policy.Policy, group, status string, 
 // upstream, which is closed normally.
 func (s *session) refuse(res *policy.Result) {
 	refusal, msg := policy.RefusalPolicy, res.Message
-	if res.Budget != "" {
+	switch {
+	case errors.Is(res.Err, policy.ErrTooManyOccurrences):
+		refusal, msg = policy.RefusalTooManyOccurrences, "the frame repeats service_tier, model or speed more than 64 times"
+	case res.Budget != "":
 		refusal = policy.RefusalBudget
-	}
-	if res.Status == 400 {
+	case res.Status == 400:
 		refusal, msg = policy.RefusalInvalidJSON, "the frame is not valid JSON"
 		if res.Err != nil {
 			msg += ": " + res.Err.Error()
@@ -509,8 +512,11 @@ func (s *session) refuseOverload(group, msg string) {
 // not JSON. retryAfter is a budget refusal's seconds to its window's end.
 func (s *session) refuseWith(r policy.Refusal, msg string, t *turn, judged policy.Tier, retryAfter int64) {
 	code, status := websocket.StatusPolicyViolation, usage.StatusBlocked
-	if r == policy.RefusalInvalidJSON {
+	switch r {
+	case policy.RefusalInvalidJSON:
 		code, status = websocket.StatusInvalidFramePayloadData, usage.StatusRefused
+	case policy.RefusalTooManyOccurrences:
+		status = usage.StatusRefused
 	}
 	s.stopRelay.Store(true) // the upstream pump must not slip a frame in before the close
 	event := policy.ErrorEvent(r, msg)

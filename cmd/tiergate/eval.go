@@ -88,7 +88,7 @@ func runEval(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if int64(len(body)) > *maxBody {
 		return fmt.Errorf("body larger than --max-body-bytes (%d)", *maxBody)
 	}
-	ep := policy.EndpointForPath(*path)
+	ep, deployment := policy.ParsePath(*path)
 	dec := evalDecision{Endpoint: ep.String(), Action: "pass", ServiceTierRequested: "none", ServiceTierSent: "none"}
 	if ep == policy.EndpointUnknown {
 		// Not policed: the ext_proc server lets it through untouched.
@@ -102,7 +102,7 @@ func runEval(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return ""
 	}
 	out := p.DecideHTTP(&policy.HTTPRequest{
-		Endpoint: ep, Header: get, Beta: hdr["anthropic-beta"], Body: body, MaxDecoded: *maxBody,
+		Endpoint: ep, Deployment: deployment, Header: get, Beta: hdr["anthropic-beta"], Body: body, MaxDecoded: *maxBody,
 	})
 	dec.Group, dec.Model = out.Group, out.RequestModel
 	dec.ServiceTierRequested, dec.ServiceTierSent = out.Requested.String(), out.Sent.String()

@@ -202,6 +202,12 @@ func TestEval(t *testing.T) {
 			decision: map[string]any{"status": 400.0},
 		},
 		{
+			name: "an Azure deployment is judged as the model it aliases", args: []string{"--config", "testdata/good.yaml", "--path", "/openai/deployments/gpt-latest/chat/completions/"},
+			body: []byte(`{"model":"gpt-4o","SERVICE_TIER":"priority"}`), code: 3,
+			stdout:   `{"error":{"message":"priority is reserved for the codex-fast group","type":"forbidden_error","param":"service_tier","code":"policy_violation"}}`,
+			decision: map[string]any{"endpoint": "chat_completions", "action": "block", "rule": "no-priority-on-gpt-5.5", "status": 403.0},
+		},
+		{
 			name: "an unpoliced path passes untouched", args: []string{"--path", "/v1/embeddings"},
 			body: readFile(t, "responses-priority.json"), code: 0,
 			stdout:   string(readFile(t, "responses-priority.json")),

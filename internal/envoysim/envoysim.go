@@ -39,6 +39,9 @@ type Proxy struct {
 	// StripHeaders are removed from what goes upstream, as the route's
 	// request_headers_to_remove does (envoy.yaml: x-tiergate-group).
 	StripHeaders []string
+	// SkipRequestHeaders plays a filter set to request_header_mode: SKIP:
+	// the stream opens with the request body.
+	SkipRequestHeaders bool
 
 	mu       sync.Mutex
 	metadata []*structpb.Struct
@@ -122,35 +125,54 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) error {
 		return local(400, "read body: %v", err)
 	}
 	hdr := requestHeaderMap(r)
-	resp, err := st.exchange(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
-		RequestHeaders: &extprocv3.HttpHeaders{Headers: hdr, EndOfStream: len(body) == 0},
-	}})
-	if err != nil {
-		return err
+	// Envoy encodes the filter's protocol configuration in the stream's
+	// first message only.
+	config := &extprocv3.ProtocolConfiguration{
+		RequestBodyMode:  filterv3.ProcessingMode_BUFFERED,
+		ResponseBodyMode: filterv3.ProcessingMode_STREAMED,
 	}
-	if ir := resp.GetImmediateResponse(); ir != nil {
-		return p.writeImmediate(w, ir, resp)
-	}
-	hr, ok := resp.Response.(*extprocv3.ProcessingResponse_RequestHeaders)
-	if !ok {
-		return local(500, "ext_proc answered request headers with %T", resp.Response)
-	}
-	if err := applyHeaderMutation(hdr, hr.RequestHeaders.GetResponse().GetHeaderMutation()); err != nil {
-		return err
-	}
-	p.keepMetadata(resp)
 	bodyMode, respHeaders, respBody := filterv3.ProcessingMode_BUFFERED, true, true
-	if mo := resp.GetModeOverride(); mo != nil {
-		// allow_mode_override: true in envoy.yaml.
-		bodyMode = mo.RequestBodyMode
-		respHeaders = mo.ResponseHeaderMode != filterv3.ProcessingMode_SKIP
-		respBody = mo.ResponseBodyMode != filterv3.ProcessingMode_NONE
+	if !p.SkipRequestHeaders {
+		resp, err := st.exchange(&extprocv3.ProcessingRequest{
+			Request: &extprocv3.ProcessingRequest_RequestHeaders{
+				RequestHeaders: &extprocv3.HttpHeaders{Headers: hdr, EndOfStream: len(body) == 0},
+			},
+			ProtocolConfig: config,
+		})
+		if err != nil {
+			return err
+		}
+		config = nil
+		if ir := resp.GetImmediateResponse(); ir != nil {
+			return p.writeImmediate(w, ir, resp)
+		}
+		hr, ok := resp.Response.(*extprocv3.ProcessingResponse_RequestHeaders)
+		if !ok {
+			return local(500, "ext_proc answered request headers with %T", resp.Response)
+		}
+		if err := applyHeaderMutation(hdr, hr.RequestHeaders.GetResponse().GetHeaderMutation()); err != nil {
+			return err
+		}
+		p.keepMetadata(resp)
+		if mo := resp.GetModeOverride(); mo != nil {
+			// allow_mode_override: true in envoy.yaml.
+			bodyMode = mo.RequestBodyMode
+			respHeaders = mo.ResponseHeaderMode != filterv3.ProcessingMode_SKIP
+			respBody = mo.ResponseBodyMode != filterv3.ProcessingMode_NONE
+		}
 	}
 
 	if len(body) > 0 && bodyMode == filterv3.ProcessingMode_BUFFERED {
-		resp, err := st.exchange(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
-			RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true},
-		}})
+		// A request with trailers: Envoy sends the buffered body when the
+		// trailers arrive, without end_of_stream, and (request_trailer_mode:
+		// SKIP in envoy.yaml) sends the trailers no further.
+		trailers := len(r.Trailer) > 0
+		resp, err := st.exchange(&extprocv3.ProcessingRequest{
+			Request: &extprocv3.ProcessingRequest_RequestBody{
+				RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: !trailers},
+			},
+			ProtocolConfig: config,
+		})
 		if err != nil {
 			return err
 		}

@@ -307,6 +307,10 @@ type Config struct {
 	Identity *Identity `protobuf:"bytes,3,opt,name=identity,proto3" json:"identity,omitempty"`
 	// Client model name -> upstream model name. Used for matching rules only;
 	// the request body is never rewritten. Keys and values must be non-blank.
+	// On an Azure-style path (`…/openai/deployments/<name>/…`) the deployment
+	// name is judged as a model too (through these aliases): alias each
+	// deployment to the model it serves, or rules keyed on model names will
+	// not match it.
 	ModelAliases map[string]string `protobuf:"bytes,4,rep,name=model_aliases,json=modelAliases,proto3" json:"model_aliases,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Metric label settings.
 	Metrics *Metrics `protobuf:"bytes,5,opt,name=metrics,proto3" json:"metrics,omitempty"`
@@ -1034,7 +1038,11 @@ type Rule struct {
 	// Models this rule applies to: an exact name, or a prefix ending in `*`
 	// ("gpt-5.5-*"). "*" alone matches every model, including a request that
 	// names none. Case-sensitive. Empty: every model. Entries must not be blank.
-	// The model matched is the request's model after model_aliases.
+	// The model matched is the request's model after model_aliases. When a
+	// request has several candidate models (each `model` occurrence, an Azure
+	// deployment, every Realtime `?model=`, a frame's `response.model` beside
+	// the session's, an Anthropic fallback's own model), each is judged and the
+	// strictest outcome wins.
 	ModelWhitelist []string `protobuf:"bytes,5,rep,name=model_whitelist,json=modelWhitelist,proto3" json:"model_whitelist,omitempty"`
 	// Action for models outside a non-empty model_whitelist. Absent: the rule
 	// does not match those models and evaluation goes on to the next rule.
@@ -1152,6 +1160,9 @@ type Group struct {
 	// before the rules run, whether or not it sent one; the rules then judge
 	// the forced tier. On Anthropic, priority means fast mode (`speed: fast`
 	// plus the beta token `fast-mode-2026-02-01`); any other tier removes it.
+	// A key the client sent (in any folded spelling) is rewritten as
+	// `service_tier`; none is added to a Realtime frame that carries none, as
+	// Realtime has no `service_tier` parameter.
 	ForceServiceTier ServiceTier `protobuf:"varint,2,opt,name=force_service_tier,json=forceServiceTier,proto3,enum=tiergate.v1.ServiceTier" json:"force_service_tier,omitempty"`
 	// Lower-case hex SHA-256 digests (64 characters) of the API keys that
 	// belong to this group, as printed by `printf %s "$KEY" | sha256sum`.

@@ -98,8 +98,8 @@ type UsageRecord struct {
 	Status string `protobuf:"bytes,20,opt,name=status,proto3" json:"status,omitempty"`
 	// The HTTP status the client received, where there is one.
 	HttpStatus *uint32 `protobuf:"varint,21,opt,name=http_status,json=httpStatus,proto3,oneof" json:"http_status,omitempty"`
-	// The budget that acted on the request (filtered its tier or refused it
-	// with 429); empty when none did. Numbered apart from the cost fields.
+	// The budget that acted on the request or turn (filtered its tier or
+	// refused it with 429); "none" when none did.
 	Budget        string `protobuf:"bytes,30,opt,name=budget,proto3" json:"budget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1,0 +1,424 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// These tests hold the classes of input that hostile testing found to slip
+// past the policy (DESIGN.md, Evaluation steps 1, 4 and 6).
+
+const hostilePolicy = `
+rules:
+- {name: block-55, service_tier: priority, action: block, model_whitelist: ["gpt-5.5"]}
+- {name: strip, service_tier: priority, action: filter, model_whitelist: ["gpt-4o"]}
+- {name: ok, service_tier: priority, action: pass}
+groups:
+- {name: forced, force_service_tier: priority}
+model_aliases:
+  my-deployment: gpt-5.5
+`
+
+type hostileCase struct {
+	name     string
+	endpoint Endpoint
+	group    string
+	session  []string
+	path     []string // Request.PathModels
+	body     string
+	action   Action
+	status   int
+	out      string // "" = unchanged
+	requests Tier   // Decision.Requested, when not TierNone
+}
+
+func runHostile(t *testing.T, p *Policy, cases []hostileCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req := &Request{Endpoint: tc.endpoint, Group: tc.group, SessionModels: tc.session, PathModels: tc.path}
+			var res Result
+			if tc.endpoint == EndpointResponsesWS || tc.endpoint == EndpointRealtime {
+				res = p.ApplyFrame(req, []byte(tc.body))
+			} else {
+				res = p.Apply(req, []byte(tc.body))
+			}
+			if res.Action != tc.action || res.Status != tc.status {
+				t.Fatalf("action=%v status=%d (%v), want action=%v status=%d", res.Action, res.Status, res.Err, tc.action, tc.status)
+			}
+			if tc.requests != TierNone && res.Requested != tc.requests {
+				t.Errorf("requested = %v, want %v", res.Requested, tc.requests)
+			}
+			if tc.status != 0 {
+				return
+			}
+			want := tc.out
+			if want == "" {
+				want = tc.body
+			}
+			if string(res.Body) != want {
+				t.Errorf("body = %s\n want %s", res.Body, want)
+			}
+		})
+	}
+}
+
+func TestFoldedKeysAreOccurrences(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, hostilePolicy)
+	runHostile(t, p, []hostileCase{
+		{
+			name: "an upper-case service tier key is filtered", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-4o","SERVICE_TIER":"priority"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a mixed-case key is filtered", endpoint: EndpointChatCompletions,
+			body:   `{"model":"gpt-4o","Service_Tier":"priority"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "the long s folds to s, raw", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-4o","ſervice_tier":"priority"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "the long s folds to s, escaped", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-4o","\u017fervice_tier":"priority"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "camelCase is what encoding/json/v2 reads as service_tier", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-4o","serviceTier":"priority"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a hyphenated key is filtered", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-4o","service-tier":"priority"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a folded model key names the model that is judged", endpoint: EndpointResponses,
+			body:   `{"MODEL":"gpt-5.5","service_tier":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a passed folded key is renamed service_tier at its place", endpoint: EndpointResponses,
+			body:   `{"SERVICE_TIER":"priority","model":"gpt-5"}`,
+			action: ActionPass, out: `{"service_tier":"priority","model":"gpt-5"}`,
+		},
+		{
+			name: "exact and folded keys together leave one key, the last one's value", endpoint: EndpointResponses,
+			body:   `{"service_tier":"default","serviceTier":"fast","model":"gpt-5"}`,
+			action: ActionPass, out: `{"service_tier":"priority","model":"gpt-5"}`, requests: TierPriority,
+		},
+		{
+			name: "a forced group renames a folded key", endpoint: EndpointResponses, group: "forced",
+			body:   `{"Service-Tier":"flex","model":"gpt-5"}`,
+			action: ActionPass, out: `{"service_tier":"priority","model":"gpt-5"}`,
+		},
+		{
+			name: "a forced group adds no key beside a folded one", endpoint: EndpointResponses, group: "forced",
+			body:   `{"SERVICE_TIER":"priority","model":"gpt-5"}`,
+			action: ActionPass, out: `{"service_tier":"priority","model":"gpt-5"}`,
+		},
+		{
+			name: "a folded speed is fast mode", endpoint: EndpointMessages,
+			body:   `{"model":"gpt-4o","SPEED":"fast"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a folded fallbacks key is read", endpoint: EndpointMessages,
+			body:   `{"model":"gpt-4o","Fallbacks":[{"model":"gpt-4o","Speed":"fast"}]}`,
+			action: ActionFilter, out: `{"model":"gpt-4o","Fallbacks":[{"model":"gpt-4o"}]}`,
+		},
+		{
+			name: "a passed folded speed is renamed", endpoint: EndpointMessages,
+			body:   `{"model":"gpt-5","sPEED":"fast"}`,
+			action: ActionPass, out: `{"model":"gpt-5","speed":"fast"}`,
+		},
+		{
+			name: "a folded type makes a frame a response.create", endpoint: EndpointResponsesWS,
+			body:   `{"TYPE":"response.create","model":"gpt-4o","service_tier":"priority"}`,
+			action: ActionFilter, out: `{"TYPE":"response.create","model":"gpt-4o"}`,
+		},
+		{
+			name: "a folded response key is read", endpoint: EndpointResponsesWS, session: []string{"gpt-4o"},
+			body:   `{"type":"response.create","Response":{"serviceTier":"priority"}}`,
+			action: ActionFilter, out: `{"type":"response.create","Response":{}}`,
+		},
+		{
+			name: "a folded stream_options key gets include_usage", endpoint: EndpointChatCompletions,
+			body:   `{"model":"gpt-5","stream":true,"streamOptions":{"include_usage":true}}`,
+			action: ActionPass,
+		},
+	})
+}
+
+func TestRealtimeForceAddsNoKey(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, hostilePolicy)
+	runHostile(t, p, []hostileCase{
+		{
+			name: "a Realtime frame with no tier gets none", endpoint: EndpointRealtime, group: "forced", session: []string{"gpt-5"},
+			body:   `{"type":"response.create","response":{"instructions":"x"}}`,
+			action: ActionPass,
+		},
+		{
+			name: "a Realtime frame's own key is still rewritten", endpoint: EndpointRealtime, group: "forced", session: []string{"gpt-5"},
+			body:   `{"type":"response.create","response":{"service_tier":"flex"}}`,
+			action: ActionPass, out: `{"type":"response.create","response":{"service_tier":"priority"}}`,
+		},
+		{
+			name: "a Responses WebSocket frame still gets the forced tier", endpoint: EndpointResponsesWS, group: "forced", session: []string{"gpt-5"},
+			body:   `{"type":"response.create"}`,
+			action: ActionPass, out: `{"type":"response.create","service_tier":"priority"}`,
+		},
+	})
+}
+
+func TestEveryModelCandidateIsJudged(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, hostilePolicy)
+	runHostile(t, p, []hostileCase{
+		{
+			name: "response.model joins the session model rather than replacing it", endpoint: EndpointRealtime,
+			session: []string{"gpt-5.5"},
+			body:    `{"type":"response.create","response":{"model":"gpt-5","service_tier":"priority"}}`,
+			action:  ActionBlock, status: 403,
+		},
+		{
+			name: "a frame's top-level model and response.model are both judged", endpoint: EndpointResponsesWS,
+			body:   `{"type":"response.create","model":"gpt-5","response":{"model":"gpt-5.5"},"service_tier":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a deployment named in the path is a candidate", endpoint: EndpointChatCompletions,
+			path:   []string{"my-deployment"},
+			body:   `{"model":"gpt-5","service_tier":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a fallback's speed is judged against its own model", endpoint: EndpointMessages,
+			body:   `{"model":"gpt-5","fallbacks":[{"model":"gpt-5.5","speed":"fast"}]}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a fallback without a model is judged against the request's", endpoint: EndpointMessages,
+			body:   `{"model":"gpt-4o","fallbacks":[{"speed":"fast"}]}`,
+			action: ActionFilter, out: `{"model":"gpt-4o","fallbacks":[{}]}`,
+		},
+	})
+}
+
+func TestTooManyOccurrencesAreRefused(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, hostilePolicy)
+	many := func(key, val string, n int) string {
+		var b strings.Builder
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(`"` + key + `":` + val)
+		}
+		return b.String()
+	}
+	for _, tc := range []struct {
+		name     string
+		endpoint Endpoint
+		body     string
+		refused  bool
+	}{
+		{"64 tiers are judged", EndpointResponses, `{` + many("service_tier", `"priority"`, 64) + `}`, false},
+		{"65 tiers are refused", EndpointResponses, `{` + many("service_tier", `"priority"`, 65) + `}`, true},
+		{"65 folded tiers are refused", EndpointResponses, `{` + many("SERVICE_TIER", `"flex"`, 65) + `}`, true},
+		{"65 models are refused", EndpointChatCompletions, `{` + many("model", `"gpt-5"`, 65) + `}`, true},
+		{"65 speeds are refused", EndpointMessages, `{` + many("speed", `"fast"`, 65) + `}`, true},
+		{"tiers at the top and under response count together", EndpointResponsesWS,
+			`{"type":"response.create",` + many("service_tier", `"flex"`, 40) + `,"response":{` + many("service_tier", `"flex"`, 25) + `}}`, true},
+		{"fallback entries' models count", EndpointMessages,
+			`{"model":"gpt-5","fallbacks":[` + strings.Repeat(`{"model":"gpt-5"},`, 64) + `{"model":"gpt-5"}]}`, true},
+		{"other keys are not limited", EndpointResponses, `{` + many("input", `"x"`, 1000) + `}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req := &Request{Endpoint: tc.endpoint}
+			var res Result
+			if tc.endpoint == EndpointResponsesWS {
+				res = p.ApplyFrame(req, []byte(tc.body))
+			} else {
+				res = p.Apply(req, []byte(tc.body))
+			}
+			got := errors.Is(res.Err, ErrTooManyOccurrences)
+			if got != tc.refused || (got && (res.Status != 400 || res.Action != ActionBlock)) {
+				t.Fatalf("too many = %v (status %d, action %v, err %v), want %v", got, res.Status, res.Action, res.Err, tc.refused)
+			}
+		})
+	}
+}
+
+// growthBody is a body of about n members at each level read, with the
+// given number of occurrences of each key read at the top level, so that
+// any work that grows faster than the body shows.
+func growthBody(ep Endpoint, n, occurrences int) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"type":"response.create"`)
+	for i := range occurrences {
+		b.WriteString(`,"service_tier":"` + []string{"priority", "flex", "scale", "default"}[i%4] + `","model":"m` + strconv.Itoa(i%4) + `"`)
+		if ep == EndpointMessages {
+			b.WriteString(`,"speed":"fast"`)
+		}
+	}
+	for i := range n {
+		b.WriteString(`,"k` + strconv.Itoa(i) + `":{"service_tier":"priority","model":"x"}`)
+	}
+	b.WriteString(`,"response":{`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`"r` + strconv.Itoa(i) + `":1`)
+	}
+	b.WriteString(`},"fallbacks":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`{"max_tokens":1}`)
+	}
+	b.WriteString(`]}`)
+	return b.Bytes()
+}
+
+func TestEvaluationWorkIsLinearInTheBody(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, hostilePolicy)
+	session := make([]string, 256)
+	for i := range session {
+		session[i] = "s" + strconv.Itoa(i)
+	}
+	for _, tc := range []struct {
+		name        string
+		ep          Endpoint
+		occurrences func(n int) int
+	}{
+		{"a Responses body at the occurrence limit", EndpointResponses, func(int) int { return 64 }},
+		{"a frame at the occurrence limit", EndpointResponsesWS, func(int) int { return 64 }},
+		{"a Messages body at the occurrence limit", EndpointMessages, func(int) int { return 64 }},
+		{"a Responses body with n occurrences", EndpointResponses, func(n int) int { return n }},
+		{"a frame with n occurrences", EndpointResponsesWS, func(n int) int { return n }},
+		{"a Messages body with n occurrences", EndpointMessages, func(n int) int { return n }},
+	} {
+		ep := tc.ep
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var work [3]work
+			for i, n := range []int{2000, 4000, 8000} {
+				body := growthBody(ep, n, tc.occurrences(n))
+				req := &Request{Endpoint: ep, SessionModels: session, PathModels: []string{"d"}}
+				var res Result
+				if ep == EndpointResponsesWS {
+					res, work[i] = p.applyFrameCounted(req, body)
+				} else {
+					res, work[i] = p.applyCounted(req, body)
+				}
+				if res.Status != 0 && res.Status != 403 && !errors.Is(res.Err, ErrTooManyOccurrences) {
+					t.Fatalf("n=%d: status %d (%v)", n, res.Status, res.Err)
+				}
+			}
+			for i := 1; i < len(work); i++ {
+				// Doubling the body may at most (about) double the work.
+				if work[i].judgements > work[0].judgements+work[0].judgements/10 {
+					t.Errorf("judgements grow with the body: %+v", work)
+				}
+				if work[i].visits > 2*work[i-1].visits+work[i-1].visits/5 {
+					t.Errorf("members visited grow faster than the body: %+v", work)
+				}
+			}
+			// 4 distinct tiers, each judged once against each distinct
+			// candidate: 4 body models and the path's (the body names a
+			// model, so the session's are not candidates).
+			if work[0].judgements > 4*(4+1) {
+				t.Errorf("%d judgements for 4 distinct tiers and 5 distinct models: the candidates are not deduplicated", work[0].judgements)
+			}
+		})
+	}
+}
+
+func TestPathsAreNormalisedBeforeMatching(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		path       string
+		endpoint   Endpoint
+		deployment string
+	}{
+		{"/v1/responses/", EndpointResponses, ""},
+		{"/v1/responses//", EndpointResponses, ""},
+		{"/V1/Responses", EndpointResponses, ""},
+		{"/v1/respons%65s", EndpointResponses, ""},
+		{"/v1/chat/completions;x=1", EndpointChatCompletions, ""},
+		{"/v1/chat;a=b/completions", EndpointChatCompletions, ""},
+		{"/v1/chat/completions/", EndpointChatCompletions, ""},
+		{"/v1/messages/", EndpointMessages, ""},
+		{"/v1/MESSAGES?beta=true", EndpointMessages, ""},
+		{"/v1/x/../messages", EndpointMessages, ""},
+		{"/v1/./responses/./compact", EndpointResponses, ""},
+		{"/v1%2Fresponses", EndpointResponses, ""},
+		{"/openai/deployments/my-deployment/chat/completions?api-version=2024", EndpointChatCompletions, "my-deployment"},
+		{"/OpenAI/Deployments/My-Dep/responses/", EndpointResponses, "My-Dep"},
+		{"/openai/deployments/dep%2Dx/chat/completions", EndpointChatCompletions, "dep-x"},
+		{"/v1/models", EndpointUnknown, ""},
+		{"/v1/responses/resp_1", EndpointUnknown, ""},
+		{"/v1/messages/count_tokens", EndpointUnknown, ""},
+		{"/v1/responses/x/..", EndpointResponses, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.path, func(t *testing.T) {
+			t.Parallel()
+			ep, dep := ParsePath(tc.path)
+			if ep != tc.endpoint || dep != tc.deployment {
+				t.Errorf("ParsePath(%q) = %v, %q; want %v, %q", tc.path, ep, dep, tc.endpoint, tc.deployment)
+			}
+			if got := EndpointForPath(tc.path); got != tc.endpoint {
+				t.Errorf("EndpointForPath(%q) = %v, want %v", tc.path, got, tc.endpoint)
+			}
+		})
+	}
+}
+
+func TestKeyIsFoldsAsGoReaders(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		tok, name string
+		want      bool
+	}{
+		{`"service_tier"`, "service_tier", true},
+		{`"SERVICE_TIER"`, "service_tier", true},
+		{`"ſervice_tier"`, "service_tier", true},
+		{`"\u017fervice_tier"`, "service_tier", true},
+		{`"service\u005ftier"`, "service_tier", true},
+		{`"serviceTier"`, "service_tier", true},
+		{`"service-tier"`, "service_tier", true},
+		{`"_s_e_r_v_i_c_e_t_i_e_r_"`, "service_tier", true},
+		{`"servicetiers"`, "service_tier", false},
+		{`"service tier"`, "service_tier", false},
+		{`"Model"`, "model", true},
+		{`"models"`, "model", false},
+		{`"TYPE"`, "type", true},
+		{`"Session"`, "session", true},
+		{`"stream"`, "stream_options", false},
+		{`"streamOptions"`, "stream_options", true},
+		{`"` + strings.Repeat("_", 100) + `model"`, "model", true},
+		{`"` + strings.Repeat("x", 100) + `"`, "model", false},
+	}
+	for _, tc := range cases {
+		if got := KeyIs([]byte(tc.tok), tc.name); got != tc.want {
+			t.Errorf("KeyIs(%s, %q) = %v, want %v", tc.tok, tc.name, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,165 @@
+package policy
+
+import (
+	"unicode"
+	"unicode/utf8"
+)
+
+// This file decides which member keys tiergate reads. An upstream's reader
+// may fill a service_tier field from a key that is not spelled
+// service_tier: Go's encoding/json matches struct fields with Unicode
+// simple case folding (SERVICE_TIER, ſervice_tier), and encoding/json/v2's
+// case-insensitive matching also ignores '_' and '-' (serviceTier,
+// service-tier). So every key is compared after JSON unescaping, simple
+// folding and removal of '_' and '-' (DESIGN.md, Evaluation 1), and every
+// key that matches is an occurrence.
+
+// keyKind names a key tiergate reads.
+type keyKind uint8
+
+// Keys tiergate reads; keyOther is every other key.
+const (
+	keyOther keyKind = iota
+	kindServiceTier
+	kindModel
+	kindStream
+	kindStreamOptions
+	kindIncludeUsage
+	kindSpeed
+	kindFallbacks
+	kindType
+	kindResponse
+	kindSession
+)
+
+// kindNames holds each kind's canonical spelling, the one tiergate writes.
+var kindNames = [...]string{
+	kindServiceTier:   keyServiceTier,
+	kindModel:         keyModel,
+	kindStream:        keyStream,
+	kindStreamOptions: keyStreamOptions,
+	kindIncludeUsage:  keyIncludeUsage,
+	kindSpeed:         keySpeed,
+	kindFallbacks:     keyFallbacks,
+	kindType:          keyType,
+	kindResponse:      keyResponse,
+	kindSession:       keySession,
+}
+
+// maxFoldedKey is the longest folded name tiergate reads ("streamoptions"
+// is 13 bytes): a key that folds to more is none of them.
+const maxFoldedKey = 16
+
+// classifyKey returns the kind of the key token tok (quotes included).
+// Plain ASCII keys, nearly all of them, are folded byte by byte without
+// allocating; escapes and non-ASCII runes take the slower path.
+func classifyKey(tok []byte) keyKind {
+	raw := tok[1 : len(tok)-1]
+	var buf [maxFoldedKey]byte
+	n := 0
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c == '\\' || c >= utf8.RuneSelf {
+			return classifySlow(raw)
+		}
+		if c == '_' || c == '-' {
+			continue
+		}
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if n == len(buf) {
+			return keyOther
+		}
+		buf[n] = c
+		n++
+	}
+	return kindOfFolded(buf[:n])
+}
+
+// classifySlow classifies a key that holds escapes or non-ASCII runes.
+func classifySlow(raw []byte) keyKind {
+	var ubuf [64]byte
+	s, ok := unescape(ubuf[:0], raw)
+	if !ok {
+		return keyOther
+	}
+	var buf [maxFoldedKey]byte
+	n := 0
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRune(s[i:])
+		i += size
+		if r == '_' || r == '-' {
+			continue
+		}
+		r = foldToSmallest(r)
+		if r >= utf8.RuneSelf {
+			return keyOther // no name tiergate reads holds such a rune
+		}
+		if n == len(buf) {
+			return keyOther
+		}
+		buf[n] = byte(r)
+		n++
+	}
+	return kindOfFolded(buf[:n])
+}
+
+// foldToSmallest maps r to the smallest rune of its simple folding orbit,
+// as encoding/json does: 's', 'S' and 'ſ' all become 'S'.
+func foldToSmallest(r rune) rune {
+	if r < utf8.RuneSelf {
+		if 'a' <= r && r <= 'z' {
+			r -= 'a' - 'A'
+		}
+		return r
+	}
+	smallest := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		smallest = min(smallest, f)
+	}
+	return smallest
+}
+
+// kindOfFolded maps a folded key (upper case, no '_' or '-') to its kind.
+func kindOfFolded(f []byte) keyKind {
+	switch string(f) {
+	case "SERVICETIER":
+		return kindServiceTier
+	case "MODEL":
+		return kindModel
+	case "STREAM":
+		return kindStream
+	case "STREAMOPTIONS":
+		return kindStreamOptions
+	case "INCLUDEUSAGE":
+		return kindIncludeUsage
+	case "SPEED":
+		return kindSpeed
+	case "FALLBACKS":
+		return kindFallbacks
+	case "TYPE":
+		return kindType
+	case "RESPONSE":
+		return kindResponse
+	case "SESSION":
+		return kindSession
+	}
+	return keyOther
+}
+
+// KeyIs reports whether the JSON key token tok (quotes included) is one an
+// upstream's reader may take for name, one of the keys tiergate reads
+// ("service_tier", "model", "type", "response", "session", "speed",
+// "fallbacks", "stream", "stream_options", "include_usage"). The WebSocket
+// bridge reads session frames with it.
+func KeyIs(tok []byte, name string) bool {
+	k := classifyKey(tok)
+	return k != keyOther && kindNames[k] == name
+}
+
+// canonicalKey reports whether the key token is spelled exactly as kind k,
+// so that a kept member needs no renaming.
+func canonicalKey(tok []byte, k keyKind) bool {
+	return len(tok) == len(kindNames[k])+2 && string(tok[1:len(tok)-1]) == kindNames[k]
+}
