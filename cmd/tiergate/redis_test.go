@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tiergate/tiergate/internal/kubeletdir"
 	"github.com/tiergate/tiergate/internal/redistest"
 )
 
@@ -164,4 +166,53 @@ func waitReady(t *testing.T, admin, state string) {
 		}
 	}
 	t.Fatalf("/readyz = %+v, want budget_store %s", r, state)
+}
+
+// TestAReloadThatMovesTheStoreKeepsPendingSpend: spend served while the
+// policy's Redis is unreachable reaches the Redis a reload names instead.
+func TestAReloadThatMovesTheStoreKeepsPendingSpend(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{Password: "s3cret"})
+	closed := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}()
+	before, err := os.ReadFile(writeSharedPolicy(t, closed, "s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.ReadFile(writeSharedPolicy(t, srv.Addr, "s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := kubeletdir.New(t.TempDir(), "tiergate.yaml", before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, addrs, _ := startServeLogged(t, "--config", dir.File(), "--usage-log", "off")
+	waitReady(t, addrs["admin"], "unreachable")
+	const response = `{"id":"resp_1","model":"gpt-5.5","usage":{"input_tokens":10,"output_tokens":5}}`
+	if code, err := transact(context.Background(), extprocClient(t, addrs["extproc"]), `{"model":"gpt-5.5"}`, response); err != nil || code != http.StatusOK {
+		t.Fatalf("request: %d, %v", code, err)
+	}
+	if err := dir.Update(after); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, addrs["admin"], "ok")
+	c := srv.Client()
+	defer c.Close()
+	key := "tiergate:{everyone-daily}:none:" + time.Now().UTC().Format(time.DateOnly)
+	var got int64
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if got, err = c.Get(context.Background(), key).Int64(); err == nil {
+			break
+		}
+	}
+	if got != 20 {
+		t.Errorf("GET %s = %d (%v), want the 20 micro-units served before the reload", key, got, err)
+	}
 }
