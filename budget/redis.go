@@ -153,7 +153,6 @@ func (r *Redis) Spent(k Key) int64 {
 // once; the store's goroutine sends it. Past maxPending distinct keys, an
 // increment to a key not pending already is dropped and counted.
 func (r *Redis) Add(k Key, micros int64) {
-	c := r.counter(k)
 	r.mu.Lock()
 	if _, ok := r.pending[k]; !ok && len(r.pending) >= r.maxPending {
 		r.mu.Unlock()
@@ -161,7 +160,9 @@ func (r *Redis) Add(k Key, micros int64) {
 		return
 	}
 	r.pending[k] += micros
-	c.own.Add(micros)
+	// Under mu, so that prune (which keeps pending keys) cannot drop the
+	// counter between its lookup and this increment.
+	r.counter(k).own.Add(micros)
 	r.mu.Unlock()
 	if r.holding.Load() {
 		return
