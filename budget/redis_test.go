@@ -496,3 +496,104 @@ func TestAKeyRedisRefusesDoesNotResendTheOthers(t *testing.T) {
 		t.Errorf("status %q: Redis answers, it is not unreachable", got)
 	}
 }
+
+// execCutter is a TCP proxy to Redis that, while armed, lets a MULTI reach
+// Redis and then cuts the connection instead of relaying EXEC's answer:
+// the client cannot know whether its increments were applied.
+type execCutter struct {
+	ln     net.Listener
+	target string
+	armed  atomic.Bool
+	cuts   atomic.Int64
+}
+
+func newExecCutter(t *testing.T, target string) *execCutter {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &execCutter{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	return p
+}
+
+func (p *execCutter) serve(client net.Conn) {
+	defer client.Close()
+	server, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	defer server.Close()
+	var sawExec atomic.Bool
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := client.Read(buf)
+			if n > 0 {
+				if strings.Contains(strings.ToUpper(string(buf[:n])), "EXEC\r\n") {
+					sawExec.Store(true)
+				}
+				if _, err := server.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+			if err != nil {
+				server.Close()
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := server.Read(buf)
+		if n > 0 {
+			if sawExec.Swap(false) && p.armed.CompareAndSwap(true, false) {
+				p.cuts.Add(1)
+				return // Redis ran the MULTI; its answer is lost
+			}
+			if _, err := client.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func TestAnAmbiguousSendIsRetriedAndCounted(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	cut := newExecCutter(t, srv.Addr)
+	f := newRedisFixture(t, redisCfg(cut.ln.Addr().String()), Options{})
+	waitFor(t, 5*time.Second, "the store did not connect", func() bool { return f.tracker.StoreStatus() == StatusOK })
+	r := f.redis(t)
+	cut.armed.Store(true)
+	now := time.Now()
+	f.tracker.Account(f.pol, charge("team-a", "gpt-4o", policy.TierDefault, 5*PicosPerMicro, now))
+	waitFor(t, 5*time.Second, "the cut increment was never confirmed", func() bool { return cut.cuts.Load() == 1 && r.Pending() == 0 })
+	if got := testutil.ToFloat64(f.tracker.metrics.store.errors.WithLabelValues(opIncrRetry)); got != 1 {
+		t.Errorf(`tiergate_budget_store_errors_total{op="incr_retry"} = %v, want 1`, got)
+	}
+	c := srv.Client()
+	defer c.Close()
+	start, _ := Bounds(policy.WindowWeek, now)
+	key := redisKey("tg:", Key{Budget: "all-weekly", Group: "team-a", Start: start.Unix()})
+	// At least once: Redis applied the first MULTI, and the retry again.
+	if got, err := c.Get(context.Background(), key).Int64(); err != nil || got != 10 {
+		t.Errorf("GET %s = %d, %v; want 10 (the 5 applied, then sent again)", key, got, err)
+	}
+	if !strings.Contains(f.log.String(), "may or may not have reached Redis") {
+		t.Errorf("the retry was not logged:\n%s", f.log)
+	}
+}
