@@ -18,6 +18,7 @@ import (
 
 	"github.com/tiergate/tiergate/internal/kubeletdir"
 	"github.com/tiergate/tiergate/internal/redistest"
+	"github.com/tiergate/tiergate/internal/testcert"
 )
 
 // sharedBudgetPolicy blocks callers with no group once they have spent
@@ -45,7 +46,9 @@ budget_store:
 
 const sharedRefresh = 300 * time.Millisecond
 
-func writeSharedPolicy(t *testing.T, addr, password string) string {
+// writeSharedPolicy writes sharedBudgetPolicy for Redis at addr with
+// password in a file; extra lines go into budget_store.redis.
+func writeSharedPolicy(t *testing.T, addr, password string, extra ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "password")
@@ -53,7 +56,11 @@ func writeSharedPolicy(t *testing.T, addr, password string) string {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(path, fmt.Appendf(nil, sharedBudgetPolicy, addr, pw, sharedRefresh), 0o600); err != nil {
+	text := fmt.Appendf(nil, sharedBudgetPolicy, addr, pw, sharedRefresh)
+	for _, l := range extra {
+		text = append(text, "    "+l+"\n"...)
+	}
+	if err := os.WriteFile(path, text, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -135,23 +142,55 @@ func TestTwoServesShareOneBudgetThroughRedis(t *testing.T) {
 	}
 }
 
-// TestServeStaysReadyWithARedisThatRefusesIt: a wrong password is clear in
-// the log, /readyz's detail and the gauge, and readiness holds.
-func TestServeStaysReadyWithARedisThatRefusesIt(t *testing.T) {
+// TestServeStaysReadyWhateverRedisDoes: a wrong password, an unreachable
+// address and a TLS failure are each clear in the log, /readyz's detail and
+// the gauge, and readiness holds.
+func TestServeStaysReadyWhateverRedisDoes(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t, redistest.Options{Password: "right"})
-	path := writeSharedPolicy(t, srv.Addr, "wrong")
-	_, addrs, log := startServeLogged(t, "--config", path, "--usage-log", "off")
-	waitReady(t, addrs["admin"], "auth_failed")
-	if code, r := readyDetail(t, addrs["admin"]); code != http.StatusOK || r.Status != "ok" {
-		t.Errorf("/readyz = %d %+v, want 200 ok: Redis trouble never fails readiness", code, r)
+	withPassword := redistest.Start(t, redistest.Options{Password: "right"})
+	certs := testcert.New(t)
+	withTLS := redistest.Start(t, redistest.Options{Password: "right", TLS: &certs})
+	otherCA := filepath.Join(t.TempDir(), "other-ca.pem")
+	if err := os.WriteFile(otherCA, testcert.New(t).CAPEM, 0o600); err != nil {
+		t.Fatal(err)
 	}
-	if !strings.Contains(log.String(), "WRONGPASS") {
-		t.Errorf("the log does not say Redis refused the password:\n%s", log)
+	closed := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}()
+	cases := []struct {
+		name, policy, state, logWant string
+	}{
+		{"a wrong password is auth_failed", writeSharedPolicy(t, withPassword.Addr, "wrong"), "auth_failed", "WRONGPASS"},
+		{"an unreachable address is unreachable", writeSharedPolicy(t, closed, "right"), "unreachable", "connection refused"},
+		{"a certificate from another CA is unreachable", writeSharedPolicy(t, withTLS.Addr, "right", "tls: {ca_file: "+otherCA+"}"), "unreachable", "certificate signed by unknown authority"},
+		{"the right CA and password are ok", writeSharedPolicy(t, withTLS.Addr, "right", "tls: {ca_file: "+withTLS.CAFile()+"}"), "ok", "budget store reachable"},
 	}
-	_, metrics := get(t, "http://"+addrs["admin"]+"/metrics")
-	if !strings.Contains(metrics, "tiergate_budget_store_up 0") {
-		t.Error("/metrics lacks tiergate_budget_store_up 0")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, addrs, log := startServeLogged(t, "--config", tc.policy, "--usage-log", "off")
+			waitReady(t, addrs["admin"], tc.state)
+			if code, r := readyDetail(t, addrs["admin"]); code != http.StatusOK || r.Status != "ok" {
+				t.Errorf("/readyz = %d %+v, want 200 ok: Redis trouble never fails readiness", code, r)
+			}
+			for deadline := time.Now().Add(5 * time.Second); !strings.Contains(log.String(), tc.logWant); time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the log does not say %q:\n%s", tc.logWant, log)
+				}
+			}
+			up := "0"
+			if tc.state == "ok" {
+				up = "1"
+			}
+			if _, metrics := get(t, "http://"+addrs["admin"]+"/metrics"); !strings.Contains(metrics, "tiergate_budget_store_up "+up) {
+				t.Errorf("/metrics lacks tiergate_budget_store_up %s", up)
+			}
+		})
 	}
 }
 
