@@ -908,7 +908,9 @@ func (x *TierPrices) GetOutput() float64 {
 //
 // The spend a decision reads is what this replica knows at that moment:
 // requests still in flight are not in it, so a group may overshoot by what it
-// has in flight when the limit is crossed.
+// has in flight when the limit is crossed. Without budget_store each replica
+// knows only its own spend; with it, also the other replicas' as of the last
+// refresh (see RedisStore).
 type Budget struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required, unique among budgets, and not the name of a rule. Letters,
