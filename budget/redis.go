@@ -529,9 +529,9 @@ func (r *Redis) setStatus(s string, err error, attrs ...any) {
 	}
 }
 
-// redisKey is a counter's key: <prefix>{<budget>}:<group>:<YYYY-MM-DD>.
-// The budget in braces is the hash tag, so one budget's counters share a
-// Redis Cluster slot.
+// redisKey is a counter's key: <prefix>{<budget>}:<group>:<YYYY-MM-DD>
+// (DESIGN.md). The braces make the budget a hash tag; the store itself
+// talks to one Redis endpoint, whose MULTI and MGET span several budgets.
 func redisKey(prefix string, k Key) string {
 	return prefix + "{" + k.Budget + "}:" + k.Group + ":" + time.Unix(k.Start, 0).UTC().Format(time.DateOnly)
 }
