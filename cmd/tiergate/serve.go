@@ -216,9 +216,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	// Closed last, after the drain: the requests that finish in it add
-	// their spend, and Close makes one last attempt to send it to Redis.
-	defer budgets.Close()
+	defer budgets.Close() // for an early return; closed again below, harmlessly
 	budgetsInForce(log, budgets, p)
 
 	// Everything that can refuse the flags or the environment comes before
@@ -346,6 +344,9 @@ wait:
 	cancel()
 	_ = admin.Shutdown(shutdownCtx)
 	wg.Wait()
+	// After the drain: the requests that finished in it have added their
+	// spend, and Close makes one last attempt to send it to Redis.
+	budgets.Close()
 	log.Info("stopped")
 	return runErr
 }
