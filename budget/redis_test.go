@@ -597,3 +597,28 @@ func TestAnAmbiguousSendIsRetriedAndCounted(t *testing.T) {
 		t.Errorf("the retry was not logged:\n%s", f.log)
 	}
 }
+
+func TestCloseSendsWhatIsPending(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	cfg := redisCfg(srv.Addr)
+	cfg.Refresh = time.Minute // no tick during the test
+	f := newRedisFixture(t, cfg, Options{})
+	waitFor(t, 5*time.Second, "the store did not connect", func() bool { return f.tracker.StoreStatus() == StatusOK })
+	r := f.redis(t)
+	r.holding.Store(true) // as after a failed send: increments wait for the next tick
+	now := time.Now()
+	f.tracker.Account(f.pol, charge("team-a", "gpt-4o", policy.TierDefault, 8*PicosPerMicro, now))
+	c := srv.Client()
+	defer c.Close()
+	start, _ := Bounds(policy.WindowWeek, now)
+	key := redisKey("tg:", Key{Budget: "all-weekly", Group: "team-a", Start: start.Unix()})
+	time.Sleep(50 * time.Millisecond)
+	if n, _ := c.Exists(context.Background(), key).Result(); n != 0 {
+		t.Fatal("the increment was sent before Close; the test proves nothing")
+	}
+	f.tracker.Close()
+	if got, err := c.Get(context.Background(), key).Int64(); err != nil || got != 8 {
+		t.Errorf("after Close, GET %s = %d, %v; want 8", key, got, err)
+	}
+}
