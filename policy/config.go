@@ -166,7 +166,8 @@ func (l *loader) parse(data []byte) *tiergatev1.Config {
 				})
 			}
 		},
-		"prices": func(path string, v any) { cfg.Prices = l.prices(path, v) },
+		"prices":       func(path string, v any) { cfg.Prices = l.prices(path, v) },
+		"budget_store": func(path string, v any) { cfg.BudgetStore = l.budgetStore(path, v) },
 	})
 	l.crossCheck(cfg)
 	l.crossCheckBudgets(cfg, pricesGiven(cfg))
@@ -527,6 +528,7 @@ func compile(cfg *tiergatev1.Config, limits map[*tiergatev1.Budget]int64) (*Poli
 		groupLabels: map[string]struct{}{},
 		groupHeader: strings.ToLower(cfg.GetIdentity().GetGroupHeader()),
 		prices:      compilePrices(cfg.GetPrices()),
+		budgetStore: compileBudgetStore(cfg.GetBudgetStore()),
 	}
 	for _, m := range cfg.GetPrices().GetModels() {
 		if !strings.HasSuffix(m.Model, "*") {

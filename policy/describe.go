@@ -2,7 +2,10 @@ package policy
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tiergate/tiergate/internal/decimal"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
@@ -48,6 +51,9 @@ type fileConfig struct {
 	Identity     map[string]string `json:"identity,omitempty"`
 	ModelAliases map[string]string `json:"model_aliases,omitempty"`
 	Metrics      map[string]any    `json:"metrics,omitempty"`
+	// BudgetStore holds only addresses, names and paths: no password is
+	// ever in the file.
+	BudgetStore json.RawMessage `json:"budget_store,omitempty"`
 }
 
 // enumName spells a proto enum value as the policy file does.
@@ -108,6 +114,13 @@ func (p *Policy) RedactedJSON() ([]byte, error) {
 			fb.ServiceTiers = append(fb.ServiceTiers, enumName(t.String(), "SERVICE_TIER_"))
 		}
 		out.Budgets = append(out.Budgets, fb)
+	}
+	if bs := cfg.GetBudgetStore(); bs != nil {
+		raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(bs)
+		if err != nil {
+			return nil, fmt.Errorf("budget_store: %w", err)
+		}
+		out.BudgetStore = raw
 	}
 	return json.Marshal(out)
 }

@@ -23,6 +23,7 @@ type Policy struct {
 	budgets     []Budget
 	shadows     bool        // a rule or budget is a shadow
 	prices      *priceTable // nil: nothing is priced
+	budgetStore *RedisStore // nil: memory
 	config      *tiergatev1.Config
 	sha256      string
 	loadedAt    time.Time

@@ -306,6 +306,20 @@ func startServe(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *sy
 // startServeEnv is startServe with env added to the environment.
 func startServeEnv(t *testing.T, env []string, args ...string) (*exec.Cmd, map[string]string, *syncbuf.Buffer) {
 	t.Helper()
+	cmd, addrs, usage, _ := startServeFull(t, env, args...)
+	return cmd, addrs, usage
+}
+
+// startServeLogged is startServe that also returns serve's log (stderr),
+// kept as it is written.
+func startServeLogged(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *syncbuf.Buffer) {
+	t.Helper()
+	cmd, addrs, _, log := startServeFull(t, nil, args...)
+	return cmd, addrs, log
+}
+
+func startServeFull(t *testing.T, env []string, args ...string) (*exec.Cmd, map[string]string, *syncbuf.Buffer, *syncbuf.Buffer) {
+	t.Helper()
 	for _, l := range []string{"--admin-listen", "--extproc-listen", "--ws-listen"} {
 		if !slices.Contains(args, l) {
 			args = append(args, l, "127.0.0.1:0")
@@ -331,9 +345,11 @@ func startServeEnv(t *testing.T, env []string, args ...string) (*exec.Cmd, map[s
 	addrs := map[string]string{}
 	ready := make(chan struct{})
 	lines := make(chan string, 100)
+	log := &syncbuf.Buffer{}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			_, _ = log.Write(append(sc.Bytes(), '\n'))
 			var l struct{ Msg, Listener, Address string }
 			if json.Unmarshal(sc.Bytes(), &l) != nil {
 				continue
@@ -367,7 +383,7 @@ func startServeEnv(t *testing.T, env []string, args ...string) (*exec.Cmd, map[s
 	case <-time.After(20 * time.Second):
 		t.Fatalf("serve did not log its listeners")
 	}
-	return cmd, addrs, usage
+	return cmd, addrs, usage, log
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -385,7 +401,7 @@ func TestServeAdminAndShutdown(t *testing.T) {
 	t.Parallel()
 	cmd, addrs, _ := startServe(t, "--config", "testdata/good.yaml")
 	base := "http://" + addrs["admin"]
-	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ok"} {
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": `{"status":"ok"}`} {
 		if code, body := get(t, base+path); code != 200 || strings.TrimSpace(body) != want {
 			t.Errorf("%s = %d %q", path, code, body)
 		}
