@@ -192,6 +192,24 @@ func TestEveryModelCandidateIsJudged(t *testing.T) {
 			action:  ActionBlock, status: 403,
 		},
 		{
+			name: "a Realtime frame's top-level model joins the session model rather than replacing it", endpoint: EndpointRealtime,
+			session: []string{"gpt-5.5"},
+			body:    `{"type":"response.create","model":"gpt-5","response":{"service_tier":"priority"}}`,
+			action:  ActionBlock, status: 403,
+		},
+		{
+			name: "a Realtime frame's folded top-level model joins the session model too", endpoint: EndpointRealtime,
+			session: []string{"gpt-5.5"},
+			body:    `{"type":"response.create","MODEL":"gpt-5","service_tier":"priority"}`,
+			action:  ActionBlock, status: 403,
+		},
+		{
+			name: "a Responses WebSocket frame's top-level model is the one it runs under", endpoint: EndpointResponsesWS,
+			session: []string{"gpt-5.5"},
+			body:    `{"type":"response.create","model":"gpt-5","service_tier":"priority"}`,
+			action:  ActionPass,
+		},
+		{
 			name: "a frame's top-level model and response.model are both judged", endpoint: EndpointResponsesWS,
 			body:   `{"type":"response.create","model":"gpt-5","response":{"model":"gpt-5.5"},"service_tier":"priority"}`,
 			action: ActionBlock, status: 403,

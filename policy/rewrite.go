@@ -255,7 +255,10 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 			res.RequestModel = models[topModels-1]
 		}
 	}
-	if topModels == 0 && frame {
+	// A Realtime response.create has no top-level model (PROTOCOLS.md §4):
+	// the upstream runs it under the session model whatever the frame
+	// names there, so the session's models stay candidates beside it.
+	if frame && (topModels == 0 || req.Endpoint == EndpointRealtime) {
 		models = append(models, req.SessionModels...)
 		if res.RequestModel == "" && len(req.SessionModels) > 0 {
 			res.RequestModel = req.SessionModels[len(req.SessionModels)-1]
