@@ -159,6 +159,33 @@ func TestFoldedKeysAreOccurrences(t *testing.T) {
 	})
 }
 
+func TestFrameTypesAreReadAsTiersAre(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, hostilePolicy)
+	runHostile(t, p, []hostileCase{
+		{
+			name: "an upper-case type is a response.create", endpoint: EndpointResponsesWS,
+			body:   `{"type":"RESPONSE.CREATE","model":"gpt-5.5","service_tier":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a type padded with white space is a response.create", endpoint: EndpointRealtime, session: []string{"gpt-5.5"},
+			body:   `{"type":" response.create\n","response":{"service_tier":"priority"}}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a type spelled with the long s is a response.create", endpoint: EndpointResponsesWS,
+			body:   `{"type":"re\u017fpon\u017fe.Create","model":"gpt-4o","service_tier":"priority"}`,
+			action: ActionFilter, out: `{"type":"re\u017fpon\u017fe.Create","model":"gpt-4o"}`,
+		},
+		{
+			name: "another type is still not policed", endpoint: EndpointResponsesWS,
+			body:   `{"type":"response.cancel","model":"gpt-5.5","service_tier":"priority"}`,
+			action: ActionPass,
+		},
+	})
+}
+
 func TestRealtimeForceAddsNoKey(t *testing.T) {
 	t.Parallel()
 	p := mustLoad(t, hostilePolicy)

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"unicode"
 	"unicode/utf8"
 )
@@ -162,4 +163,18 @@ func KeyIs(tok []byte, name string) bool {
 // so that a kept member needs no renaming.
 func canonicalKey(tok []byte, k keyKind) bool {
 	return len(tok) == len(kindNames[k])+2 && string(tok[1:len(tok)-1]) == kindNames[k]
+}
+
+// TypeIs reports whether a frame's type value (unescaped) names the event
+// type want, read as tier values are: surrounding white space trimmed and
+// case folded. An upstream that reads " Response.Create" as
+// response.create must not find an unpoliced one; one that refuses it
+// loses nothing when tiergate polices it. The WebSocket bridge reads
+// session.update frames with it.
+func TypeIs(value, want string) bool {
+	return typeIs([]byte(value), want)
+}
+
+func typeIs(v []byte, want string) bool {
+	return bytes.EqualFold(bytes.TrimSpace(v), []byte(want))
 }

@@ -566,13 +566,13 @@ func anyOfKind(body []byte, obj *object, k keyKind) bool {
 	return false
 }
 
-// hasStringMember reports whether any member of kind k has the string value
-// want (after unescaping).
+// hasStringMember reports whether any member of kind k has a string value
+// that names want (after unescaping, as TypeIs reads it).
 func hasStringMember(body []byte, obj *object, k keyKind, want string) bool {
 	for _, m := range obj.members {
 		if classifyKey(body[m.keyStart:m.keyEnd]) == k {
 			var buf [32]byte
-			if v, ok := stringValue(buf[:0], body[m.valStart:m.valEnd]); ok && string(v) == want {
+			if v, ok := stringValue(buf[:0], body[m.valStart:m.valEnd]); ok && typeIs(v, want) {
 				return true
 			}
 		}

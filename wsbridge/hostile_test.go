@@ -46,6 +46,36 @@ func TestHostileFramesThroughTheBridge(t *testing.T) {
 			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
 		},
 		{
+			name: "a session.update whose type differs in case and space is a claim",
+			path: PathRealtime + "?model=gpt-4o",
+			steps: []hostileStep{
+				{client: `{"type":" Session.UPDATE","event_id":"u1","session":{"model":"gpt-5.5"}}`},
+			},
+			last:   `{"type":"response.create","response":{"service_tier":"priority"}}`,
+			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
+		},
+		{
+			name: "a session.update spelled with the long s is a claim",
+			path: PathRealtime + "?model=gpt-4o",
+			steps: []hostileStep{
+				{client: `{"type":"ſession.update","event_id":"u1","session":{"model":"gpt-5.5"}}`},
+			},
+			last:   `{"type":"response.create","response":{"service_tier":"priority"}}`,
+			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
+		},
+		{
+			name:   "an upper-case response.create is policed",
+			path:   PathResponses,
+			last:   `{"type":"Response.Create","model":"gpt-5.5","service_tier":"priority"}`,
+			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
+		},
+		{
+			name:   "a Realtime frame's top-level model does not replace the session's",
+			path:   PathRealtime + "?model=gpt-5.5",
+			last:   `{"type":"response.create","model":"gpt-4o","response":{"service_tier":"priority"}}`,
+			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
+		},
+		{
 			name:   "a folded type makes a frame a response.create",
 			path:   PathResponses,
 			last:   `{"TYPE":"response.create","model":"gpt-5.5","service_tier":"priority"}`,
