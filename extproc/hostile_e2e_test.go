@@ -224,6 +224,43 @@ func TestFailOpenCorners(t *testing.T) {
 			t.Fatalf("a GET upgrade was answered without a mode_override: %v", a)
 		}
 	})
+	t.Run("a content-encoding spread over several lines is read whole", func(t *testing.T) {
+		t.Parallel()
+		// The upstream undoes the codings of every line; tiergate read
+		// only the first, so "identity" then "br" waved through a body
+		// it could not decode, and "identity" then "gzip" was refused as
+		// invalid JSON instead of judged.
+		for _, tc := range []struct {
+			name      string
+			encodings []string
+			body      []byte
+			status    int
+		}{
+			{"an unsupported coding on the second line is refused", []string{"identity", "br"},
+				[]byte(`{"model":"gpt-4o","service_tier":"priority"}`), http.StatusUnsupportedMediaType},
+			{"gzip on the second line is decoded and judged", []string{"identity", "gzip"},
+				gz([]byte(`{"model":"gpt-5.5","service_tier":"priority"}`)), http.StatusForbidden},
+			{"gzip on two lines is decoded twice", []string{"gzip", "gzip"},
+				gz(gz([]byte(`{"model":"gpt-5.5","service_tier":"priority"}`))), http.StatusForbidden},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				h := newHarness(t, e2ePolicy)
+				hv := []*corev3.HeaderValue{{Key: ":path", RawValue: []byte("/v1/responses")}, {Key: ":method", RawValue: []byte("POST")}}
+				for _, e := range tc.encodings {
+					hv = append(hv, &corev3.HeaderValue{Key: "content-encoding", RawValue: []byte(e)})
+				}
+				headers := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+					Headers: &corev3.HeaderMap{Headers: hv}}}}
+				body := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+					RequestBody: &extprocv3.HttpBody{Body: tc.body, EndOfStream: true}}}
+				a := exchangeByHand(t, h, headers, body)
+				if ir := a.GetImmediateResponse(); ir == nil || int(ir.GetStatus().GetCode()) != tc.status {
+					t.Fatalf("answer %v, want an immediate %d", a, tc.status)
+				}
+			})
+		}
+	})
 	t.Run("a second body message is refused as misconfigured", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, e2ePolicy)

@@ -101,9 +101,11 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		Deployment: x.deployment,
 		Header:     x.header,
 		Beta:       headerValues(x.headers, "anthropic-beta"),
-		Body:       b.GetBody(),
-		MaxDecoded: x.srv.opts.MaxBodyBytes,
-		Buf:        a.out,
+		// Every line: the upstream undoes the codings of all of them.
+		ContentEncoding: headerValues(x.headers, "content-encoding"),
+		Body:            b.GetBody(),
+		MaxDecoded:      x.srv.opts.MaxBodyBytes,
+		Buf:             a.out,
 	})
 	x.decided = true
 	d := x.srv.decisions.get(x.srv, x.pol, x.endpoint, &x.out)

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/tiergate/tiergate/contentcoding"
 )
@@ -19,7 +20,12 @@ type HTTPRequest struct {
 	Header func(name string) string
 	// Beta holds every anthropic-beta header line.
 	Beta []string
-	Body []byte
+	// ContentEncoding holds every content-encoding header line. An
+	// upstream undoes the codings of all of them (RFC 9110 combines
+	// repeated lines into one list), so a body is decoded by the whole
+	// list, not by its first line. Nil: Header("content-encoding").
+	ContentEncoding []string
+	Body            []byte
 	// MaxDecoded bounds a decompressed body.
 	MaxDecoded int64
 	// Buf: see Request.Buf.
@@ -55,7 +61,7 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 		out.Action, out.Group, out.Body = ActionPass, group, body
 		return out
 	}
-	if enc := r.Header("content-encoding"); !contentcoding.Identity(enc) {
+	if enc := r.contentEncoding(); !contentcoding.Identity(enc) {
 		decoded, err := contentcoding.Decode(enc, body, r.MaxDecoded)
 		switch {
 		case errors.Is(err, contentcoding.ErrUnsupported):
@@ -89,6 +95,17 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 		out.ErrorBody = ErrorBody(r.Endpoint, RefusalPolicy, out.Message)
 	}
 	return out
+}
+
+// contentEncoding returns the request's codings as one list.
+func (r *HTTPRequest) contentEncoding() string {
+	switch len(r.ContentEncoding) {
+	case 0:
+		return r.Header("content-encoding")
+	case 1:
+		return r.ContentEncoding[0]
+	}
+	return strings.Join(r.ContentEncoding, ",")
 }
 
 // HeaderEdit is one change to the request's headers that goes with an

@@ -102,7 +102,8 @@ func runEval(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return ""
 	}
 	out := p.DecideHTTP(&policy.HTTPRequest{
-		Endpoint: ep, Deployment: deployment, Header: get, Beta: hdr["anthropic-beta"], Body: body, MaxDecoded: *maxBody,
+		Endpoint: ep, Deployment: deployment, Header: get, Beta: hdr["anthropic-beta"],
+		ContentEncoding: hdr["content-encoding"], Body: body, MaxDecoded: *maxBody,
 	})
 	dec.Group, dec.Model = out.Group, out.RequestModel
 	dec.ServiceTierRequested, dec.ServiceTierSent = out.Requested.String(), out.Sent.String()
