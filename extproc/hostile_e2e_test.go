@@ -66,7 +66,7 @@ func TestHostileRequestsThroughEnvoy(t *testing.T) {
 			name: "65 occurrences are refused", path: "/v1/responses",
 			body:   `{"model":"gpt-4o"` + strings.Repeat(`,"service_tier":"flex"`, 65) + `}`,
 			status: 400, outcome: outcomeInvalid,
-			clientBody: `{"error":{"message":"the body repeats service_tier, model or speed more than 64 times","type":"invalid_request_error","param":null,"code":"too_many_occurrences"}}`,
+			clientBody: `{"error":{"message":"the body repeats service_tier, model, speed or another key tiergate reads more than 64 times","type":"invalid_request_error","param":null,"code":"too_many_occurrences"}}`,
 		},
 		{
 			name: "an Azure deployment is a model candidate", path: "/openai/deployments/gpt-latest/chat/completions?api-version=1",

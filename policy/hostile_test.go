@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"errors"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -289,10 +290,21 @@ func TestTooManyOccurrencesAreRefused(t *testing.T) {
 		{"fallback entries' models count", EndpointMessages,
 			`{"model":"gpt-5","fallbacks":[` + strings.Repeat(`{"model":"gpt-5"},`, 64) + `{"model":"gpt-5"}]}`, true},
 		{"other keys are not limited", EndpointResponses, `{` + many("input", `"x"`, 1000) + `}`, false},
+		{"64 stream keys are read", EndpointChatCompletions, `{` + many("stream", `true`, 64) + `}`, false},
+		{"65 stream keys are refused", EndpointChatCompletions, `{` + many("stream", `true`, 65) + `}`, true},
+		{"65 folded type keys on a frame are refused", EndpointResponsesWS, `{` + many("Type", `"response.create"`, 65) + `}`, true},
+		{"65 type keys on a body are refused", EndpointResponses, `{` + many("type", `0`, 65) + `}`, true},
+		{"65 include_usage keys in stream_options are refused", EndpointChatCompletions,
+			`{"stream":true,"stream_options":{` + many("include_usage", `false`, 65) + `}}`, true},
+		{"65 service_tier keys under response are refused", EndpointResponsesWS,
+			`{"type":"response.create","response":{` + many("serviceTier", `"flex"`, 65) + `}}`, true},
+		{"65 fallbacks keys are refused", EndpointMessages, `{` + many("fallbacks", `[]`, 65) + `}`, true},
+		{"a fallbacks entry repeating a key 65 times is refused", EndpointMessages,
+			`{"fallbacks":[{` + many("type", `0`, 65) + `}]}`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			req := &Request{Endpoint: tc.endpoint}
+			req := &Request{Endpoint: tc.endpoint, EnsureUsage: true}
 			var res Result
 			if tc.endpoint == EndpointResponsesWS {
 				res = p.ApplyFrame(req, []byte(tc.body))
@@ -305,6 +317,77 @@ func TestTooManyOccurrencesAreRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMemoryIsBoundedByTheKeysRead holds what one decision allocates to
+// the size of the body: before members of keys tiergate does not read were
+// recorded as runs, a 16 MiB body of "":0 members allocated 755 MiB
+// (members and edits for each), enough for one request to kill a sidecar
+// with a 256 MiB limit. It is not parallel, so that no other test's
+// allocations are counted.
+func TestMemoryIsBoundedByTheKeysRead(t *testing.T) {
+	p := mustLoad(t, hostilePolicy)
+	const size = 4 << 20
+	for _, tc := range []struct {
+		name            string
+		ep              Endpoint
+		pre, unit, post string
+		status          int
+	}{
+		{"a flood of unread members", EndpointResponses, `{`, `"":0,`, `"model":"gpt-4o","service_tier":"priority"}`, 0},
+		{"a flood of a key read", EndpointResponses, `{`, `"type":0,`, `"model":"gpt-4o"}`, 400},
+		{"a flood of unread members under response", EndpointResponsesWS,
+			`{"type":"response.create","model":"gpt-4o","service_tier":"priority","response":{`, `"":0,`, `"":0}}`, 0},
+		{"a flood of unread members in stream_options", EndpointChatCompletions,
+			`{"model":"gpt-4o","stream":true,"stream_options":{`, `"":0,`, `"":0}}`, 0},
+		{"a flood of fallbacks elements", EndpointMessages, `{"model":"gpt-4o","speed":"fast","fallbacks":[`, `0,`, `0]}`, 0},
+		{"a flood of fallbacks entries", EndpointMessages, `{"model":"gpt-4o","speed":"fast","fallbacks":[`, `{"":0},`, `{}]}`, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := []byte(tc.pre + strings.Repeat(tc.unit, size/len(tc.unit)) + tc.post)
+			req := &Request{Endpoint: tc.ep, EnsureUsage: true}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			var res Result
+			if tc.ep == EndpointResponsesWS {
+				res = p.ApplyFrame(req, body)
+			} else {
+				res = p.Apply(req, body)
+			}
+			runtime.ReadMemStats(&after)
+			if res.Status != tc.status {
+				t.Fatalf("status %d (%v), want %d", res.Status, res.Err, tc.status)
+			}
+			// The rewritten body (twice, for a rewritten nested object) and
+			// small change; not members by the million.
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 3*uint64(len(body)) {
+				t.Errorf("a %d-byte body allocated %d bytes", len(body), alloc)
+			}
+		})
+	}
+}
+
+func TestRunsOfUnreadMembersRebuildExactly(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, hostilePolicy)
+	runHostile(t, p, []hostileCase{
+		{
+			name: "tiers between runs of other members are removed with their commas", endpoint: EndpointResponses,
+			body:   `{"a":1, "b":[2], "service_tier":"priority" ,"c":{"d":3},"e":4,"SERVICE_TIER":"flex","model":"gpt-4o","f":5}`,
+			action: ActionFilter, out: `{"a":1, "b":[2] ,"c":{"d":3},"e":4,"model":"gpt-4o","f":5}`,
+		},
+		{
+			name: "a tier first and last among other members", endpoint: EndpointResponses,
+			body:   `{"service_tier":"priority","a":1,"b":2,"model":"gpt-4o","c":3,"service_tier":"priority"}`,
+			action: ActionFilter, out: `{"a":1,"b":2,"model":"gpt-4o","c":3}`,
+		},
+		{
+			name: "a kept tier among other members keeps its place", endpoint: EndpointResponses,
+			body:   `{"a":1,"service_tier":"default","b":2,"c":3,"serviceTier":"fast","d":4,"model":"gpt-5"}`,
+			action: ActionPass, out: `{"a":1,"b":2,"c":3,"service_tier":"priority","d":4,"model":"gpt-5"}`,
+		},
+	})
 }
 
 // growthBody is a body of about n members at each level read, with the

@@ -87,7 +87,7 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 	switch {
 	case errors.Is(out.Err, ErrTooManyOccurrences):
 		return p.refuse(r.Endpoint, group, RefusalTooManyOccurrences,
-			"the body repeats service_tier, model or speed more than 64 times")
+			"the body repeats service_tier, model, speed or another key tiergate reads more than 64 times")
 	case out.Status == 400:
 		return p.refuse(r.Endpoint, group, RefusalInvalidJSON, "the request body is not valid JSON: "+out.Err.Error())
 	case out.Status == 403:

@@ -172,6 +172,13 @@ func (p *Policy) applyFrameCounted(req *Request, frame []byte) (Result, work) {
 		res.Decision = Decision{Group: req.Group, Action: ActionBlock}
 		return res, s.work
 	}
+	if s.doc.tooMany {
+		// Its type members were not all recorded: it may be a
+		// response.create, and is refused as one would be.
+		res.Policed = true
+		refuseTooMany(req, &res)
+		return res, s.work
+	}
 	if !isObj || !hasStringMember(frame, &s.doc, kindType, "response.create") {
 		return res, s.work
 	}
@@ -190,6 +197,10 @@ type nestedResponse struct {
 // the top level and, on frames, in every "response" object.
 func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result, frame bool) {
 	top := &s.doc
+	if top.tooMany {
+		refuseTooMany(req, res)
+		return
+	}
 	tiers := s.tiers[:0]
 	models := s.models[:0]
 	var nested []nestedResponse
@@ -220,6 +231,7 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 			var o object
 			if scanNested(body, m.valStart, m.valEnd, &o) {
 				nested = append(nested, nestedResponse{member: i, obj: o})
+				count.nested = count.nested || o.tooMany
 			}
 		}
 		if count.over() {
@@ -299,8 +311,12 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 		adds = append(adds, `"service_tier":`+res.Sent.quoted())
 	}
 	if req.EnsureUsage && req.Endpoint == EndpointChatCompletions && stream == 1 {
-		var added bool
-		topEdits, adds, added = ensureIncludeUsage(body, top, topEdits, adds, s)
+		var added, tooMany bool
+		topEdits, adds, added, tooMany = ensureIncludeUsage(body, top, topEdits, adds, s)
+		if tooMany {
+			refuseTooMany(req, res)
+			return
+		}
 		res.UsageAdded = added
 	}
 	s.emit(req, body, topEdits, adds, res)
@@ -312,14 +328,19 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 const maxOccurrences = 64
 
 // ErrTooManyOccurrences is Result.Err for a body or frame with more than 64
-// occurrences of service_tier, model or speed at the levels read.
-var ErrTooManyOccurrences = errors.New("more than 64 occurrences of service_tier, model or speed")
+// occurrences of service_tier, model or speed at the levels read, or more
+// than 64 of any other key tiergate reads in one object (which would
+// otherwise be recorded without bound).
+var ErrTooManyOccurrences = errors.New("more than 64 occurrences of service_tier, model, speed or another key read")
 
 // occurrences counts the raw (folded) occurrences of the keys judged.
-type occurrences struct{ tiers, models, speeds int }
+type occurrences struct {
+	tiers, models, speeds int
+	nested                bool // a nested object read repeats a key too often
+}
 
 func (c *occurrences) over() bool {
-	return c.tiers > maxOccurrences || c.models > maxOccurrences || c.speeds > maxOccurrences
+	return c.tiers > maxOccurrences || c.models > maxOccurrences || c.speeds > maxOccurrences || c.nested
 }
 
 // refuseTooMany refuses a body or frame that carries too many occurrences.
@@ -474,9 +495,10 @@ func rebuild(dst, src []byte, obj *object, edits []edit, adds []string) []byte {
 }
 
 // ensureIncludeUsage makes every stream_options carry include_usage: true,
-// adding the member when there is none.
-func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s *scratch) ([]edit, []string, bool) {
-	seen, added := false, false
+// adding the member when there is none. tooMany reports a stream_options
+// that repeats a key too often to be rewritten.
+func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s *scratch) (_ []edit, _ []string, added, tooMany bool) {
+	seen := false
 	for i, m := range top.members {
 		if classifyKey(body[m.keyStart:m.keyEnd]) != kindStreamOptions {
 			continue
@@ -490,6 +512,9 @@ func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s
 		case val[0] == '{':
 			var o object
 			scanNested(body, m.valStart, m.valEnd, &o)
+			if o.tooMany {
+				return edits, adds, false, true
+			}
 			ok, n := true, 0
 			for _, om := range o.members {
 				if classifyKey(body[om.keyStart:om.keyEnd]) == kindIncludeUsage {
@@ -518,7 +543,7 @@ func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s
 		adds = append(adds, `"stream_options":{"include_usage":true}`)
 		added = true
 	}
-	return edits, adds, added
+	return edits, adds, added, false
 }
 
 // tierOfValue reads a service_tier value token: a string is normalised,

@@ -115,7 +115,7 @@ func TestHostileFramesThroughTheBridge(t *testing.T) {
 			path:   PathResponses,
 			last:   `{"type":"response.create","model":"gpt-4o"` + strings.Repeat(`,"service_tier":"flex"`, 65) + `}`,
 			status: 400, code: "too_many_occurrences", closeCode: websocket.StatusPolicyViolation,
-			message: "the frame repeats service_tier, model or speed more than 64 times",
+			message: "the frame repeats service_tier, model, speed or another key tiergate reads more than 64 times",
 		},
 		{
 			name:      "force adds no tier to a Realtime frame",
