@@ -187,6 +187,48 @@ func TestFrameTypesAreReadAsTiersAre(t *testing.T) {
 	})
 }
 
+func TestValuesAreTrimmedAsAnyUpstreamMightTrimThem(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, hostilePolicy)
+	runHostile(t, p, []hostileCase{
+		{
+			name: "a NUL after the tier is trimmed (Java's trim, a C reader)", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5.5","service_tier":"priority\u0000"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a unit separator before the tier is trimmed (Python's strip)", endpoint: EndpointChatCompletions,
+			body:   `{"model":"gpt-5.5","service_tier":"\u001fFast"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a byte order mark before the tier is trimmed (JavaScript's trim)", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-4o","service_tier":"\ufeffpriority"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a passed padded tier is written canonically", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5","service_tier":"\u0000priority\u0085"}`,
+			action: ActionPass, out: `{"model":"gpt-5","service_tier":"priority"}`,
+		},
+		{
+			name: "a control character after fast is fast mode", endpoint: EndpointMessages,
+			body:   `{"model":"gpt-4o","speed":"fast\u0000"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a control character after the type makes a response.create", endpoint: EndpointResponsesWS,
+			body:   `{"type":"response.create\u0000","model":"gpt-5.5","service_tier":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a zero-width space is no trim of any upstream's and stays unrecognised", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5.5","service_tier":"\u200bpriority"}`,
+			action: ActionPass,
+		},
+	})
+}
+
 func TestRealtimeForceAddsNoKey(t *testing.T) {
 	t.Parallel()
 	p := mustLoad(t, hostilePolicy)

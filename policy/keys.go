@@ -166,8 +166,8 @@ func canonicalKey(tok []byte, k keyKind) bool {
 }
 
 // TypeIs reports whether a frame's type value (unescaped) names the event
-// type want, read as tier values are: surrounding white space trimmed and
-// case folded. An upstream that reads " Response.Create" as
+// type want, read as tier values are: trimmed (white space and control
+// characters) and case folded. An upstream that reads " Response.Create" as
 // response.create must not find an unpoliced one; one that refuses it
 // loses nothing when tiergate polices it. The WebSocket bridge reads
 // session.update frames with it.
@@ -176,5 +176,5 @@ func TypeIs(value, want string) bool {
 }
 
 func typeIs(v []byte, want string) bool {
-	return bytes.EqualFold(bytes.TrimSpace(v), []byte(want))
+	return bytes.EqualFold(bytes.TrimFunc(v, trimmed), []byte(want))
 }

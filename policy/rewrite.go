@@ -566,7 +566,7 @@ func parseTierBytes(b []byte) Tier {
 	if len(b) <= 16 {
 		var buf [16]byte
 		n := 0
-		for _, c := range bytes.TrimSpace(b) {
+		for _, c := range bytes.TrimFunc(b, trimmed) {
 			if c >= 0x80 {
 				return ParseTier(string(b))
 			}
@@ -622,9 +622,10 @@ func isFastModeToken(t string) bool {
 	return len(t) >= len("fast-mode-") && strings.EqualFold(t[:len("fast-mode-")], "fast-mode-")
 }
 
-// isFastSpeed reads a speed value: fast (trimmed, any case) is fast mode.
+// isFastSpeed reads a speed value: fast (trimmed as tiers are, any case) is
+// fast mode.
 func isFastSpeed(val []byte) bool {
 	var buf [32]byte
 	s, ok := stringValue(buf[:0], val)
-	return ok && strings.EqualFold(string(bytes.TrimSpace(s)), "fast")
+	return ok && strings.EqualFold(string(bytes.TrimFunc(s, trimmed)), "fast")
 }
