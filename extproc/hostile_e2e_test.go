@@ -261,6 +261,31 @@ func TestFailOpenCorners(t *testing.T) {
 			})
 		}
 	})
+	t.Run("a policed request whose body the filter will not send is refused at its headers", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, e2ePolicy)
+		first := &extprocv3.ProcessingRequest{
+			Request:        &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: requestHeaders("/v1/responses").GetRequestHeaders()},
+			ProtocolConfig: &extprocv3.ProtocolConfiguration{RequestBodyMode: filterv3.ProcessingMode_NONE},
+		}
+		a := exchangeByHand(t, h, first)
+		if ir := a.GetImmediateResponse(); ir == nil || ir.GetStatus().GetCode() != http.StatusInternalServerError {
+			t.Fatalf("answer %v, want an immediate 500: the body would go upstream unjudged", a)
+		}
+	})
+	t.Run("a request without a body passes with the body mode NONE", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, e2ePolicy)
+		hdrs := requestHeaders("/v1/responses").GetRequestHeaders()
+		hdrs.EndOfStream = true
+		first := &extprocv3.ProcessingRequest{
+			Request:        &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs},
+			ProtocolConfig: &extprocv3.ProtocolConfiguration{RequestBodyMode: filterv3.ProcessingMode_NONE},
+		}
+		if a := exchangeByHand(t, h, first); a.GetImmediateResponse() != nil {
+			t.Fatalf("answer %v, want the headers continued", a)
+		}
+	})
 	t.Run("a second body message is refused as misconfigured", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, e2ePolicy)

@@ -28,6 +28,10 @@ type exchange struct {
 	// sends the request body BUFFERED (protocol_config): only then is a
 	// body without end_of_stream whole, its trailers to follow.
 	buffered bool
+	// noBody is set when the stream's first message says the filter sends
+	// no request body at all (request_body_mode NONE): a policed request
+	// with a body would then go upstream unjudged.
+	noBody bool
 	// sawHeaders is set once the request headers have arrived.
 	sawHeaders bool
 	headers    *corev3.HeaderMap
@@ -70,6 +74,12 @@ func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		x.srv.metrics.countRequest(x.endpoint, outcomeUnpoliced)
 		x.endpoint = policy.EndpointUnknown
 		return unpolicedHeadersAnswer
+	}
+	if x.noBody {
+		// The body will never be sent to be judged: answering these
+		// headers would let it through.
+		return x.misconfigured("request body mode is NONE on a policed path; refusing the request (set processing_mode.request_body_mode: BUFFERED)",
+			"tiergate is misconfigured: the request body must be BUFFERED")
 	}
 	x.pol = x.srv.opts.Store.Load()
 	return policedHeadersAnswer
