@@ -108,6 +108,16 @@ func TestFoldedKeysAreOccurrences(t *testing.T) {
 			action: ActionBlock, status: 403,
 		},
 		{
+			name: "a key is read up to an escaped NUL, as a C-string reader reads it", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5.5","service_tier\u0000x":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a passed key cut at a NUL is renamed", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5","SERVICE_TIER\u0000":"fast"}`,
+			action: ActionPass, out: `{"model":"gpt-5","service_tier":"priority"}`,
+		},
+		{
 			name: "a passed folded key is renamed service_tier at its place", endpoint: EndpointResponses,
 			body:   `{"SERVICE_TIER":"priority","model":"gpt-5"}`,
 			action: ActionPass, out: `{"service_tier":"priority","model":"gpt-5"}`,

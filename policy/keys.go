@@ -85,6 +85,12 @@ func classifySlow(raw []byte) keyKind {
 	if !ok {
 		return keyOther
 	}
+	if i := bytes.IndexByte(s, 0); i >= 0 {
+		// A reader that keeps keys as C strings (cJSON) reads up to the
+		// NUL: "service_tier\u0000x" is service_tier to it. (A NUL can
+		// only come escaped, so only this path sees one.)
+		s = s[:i]
+	}
 	var buf [maxFoldedKey]byte
 	n := 0
 	for i := 0; i < len(s); {
