@@ -232,6 +232,21 @@ func TestValuesAreTrimmedAsAnyUpstreamMightTrimThem(t *testing.T) {
 			action: ActionBlock, status: 403,
 		},
 		{
+			name: "a tier is read up to a NUL, as a C-string reader reads it", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5.5","service_tier":"priority\u0000default"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "speed is read up to a NUL", endpoint: EndpointMessages,
+			body:   `{"model":"gpt-4o","speed":"fast\u0000standard"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a type is read up to a NUL", endpoint: EndpointResponsesWS,
+			body:   `{"type":"response.create\u0000x","model":"gpt-5.5","service_tier":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
 			name: "a zero-width space is no trim of any upstream's and stays unrecognised", endpoint: EndpointResponses,
 			body:   `{"model":"gpt-5.5","service_tier":"\u200bpriority"}`,
 			action: ActionPass,

@@ -85,12 +85,10 @@ func classifySlow(raw []byte) keyKind {
 	if !ok {
 		return keyOther
 	}
-	if i := bytes.IndexByte(s, 0); i >= 0 {
-		// A reader that keeps keys as C strings (cJSON) reads up to the
-		// NUL: "service_tier\u0000x" is service_tier to it. (A NUL can
-		// only come escaped, so only this path sees one.)
-		s = s[:i]
-	}
+	// A reader that keeps keys as C strings (cJSON) reads up to the NUL:
+	// "service_tier\u0000x" is service_tier to it. (A NUL can only come
+	// escaped, so only this path sees one.)
+	s = cString(s)
 	var buf [maxFoldedKey]byte
 	n := 0
 	for i := 0; i < len(s); {
@@ -182,5 +180,16 @@ func TypeIs(value, want string) bool {
 }
 
 func typeIs(v []byte, want string) bool {
-	return bytes.EqualFold(bytes.TrimFunc(v, trimmed), []byte(want))
+	// Read whole and up to a NUL, as tiers are (tierOfValue).
+	return bytes.EqualFold(bytes.TrimFunc(v, trimmed), []byte(want)) ||
+		bytes.EqualFold(bytes.TrimFunc(cString(v), trimmed), []byte(want))
+}
+
+// cString cuts an unescaped key or value at its first NUL, where a reader
+// that keeps strings as C strings stops reading it.
+func cString(b []byte) []byte {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i]
+	}
+	return b
 }

@@ -557,7 +557,14 @@ func tierOfValue(val []byte) Tier {
 	if !ok {
 		return TierUnrecognised
 	}
-	return parseTierBytes(s)
+	// Read whole and trimmed (Java's trim drops a NUL at either end), or
+	// up to a NUL (a C reader): a tier name holds no NUL, so at most one
+	// reading names a tier, and that is the one judged.
+	t := parseTierBytes(s)
+	if c := cString(s); !t.Concrete() && len(c) < len(s) {
+		t = parseTierBytes(c)
+	}
+	return t
 }
 
 // parseTierBytes is ParseTier for a byte slice, without allocating in the
@@ -627,5 +634,9 @@ func isFastModeToken(t string) bool {
 func isFastSpeed(val []byte) bool {
 	var buf [32]byte
 	s, ok := stringValue(buf[:0], val)
-	return ok && strings.EqualFold(string(bytes.TrimFunc(s, trimmed)), "fast")
+	return ok && (isFast(s) || isFast(cString(s)))
+}
+
+func isFast(s []byte) bool {
+	return strings.EqualFold(string(bytes.TrimFunc(s, trimmed)), "fast")
 }
