@@ -247,6 +247,27 @@ func TestValuesAreTrimmedAsAnyUpstreamMightTrimThem(t *testing.T) {
 			action: ActionBlock, status: 403,
 		},
 		{
+			name: "a model is judged as read up to a NUL", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5.5\u0000x","service_tier":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a padded model is judged as read trimmed", endpoint: EndpointChatCompletions,
+			body:   `{"model":"\u0000gpt-5.5 ","service_tier":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a claimed session model with a NUL is judged as read up to it", endpoint: EndpointRealtime,
+			session: []string{"gpt-4o", "gpt-5.5\u0000"},
+			body:    `{"type":"response.create","response":{"service_tier":"priority"}}`,
+			action:  ActionBlock, status: 403,
+		},
+		{
+			name: "a fallback's model is judged as read up to a NUL", endpoint: EndpointMessages,
+			body:   `{"model":"gpt-4o","fallbacks":[{"model":"gpt-5.5\u0000","speed":"fast"}]}`,
+			action: ActionBlock, status: 403,
+		},
+		{
 			name: "a zero-width space is no trim of any upstream's and stays unrecognised", endpoint: EndpointResponses,
 			body:   `{"model":"gpt-5.5","service_tier":"\u200bpriority"}`,
 			action: ActionPass,
