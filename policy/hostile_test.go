@@ -447,11 +447,14 @@ func TestMemoryIsBoundedByTheKeysRead(t *testing.T) {
 			if res.Status != tc.status {
 				t.Fatalf("status %d (%v), want %d", res.Status, res.Err, tc.status)
 			}
-			// The rewritten body (twice, for a rewritten nested object) and
-			// small change; not members by the million.
-			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 3*uint64(len(body)) {
+			// The rewritten body (twice, for a rewritten nested object; the
+			// race detector adds about one more) and small change; not
+			// members by the million (47 times the body before).
+			alloc := after.TotalAlloc - before.TotalAlloc
+			if alloc > 4*uint64(len(body)) {
 				t.Errorf("a %d-byte body allocated %d bytes", len(body), alloc)
 			}
+			t.Logf("%d-byte body: %d bytes allocated", len(body), alloc)
 		})
 	}
 }

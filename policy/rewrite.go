@@ -300,7 +300,10 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 			if topEdits == nil {
 				topEdits = s.topEdits(len(top.members))
 			}
-			topEdits[n.member].replace = rebuild(nil, body, &n.obj, e, nil)
+			// Sized up front: a large object grown by appends costs
+			// twice its size.
+			buf := make([]byte, 0, n.obj.end-n.obj.start)
+			topEdits[n.member].replace = rebuild(buf, body, &n.obj, e, nil)
 		}
 	}
 	var adds []string
@@ -529,7 +532,8 @@ func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s
 			for j, om := range o.members {
 				oe[j].remove = classifyKey(body[om.keyStart:om.keyEnd]) == kindIncludeUsage
 			}
-			repl = rebuild(nil, body, &o, oe, []string{`"include_usage":true`})
+			add := `"include_usage":true`
+			repl = rebuild(make([]byte, 0, o.end-o.start+len(add)+1), body, &o, oe, []string{add})
 		default:
 			continue // not an object: the upstream will refuse it
 		}
