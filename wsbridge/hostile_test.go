@@ -94,6 +94,18 @@ func TestHostileFramesThroughTheBridge(t *testing.T) {
 			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
 		},
 		{
+			name:   "a ?model= after a semicolon is a candidate",
+			path:   PathRealtime + "?x=1;model=gpt-5.5",
+			last:   `{"type":"response.create","response":{"service_tier":"priority"}}`,
+			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
+		},
+		{
+			name:   "a ?model= that a semicolon joins to another pair is a candidate",
+			path:   PathRealtime + "?model=gpt-4o&model=gpt-5.5;x=1",
+			last:   `{"type":"response.create","response":{"service_tier":"priority"}}`,
+			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
+		},
+		{
 			name: "an error that repeats an event_id drops no other claim",
 			path: PathRealtime + "?model=gpt-4o",
 			steps: []hostileStep{

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,7 +77,7 @@ func newSession(b *Bridge, ep policy.Endpoint, r *http.Request, client, up *webs
 		u2cDone:   make(chan struct{}),
 	}
 	if r.URL.RawQuery != "" {
-		s.models.connect(r.URL.Query()["model"])
+		s.models.connect(queryModels(r.URL.RawQuery))
 	}
 	return s
 }
@@ -208,6 +209,29 @@ type claim struct {
 // models they claim: a client that sends more than the upstream answers is
 // refused rather than holding memory without end.
 const maxClaimed = 256
+
+// queryModels returns every model= parameter of a raw query as any
+// upstream's parser may read it: pairs split at '&' and at ';' (which
+// url.ParseQuery refuses, dropping the whole pair "x=1;model=m", while
+// older parsers split there), and a value whose escapes do not decode
+// kept as it is. The query goes upstream as sent, so each is a candidate.
+func queryModels(raw string) []string {
+	var out []string
+	for pair := range strings.FieldsFuncSeq(raw, func(r rune) bool { return r == '&' || r == ';' }) {
+		k, v, _ := strings.Cut(pair, "=")
+		if unescapeQuery(k) == "model" {
+			out = append(out, unescapeQuery(v))
+		}
+	}
+	return out
+}
+
+func unescapeQuery(s string) string {
+	if u, err := url.QueryUnescape(s); err == nil {
+		return u
+	}
+	return s
+}
 
 // connect takes the connection's ?model= parameters.
 func (m *models) connect(params []string) {
