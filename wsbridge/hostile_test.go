@@ -106,6 +106,20 @@ func TestHostileFramesThroughTheBridge(t *testing.T) {
 			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
 		},
 		{
+			name:   "a frame led by a byte order mark is refused as invalid JSON",
+			path:   PathResponses,
+			last:   "\ufeff" + `{"type":"response.create","model":"gpt-5.5","service_tier":"priority"}`,
+			status: 400, code: "invalid_json", closeCode: websocket.StatusInvalidFramePayloadData,
+			message: "the frame is not valid JSON: invalid JSON at byte 0",
+		},
+		{
+			name:   "a frame repeating the type 65 times is refused",
+			path:   PathResponses,
+			last:   `{"model":"gpt-5.5"` + strings.Repeat(`,"type":"response.create"`, 65) + `}`,
+			status: 400, code: "too_many_occurrences", closeCode: websocket.StatusPolicyViolation,
+			message: "the frame repeats service_tier, model, speed or another key tiergate reads more than 64 times",
+		},
+		{
 			name: "an error that repeats an event_id drops no other claim",
 			path: PathRealtime + "?model=gpt-4o",
 			steps: []hostileStep{
