@@ -256,6 +256,19 @@ func TestBootstrapSettings(t *testing.T) {
 				t.Errorf("listener per_connection_buffer_limit_bytes = %d, want at least %d", got, want)
 			}
 		}},
+		{"an HTTP/2 client's body may be as large as an HTTP/1.1 client's", func(t *testing.T, v *view) {
+			// Envoy bounds an HTTP/2 request's buffer by the stream's window
+			// (default 16 MiB), which real Envoy answers with 413 before the
+			// listener's limit is reached (internal/e2e).
+			limit := v.listener.GetPerConnectionBufferLimitBytes().GetValue()
+			h2 := v.hcm.GetHttp2ProtocolOptions()
+			if got := h2.GetInitialStreamWindowSize().GetValue(); got < limit {
+				t.Errorf("http2_protocol_options.initial_stream_window_size = %d, want at least per_connection_buffer_limit_bytes (%d)", got, limit)
+			}
+			if got := h2.GetInitialConnectionWindowSize().GetValue(); got < limit {
+				t.Errorf("http2_protocol_options.initial_connection_window_size = %d, want at least %d", got, limit)
+			}
+		}},
 		{"no timeout cuts a long LLM stream short", func(t *testing.T, v *view) {
 			if d := v.hcm.GetStreamIdleTimeout(); d == nil || (d.AsDuration() != 0 && d.AsDuration() < 10*time.Minute) {
 				t.Errorf("stream_idle_timeout = %v, want at least 10m (Envoy's default is 5m)", d.AsDuration())

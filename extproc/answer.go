@@ -5,6 +5,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/tiergate/tiergate/budget"
 )
 
 // Answers that never change are built once and shared by every stream:
@@ -54,6 +56,10 @@ type bodyAnswer struct {
 	bodyMut  extprocv3.BodyMutation
 	newBody  extprocv3.BodyMutation_Body
 	length   [20]byte // content-length's digits
+	// spend is the budgets' view for the decision: kept here, in the
+	// recycled answer, so that handing the policy its address allocates
+	// nothing (a field of the exchange would move the exchange to the heap).
+	spend budget.View
 
 	// out is the rewritten body's buffer (policy.HTTPRequest.Buf), whose
 	// storage is kept from one use to the next.

@@ -32,6 +32,9 @@ type decisionKey struct {
 	action                  policy.Action
 	requested, judged, sent policy.Tier
 	rule, group, model      string
+	budget                  string
+	shadowRule              string
+	shadowAction            policy.Action
 }
 
 // decision is what a decision's answers share. Its metadata is read-only
@@ -55,7 +58,8 @@ func (c *decisionCache) get(srv *Server, pol *policy.Policy, ep policy.Endpoint,
 	k := decisionKey{
 		pol: pol, endpoint: ep, action: out.Action,
 		requested: out.Requested, judged: out.Tier, sent: out.Sent,
-		rule: out.Rule, group: out.Group, model: out.RequestModel,
+		rule: out.Rule, group: out.Group, model: out.RequestModel, budget: out.Budget,
+		shadowRule: out.ShadowRule, shadowAction: out.ShadowAction,
 	}
 	cacheable := len(k.model)+len(k.group) <= maxCachedNames
 	var slot *atomic.Pointer[decision]
@@ -74,6 +78,11 @@ func (c *decisionCache) get(srv *Server, pol *policy.Policy, ep policy.Endpoint,
 	m.str("rule", out.Rule)
 	m.str("group", out.Group)
 	m.str("model", out.RequestModel)
+	m.str("budget", policy.BudgetLabel(out.Budget))
+	if out.ShadowRule != "" {
+		m.str("shadow_rule", out.ShadowRule)
+		m.str("shadow_action", out.ShadowAction.String())
+	}
 	d.metadata = m.appendTo(nil)
 	if cacheable {
 		slot.Store(d)

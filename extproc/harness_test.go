@@ -95,6 +95,13 @@ type harness struct {
 
 func newHarness(t *testing.T, policyYAML string) *harness {
 	t.Helper()
+	return newHarnessWith(t, policyYAML, nil)
+}
+
+// newHarnessWith is newHarness with the server's options adjusted by
+// configure (given the registry and the policy store) before it starts.
+func newHarnessWith(t *testing.T, policyYAML string, configure func(*Options, *prometheus.Registry)) *harness {
+	t.Helper()
 	p := policy.Default()
 	if policyYAML != "" {
 		var err error
@@ -103,9 +110,13 @@ func newHarness(t *testing.T, policyYAML string) *harness {
 		}
 	}
 	h := &harness{t: t, reg: prometheus.NewRegistry(), usageLog: &syncbuf.Buffer{}}
-	h.srv = newTestServer(t, h.reg, Options{
+	opts := Options{
 		Store: policy.NewStore(p), Usage: usage.NewLog(h.usageLog), MaxUsageBytes: 1 << 20,
-	})
+	}
+	if configure != nil {
+		configure(&opts, h.reg)
+	}
+	h.srv = newTestServer(t, h.reg, opts)
 	g := grpc.NewServer(ServerOptions(DefaultMaxMessageBytes)...) // as serve runs it
 	h.srv.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -1,6 +1,8 @@
 package extproc
 
 import (
+	"strconv"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -50,6 +52,18 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 		Header:       &corev3.HeaderValue{Key: name, RawValue: []byte(value)},
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}
+}
+
+// addBudgetHeaders adds to a budget's 429 what a client needs to stop and
+// come back (DESIGN.md, Budgets): when the window ends, that an automatic
+// retry will not help (OpenAI's SDKs read x-should-retry), and which budget
+// refused.
+func addBudgetHeaders(resp *extprocv3.ProcessingResponse, name string, retryAfter int64) {
+	h := resp.GetImmediateResponse().Headers
+	h.SetHeaders = append(h.SetHeaders,
+		setHeader("retry-after", strconv.FormatInt(retryAfter, 10)),
+		setHeader("x-should-retry", "false"),
+		setHeader("x-tiergate-budget", name))
 }
 
 // immediate builds an ImmediateResponse: tiergate answers the client itself

@@ -38,6 +38,11 @@ type exchange struct {
 	header     func(string) string // looks a request header up in headers
 	requestID  string
 
+	// decidedAt is the decision time, the request headers' arrival: the
+	// request's cost goes to the budget windows that contain it. Zero when
+	// the policy has no budgets.
+	decidedAt time.Time
+
 	out     policy.HTTPOutcome // the request's decision
 	decided bool
 	answer  *bodyAnswer // the body answer, to recycle once it is sent
@@ -82,6 +87,9 @@ func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 			"tiergate is misconfigured: the request body must be BUFFERED")
 	}
 	x.pol = x.srv.opts.Store.Load()
+	if t := x.srv.opts.Budgets; t != nil && len(x.pol.Budgets()) > 0 {
+		x.decidedAt = t.Now()
+	}
 	return policedHeadersAnswer
 }
 
@@ -106,6 +114,11 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 	}
 	a := x.srv.getAnswer()
 	x.answer = a
+	var spend policy.SpendView
+	if !x.decidedAt.IsZero() {
+		a.spend = x.srv.opts.Budgets.View(x.decidedAt)
+		spend = &a.spend
+	}
 	x.out = x.pol.DecideHTTP(&policy.HTTPRequest{
 		Endpoint:   x.endpoint,
 		Deployment: x.deployment,
@@ -116,10 +129,16 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		Body:            b.GetBody(),
 		MaxDecoded:      x.srv.opts.MaxBodyBytes,
 		Buf:             a.out,
+		Spend:           spend,
 	})
 	x.decided = true
+	x.srv.opts.Budgets.Acted(&x.out.Decision)
 	d := x.srv.decisions.get(x.srv, x.pol, x.endpoint, &x.out)
 	d.counter.Inc()
+	if len(x.out.Shadows) > 0 {
+		x.srv.opts.Decisions.ObserveShadows(&x.out.Decision)
+		x.logShadows()
+	}
 	if x.out.Refused() {
 		return x.refuse(d)
 	}
@@ -172,15 +191,29 @@ func (x *exchange) refuse(d *decision) *extprocv3.ProcessingResponse {
 	x.srv.metrics.countRequest(x.endpoint, outcome)
 	x.srv.log.Info("request refused", "request_id", x.requestID, "endpoint", x.endpoint.String(),
 		"status", status, "group", x.out.Group, "model", x.out.RequestModel,
-		"service_tier", x.out.Tier.String(), "rule", x.out.Rule, "message", x.out.Message)
+		"service_tier", x.out.Tier.String(), "rule", x.out.Rule, "budget", x.out.Budget, "message", x.out.Message)
 	x.done = true
 	x.recorded = true
 	if x.srv.opts.Usage != nil { // blocked and refused records carry no cost
 		x.writeRecord(x.record(recStatus, status, usage.Unknown()))
 	}
 	resp := immediate(status, x.out.ErrorBody, "tiergate_"+x.out.Refusal.Code())
+	if x.out.Refusal == policy.RefusalBudget {
+		addBudgetHeaders(resp, x.out.Budget, x.out.RetryAfter)
+	}
 	resp.ProtoReflect().SetUnknown(d.metadata)
 	return resp
+}
+
+// logShadows logs each shadow match at info, with what was decided
+// instead: the log line an operator rolling out a rule looks for.
+func (x *exchange) logShadows() {
+	for _, s := range x.out.Shadows {
+		x.srv.log.Info("shadow match", "request_id", x.requestID, "endpoint", x.endpoint.String(),
+			"shadow_rule", s.Rule, "shadow_action", s.Action.String(), "shadow_budget", s.Budget,
+			"group", x.out.Group, "model", x.out.RequestModel, "service_tier", x.out.Tier.String(),
+			"action", x.out.Action.String(), "rule", x.out.Rule)
+	}
 }
 
 func (x *exchange) logDecision() {
@@ -190,7 +223,7 @@ func (x *exchange) logDecision() {
 	x.srv.log.Debug("decision", "request_id", x.requestID, "endpoint", x.endpoint.String(),
 		"group", x.out.Group, "model", x.out.RequestModel, "action", x.out.Action.String(),
 		"service_tier_requested", x.out.Requested.String(), "service_tier_sent", x.out.Sent.String(),
-		"rule", x.out.Rule)
+		"rule", x.out.Rule, "budget", x.out.Budget)
 }
 
 // sent recycles the body answer: gRPC has encoded the message by the time

@@ -9,6 +9,7 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
+	"github.com/tiergate/tiergate/budget"
 	"github.com/tiergate/tiergate/contentcoding"
 	"github.com/tiergate/tiergate/policy"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
@@ -205,6 +206,7 @@ func (x *exchange) finish(status string, resp *extprocv3.ProcessingResponse) {
 		}
 		x.writeRecord(rec)
 	}
+	x.account(cost, priced)
 	x.srv.opts.Tokens.Add(x.endpoint.String(), x.pol.ModelLabel(x.out.RequestModel),
 		policy.TierLabel(u.BilledTier(x.out.Sent.String())), x.pol.GroupLabel(x.out.Group), u)
 	if resp != nil {
@@ -304,8 +306,13 @@ func (x *exchange) record(status string, httpStatus int, u usage.Usage) *tiergat
 		ServiceTierSent:      x.out.Sent.String(),
 		Action:               x.out.Action.String(),
 		Rule:                 x.out.Rule,
+		Budget:               policy.BudgetLabel(x.out.Budget),
 		PolicySha256:         x.pol.SHA256(),
+		ShadowRule:           x.out.ShadowRule,
 		Status:               status,
+	}
+	if x.out.ShadowRule != "" {
+		rec.ShadowAction = x.out.ShadowAction.String()
 	}
 	var firstOut time.Time
 	if r := x.resp; r != nil {
@@ -370,4 +377,14 @@ func (d *streamDecoder) Write(p []byte) {
 func (d *streamDecoder) Close() {
 	_ = d.pw.Close()
 	<-d.done
+}
+
+// account adds the request's cost (priced once, at the response's end) to
+// the budgets it falls under, in the windows of its decision time. Only a
+// request that budgets were enforced on is accounted.
+func (x *exchange) account(c policy.Cost, priced bool) {
+	if x.decidedAt.IsZero() || x.out.Refused() || !priced {
+		return
+	}
+	x.srv.opts.Budgets.Account(x.pol, budget.Charge{Group: x.out.Group, At: x.decidedAt, Cost: c})
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/tiergate/tiergate/budget"
 	"github.com/tiergate/tiergate/policy"
 	"github.com/tiergate/tiergate/usage"
 )
@@ -34,6 +35,9 @@ type Options struct {
 	// Decisions and Tokens are shared with the WebSocket bridge.
 	Decisions *policy.DecisionMetrics
 	Tokens    *usage.Metrics
+	// Budgets keeps spend and gives decisions a view of it; nil: budgets
+	// in the policy are not enforced (nor spend kept).
+	Budgets *budget.Tracker
 	// Usage receives one record per request; nil discards them.
 	Usage *usage.Log
 	Log   *slog.Logger

@@ -99,8 +99,9 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 		judged = append(judged, fastEntryModels...)
 	}
 	res.Decision = p.evaluate(req.Endpoint, req.Group, tiers, judged, &s.work)
+	p.applyBudgets(&res.Decision, req.Spend, judged)
 	if res.Action == ActionBlock {
-		res.Status, res.Sent = 403, TierNone
+		res.Status, res.Sent = refusalOf(&res.Decision).Status(), TierNone
 		return
 	}
 	keep := res.Action == ActionPass && res.Sent == TierPriority

@@ -63,12 +63,12 @@ func Default() *Policy {
 // problem it returns a *ConfigError that lists all of them.
 func Load(data []byte) (*Policy, error) {
 	sum := sha256.Sum256(data)
-	l := loader{}
+	l := loader{limits: map[*tiergatev1.Budget]int64{}}
 	cfg := l.parse(data)
 	if len(l.problems) > 0 {
 		return nil, &ConfigError{Problems: l.problems}
 	}
-	p, err := compile(cfg)
+	p, err := compile(cfg, l.limits)
 	if err != nil {
 		return nil, err
 	}
@@ -79,6 +79,9 @@ func Load(data []byte) (*Policy, error) {
 
 type loader struct {
 	problems []Problem
+	// limits holds each budget's limit exactly as written, in micro-units
+	// (the proto's double cannot hold every 6-decimal amount exactly).
+	limits map[*tiergatev1.Budget]int64
 }
 
 func (l *loader) addf(path, format string, args ...any) {
@@ -150,6 +153,11 @@ func (l *loader) parse(data []byte) *tiergatev1.Config {
 				}
 			}
 		},
+		"budgets": func(path string, v any) {
+			for i, item := range l.list(path, v) {
+				cfg.Budgets = append(cfg.Budgets, l.budget(fmt.Sprintf("%s[%d]", path, i), item))
+			}
+		},
 		"metrics": func(path string, v any) {
 			cfg.Metrics = &tiergatev1.Metrics{}
 			if m, ok := l.object(path, v); ok {
@@ -161,6 +169,7 @@ func (l *loader) parse(data []byte) *tiergatev1.Config {
 		"prices": func(path string, v any) { cfg.Prices = l.prices(path, v) },
 	})
 	l.crossCheck(cfg)
+	l.crossCheckBudgets(cfg, pricesGiven(cfg))
 	return cfg
 }
 
@@ -175,6 +184,8 @@ func (l *loader) rule(path string, v any) *tiergatev1.Rule {
 			if s, ok := l.name(p, v); ok {
 				if strings.HasPrefix(s, "#") {
 					l.addf(p, "rule names must not start with # (unnamed rules are labelled #1, #2... by position)")
+				} else {
+					l.checkName(p, s, "rule name")
 				}
 				r.Name = s
 			}
@@ -185,7 +196,13 @@ func (l *loader) rule(path string, v any) *tiergatev1.Rule {
 		"model_whitelist":        func(p string, v any) { r.ModelWhitelist = l.names(p, v, "model name") },
 		"fallback_action":        func(p string, v any) { r.FallbackAction = l.action(p, v) },
 		"fallback_error_message": func(p string, v any) { r.FallbackErrorMessage, _ = l.text(p, v) },
-		"groups":                 func(p string, v any) { r.Groups = l.names(p, v, "group name") },
+		"groups": func(p string, v any) {
+			r.Groups = l.names(p, v, "group name")
+			for i, g := range r.Groups {
+				l.checkName(fmt.Sprintf("%s[%d]", p, i), g, "group name")
+			}
+		},
+		"shadow": func(p string, v any) { r.Shadow, _ = l.boolean(p, v) },
 		"endpoints": func(p string, v any) {
 			for i, item := range l.list(p, v) {
 				ip := fmt.Sprintf("%s[%d]", p, i)
@@ -219,7 +236,12 @@ func (l *loader) group(path string, v any) *tiergatev1.Group {
 		return g
 	}
 	l.fields(path, m, map[string]func(string, any){
-		"name":               func(p string, v any) { g.Name, _ = l.name(p, v) },
+		"name": func(p string, v any) {
+			if s, ok := l.name(p, v); ok {
+				l.checkName(p, s, "group name")
+				g.Name = s
+			}
+		},
 		"force_service_tier": func(p string, v any) { g.ForceServiceTier = l.tier(p, v, false) },
 		"api_key_sha256": func(p string, v any) {
 			for i, item := range l.list(p, v) {
@@ -323,6 +345,15 @@ func (l *loader) text(path string, v any) (string, bool) {
 		l.addf(path, "want a string, got %s", describe(v))
 	}
 	return s, ok
+}
+
+// boolean reads true or false.
+func (l *loader) boolean(path string, v any) (bool, bool) {
+	b, ok := v.(bool)
+	if !ok {
+		l.addf(path, "want true or false, got %s", describe(v))
+	}
+	return b, ok
 }
 
 // name reads a non-blank string.
@@ -486,7 +517,7 @@ func validHeaderName(s string) bool {
 }
 
 // compile turns a validated config into the evaluation form.
-func compile(cfg *tiergatev1.Config) (*Policy, error) {
+func compile(cfg *tiergatev1.Config, limits map[*tiergatev1.Budget]int64) (*Policy, error) {
 	p := &Policy{
 		config:      cfg,
 		forced:      map[string]Tier{},
@@ -531,6 +562,7 @@ func compile(cfg *tiergatev1.Config) (*Policy, error) {
 			fallback:    actionFromProto(r.FallbackAction),
 			fallbackMsg: r.FallbackErrorMessage,
 			groups:      r.Groups,
+			shadow:      r.Shadow,
 		}
 		if r.ServiceTier == tiergatev1.ServiceTier_SERVICE_TIER_ALL {
 			cr.all = true
@@ -552,7 +584,9 @@ func compile(cfg *tiergatev1.Config) (*Policy, error) {
 			p.groupLabels[g] = struct{}{}
 		}
 		p.rules = append(p.rules, cr)
+		p.shadows = p.shadows || cr.shadow
 	}
+	compileBudgets(p, cfg, limits)
 	return p, nil
 }
 

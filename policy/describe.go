@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 
+	"github.com/tiergate/tiergate/internal/decimal"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
 )
 
@@ -20,6 +21,7 @@ type fileRule struct {
 	FallbackErrorMessage string   `json:"fallback_error_message,omitempty"`
 	Groups               []string `json:"groups,omitempty"`
 	Endpoints            []string `json:"endpoints,omitempty"`
+	Shadow               bool     `json:"shadow,omitempty"`
 }
 
 type fileGroup struct {
@@ -28,9 +30,21 @@ type fileGroup struct {
 	APIKeySHA256     []string `json:"api_key_sha256,omitempty"`
 }
 
+type fileBudget struct {
+	Name         string      `json:"name"`
+	Groups       []string    `json:"groups,omitempty"`
+	ServiceTiers []string    `json:"service_tiers,omitempty"`
+	Models       []string    `json:"models,omitempty"`
+	Window       string      `json:"window"`
+	Limit        json.Number `json:"limit"`
+	OnExhausted  string      `json:"on_exhausted"`
+	Shadow       bool        `json:"shadow,omitempty"`
+}
+
 type fileConfig struct {
 	Rules        []fileRule        `json:"rules"`
 	Groups       []fileGroup       `json:"groups,omitempty"`
+	Budgets      []fileBudget      `json:"budgets,omitempty"`
 	Identity     map[string]string `json:"identity,omitempty"`
 	ModelAliases map[string]string `json:"model_aliases,omitempty"`
 	Metrics      map[string]any    `json:"metrics,omitempty"`
@@ -56,6 +70,7 @@ func (p *Policy) RedactedJSON() ([]byte, error) {
 			ModelWhitelist:       r.ModelWhitelist,
 			FallbackErrorMessage: r.FallbackErrorMessage,
 			Groups:               r.Groups,
+			Shadow:               r.Shadow,
 		}
 		if r.FallbackAction != tiergatev1.Action_ACTION_UNSPECIFIED {
 			fr.FallbackAction = enumName(r.FallbackAction.String(), "ACTION_")
@@ -80,6 +95,19 @@ func (p *Policy) RedactedJSON() ([]byte, error) {
 	}
 	if m := cfg.GetMetrics().GetModels(); len(m) > 0 {
 		out.Metrics = map[string]any{"models": m}
+	}
+	for i, b := range cfg.GetBudgets() {
+		fb := fileBudget{
+			Name: b.Name, Groups: b.Groups, Models: b.Models,
+			Window:      enumName(b.Window.String(), "BUDGET_WINDOW_"),
+			Limit:       json.Number(decimal.String(uint64(p.budgets[i].Limit), 6)),
+			OnExhausted: enumName(b.OnExhausted.String(), "ACTION_"),
+			Shadow:      b.Shadow,
+		}
+		for _, t := range b.ServiceTiers {
+			fb.ServiceTiers = append(fb.ServiceTiers, enumName(t.String(), "SERVICE_TIER_"))
+		}
+		out.Budgets = append(out.Budgets, fb)
 	}
 	return json.Marshal(out)
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 )
 
 // Refusal is why tiergate itself answers a request instead of forwarding it.
@@ -15,8 +16,18 @@ const (
 	RefusalInvalidJSON                        // 400: the body is not valid JSON
 	RefusalUnsupportedEncoding                // 415: a content-encoding tiergate cannot decode
 	RefusalMisconfigured                      // 500: Envoy's filter is not set up as tiergate needs
+	RefusalBudget                             // 429: a budget is exhausted
 	RefusalTooManyOccurrences                 // 400: more than 64 occurrences of a key judged
 )
+
+// refusalOf returns why a blocked decision refuses: its budget, else the
+// policy.
+func refusalOf(d *Decision) Refusal {
+	if d.Budget != "" {
+		return RefusalBudget
+	}
+	return RefusalPolicy
+}
 
 // Status returns the HTTP status of a refusal.
 func (r Refusal) Status() int {
@@ -27,6 +38,8 @@ func (r Refusal) Status() int {
 		return 415
 	case RefusalMisconfigured:
 		return 500
+	case RefusalBudget:
+		return 429
 	}
 	return 403
 }
@@ -40,6 +53,8 @@ func (r Refusal) Code() string {
 		return "unsupported_content_encoding"
 	case RefusalMisconfigured:
 		return "tiergate_misconfigured"
+	case RefusalBudget:
+		return "budget_exhausted"
 	case RefusalTooManyOccurrences:
 		return "too_many_occurrences"
 	}
@@ -52,6 +67,8 @@ func (r Refusal) openAIType() string {
 		return "forbidden_error"
 	case RefusalMisconfigured:
 		return "server_error"
+	case RefusalBudget:
+		return "rate_limit_error"
 	}
 	return "invalid_request_error"
 }
@@ -62,6 +79,8 @@ func (r Refusal) anthropicType() string {
 		return "permission_error"
 	case RefusalMisconfigured:
 		return "api_error" // Anthropic's type for its own 500s
+	case RefusalBudget:
+		return "rate_limit_error"
 	}
 	return "invalid_request_error"
 }
@@ -74,7 +93,7 @@ func ErrorBody(ep Endpoint, r Refusal, message string) []byte {
 		v = anthropicError{Type: "error", Error: anthropicErrorDetail{Type: r.anthropicType(), Message: message}}
 	} else {
 		var param *string
-		if r == RefusalPolicy {
+		if r == RefusalPolicy || r == RefusalBudget {
 			p := "service_tier"
 			param = &p
 		}
@@ -95,6 +114,23 @@ func ErrorEvent(r Refusal, message string) []byte {
 		Type:    "error",
 		Status:  r.Status(),
 		Error:   wsErrorDetail{Type: r.openAIType(), Code: r.Code(), Message: message},
+	})
+	return b
+}
+
+// BudgetErrorEvent renders the WebSocket error event for a turn a budget
+// refuses: the 429 form of ErrorEvent, with the retry-after a client would
+// have read from the HTTP response's headers.
+func BudgetErrorEvent(message string, retryAfter int64) []byte {
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	r := RefusalBudget
+	b, _ := json.Marshal(wsErrorEvent{
+		EventID: "evt_" + hex.EncodeToString(id[:]),
+		Type:    "error",
+		Status:  r.Status(),
+		Error:   wsErrorDetail{Type: r.openAIType(), Code: r.Code(), Message: message},
+		Headers: map[string]string{"retry-after": strconv.FormatInt(retryAfter, 10)},
 	})
 	return b
 }
@@ -125,6 +161,9 @@ type wsErrorEvent struct {
 	Type    string        `json:"type"`
 	Status  int           `json:"status"`
 	Error   wsErrorDetail `json:"error"`
+	// Headers carries what an HTTP refusal would have said in its headers
+	// (retry-after for a budget); absent otherwise.
+	Headers map[string]string `json:"headers,omitempty"`
 }
 
 type wsErrorDetail struct {

@@ -22,7 +22,17 @@ groups:
 - {name: vip}
 - {name: forced, force_service_tier: priority}
 - {name: forced-flex, force_service_tier: flex}
+prices:
+  currency: USD
+  models: [{model: "*", tiers: {default: {input: 1, output: 2}}}]
+budgets:
+- {name: vip-priority, groups: [vip], service_tiers: [priority], window: day, limit: 1, on_exhausted: filter}
+- {name: forced-priority, groups: [forced], service_tiers: [priority], window: day, limit: 1, on_exhausted: block}
 `
+
+// fuzzSpend has every budget of fuzzPolicy exhausted: vip's priority must
+// never reach the upstream (the rules pass it; the budget filters it).
+var fuzzSpend = fixedSpend{units: map[string]int64{"vip-priority/vip": 1, "forced-priority/forced": 1}, secondsLeft: 60}
 
 var fuzzGroups = []string{"", "vip", "forced", "forced-flex"}
 var fuzzEndpoints = []Endpoint{EndpointChatCompletions, EndpointResponses, EndpointResponsesWS, EndpointMessages, EndpointRealtime}
@@ -62,7 +72,7 @@ func FuzzApply(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, epSel, groupSel uint8) {
 		ep := fuzzEndpoints[int(epSel)%len(fuzzEndpoints)]
 		group := fuzzGroups[int(groupSel)%len(fuzzGroups)]
-		req := &Request{Endpoint: ep, Group: group, EnsureUsage: true, SessionModels: []string{"gpt-5.5"}}
+		req := &Request{Endpoint: ep, Group: group, EnsureUsage: true, SessionModels: []string{"gpt-5.5"}, Spend: fuzzSpend}
 		var res Result
 		frame := ep == EndpointResponsesWS || ep == EndpointRealtime
 		if frame {
@@ -113,6 +123,9 @@ func FuzzApply(f *testing.F) {
 				if v := p.judge(ep, group, tier, p.MatchModel(model)); v.action != ActionPass {
 					t.Fatalf("%s reads service_tier %s (model %q) that the policy refuses (%v):\n in: %s\nout: %s",
 						reader.name, tok, model, v.action, body, out)
+				}
+				if group == "vip" && tier == TierPriority {
+					t.Fatalf("%s reads priority past vip's exhausted budget:\n in: %s\nout: %s", reader.name, body, out)
 				}
 				if tier.Concrete() && tier != res.Sent && !frame {
 					t.Fatalf("%s reads %v, decision says %v was sent:\n in: %s\nout: %s", reader.name, tier, res.Sent, body, out)
@@ -250,6 +263,9 @@ func readFirstWins(out []byte) (tier, model, nested []byte) {
 func checkAnthropicOutput(t *testing.T, p *Policy, res Result, out []byte) {
 	t.Helper()
 	if res.Sent == TierPriority {
+		if res.Group == "vip" {
+			t.Fatalf("fast mode sent past vip's exhausted budget: %s", out)
+		}
 		return
 	}
 	var m map[string]json.RawMessage

@@ -26,6 +26,9 @@ type HTTPRequest struct {
 	// list, not by its first line. Nil: Header("content-encoding").
 	ContentEncoding []string
 	Body            []byte
+	// Spend is the view of budget spend as of the request's headers (nil:
+	// budgets do not act).
+	Spend SpendView
 	// MaxDecoded bounds a decompressed body.
 	MaxDecoded int64
 	// Buf: see Request.Buf.
@@ -80,6 +83,7 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 	}
 	out.Result = p.Apply(&Request{
 		Endpoint: r.Endpoint, Group: group, Beta: r.Beta, EnsureUsage: true, Buf: r.Buf, PathModels: pathModels,
+		Spend: r.Spend,
 	}, body)
 	if out.Decoded {
 		out.BodyChanged = true // the decoded body replaces the compressed one
@@ -90,9 +94,9 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 			"the body repeats service_tier, model, speed or another key tiergate reads more than 64 times")
 	case out.Status == 400:
 		return p.refuse(r.Endpoint, group, RefusalInvalidJSON, "the request body is not valid JSON: "+out.Err.Error())
-	case out.Status == 403:
-		out.Refusal = RefusalPolicy
-		out.ErrorBody = ErrorBody(r.Endpoint, RefusalPolicy, out.Message)
+	case out.Status == 403, out.Status == 429:
+		out.Refusal = refusalOf(&out.Decision)
+		out.ErrorBody = ErrorBody(r.Endpoint, out.Refusal, out.Message)
 	}
 	return out
 }

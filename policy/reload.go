@@ -96,6 +96,7 @@ type Watcher struct {
 	metrics  *reloadMetrics
 	debounce time.Duration
 	poll     time.Duration
+	reloaded func(*Policy) // may be nil
 	watching chan struct{} // closed by Run once changes are being seen
 }
 
@@ -107,6 +108,9 @@ type WatcherOptions struct {
 	Debounce time.Duration
 	// Poll is how often the file is re-read regardless of events (default 10s).
 	Poll time.Duration
+	// Reloaded, when set, is told of each policy a reload puts in force
+	// (serve warns there that budgets are kept per replica).
+	Reloaded func(*Policy)
 }
 
 // NewWatcher returns a Watcher for path feeding store, with its metrics on
@@ -126,7 +130,7 @@ func NewWatcher(path string, store *Store, reg prometheus.Registerer, log *slog.
 	}
 	m.inForce(store.Load())
 	return &Watcher{path: path, store: store, log: log, metrics: m, debounce: opts.Debounce, poll: opts.Poll,
-		watching: make(chan struct{})}, nil
+		reloaded: opts.Reloaded, watching: make(chan struct{})}, nil
 }
 
 // Watching is closed once Run sees changes to the file (or, where it
@@ -215,6 +219,9 @@ func (w *Watcher) Reload() string {
 		return ""
 	}
 	p, err := Load(data)
+	if err == nil {
+		err = CheckSuccessor(w.store.Load(), p)
+	}
 	if err != nil {
 		w.log.Error("policy file refused; keeping the policy in force", "path", w.path,
 			"sha256", w.store.Load().SHA256(), "problems", err.Error())
@@ -224,6 +231,9 @@ func (w *Watcher) Reload() string {
 	w.store.Set(p)
 	w.metrics.inForce(p)
 	w.metrics.reloads.WithLabelValues(ReloadSuccess).Inc()
-	w.log.Info("policy reloaded", "path", w.path, "sha256", p.SHA256(), "rules", len(p.rules))
+	w.log.Info("policy reloaded", "path", w.path, "sha256", p.SHA256(), "rules", len(p.rules), "budgets", len(p.budgets))
+	if w.reloaded != nil {
+		w.reloaded(p)
+	}
 	return ReloadSuccess
 }

@@ -26,6 +26,10 @@ type Request struct {
 	// EnsureUsage asks that a streamed Chat Completions request carry
 	// stream_options.include_usage: true, so its usage can be counted.
 	EnsureUsage bool
+	// Spend is the view of budget spend the decision reads (nil: budgets
+	// do not act). It is taken as of the decision time: the request's
+	// headers or the frame's arrival.
+	Spend SpendView
 	// Buf, when non-nil, is storage for a rewritten body: Apply appends to
 	// Buf[:0], so a caller that recycles buffers rewrites without
 	// allocating. The input body is never written to.
@@ -35,8 +39,9 @@ type Request struct {
 // Result is a decision plus what to forward.
 type Result struct {
 	Decision
-	// Status is 0 when the request goes on, 403 when the policy refuses it and
-	// 400 when the body is not valid JSON (Err says where).
+	// Status is 0 when the request goes on, 403 when the policy refuses it,
+	// 429 when a budget does, and 400 when the body is not valid JSON (Err
+	// says where).
 	Status int
 	Err    error
 	// Body is what to forward: the input slice itself when BodyChanged is
@@ -279,8 +284,9 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 	models = append(models, req.PathModels...)
 	res.Stream = stream == 1 || frame
 	res.Decision = p.evaluate(req.Endpoint, req.Group, tiers, models, &s.work)
+	p.applyBudgets(&res.Decision, req.Spend, models)
 	if res.Action == ActionBlock {
-		res.Status = 403
+		res.Status = refusalOf(&res.Decision).Status()
 		res.Sent = TierNone
 		return
 	}

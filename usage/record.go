@@ -69,6 +69,9 @@ func AppendRecord(dst []byte, r *tiergatev1.UsageRecord) []byte {
 		dst = append(dst, `,"http_status":`...)
 		dst = strconv.AppendUint(dst, uint64(*r.HttpStatus), 10)
 	}
+	dst = appendNonEmpty(dst, `,"budget":`, r.GetBudget())
+	dst = appendNonEmpty(dst, `,"shadow_rule":`, r.GetShadowRule())
+	dst = appendNonEmpty(dst, `,"shadow_action":`, r.GetShadowAction())
 	return append(dst, "}\n"...)
 }
 

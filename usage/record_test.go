@@ -88,6 +88,11 @@ func TestAppendRecord(t *testing.T) {
 			want: `{"time":"t","endpoint":"chat_completions","action":"block","duration_ms":0,"stream":false,"status":"blocked","http_status":403}` + "\n",
 		},
 		{
+			name: "a budget's refusal names the budget",
+			r:    &tiergatev1.UsageRecord{Time: "t", Endpoint: "responses", Action: "block", Status: "blocked", HttpStatus: proto.Uint32(429), Budget: "team-a-daily"},
+			want: `{"time":"t","endpoint":"responses","action":"block","duration_ms":0,"stream":false,"status":"blocked","http_status":429,"budget":"team-a-daily"}` + "\n",
+		},
+		{
 			name: "quotes, backslashes and control characters are escaped",
 			r:    &tiergatev1.UsageRecord{Model: "a\"b\\c\nd\re\tf\x00g\x1fh\x7f"},
 			want: `{"time":"","endpoint":"","model":"a\"b\\c\nd\re\tf\u0000g\u001fh` + "\x7f" + `","action":"","duration_ms":0,"stream":false,"status":""}` + "\n",

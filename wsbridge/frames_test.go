@@ -421,8 +421,8 @@ func TestFrameCountersAndDecisions(t *testing.T) {
 	for _, want := range []string{
 		`tiergate_ws_frames_total{direction="client_to_upstream",endpoint="responses_ws"} 3`,
 		`tiergate_ws_frames_total{direction="upstream_to_client",endpoint="responses_ws"} 3`,
-		`tiergate_policy_decisions_total{action="filter",endpoint="responses_ws",group="none",rule="strip-priority",service_tier="priority"} 1`,
-		`tiergate_policy_decisions_total{action="block",endpoint="responses_ws",group="none",rule="no-priority-on-gpt-5.5",service_tier="priority"} 1`,
+		`tiergate_policy_decisions_total{action="filter",budget="none",endpoint="responses_ws",group="none",rule="strip-priority",service_tier="priority"} 1`,
+		`tiergate_policy_decisions_total{action="block",budget="none",endpoint="responses_ws",group="none",rule="no-priority-on-gpt-5.5",service_tier="priority"} 1`,
 		`tiergate_ws_turns_total{endpoint="responses_ws",status="completed"} 1`,
 		`tiergate_ws_turns_total{endpoint="responses_ws",status="blocked"} 1`,
 		`tiergate_ws_sessions_total{close_code="1008",endpoint="responses_ws"} 1`,

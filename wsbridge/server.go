@@ -19,6 +19,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tiergate/tiergate/budget"
 	"github.com/tiergate/tiergate/policy"
 	"github.com/tiergate/tiergate/usage"
 )
@@ -57,6 +58,9 @@ type Options struct {
 	// Decisions and Tokens are shared with the ext_proc server.
 	Decisions *policy.DecisionMetrics
 	Tokens    *usage.Metrics
+	// Budgets keeps spend and gives each response.create a view of it;
+	// nil: budgets in the policy are not enforced (nor spend kept).
+	Budgets *budget.Tracker
 	// Usage receives one record per turn and per refused frame; nil discards
 	// them.
 	Usage *usage.Log

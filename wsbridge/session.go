@@ -15,6 +15,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/tidwall/gjson"
 
+	"github.com/tiergate/tiergate/budget"
 	"github.com/tiergate/tiergate/policy"
 )
 
@@ -47,6 +48,9 @@ type session struct {
 	groupPol *policy.Policy // the policy group was resolved under
 	group    string
 	cands    []string // scratch for the candidate models
+	// spend is the budgets' view for the frame being policed (client pump
+	// only); the decision reads it through a pointer, allocating nothing.
+	spend budget.View
 
 	// mu guards what both pumps, the timers and Shutdown share.
 	mu     sync.Mutex

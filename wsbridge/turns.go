@@ -9,6 +9,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/tidwall/gjson"
 
+	"github.com/tiergate/tiergate/budget"
 	"github.com/tiergate/tiergate/policy"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
 	"github.com/tiergate/tiergate/usage"
@@ -41,6 +42,15 @@ type turn struct {
 	requested, sent policy.Tier
 	action          policy.Action
 	rule            string
+	budget          string // the budget that acted on its frame, "" for none
+	// shadowRule and shadowAction are the frame's first shadow match
+	// (shadowRule "" for none).
+	shadowRule   string
+	shadowAction policy.Action
+	// decidedAt is the decision time on the budgets' clock, zero when the
+	// policy had no budgets: the turn's cost goes to the windows that
+	// contain it, however long the turn runs.
+	decidedAt time.Time
 	// pol is the policy the turn's frame was judged under: it prices the
 	// turn and names itself in the record. nil for a turn no frame started
 	// (the policy in force at its end applies).
@@ -417,6 +427,7 @@ func (s *session) record(t *turn, status string, httpStatus int, u usage.Usage, 
 			} else {
 				s.b.opts.Tokens.AddCost(s.em.endpoint, pol.ModelLabel(c.Model), c.Tier.String(), pol.GroupLabel(group), c.Pico)
 			}
+			s.chargeBudgets(pol, t, group, c)
 		}
 		if s.b.opts.Usage != nil {
 			if err := s.b.opts.Usage.Write(rec); err != nil {
@@ -425,6 +436,21 @@ func (s *session) record(t *turn, status string, httpStatus int, u usage.Usage, 
 		}
 	}
 	s.b.opts.Tokens.Add(s.em.endpoint, pol.ModelLabel(t.model), policy.TierLabel(u.BilledTier(t.sent.String())), pol.GroupLabel(group), u)
+}
+
+// chargeBudgets adds a priced turn's cost to the budgets it falls under,
+// under the policy that priced it. A turn the server started had no
+// decision: it counts in the window of its start.
+func (s *session) chargeBudgets(pol *policy.Policy, t *turn, group string, c policy.Cost) {
+	tr := s.b.opts.Budgets
+	if tr == nil || len(pol.Budgets()) == 0 {
+		return
+	}
+	at := t.decidedAt
+	if at.IsZero() {
+		at = t.start
+	}
+	tr.Account(pol, budget.Charge{Group: group, At: at, Cost: c})
 }
 
 // turnRecord builds a turn's usage record.
@@ -439,9 +465,14 @@ func (s *session) turnRecord(t *turn, pol *policy.Policy, group, status string, 
 		ServiceTierSent:      t.sent.String(),
 		Action:               t.action.String(),
 		Rule:                 t.rule,
+		Budget:               policy.BudgetLabel(t.budget),
 		PolicySha256:         pol.SHA256(),
+		ShadowRule:           t.shadowRule,
 		Stream:               true,
 		Status:               status,
+	}
+	if t.shadowRule != "" {
+		rec.ShadowAction = t.shadowAction.String()
 	}
 	usage.Stamp(rec, t.start, t.firstToken, now, httpStatus)
 	u.Fill(rec)
@@ -462,6 +493,8 @@ func (s *session) refuse(res *policy.Result) {
 	switch {
 	case errors.Is(res.Err, policy.ErrTooManyOccurrences):
 		refusal, msg = policy.RefusalTooManyOccurrences, "the frame repeats service_tier, model, speed or another key tiergate reads more than 64 times"
+	case res.Budget != "":
+		refusal = policy.RefusalBudget
 	case res.Status == 400:
 		refusal, msg = policy.RefusalInvalidJSON, "the frame is not valid JSON"
 		if res.Err != nil {
@@ -471,19 +504,21 @@ func (s *session) refuse(res *policy.Result) {
 	s.refuseWith(refusal, msg, &turn{
 		start: time.Now(), model: res.RequestModel, group: res.Group,
 		requested: res.Requested, sent: policy.TierNone, action: res.Action, rule: res.Rule,
-	}, res.Tier)
+		budget: res.Budget, shadowRule: res.ShadowRule, shadowAction: res.ShadowAction,
+	}, res.Tier, res.RetryAfter)
 }
 
 // refuseOverload ends a session whose client sends frames faster than the
 // upstream confirms them (too many session.update or response.create
 // frames waiting).
 func (s *session) refuseOverload(group, msg string) {
-	s.refuseWith(policy.RefusalPolicy, msg, &turn{start: time.Now(), group: group, action: policy.ActionBlock}, policy.TierNone)
+	s.refuseWith(policy.RefusalPolicy, msg, &turn{start: time.Now(), group: group, action: policy.ActionBlock}, policy.TierNone, 0)
 }
 
 // refuseWith sends the refusal's error event, records t and closes the
-// session: 1008 for a policy refusal, 1007 for a frame that is not JSON.
-func (s *session) refuseWith(r policy.Refusal, msg string, t *turn, judged policy.Tier) {
+// session: 1008 for a policy or budget refusal, 1007 for a frame that is
+// not JSON. retryAfter is a budget refusal's seconds to its window's end.
+func (s *session) refuseWith(r policy.Refusal, msg string, t *turn, judged policy.Tier, retryAfter int64) {
 	code, status := websocket.StatusPolicyViolation, usage.StatusBlocked
 	switch r {
 	case policy.RefusalInvalidJSON:
@@ -492,10 +527,14 @@ func (s *session) refuseWith(r policy.Refusal, msg string, t *turn, judged polic
 		status = usage.StatusRefused
 	}
 	s.stopRelay.Store(true) // the upstream pump must not slip a frame in before the close
-	err := s.writeClient(websocket.MessageText, policy.ErrorEvent(r, msg))
+	event := policy.ErrorEvent(r, msg)
+	if r == policy.RefusalBudget {
+		event = policy.BudgetErrorEvent(msg, retryAfter)
+	}
+	err := s.writeClient(websocket.MessageText, event)
 	s.b.log.Info("frame refused", "request_id", s.requestID, "endpoint", s.em.endpoint,
 		"status", r.Status(), "group", t.group, "model", t.model, "service_tier", judged.String(),
-		"rule", t.rule, "message", msg)
+		"rule", t.rule, "budget", t.budget, "message", msg)
 	s.record(t, status, r.Status(), usage.Unknown(), "", time.Now())
 	if err != nil {
 		s.end(lostCause(sideClient, false))

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tiergate/tiergate/budget"
 	"github.com/tiergate/tiergate/policy"
 )
 
@@ -21,12 +22,13 @@ type readiness struct {
 	draining atomic.Bool
 }
 
-// adminHandler serves /metrics, /healthz, /readyz and /policy, and with
+// adminHandler serves /metrics, /healthz, /readyz, /policy and /budgets, and with
 // profiles Go's profiles under /debug/pprof/. The profiles are registered
 // on this mux only (never http.DefaultServeMux), so nothing else can expose
 // them by accident.
-func adminHandler(reg *prometheus.Registry, store *policy.Store, source string, rd *readiness, profiles bool) http.Handler {
+func adminHandler(reg *prometheus.Registry, store *policy.Store, budgets *budget.Tracker, source string, rd *readiness, profiles bool) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /budgets", budgets.Handler())
 	if profiles {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)

@@ -4,20 +4,29 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// grpcurlVersion is what .ci/run installs.
-const grpcurlVersion = "v1.9.4"
+// grpcurlPath finds grpcurl once: the version pinned as a tool in go.mod,
+// which `go tool -n` builds (or finds in the build cache) and names.
+var grpcurlPath = sync.OnceValues(func() (string, error) {
+	out, err := exec.Command("go", "tool", "-n", "grpcurl").Output()
+	if err != nil {
+		return "", fmt.Errorf("go tool -n grpcurl: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+})
 
 func grpcurl(t *testing.T, stdin string, args ...string) (string, string) {
 	t.Helper()
-	path, err := exec.LookPath("grpcurl")
+	path, err := grpcurlPath()
 	if err != nil {
-		t.Fatalf("grpcurl is not installed: go install github.com/fullstorydev/grpcurl/cmd/grpcurl@%s (.ci/run does this)", grpcurlVersion)
+		t.Fatalf("grpcurl (a tool in go.mod): %v", err)
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Stdin = strings.NewReader(stdin)

@@ -91,6 +91,16 @@ func TestValidate(t *testing.T) {
 			`testdata/bad.yaml: rules[1].service_tier: required (priority, fast, flex, auto, default, scale, ultrafast or all)`,
 			`testdata/bad.yaml: rules[1].name: duplicate rule name "typo" (also rules[0])`,
 		}},
+		{"a file with budgets and prices passes", []string{"testdata/budgets.yaml"}, 0, nil},
+		{"bad budgets are named in the file's own terms", []string{"testdata/budgets-bad.yaml"}, 1, []string{
+			`testdata/budgets-bad.yaml: budgets[0].service_tiers: required when on_exhausted is filter (name the tiers to remove once the limit is reached)`,
+			`testdata/budgets-bad.yaml: budgets[1].limit: must be greater than 0`,
+			`testdata/budgets-bad.yaml: budgets[1].name: "other" is reserved (it names the spend and metrics of group header values the policy does not name)`,
+			`testdata/budgets-bad.yaml: budgets[1].window: unknown window "fortnight" (want day, week or month)`,
+			`testdata/budgets-bad.yaml: budgets[1].service_tiers[1]: default cannot be filtered: removing the tier does not lower the default tier's spend (use on_exhausted: block)`,
+			`testdata/budgets-bad.yaml: budgets: budgets need prices: (spend is the priced cost of each request; without a price table no budget would ever move)`,
+			`testdata/budgets-bad.yaml: budgets[0].name: "cap" is also the name of rules[0] (budgets and rules share the rule label in metrics)`,
+		}},
 		{"a missing file is reported", []string{"testdata/nope.yaml"}, 1, []string{"testdata/nope.yaml: open testdata/nope.yaml: no such file or directory"}},
 	}
 	for _, tc := range cases {

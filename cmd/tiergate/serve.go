@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tiergate/tiergate/budget"
 	"github.com/tiergate/tiergate/extproc"
 	"github.com/tiergate/tiergate/internal/gcsettings"
 	"github.com/tiergate/tiergate/policy"
@@ -211,22 +212,29 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	budgets, err := budget.New(budget.NewMemory(), store.Load, reg, budget.Options{})
+	if err != nil {
+		return err
+	}
+	budgetsInForce(log, budgets, p)
 
 	// Everything that can refuse the flags or the environment comes before
 	// anything serves: a bad --ws-upstream or a taken port ends start-up
 	// with no listener announced and none left open.
 	ep, err := extproc.New(extproc.Options{
 		Store: store, Registerer: reg, Decisions: decisions, Tokens: tokens, Usage: usageLog, Log: log,
-		MaxBodyBytes: cfg.maxBody, MaxUsageBytes: cfg.maxUsage,
+		Budgets: budgets, MaxBodyBytes: cfg.maxBody, MaxUsageBytes: cfg.maxUsage,
 	})
 	if err != nil {
 		return err
 	}
-	bridge, err := cfg.ws.bridge(store, reg, decisions, tokens, usageLog, log)
+	bridge, err := cfg.ws.bridge(store, reg, decisions, tokens, budgets, usageLog, log)
 	if err != nil {
 		return err
 	}
-	watcher, err := policy.NewWatcher(cfg.configPath, store, reg, log, policy.WatcherOptions{})
+	watcher, err := policy.NewWatcher(cfg.configPath, store, reg, log, policy.WatcherOptions{
+		Reloaded: func(p *policy.Policy) { budgetsInForce(log, budgets, p) },
+	})
 	if err != nil {
 		return err
 	}
@@ -257,7 +265,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}()
 
 	rd := &readiness{}
-	admin := &http.Server{Handler: adminHandler(reg, store, source, rd, cfg.pprof), ReadHeaderTimeout: 10 * time.Second}
+	admin := &http.Server{Handler: adminHandler(reg, store, budgets, source, rd, cfg.pprof), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("listening", "listener", "admin", "address", listenerAddress(adminLn))
 	wg.Add(1)
 	go func() {
@@ -344,4 +352,16 @@ func listenerAddress(ln net.Listener) string {
 		return "unix://" + ln.Addr().String()
 	}
 	return ln.Addr().String()
+}
+
+// budgetsInForce starts p's budget counters at zero and says, whenever a
+// policy with budgets comes into force, what the memory store guarantees:
+// spend is this replica's alone and is lost on restart, so N replicas let a
+// group spend up to N times a limit.
+func budgetsInForce(log *slog.Logger, budgets *budget.Tracker, p *policy.Policy) {
+	budgets.Prepare(p)
+	if n := len(p.Budgets()); n > 0 {
+		log.Warn("budgets keep spend in memory: each replica counts only what it served and forgets it on restart, so with N replicas a group may spend up to N times a limit",
+			"budgets", n, "store", "memory")
+	}
 }

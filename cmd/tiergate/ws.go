@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tiergate/tiergate/budget"
 	"github.com/tiergate/tiergate/policy"
 	"github.com/tiergate/tiergate/usage"
 	"github.com/tiergate/tiergate/wsbridge"
@@ -62,8 +63,9 @@ func (c *wsConfig) options() wsbridge.Options {
 	}
 }
 
-func (c *wsConfig) bridge(store *policy.Store, reg prometheus.Registerer, decisions *policy.DecisionMetrics, tokens *usage.Metrics, log *usage.Log, logger *slog.Logger) (*wsbridge.Bridge, error) {
+func (c *wsConfig) bridge(store *policy.Store, reg prometheus.Registerer, decisions *policy.DecisionMetrics, tokens *usage.Metrics, budgets *budget.Tracker, log *usage.Log, logger *slog.Logger) (*wsbridge.Bridge, error) {
 	o := c.options()
 	o.Store, o.Registerer, o.Decisions, o.Tokens, o.Usage, o.Log = store, reg, decisions, tokens, log, logger
+	o.Budgets = budgets
 	return wsbridge.New(o)
 }

@@ -2,8 +2,31 @@
 // proxy that sends each request through an ext_proc server
 // the way Envoy's ext_proc filter does (headers, mode override, a BUFFERED
 // request body, a STREAMED response), applies what the server answers, and
-// forwards to an upstream. No Envoy binary can run here; this is the
-// stand-in, kept faithful to the behaviours tiergate depends on.
+// forwards to an upstream. It is the quick stand-in for the package tests;
+// internal/e2e runs the same promises through real Envoy (the pinned
+// release), and this simulator is kept faithful to what that showed.
+//
+// Where real Envoy 1.40 was found to differ from this simulator (and what
+// was done about it):
+//   - A failure Envoy answers itself (ext_proc unreachable, an answer out of
+//     protocol, a rejected mutation) is a 500 (504 on a message timeout) with
+//     an empty body and server: envoy; the simulator wrote the reason as the
+//     body. It now answers as Envoy does.
+//   - A request body followed by trailers (HTTP/2) reaches ext_proc in
+//     BUFFERED mode as the whole body with end_of_stream false: the trailers
+//     end the stream, and with request_trailer_mode SKIP they are never sent
+//     to ext_proc. The simulator sent end_of_stream true. It now sends false
+//     when the client's request carried trailers, and forwards them. (Envoy's
+//     HTTP/1.1 codec drops request trailers unless enable_trailers is set,
+//     so an HTTP/1.1 client's body arrives with end_of_stream true.)
+//   - Over HTTP/2, a request's buffer is bounded by the stream's
+//     flow-control window (16 MiB by default), not by the listener's
+//     per_connection_buffer_limit_bytes: HTTP/2 clients got 413 from 16 MiB
+//     on. The bootstraps now set the windows to the limit. Above the limit an
+//     HTTP/1.1 client gets 413 before ext_proc sees the body; an HTTP/2
+//     client's complete body may reach ext_proc first, and the client still
+//     gets 413 (details request_payload_too_large). The simulator has no
+//     buffer limit at all; the e2e tests cover it.
 package envoysim
 
 import (
@@ -100,7 +123,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 	case errors.As(err, &le):
-		http.Error(w, le.msg, le.status)
+		// As Envoy: the status alone, the reason only in its logs.
+		w.Header().Set("server", "envoy")
+		w.Header().Set("content-length", "0")
+		w.WriteHeader(le.status)
 	default:
 		http.Error(w, err.Error(), http.StatusBadGateway)
 	}
@@ -305,6 +331,10 @@ func (p *Proxy) forward(ctx context.Context, r *http.Request, hdr *corev3.Header
 		}
 	}
 	req.ContentLength = int64(len(body))
+	if len(r.Trailer) > 0 {
+		req.Trailer = r.Trailer.Clone()
+		req.ContentLength = -1 // trailers need chunked encoding over HTTP/1.1
+	}
 	client := p.HTTP
 	if client == nil {
 		client = &http.Client{Transport: &http.Transport{DisableCompression: true}}

@@ -1,5 +1,6 @@
 // Package testcert makes short-lived TLS material for tests: a CA and a
-// serving certificate it signs for 127.0.0.1 and localhost.
+// serving certificate it signs for 127.0.0.1 and localhost (and any other
+// names asked for).
 package testcert
 
 import (
@@ -33,6 +34,13 @@ type Set struct {
 // New makes a Set valid for an hour either side of now.
 func New(t testing.TB) Set {
 	t.Helper()
+	return NewFor(t)
+}
+
+// NewFor is New with the serving certificate also valid for dnsNames: a
+// stand-in for api.openai.com behind an Envoy that checks the name.
+func NewFor(t testing.TB, dnsNames ...string) Set {
+	t.Helper()
 	now := time.Now()
 	caKey := newKey(t)
 	caTmpl := &x509.Certificate{
@@ -61,7 +69,7 @@ func New(t testing.TB) Set {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:     []string{"localhost"},
+		DNSNames:     append([]string{"localhost"}, dnsNames...),
 	}
 	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
 	if err != nil {

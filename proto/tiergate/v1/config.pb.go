@@ -39,6 +39,63 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// BudgetWindow is a UTC calendar window, [start, end).
+type BudgetWindow int32
+
+const (
+	// Not set; a budget must name its window.
+	BudgetWindow_BUDGET_WINDOW_UNSPECIFIED BudgetWindow = 0
+	// `day`: from 00:00 UTC to the next 00:00 UTC.
+	BudgetWindow_BUDGET_WINDOW_DAY BudgetWindow = 1
+	// `week`: from Monday 00:00 UTC to the next Monday.
+	BudgetWindow_BUDGET_WINDOW_WEEK BudgetWindow = 2
+	// `month`: from the first of the month 00:00 UTC to the first of the next.
+	BudgetWindow_BUDGET_WINDOW_MONTH BudgetWindow = 3
+)
+
+// Enum value maps for BudgetWindow.
+var (
+	BudgetWindow_name = map[int32]string{
+		0: "BUDGET_WINDOW_UNSPECIFIED",
+		1: "BUDGET_WINDOW_DAY",
+		2: "BUDGET_WINDOW_WEEK",
+		3: "BUDGET_WINDOW_MONTH",
+	}
+	BudgetWindow_value = map[string]int32{
+		"BUDGET_WINDOW_UNSPECIFIED": 0,
+		"BUDGET_WINDOW_DAY":         1,
+		"BUDGET_WINDOW_WEEK":        2,
+		"BUDGET_WINDOW_MONTH":       3,
+	}
+)
+
+func (x BudgetWindow) Enum() *BudgetWindow {
+	p := new(BudgetWindow)
+	*p = x
+	return p
+}
+
+func (x BudgetWindow) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BudgetWindow) Descriptor() protoreflect.EnumDescriptor {
+	return file_tiergate_v1_config_proto_enumTypes[0].Descriptor()
+}
+
+func (BudgetWindow) Type() protoreflect.EnumType {
+	return &file_tiergate_v1_config_proto_enumTypes[0]
+}
+
+func (x BudgetWindow) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BudgetWindow.Descriptor instead.
+func (BudgetWindow) EnumDescriptor() ([]byte, []int) {
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{0}
+}
+
 // ServiceTier names a tier as written in the policy file.
 type ServiceTier int32
 
@@ -96,11 +153,11 @@ func (x ServiceTier) String() string {
 }
 
 func (ServiceTier) Descriptor() protoreflect.EnumDescriptor {
-	return file_tiergate_v1_config_proto_enumTypes[0].Descriptor()
+	return file_tiergate_v1_config_proto_enumTypes[1].Descriptor()
 }
 
 func (ServiceTier) Type() protoreflect.EnumType {
-	return &file_tiergate_v1_config_proto_enumTypes[0]
+	return &file_tiergate_v1_config_proto_enumTypes[1]
 }
 
 func (x ServiceTier) Number() protoreflect.EnumNumber {
@@ -109,7 +166,7 @@ func (x ServiceTier) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ServiceTier.Descriptor instead.
 func (ServiceTier) EnumDescriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{0}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{1}
 }
 
 // Action is what a rule does with a matching request.
@@ -154,11 +211,11 @@ func (x Action) String() string {
 }
 
 func (Action) Descriptor() protoreflect.EnumDescriptor {
-	return file_tiergate_v1_config_proto_enumTypes[1].Descriptor()
+	return file_tiergate_v1_config_proto_enumTypes[2].Descriptor()
 }
 
 func (Action) Type() protoreflect.EnumType {
-	return &file_tiergate_v1_config_proto_enumTypes[1]
+	return &file_tiergate_v1_config_proto_enumTypes[2]
 }
 
 func (x Action) Number() protoreflect.EnumNumber {
@@ -167,7 +224,7 @@ func (x Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Action.Descriptor instead.
 func (Action) EnumDescriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{1}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{2}
 }
 
 // Endpoint is an API surface tiergate polices.
@@ -219,11 +276,11 @@ func (x Endpoint) String() string {
 }
 
 func (Endpoint) Descriptor() protoreflect.EnumDescriptor {
-	return file_tiergate_v1_config_proto_enumTypes[2].Descriptor()
+	return file_tiergate_v1_config_proto_enumTypes[3].Descriptor()
 }
 
 func (Endpoint) Type() protoreflect.EnumType {
-	return &file_tiergate_v1_config_proto_enumTypes[2]
+	return &file_tiergate_v1_config_proto_enumTypes[3]
 }
 
 func (x Endpoint) Number() protoreflect.EnumNumber {
@@ -232,7 +289,7 @@ func (x Endpoint) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Endpoint.Descriptor instead.
 func (Endpoint) EnumDescriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{3}
 }
 
 // Config is the whole policy file.
@@ -260,7 +317,11 @@ type Config struct {
 	// What tokens cost, per model and tier: every usage record (HTTP request
 	// and WebSocket turn) is priced with it. Absent: nothing is priced, and
 	// records carry no cost fields. A reload swaps the prices with the rules.
-	Prices        *Prices `protobuf:"bytes,6,opt,name=prices,proto3" json:"prices,omitempty"`
+	Prices *Prices `protobuf:"bytes,6,opt,name=prices,proto3" json:"prices,omitempty"`
+	// Spend caps per caller group. Each budget needs `prices:` in the same
+	// file: spend is the cost of what went through, and a budget with nothing
+	// to price it by would never move.
+	Budgets       []*Budget `protobuf:"bytes,7,rep,name=budgets,proto3" json:"budgets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -333,6 +394,13 @@ func (x *Config) GetMetrics() *Metrics {
 func (x *Config) GetPrices() *Prices {
 	if x != nil {
 		return x.Prices
+	}
+	return nil
+}
+
+func (x *Config) GetBudgets() []*Budget {
+	if x != nil {
+		return x.Budgets
 	}
 	return nil
 }
@@ -568,6 +636,151 @@ func (x *TierPrices) GetOutput() float64 {
 	return 0
 }
 
+// Budget caps what a caller group may spend in a calendar window, and says
+// what happens to its requests once the cap is reached.
+//
+// Spend is kept per group: for every group the policy names anywhere (under
+// `groups:`, in rules or in budgets), one `other` bucket shared by every other
+// group header value, and one `none` bucket for callers with no group. A
+// request's cost goes to the window that contains its decision time (its
+// request headers; on WebSockets its `response.create` frame), so a stream
+// that crosses midnight counts in the window it started in.
+//
+// Evaluation: after the rules and any forced tier, each budget that applies
+// (group, model and tier about to be sent) and whose spend for the caller's
+// group in the current window is at or above its limit acts: `filter` sends
+// the request without a tier, `block` refuses it with 429
+// (`retry-after` = seconds to the window's end, `x-should-retry: false`,
+// `x-tiergate-budget: <name>`). Several budgets: the strictest wins. A forced
+// tier never overrides an exhausted budget.
+//
+// The spend a decision reads is what this replica knows at that moment:
+// requests still in flight are not in it, so a group may overshoot by what it
+// has in flight when the limit is crossed.
+type Budget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required, unique among budgets, and not the name of a rule. Letters,
+	// digits, `.`, `_` and `-`; `none` and `other` are reserved.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Groups this budget applies to, each with its own spend. Empty: every
+	// group (including `other` and `none`), each with its own spend. Names as
+	// for budgets; `none` and `other` are reserved.
+	Groups []string `protobuf:"bytes,2,rep,name=groups,proto3" json:"groups,omitempty"`
+	// Tiers whose cost counts and which the budget acts on (the tier about to
+	// be sent; a request with no tier is billed, and counted, as `default`).
+	// A `filter` budget must list them and may not list `default` (removing
+	// the tier cannot lower the default tier's spend); a `block` budget that
+	// lists none counts every tier. `all` is not allowed here.
+	ServiceTiers []ServiceTier `protobuf:"varint,3,rep,packed,name=service_tiers,json=serviceTiers,proto3,enum=tiergate.v1.ServiceTier" json:"service_tiers,omitempty"`
+	// Models (after model_aliases) whose cost counts, in the model_whitelist
+	// syntax. Empty: every model.
+	Models []string `protobuf:"bytes,4,rep,name=models,proto3" json:"models,omitempty"`
+	// Required. The UTC calendar window spend is kept in.
+	Window BudgetWindow `protobuf:"varint,5,opt,name=window,proto3,enum=tiergate.v1.BudgetWindow" json:"window,omitempty"`
+	// Required. The cap, in units of the price table's currency (at most 6
+	// decimals), greater than 0.
+	Limit float64 `protobuf:"fixed64,6,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Required. `filter` (send the request without a tier) or `block` (refuse
+	// it with 429). `pass` is not allowed.
+	OnExhausted Action `protobuf:"varint,7,opt,name=on_exhausted,json=onExhausted,proto3,enum=tiergate.v1.Action" json:"on_exhausted,omitempty"`
+	// A shadow budget keeps its spend (shown in /budgets with its state) and
+	// acts on nothing. Every request it applies to is counted in
+	// tiergate_policy_shadow_decisions_total{rule=<budget name>, action}:
+	// `pass` while under the limit, on_exhausted once at or above it; and,
+	// when no shadow rule matched first, it is named in the record's and the
+	// metadata's shadow_rule and shadow_action. Use it to see when a budget
+	// would start acting before it does.
+	Shadow        bool `protobuf:"varint,8,opt,name=shadow,proto3" json:"shadow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Budget) Reset() {
+	*x = Budget{}
+	mi := &file_tiergate_v1_config_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Budget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Budget) ProtoMessage() {}
+
+func (x *Budget) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_config_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Budget.ProtoReflect.Descriptor instead.
+func (*Budget) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Budget) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Budget) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *Budget) GetServiceTiers() []ServiceTier {
+	if x != nil {
+		return x.ServiceTiers
+	}
+	return nil
+}
+
+func (x *Budget) GetModels() []string {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *Budget) GetWindow() BudgetWindow {
+	if x != nil {
+		return x.Window
+	}
+	return BudgetWindow_BUDGET_WINDOW_UNSPECIFIED
+}
+
+func (x *Budget) GetLimit() float64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *Budget) GetOnExhausted() Action {
+	if x != nil {
+		return x.OnExhausted
+	}
+	return Action_ACTION_UNSPECIFIED
+}
+
+func (x *Budget) GetShadow() bool {
+	if x != nil {
+		return x.Shadow
+	}
+	return false
+}
+
 // Rule decides what happens to requests that ask for a service tier.
 type Rule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -603,14 +816,24 @@ type Rule struct {
 	// with no group.
 	Groups []string `protobuf:"bytes,8,rep,name=groups,proto3" json:"groups,omitempty"`
 	// Endpoints this rule applies to. Empty: all of them.
-	Endpoints     []Endpoint `protobuf:"varint,9,rep,packed,name=endpoints,proto3,enum=tiergate.v1.Endpoint" json:"endpoints,omitempty"`
+	Endpoints []Endpoint `protobuf:"varint,9,rep,packed,name=endpoints,proto3,enum=tiergate.v1.Endpoint" json:"endpoints,omitempty"`
+	// A shadow rule is evaluated in its place but decides nothing: each time
+	// it matches (pass included) the match is counted in
+	// tiergate_policy_shadow_decisions_total{rule, action} with the action it
+	// would have taken and logged at info, and evaluation goes on to the next
+	// rule as if it had not matched. The first shadow match of a request or
+	// frame (rules in order, then shadow budgets) is written to its usage
+	// record and dynamic metadata as shadow_rule and shadow_action. When a
+	// request is judged for several tiers or models, a shadow rule reports the
+	// strictest action it would have taken over them.
+	Shadow        bool `protobuf:"varint,10,opt,name=shadow,proto3" json:"shadow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[4]
+	mi := &file_tiergate_v1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +845,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[4]
+	mi := &file_tiergate_v1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +858,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{4}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Rule) GetName() string {
@@ -701,6 +924,13 @@ func (x *Rule) GetEndpoints() []Endpoint {
 	return nil
 }
 
+func (x *Rule) GetShadow() bool {
+	if x != nil {
+		return x.Shadow
+	}
+	return false
+}
+
 // Group gives a caller group a forced tier or identifies it by API key.
 type Group struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -726,7 +956,7 @@ type Group struct {
 
 func (x *Group) Reset() {
 	*x = Group{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[5]
+	mi := &file_tiergate_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +968,7 @@ func (x *Group) String() string {
 func (*Group) ProtoMessage() {}
 
 func (x *Group) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[5]
+	mi := &file_tiergate_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +981,7 @@ func (x *Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Group.ProtoReflect.Descriptor instead.
 func (*Group) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Group) GetName() string {
@@ -789,7 +1019,7 @@ type Identity struct {
 
 func (x *Identity) Reset() {
 	*x = Identity{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[6]
+	mi := &file_tiergate_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +1031,7 @@ func (x *Identity) String() string {
 func (*Identity) ProtoMessage() {}
 
 func (x *Identity) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[6]
+	mi := &file_tiergate_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +1044,7 @@ func (x *Identity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Identity.ProtoReflect.Descriptor instead.
 func (*Identity) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Identity) GetGroupHeader() string {
@@ -837,7 +1067,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[7]
+	mi := &file_tiergate_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +1079,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[7]
+	mi := &file_tiergate_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +1092,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Metrics) GetModels() []string {
@@ -876,14 +1106,15 @@ var File_tiergate_v1_config_proto protoreflect.FileDescriptor
 
 const file_tiergate_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x18tiergate/v1/config.proto\x12\vtiergate.v1\"\xfa\x02\n" +
+	"\x18tiergate/v1/config.proto\x12\vtiergate.v1\"\xa9\x03\n" +
 	"\x06Config\x12'\n" +
 	"\x05rules\x18\x01 \x03(\v2\x11.tiergate.v1.RuleR\x05rules\x12*\n" +
 	"\x06groups\x18\x02 \x03(\v2\x12.tiergate.v1.GroupR\x06groups\x121\n" +
 	"\bidentity\x18\x03 \x01(\v2\x15.tiergate.v1.IdentityR\bidentity\x12J\n" +
 	"\rmodel_aliases\x18\x04 \x03(\v2%.tiergate.v1.Config.ModelAliasesEntryR\fmodelAliases\x12.\n" +
 	"\ametrics\x18\x05 \x01(\v2\x14.tiergate.v1.MetricsR\ametrics\x12+\n" +
-	"\x06prices\x18\x06 \x01(\v2\x13.tiergate.v1.PricesR\x06prices\x1a?\n" +
+	"\x06prices\x18\x06 \x01(\v2\x13.tiergate.v1.PricesR\x06prices\x12-\n" +
+	"\abudgets\x18\a \x03(\v2\x13.tiergate.v1.BudgetR\abudgets\x1a?\n" +
 	"\x11ModelAliasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
@@ -910,7 +1141,16 @@ const file_tiergate_v1_config_proto_rawDesc = "" +
 	"cacheWrite\x88\x01\x01\x12\x16\n" +
 	"\x06output\x18\x04 \x01(\x01R\x06outputB\x0f\n" +
 	"\r_cached_inputB\x0e\n" +
-	"\f_cache_write\"\x93\x03\n" +
+	"\f_cache_write\"\xa4\x02\n" +
+	"\x06Budget\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06groups\x18\x02 \x03(\tR\x06groups\x12=\n" +
+	"\rservice_tiers\x18\x03 \x03(\x0e2\x18.tiergate.v1.ServiceTierR\fserviceTiers\x12\x16\n" +
+	"\x06models\x18\x04 \x03(\tR\x06models\x121\n" +
+	"\x06window\x18\x05 \x01(\x0e2\x19.tiergate.v1.BudgetWindowR\x06window\x12\x14\n" +
+	"\x05limit\x18\x06 \x01(\x01R\x05limit\x126\n" +
+	"\fon_exhausted\x18\a \x01(\x0e2\x13.tiergate.v1.ActionR\vonExhausted\x12\x16\n" +
+	"\x06shadow\x18\b \x01(\bR\x06shadow\"\xab\x03\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\fservice_tier\x18\x02 \x01(\x0e2\x18.tiergate.v1.ServiceTierR\vserviceTier\x12+\n" +
@@ -920,7 +1160,9 @@ const file_tiergate_v1_config_proto_rawDesc = "" +
 	"\x0ffallback_action\x18\x06 \x01(\x0e2\x13.tiergate.v1.ActionR\x0efallbackAction\x124\n" +
 	"\x16fallback_error_message\x18\a \x01(\tR\x14fallbackErrorMessage\x12\x16\n" +
 	"\x06groups\x18\b \x03(\tR\x06groups\x123\n" +
-	"\tendpoints\x18\t \x03(\x0e2\x15.tiergate.v1.EndpointR\tendpoints\"\x89\x01\n" +
+	"\tendpoints\x18\t \x03(\x0e2\x15.tiergate.v1.EndpointR\tendpoints\x12\x16\n" +
+	"\x06shadow\x18\n" +
+	" \x01(\bR\x06shadow\"\x89\x01\n" +
 	"\x05Group\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12F\n" +
 	"\x12force_service_tier\x18\x02 \x01(\x0e2\x18.tiergate.v1.ServiceTierR\x10forceServiceTier\x12$\n" +
@@ -928,7 +1170,12 @@ const file_tiergate_v1_config_proto_rawDesc = "" +
 	"\bIdentity\x12!\n" +
 	"\fgroup_header\x18\x01 \x01(\tR\vgroupHeader\"!\n" +
 	"\aMetrics\x12\x16\n" +
-	"\x06models\x18\x01 \x03(\tR\x06models*\xd8\x01\n" +
+	"\x06models\x18\x01 \x03(\tR\x06models*u\n" +
+	"\fBudgetWindow\x12\x1d\n" +
+	"\x19BUDGET_WINDOW_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11BUDGET_WINDOW_DAY\x10\x01\x12\x16\n" +
+	"\x12BUDGET_WINDOW_WEEK\x10\x02\x12\x17\n" +
+	"\x13BUDGET_WINDOW_MONTH\x10\x03*\xd8\x01\n" +
 	"\vServiceTier\x12\x1c\n" +
 	"\x18SERVICE_TIER_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15SERVICE_TIER_PRIORITY\x10\x01\x12\x15\n" +
@@ -963,45 +1210,51 @@ func file_tiergate_v1_config_proto_rawDescGZIP() []byte {
 	return file_tiergate_v1_config_proto_rawDescData
 }
 
-var file_tiergate_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_tiergate_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_tiergate_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_tiergate_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_tiergate_v1_config_proto_goTypes = []any{
-	(ServiceTier)(0),    // 0: tiergate.v1.ServiceTier
-	(Action)(0),         // 1: tiergate.v1.Action
-	(Endpoint)(0),       // 2: tiergate.v1.Endpoint
-	(*Config)(nil),      // 3: tiergate.v1.Config
-	(*Prices)(nil),      // 4: tiergate.v1.Prices
-	(*ModelPrices)(nil), // 5: tiergate.v1.ModelPrices
-	(*TierPrices)(nil),  // 6: tiergate.v1.TierPrices
-	(*Rule)(nil),        // 7: tiergate.v1.Rule
-	(*Group)(nil),       // 8: tiergate.v1.Group
-	(*Identity)(nil),    // 9: tiergate.v1.Identity
-	(*Metrics)(nil),     // 10: tiergate.v1.Metrics
-	nil,                 // 11: tiergate.v1.Config.ModelAliasesEntry
-	nil,                 // 12: tiergate.v1.ModelPrices.TiersEntry
-	nil,                 // 13: tiergate.v1.ModelPrices.MultipliersEntry
+	(BudgetWindow)(0),   // 0: tiergate.v1.BudgetWindow
+	(ServiceTier)(0),    // 1: tiergate.v1.ServiceTier
+	(Action)(0),         // 2: tiergate.v1.Action
+	(Endpoint)(0),       // 3: tiergate.v1.Endpoint
+	(*Config)(nil),      // 4: tiergate.v1.Config
+	(*Prices)(nil),      // 5: tiergate.v1.Prices
+	(*ModelPrices)(nil), // 6: tiergate.v1.ModelPrices
+	(*TierPrices)(nil),  // 7: tiergate.v1.TierPrices
+	(*Budget)(nil),      // 8: tiergate.v1.Budget
+	(*Rule)(nil),        // 9: tiergate.v1.Rule
+	(*Group)(nil),       // 10: tiergate.v1.Group
+	(*Identity)(nil),    // 11: tiergate.v1.Identity
+	(*Metrics)(nil),     // 12: tiergate.v1.Metrics
+	nil,                 // 13: tiergate.v1.Config.ModelAliasesEntry
+	nil,                 // 14: tiergate.v1.ModelPrices.TiersEntry
+	nil,                 // 15: tiergate.v1.ModelPrices.MultipliersEntry
 }
 var file_tiergate_v1_config_proto_depIdxs = []int32{
-	7,  // 0: tiergate.v1.Config.rules:type_name -> tiergate.v1.Rule
-	8,  // 1: tiergate.v1.Config.groups:type_name -> tiergate.v1.Group
-	9,  // 2: tiergate.v1.Config.identity:type_name -> tiergate.v1.Identity
-	11, // 3: tiergate.v1.Config.model_aliases:type_name -> tiergate.v1.Config.ModelAliasesEntry
-	10, // 4: tiergate.v1.Config.metrics:type_name -> tiergate.v1.Metrics
-	4,  // 5: tiergate.v1.Config.prices:type_name -> tiergate.v1.Prices
-	5,  // 6: tiergate.v1.Prices.models:type_name -> tiergate.v1.ModelPrices
-	12, // 7: tiergate.v1.ModelPrices.tiers:type_name -> tiergate.v1.ModelPrices.TiersEntry
-	13, // 8: tiergate.v1.ModelPrices.multipliers:type_name -> tiergate.v1.ModelPrices.MultipliersEntry
-	0,  // 9: tiergate.v1.Rule.service_tier:type_name -> tiergate.v1.ServiceTier
-	1,  // 10: tiergate.v1.Rule.action:type_name -> tiergate.v1.Action
-	1,  // 11: tiergate.v1.Rule.fallback_action:type_name -> tiergate.v1.Action
-	2,  // 12: tiergate.v1.Rule.endpoints:type_name -> tiergate.v1.Endpoint
-	0,  // 13: tiergate.v1.Group.force_service_tier:type_name -> tiergate.v1.ServiceTier
-	6,  // 14: tiergate.v1.ModelPrices.TiersEntry.value:type_name -> tiergate.v1.TierPrices
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	9,  // 0: tiergate.v1.Config.rules:type_name -> tiergate.v1.Rule
+	10, // 1: tiergate.v1.Config.groups:type_name -> tiergate.v1.Group
+	11, // 2: tiergate.v1.Config.identity:type_name -> tiergate.v1.Identity
+	13, // 3: tiergate.v1.Config.model_aliases:type_name -> tiergate.v1.Config.ModelAliasesEntry
+	12, // 4: tiergate.v1.Config.metrics:type_name -> tiergate.v1.Metrics
+	5,  // 5: tiergate.v1.Config.prices:type_name -> tiergate.v1.Prices
+	8,  // 6: tiergate.v1.Config.budgets:type_name -> tiergate.v1.Budget
+	6,  // 7: tiergate.v1.Prices.models:type_name -> tiergate.v1.ModelPrices
+	14, // 8: tiergate.v1.ModelPrices.tiers:type_name -> tiergate.v1.ModelPrices.TiersEntry
+	15, // 9: tiergate.v1.ModelPrices.multipliers:type_name -> tiergate.v1.ModelPrices.MultipliersEntry
+	1,  // 10: tiergate.v1.Budget.service_tiers:type_name -> tiergate.v1.ServiceTier
+	0,  // 11: tiergate.v1.Budget.window:type_name -> tiergate.v1.BudgetWindow
+	2,  // 12: tiergate.v1.Budget.on_exhausted:type_name -> tiergate.v1.Action
+	1,  // 13: tiergate.v1.Rule.service_tier:type_name -> tiergate.v1.ServiceTier
+	2,  // 14: tiergate.v1.Rule.action:type_name -> tiergate.v1.Action
+	2,  // 15: tiergate.v1.Rule.fallback_action:type_name -> tiergate.v1.Action
+	3,  // 16: tiergate.v1.Rule.endpoints:type_name -> tiergate.v1.Endpoint
+	1,  // 17: tiergate.v1.Group.force_service_tier:type_name -> tiergate.v1.ServiceTier
+	7,  // 18: tiergate.v1.ModelPrices.TiersEntry.value:type_name -> tiergate.v1.TierPrices
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_tiergate_v1_config_proto_init() }
@@ -1015,8 +1268,8 @@ func file_tiergate_v1_config_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tiergate_v1_config_proto_rawDesc), len(file_tiergate_v1_config_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   11,
+			NumEnums:      4,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

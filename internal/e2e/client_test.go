@@ -1,0 +1,187 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
+)
+
+var lastID atomic.Int64
+
+// newID names one test request; it rides in the e2e query parameter,
+// which tiergate ignores (endpoints are matched by path) and the fake
+// upstream files requests by.
+func newID(t *testing.T) string {
+	t.Helper()
+	return fmt.Sprintf("r%d", lastID.Add(1))
+}
+
+// withID adds the e2e parameter (and reply, when given) to path.
+func withID(path, id, replyMode string) string {
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	path += sep + "e2e=" + id
+	if replyMode != "" {
+		path += "&reply=" + replyMode
+	}
+	return path
+}
+
+// answer is what the client received from Envoy.
+type answer struct {
+	status int
+	proto  string
+	header http.Header
+	body   []byte
+}
+
+// send makes one request through Envoy.
+func (s *stack) send(t *testing.T, c *http.Client, method, path string, header map[string]string, body []byte) answer {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, s.url+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the answer: %v", method, path, err)
+	}
+	return answer{status: resp.StatusCode, proto: resp.Proto, header: resp.Header, body: b}
+}
+
+// clients are the two protocols every policy case runs over.
+func (s *stack) clients() []struct {
+	name string
+	c    *http.Client
+} {
+	return []struct {
+		name string
+		c    *http.Client
+	}{{"HTTP/1.1", s.h1}, {"HTTP/2", s.h2}}
+}
+
+// accessLine returns Envoy's access log entry for the request whose path
+// carries id, waiting for it (Envoy writes it when the stream ends).
+func (s *stack) accessLine(t *testing.T, id string) gjson.Result {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var found []gjson.Result
+		for _, l := range s.accessLog.Lines() {
+			if !json.Valid([]byte(l)) {
+				continue
+			}
+			r := gjson.Parse(l)
+			if strings.Contains(r.Get("path").Str, "e2e="+id+"&") || strings.HasSuffix(r.Get("path").Str, "e2e="+id) {
+				found = append(found, r)
+			}
+		}
+		if len(found) > 1 {
+			t.Fatalf("%d access log lines for %s", len(found), id)
+		}
+		if len(found) == 1 {
+			return found[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no access log line for %s in:\n%s", id, tail(s.accessLog.String(), 4000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// usageRecords returns tiergate's usage records for requestID, waiting
+// for the first; a second one would be a double count.
+func (s *stack) usageRecord(t *testing.T, requestID string) gjson.Result {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var found []gjson.Result
+		if f, err := os.Open(s.usageFile); err == nil {
+			sc := bufio.NewScanner(f)
+			sc.Buffer(nil, 1<<20)
+			for sc.Scan() {
+				if r := gjson.ParseBytes(sc.Bytes()); r.Get("request_id").Str == requestID {
+					found = append(found, r)
+				}
+			}
+			f.Close()
+		}
+		if len(found) > 1 {
+			t.Fatalf("%d usage records for request %s, want one", len(found), requestID)
+		}
+		if len(found) == 1 {
+			// A second record written late would still be a double count.
+			time.Sleep(50 * time.Millisecond)
+			if n := s.countUsage(requestID); n != 1 {
+				t.Fatalf("%d usage records for request %s, want one", n, requestID)
+			}
+			return found[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no usage record for request %s", requestID)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *stack) countUsage(requestID string) int {
+	b, err := os.ReadFile(s.usageFile)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if gjson.GetBytes(l, "request_id").Str == requestID {
+			n++
+		}
+	}
+	return n
+}
+
+// extprocStat reads one of the ext_proc filter's counters from Envoy's
+// admin API.
+func (s *stack) extprocStat(t *testing.T, name string) int64 {
+	t.Helper()
+	resp, err := http.Get(s.adminURL + "/stats?format=json&filter=" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var total int64
+	found := false
+	for _, st := range gjson.GetBytes(b, "stats").Array() {
+		if strings.HasSuffix(st.Get("name").Str, "ext_proc."+name) {
+			total += st.Get("value").Int()
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("Envoy has no ext_proc.%s counter: %s", name, b)
+	}
+	return total
+}

@@ -1,0 +1,297 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tiergate/tiergate/internal/envoyrig"
+	"github.com/tiergate/tiergate/internal/syncbuf"
+	"github.com/tiergate/tiergate/internal/testcert"
+)
+
+// tiergateBin and envoyBin are set by TestMain.
+var tiergateBin, envoyBin string
+
+// TestMain checks the pinned Envoy and builds tiergate once, without the
+// race detector (the tests time real traffic; the race detector's tiergate
+// is what the package tests run).
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	var err error
+	if envoyBin, err = envoyrig.Binary(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: Envoy:", err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "tiergate-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	tiergateBin = filepath.Join(dir, "tiergate")
+	build := exec.Command("go", "build", "-o", tiergateBin, "github.com/tiergate/tiergate/cmd/tiergate")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: go build ./cmd/tiergate:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// A bootstrap is a shipped Envoy config the tests run.
+type bootstrap struct {
+	name string
+	file string // relative to this directory
+	// pod marks k8s/base/envoy.yaml, which has a probe listener too.
+	pod bool
+}
+
+var bootstraps = []bootstrap{
+	{name: "envoy.yaml", file: "../../envoy/envoy.yaml"},
+	{name: "envoy-unix-socket.yaml", file: "../../envoy/envoy-unix-socket.yaml"},
+	{name: "k8s-base-envoy.yaml", file: "../../k8s/base/envoy.yaml", pod: true},
+}
+
+// identityHeader is the test's stand-in for an authenticated identity:
+// the filter envoyrig inserts after the group-header strip copies it into
+// x-tiergate-group.
+const identityHeader = "x-e2e-identity"
+
+// Keys whose digests the policy knows.
+const (
+	keyFast  = "sk-e2e-fast"
+	keyPlain = "sk-e2e-plain"
+)
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// testPolicy: codex-fast (by key or identity) is forced to priority and
+// may keep it; flex-group is forced to flex; priority on gpt-5.5 (and the
+// Realtime max model, and claude-opus-4-6) is blocked for everyone else;
+// elsewhere it is stripped.
+var testPolicy = `
+identity:
+  group_header: x-tiergate-group
+groups:
+- name: codex-fast
+  force_service_tier: priority
+  api_key_sha256: ["` + sha256Hex(keyFast) + `"]
+- name: flex-group
+  force_service_tier: flex
+rules:
+- name: fast-group
+  service_tier: priority
+  action: pass
+  groups: [codex-fast]
+- name: no-priority-on-gpt-5.5
+  service_tier: priority
+  action: block
+  model_whitelist: ["gpt-5.5", "gpt-realtime-max", "claude-opus-4-6"]
+- name: strip-priority
+  service_tier: priority
+  action: filter
+`
+
+// stack is one Envoy, one tiergate and the fake upstreams, shared by the
+// subtests of one bootstrap.
+type stack struct {
+	url       string // https://127.0.0.1:PORT, Envoy's listener
+	adminURL  string // Envoy's admin API
+	up        *upstream
+	ws        *wsUpstream
+	certs     testcert.Set
+	caFile    string
+	accessLog *syncbuf.Buffer // Envoy's stdout
+	envoyLog  *syncbuf.Buffer // Envoy's stderr
+	tgLog     *syncbuf.Buffer // tiergate's stderr
+	usageFile string
+	// h1 speaks HTTP/1.1 to Envoy, h2 HTTP/2.
+	h1, h2 *http.Client
+	// config is the rewritten bootstrap Envoy runs, made from shipped
+	// with opts.
+	config  []byte
+	shipped []byte
+	opts    envoyrig.Options
+	dir     string
+}
+
+// startStack runs bs with tiergate under policyYAML.
+func startStack(t *testing.T, bs bootstrap, policyYAML string) *stack {
+	t.Helper()
+	dir := t.TempDir()
+	s := &stack{
+		dir:       dir,
+		certs:     testcert.NewFor(t, "api.openai.com", "api.anthropic.com"),
+		accessLog: &syncbuf.Buffer{}, envoyLog: &syncbuf.Buffer{}, tgLog: &syncbuf.Buffer{},
+		usageFile: filepath.Join(dir, "usage.jsonl"),
+	}
+	s.caFile = writeFile(t, dir, "ca.pem", s.certs.CAPEM)
+	certFile := writeFile(t, dir, "cert.pem", s.certs.CertPEM)
+	keyFile := writeFile(t, dir, "key.pem", s.certs.KeyPEM)
+	policyFile := writeFile(t, dir, "policy.yaml", []byte(policyYAML))
+
+	s.up = startUpstream(t, s.certs)
+	s.ws = startWSUpstream(t)
+
+	extprocFlag := freeAddr(t)
+	extprocEP := extprocFlag
+	shipped, err := os.ReadFile(bs.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(shipped), "pipe:") {
+		sock := filepath.Join(dir, "extproc.sock")
+		extprocFlag, extprocEP = "unix://"+sock, "unix://"+sock
+	}
+	wsAddr := freeAddr(t)
+	startTiergate(t, s, policyFile, extprocFlag, wsAddr)
+
+	listen, admin := freeAddr(t), freeAddr(t)
+	o := envoyrig.Options{
+		Admin:     admin,
+		Listeners: map[string]string{"llm_ingress": listen},
+		Clusters: map[string]string{
+			"tiergate_extproc": extprocEP,
+			"tiergate_ws":      wsAddr,
+			"openai":           s.up.addr,
+			"anthropic":        s.up.addr,
+		},
+		UpstreamCA:     s.caFile,
+		DownstreamTLS:  &envoyrig.TLSFiles{Cert: certFile, Key: keyFile},
+		IdentityHeader: identityHeader,
+	}
+	if bs.pod {
+		o.Listeners["pod_health"] = freeAddr(t)
+	}
+	s.config, err = envoyrig.Rewrite(shipped, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.shipped, s.opts = shipped, o
+	s.url = "https://" + listen
+	s.adminURL = "http://" + admin
+	startEnvoy(t, s.adminURL, writeFile(t, dir, "envoy.json", s.config), s.accessLog, s.envoyLog)
+
+	tlsConf := &tls.Config{RootCAs: s.certs.Pool}
+	h1 := &http.Transport{TLSClientConfig: tlsConf.Clone(), DisableCompression: true,
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
+	h2 := &http.Transport{TLSClientConfig: tlsConf.Clone(), DisableCompression: true, ForceAttemptHTTP2: true}
+	t.Cleanup(h1.CloseIdleConnections)
+	t.Cleanup(h2.CloseIdleConnections)
+	s.h1 = &http.Client{Transport: h1, Timeout: 60 * time.Second}
+	s.h2 = &http.Client{Transport: h2, Timeout: 60 * time.Second}
+	return s
+}
+
+func writeFile(t *testing.T, dir, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// freeAddr returns a 127.0.0.1 address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func startTiergate(t *testing.T, s *stack, policyFile, extproc, wsAddr string) {
+	t.Helper()
+	admin := freeAddr(t)
+	cmd := exec.Command(tiergateBin, "serve",
+		"--config", policyFile,
+		"--extproc-listen", extproc,
+		"--ws-listen", wsAddr,
+		"--ws-upstream", "ws://"+s.ws.addr,
+		"--admin-listen", admin,
+		"--usage-log", s.usageFile,
+		"--shutdown-grace", "1s",
+		"--log-level", "debug",
+	)
+	cmd.Stdout, cmd.Stderr = s.tgLog, s.tgLog
+	startProcess(t, "tiergate", cmd, "http://"+admin+"/readyz", s.tgLog)
+}
+
+func startEnvoy(t *testing.T, adminURL, configFile string, stdout, stderr *syncbuf.Buffer) {
+	t.Helper()
+	cmd := exec.Command(envoyBin, "-c", configFile,
+		"--disable-hot-restart", "--concurrency", "1", "--log-level", "warn",
+		// The access log is read by the tests: flush it at once, not every second.
+		"--file-flush-interval-msec", "20")
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	startProcess(t, "envoy", cmd, adminURL+"/ready", stderr)
+}
+
+// startProcess starts cmd, stops it (SIGTERM, then SIGKILL) when the test
+// ends, and waits until readyURL answers 200.
+func startProcess(t *testing.T, name string, cmd *exec.Cmd, readyURL string, log *syncbuf.Buffer) {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("%s's log:\n%s", name, tail(log.String(), 8000))
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, readyURL, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("%s exited before it was ready: %v\n%s", name, err, log.String())
+		case <-ctx.Done():
+			t.Fatalf("%s not ready after 30s:\n%s", name, log.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
