@@ -28,6 +28,10 @@ type exchange struct {
 	// sends the request body BUFFERED (protocol_config): only then is a
 	// body without end_of_stream whole, its trailers to follow.
 	buffered bool
+	// noBody is set when the stream's first message says the filter sends
+	// no request body at all (request_body_mode NONE): a policed request
+	// with a body would then go upstream unjudged.
+	noBody bool
 	// sawHeaders is set once the request headers have arrived.
 	sawHeaders bool
 	headers    *corev3.HeaderMap
@@ -76,6 +80,12 @@ func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		x.endpoint = policy.EndpointUnknown
 		return unpolicedHeadersAnswer
 	}
+	if x.noBody {
+		// The body will never be sent to be judged: answering these
+		// headers would let it through.
+		return x.misconfigured("request body mode is NONE on a policed path; refusing the request (set processing_mode.request_body_mode: BUFFERED)",
+			"tiergate is misconfigured: the request body must be BUFFERED")
+	}
 	x.pol = x.srv.opts.Store.Load()
 	if t := x.srv.opts.Budgets; t != nil && len(x.pol.Budgets()) > 0 {
 		x.decidedAt = t.Now()
@@ -114,10 +124,12 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		Deployment: x.deployment,
 		Header:     x.header,
 		Beta:       headerValues(x.headers, "anthropic-beta"),
-		Body:       b.GetBody(),
-		MaxDecoded: x.srv.opts.MaxBodyBytes,
-		Buf:        a.out,
-		Spend:      spend,
+		// Every line: the upstream undoes the codings of all of them.
+		ContentEncoding: headerValues(x.headers, "content-encoding"),
+		Body:            b.GetBody(),
+		MaxDecoded:      x.srv.opts.MaxBodyBytes,
+		Buf:             a.out,
+		Spend:           spend,
 	})
 	x.decided = true
 	x.srv.opts.Budgets.Acted(&x.out.Decision)

@@ -308,26 +308,49 @@ func distinctTiers(dst, tiers []Tier) []Tier {
 }
 
 // distinctModels appends each model of models, mapped through
-// model_aliases, once, in the order of their last occurrences.
+// model_aliases, once, in the order of their last occurrences. A model
+// that a lenient reader reads differently (modelReading) is judged under
+// that reading too.
 func (p *Policy) distinctModels(dst, models []string) []string {
 	var seen map[string]struct{}
 	if len(models) > 8 {
-		seen = make(map[string]struct{}, len(models))
+		seen = make(map[string]struct{}, 2*len(models))
 	}
 	for i := len(models) - 1; i >= 0; i-- {
-		m := p.MatchModel(models[i])
-		if seen != nil {
-			if _, dup := seen[m]; dup {
+		whole, cut := modelReadings(models[i])
+		for _, m := range [...]string{models[i], whole, cut} {
+			if m == "" && models[i] != "" {
+				continue // a reading that names no model
+			}
+			if m = p.MatchModel(m); seen != nil {
+				if _, dup := seen[m]; dup {
+					continue
+				}
+				seen[m] = struct{}{}
+			} else if slices.Contains(dst, m) {
 				continue
 			}
-			seen[m] = struct{}{}
-		} else if slices.Contains(dst, m) {
-			continue
+			dst = append(dst, m)
 		}
-		dst = append(dst, m)
 	}
 	slices.Reverse(dst)
 	return dst
+}
+
+// modelReadings returns a model name as lenient readers may read it:
+// trimmed as values are (trimmed), and up to its first NUL (a reader of C
+// strings), then trimmed. "gpt-5.5\u0000" and " gpt-5.5" run gpt-5.5
+// there, so they are judged as gpt-5.5 too. A reading equal to m is "".
+func modelReadings(m string) (whole, cut string) {
+	if whole = strings.TrimFunc(m, trimmed); whole == m {
+		whole = ""
+	}
+	if i := strings.IndexByte(m, 0); i >= 0 {
+		if cut = strings.TrimFunc(m[:i], trimmed); cut == m || cut == whole {
+			cut = ""
+		}
+	}
+	return whole, cut
 }
 
 // judge runs the rules for one tier occurrence and one model.

@@ -492,7 +492,7 @@ func (s *session) refuse(res *policy.Result) {
 	refusal, msg := policy.RefusalPolicy, res.Message
 	switch {
 	case errors.Is(res.Err, policy.ErrTooManyOccurrences):
-		refusal, msg = policy.RefusalTooManyOccurrences, "the frame repeats service_tier, model or speed more than 64 times"
+		refusal, msg = policy.RefusalTooManyOccurrences, "the frame repeats service_tier, model, speed or another key tiergate reads more than 64 times"
 	case res.Budget != "":
 		refusal = policy.RefusalBudget
 	case res.Status == 400:

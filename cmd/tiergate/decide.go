@@ -61,7 +61,8 @@ func decideOffline(p *policy.Policy, r *offlineRequest) offlineResult {
 	}
 	spend := fixedSpend{micros: r.spent, at: time.Now()}
 	out := p.DecideHTTP(&policy.HTTPRequest{
-		Endpoint: ep, Deployment: deployment, Header: get, Beta: r.header["anthropic-beta"], Body: r.body, MaxDecoded: r.maxBody, Spend: spend,
+		Endpoint: ep, Deployment: deployment, Header: get, Beta: r.header["anthropic-beta"],
+		ContentEncoding: r.header["content-encoding"], Body: r.body, MaxDecoded: r.maxBody, Spend: spend,
 	})
 	dec := &res.decision
 	dec.Group, dec.Model = out.Group, out.RequestModel

@@ -196,6 +196,12 @@ func TestEval(t *testing.T) {
 			decision: map[string]any{"status": 415.0},
 		},
 		{
+			name: "every content-encoding line counts", args: []string{"--path", "/v1/chat/completions", "--header", "content-encoding=identity", "--header", "content-encoding=br"},
+			body: []byte(`{"model":"gpt-4o"}`), code: 3,
+			stdout:   `{"error":{"message":"content-encoding \"identity,br\" is not supported; send the body uncompressed, gzip or deflate","type":"invalid_request_error","param":null,"code":"unsupported_content_encoding"}}`,
+			decision: map[string]any{"status": 415.0},
+		},
+		{
 			name: "invalid JSON is refused with 400 in Anthropic's shape", args: []string{"--path", "/v1/messages"},
 			body: readFile(t, "invalid.json"), code: 3,
 			stdout:   `{"type":"error","error":{"type":"invalid_request_error","message":"the request body is not valid JSON: invalid JSON at byte 44"}}`,
