@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"net/http"
 	"strconv"
 )
 
@@ -33,15 +34,15 @@ func refusalOf(d *Decision) Refusal {
 func (r Refusal) Status() int {
 	switch r {
 	case RefusalInvalidJSON, RefusalTooManyOccurrences:
-		return 400
+		return http.StatusBadRequest
 	case RefusalUnsupportedEncoding:
-		return 415
+		return http.StatusUnsupportedMediaType
 	case RefusalMisconfigured:
-		return 500
+		return http.StatusInternalServerError
 	case RefusalBudget:
-		return 429
+		return http.StatusTooManyRequests
 	}
-	return 403
+	return http.StatusForbidden
 }
 
 // Code returns the OpenAI-style error code of a refusal.

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/tiergate/tiergate/contentcoding"
@@ -92,9 +93,9 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 	case errors.Is(out.Err, ErrTooManyOccurrences):
 		return p.refuse(r.Endpoint, group, RefusalTooManyOccurrences,
 			"the body repeats service_tier, model, speed or another key tiergate reads more than 64 times")
-	case out.Status == 400:
+	case out.Status == http.StatusBadRequest:
 		return p.refuse(r.Endpoint, group, RefusalInvalidJSON, "the request body is not valid JSON: "+out.Err.Error())
-	case out.Status == 403, out.Status == 429:
+	case out.Status == http.StatusForbidden, out.Status == http.StatusTooManyRequests:
 		out.Refusal = refusalOf(&out.Decision)
 		out.ErrorBody = ErrorBody(r.Endpoint, out.Refusal, out.Message)
 	}

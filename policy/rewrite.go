@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"errors"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -142,7 +143,7 @@ func (p *Policy) applyCounted(req *Request, body []byte) (Result, work) {
 	res := Result{Body: body, Policed: true}
 	isObj, err := scanDocument(body, &s.doc)
 	if err != nil {
-		res.Status, res.Err = 400, err
+		res.Status, res.Err = http.StatusBadRequest, err
 		res.Decision = Decision{Group: req.Group, Action: ActionBlock}
 		return res, s.work
 	}
@@ -173,7 +174,7 @@ func (p *Policy) applyFrameCounted(req *Request, frame []byte) (Result, work) {
 	res := Result{Body: frame}
 	isObj, err := scanDocument(frame, &s.doc)
 	if err != nil {
-		res.Status, res.Err, res.Policed = 400, err, true
+		res.Status, res.Err, res.Policed = http.StatusBadRequest, err, true
 		res.Decision = Decision{Group: req.Group, Action: ActionBlock}
 		return res, s.work
 	}
@@ -354,7 +355,7 @@ func (c *occurrences) over() bool {
 
 // refuseTooMany refuses a body or frame that carries too many occurrences.
 func refuseTooMany(req *Request, res *Result) {
-	res.Status, res.Err = 400, ErrTooManyOccurrences
+	res.Status, res.Err = http.StatusBadRequest, ErrTooManyOccurrences
 	res.Decision = Decision{Group: req.Group, Action: ActionBlock, Requested: TierNone}
 }
 

@@ -472,7 +472,7 @@ func refuseDraining(w http.ResponseWriter, em *epMetrics) {
 // (PROTOCOLS.md §6).
 func writeError(w http.ResponseWriter, status int, code, message string) {
 	typ := "invalid_request_error"
-	if status >= 500 {
+	if status >= http.StatusInternalServerError {
 		typ = "server_error"
 	}
 	type detail struct {

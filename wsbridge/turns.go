@@ -3,6 +3,7 @@ package wsbridge
 import (
 	"bytes"
 	"errors"
+	"net/http"
 	"slices"
 	"time"
 
@@ -495,7 +496,7 @@ func (s *session) refuse(res *policy.Result) {
 		refusal, msg = policy.RefusalTooManyOccurrences, "the frame repeats service_tier, model, speed or another key tiergate reads more than 64 times"
 	case res.Budget != "":
 		refusal = policy.RefusalBudget
-	case res.Status == 400:
+	case res.Status == http.StatusBadRequest:
 		refusal, msg = policy.RefusalInvalidJSON, "the frame is not valid JSON"
 		if res.Err != nil {
 			msg += ": " + res.Err.Error()

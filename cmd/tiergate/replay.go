@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -153,7 +154,7 @@ func (rp *replayer) replay(rec *tiergatev1.UsageRecord) error {
 	default:
 		res = rp.p.Apply(req, replayBody(ep, rec.GetModel(), requested))
 	}
-	if res.Status == 400 || !res.Policed {
+	if res.Status == http.StatusBadRequest || !res.Policed {
 		rep.NotReplayable++
 		return nil
 	}
