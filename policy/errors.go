@@ -87,7 +87,7 @@ func (r Refusal) anthropicType() string {
 }
 
 // ErrorBody renders the JSON error body tiergate answers with, in the
-// endpoint's own dialect (DESIGN.md, Error shapes).
+// endpoint's own dialect (docs/contracts.md, "Error shapes").
 func ErrorBody(ep Endpoint, r Refusal, message string) []byte {
 	var v any
 	if ep.Anthropic() {

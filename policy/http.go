@@ -56,7 +56,8 @@ func (o *HTTPOutcome) Refused() bool { return o.Status != 0 }
 // a compressed body, applies the policy and, when the request is refused,
 // renders the error body. A streamed Chat Completions request is made to
 // ask for its usage (Request.EnsureUsage), which the server needs to account
-// it. A request without a body passes untouched (DESIGN.md).
+// it. A request without a body passes untouched (docs/contracts.md,
+// "Evaluation").
 func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 	group := p.GroupFromHeaders(r.Header)
 	body := r.Body

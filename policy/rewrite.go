@@ -273,7 +273,8 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 			res.RequestModel = models[topModels-1]
 		}
 	}
-	// A Realtime response.create has no top-level model (PROTOCOLS.md §4):
+	// A Realtime response.create has no top-level model (docs/contracts.md,
+	// "Wire facts"):
 	// the upstream runs it under the session model whatever the frame
 	// names there, so the session's models stay candidates beside it.
 	if frame && (topModels == 0 || req.Endpoint == EndpointRealtime) {
@@ -316,7 +317,7 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 	var adds []string
 	// Force adds a key only where none was sent, and never to a Realtime
 	// frame: Realtime has no service_tier parameter, and an unknown one may
-	// fail the turn (DESIGN.md, Evaluation 6).
+	// fail the turn (docs/contracts.md, "Evaluation", step 6).
 	if res.Forced && res.Action == ActionPass && !carried && req.Endpoint != EndpointRealtime {
 		adds = append(adds, `"service_tier":`+res.Sent.quoted())
 	}
@@ -333,7 +334,8 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 }
 
 // maxOccurrences bounds the occurrences of service_tier, model or speed a
-// body or frame may carry at the levels read (DESIGN.md, Evaluation 4):
+// body or frame may carry at the levels read (docs/contracts.md,
+// "Evaluation", step 4):
 // every occurrence is judged, and no honest client repeats a key 65 times.
 const maxOccurrences = 64
 

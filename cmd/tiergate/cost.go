@@ -20,8 +20,8 @@ import (
 	"github.com/tiergate/tiergate/usage"
 )
 
-// costRow is one group, model and tier priced (DESIGN.md, CLI: tiergate
-// cost --json), with the tokens that were priced.
+// costRow is one group, model and tier priced (docs/contracts.md, "Cost":
+// tiergate cost --json), with the tokens that were priced.
 type costRow struct {
 	Group                 string      `json:"group"`
 	Model                 string      `json:"model"`

@@ -21,10 +21,10 @@ import (
 	"github.com/tiergate/tiergate/usage"
 )
 
-// replayReport is tiergate replay's --json output (DESIGN.md, "Shadow
-// rules, tests, replay"). CostUnknown counts the replayed records whose
-// cost before or after cannot be known: one blocked before that would now
-// pass used no tokens to price, and one without usage has none.
+// replayReport is tiergate replay's --json output (docs/contracts.md, "Shadow
+// rules, tests and replay"). CostUnknown counts the replayed records whose
+// cost before or after cannot be known: one blocked before that would now pass
+// used no tokens to price, and one without usage has none.
 type replayReport struct {
 	Records       uint64       `json:"records"`
 	Replayed      uint64       `json:"replayed"`

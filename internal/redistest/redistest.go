@@ -63,8 +63,8 @@ func Binary(t testing.TB) string {
 
 // Start starts a server and stops it when the test ends. Its data is
 // appended to a file fsynced on every write (appendonly yes, appendfsync
-// always), so Stop and Restart lose nothing, as DESIGN.md's advice for
-// production Redis has it.
+// always), so Stop and Restart lose nothing, as docs/deployment.md advises
+// for production Redis.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	s := &Server{t: t, opts: opts, dir: t.TempDir()}
