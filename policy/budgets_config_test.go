@@ -75,15 +75,7 @@ func TestBudgetConfigErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Load([]byte(budgetTestPrices + tc.file))
-			var ce *ConfigError
-			if !errors.As(err, &ce) {
-				t.Fatalf("Load returned %v, want a *ConfigError", err)
-			}
-			got := strings.Split(err.Error(), "\n")
-			if strings.Join(got, "\n") != strings.Join(sortedCopy(tc.want, got), "\n") {
-				t.Errorf("problems:\n%s\nwant (any order):\n%s", err, strings.Join(tc.want, "\n"))
-			}
+			checkProblems(t, budgetTestPrices+tc.file, tc.want)
 		})
 	}
 }
@@ -94,6 +86,21 @@ func TestABudgetNeedsPrices(t *testing.T) {
 	want := "budgets: budgets need prices: (spend is the priced cost of each request; without a price table no budget would ever move)"
 	if err == nil || err.Error() != want {
 		t.Errorf("Load = %v, want %q", err, want)
+	}
+}
+
+// checkProblems checks that file is refused with a *ConfigError whose
+// lines are want, in any order.
+func checkProblems(t *testing.T, file string, want []string) {
+	t.Helper()
+	_, err := Load([]byte(file))
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("Load returned %v, want a *ConfigError", err)
+	}
+	got := strings.Split(err.Error(), "\n")
+	if strings.Join(got, "\n") != strings.Join(sortedCopy(want, got), "\n") {
+		t.Errorf("problems:\n%s\nwant (any order):\n%s", err, strings.Join(want, "\n"))
 	}
 }
 

@@ -75,6 +75,15 @@ func Start(t testing.TB, opts Options) *Server {
 	return s
 }
 
+// ClosedAddr returns a loopback address nothing listens on: a Redis that
+// is down, for tests of what the store does without one. (The port was
+// free a moment ago; another test taking it in between is as unlikely as
+// with any free port.)
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	return "127.0.0.1:" + strconv.Itoa(freePort(t))
+}
+
 func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
