@@ -21,13 +21,18 @@ import (
 // decimal (0.0012345), never through a float.
 //
 // time, endpoint, action, status, duration_ms and stream are always written;
-// other strings are left out when empty and optional fields when unset, so an
-// unknown token count is absent rather than 0.
+// other strings are left out when empty, turn when 0 (an HTTP request) and
+// optional fields when unset, so an unknown token count is absent rather
+// than 0.
 func AppendRecord(dst []byte, r *tiergatev1.UsageRecord) []byte {
 	dst = append(dst, `{"time":`...)
 	dst = appendString(dst, r.GetTime())
 	dst = appendNonEmpty(dst, `,"request_id":`, r.GetRequestId())
 	dst = appendNonEmpty(dst, `,"response_id":`, r.GetResponseId())
+	if n := r.GetTurn(); n > 0 {
+		dst = append(dst, `,"turn":`...)
+		dst = strconv.AppendUint(dst, uint64(n), 10)
+	}
 	dst = append(dst, `,"endpoint":`...)
 	dst = appendString(dst, r.GetEndpoint())
 	dst = appendNonEmpty(dst, `,"group":`, r.GetGroup())
