@@ -30,6 +30,7 @@ commands:
   validate  check policy files: tiergate validate FILE...
   eval      show what a request becomes: tiergate eval --path /v1/responses < body.json
   cost      re-price usage logs: tiergate cost --config FILE [--json] USAGE.jsonl...
+  drain     Envoy's preStop hook: drain Envoy and tiergate's sessions, wait for requests in flight
   version   print the version
 
 Run 'tiergate <command> -h' for a command's flags.
@@ -51,6 +52,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runEval(args[1:], stdin, stdout, stderr)
 	case "cost":
 		err = runCost(args[1:], stdout, stderr)
+	case "drain":
+		err = runDrain(ctx, args[1:], stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "tiergate", version())
 		return nil

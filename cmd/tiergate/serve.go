@@ -275,7 +275,25 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}()
 
 	rd := &readiness{}
-	admin := &http.Server{Handler: adminHandler(reg, store, budgets, source, rd, cfg.pprof), ReadHeaderTimeout: 10 * time.Second}
+	// Envoy's preStop hook (tiergate drain) starts the WebSocket sessions'
+	// grace while Envoy still runs, so that the sessions still open when it
+	// ends are closed with 1001 and recorded, not cut when Envoy exits.
+	// ext_proc keeps serving: Envoy sends requests until its listeners close.
+	var drainOnce sync.Once
+	drainBridge := func() {
+		drainOnce.Do(func() {
+			rd.draining.Store(true)
+			log.Info("draining WebSocket sessions (tiergate drain)", "grace", cfg.shutdownGrace.String())
+			go func() {
+				ctx, done := context.WithTimeout(context.Background(), cfg.shutdownGrace)
+				defer done()
+				if err := bridge.Shutdown(ctx); err != nil {
+					log.Warn("drain grace over; closed the remaining WebSocket sessions with 1001", "err", err)
+				}
+			}()
+		})
+	}
+	admin := &http.Server{Handler: adminHandler(reg, store, budgets, source, rd, cfg.pprof, drainBridge), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("listening", "listener", "admin", "address", listenerAddress(adminLn))
 	wg.Add(1)
 	go func() {
