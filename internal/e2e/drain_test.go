@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +21,6 @@ import (
 	"github.com/coder/websocket"
 	"github.com/tidwall/gjson"
 
-	"github.com/tiergate/tiergate/internal/envoyrig"
 	"github.com/tiergate/tiergate/internal/syncbuf"
 	"github.com/tiergate/tiergate/internal/testcert"
 )
@@ -37,67 +35,6 @@ const (
 	drainHookTimeout    = 15 * time.Second
 	drainStreamLength   = 5 * time.Second
 )
-
-// proc is a process the drain test stops itself, as the kubelet would.
-type proc struct {
-	cmd    *exec.Cmd
-	log    *syncbuf.Buffer
-	exited chan struct{}
-	err    error
-}
-
-func startProc(t *testing.T, name string, cmd *exec.Cmd, readyURL string) *proc {
-	t.Helper()
-	p := &proc{cmd: cmd, log: &syncbuf.Buffer{}, exited: make(chan struct{})}
-	if cmd.Stdout == nil {
-		cmd.Stdout = p.log
-	}
-	cmd.Stderr = p.log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.err = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("%s's log:\n%s", name, tail(p.log.String(), 6000))
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if resp, err := http.Get(readyURL); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("%s exited before it was ready: %v\n%s", name, p.err, p.log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after 30s:\n%s", name, p.log.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stop sends sig and waits for the process to exit.
-func (p *proc) stop(t *testing.T, name string, sig syscall.Signal, within time.Duration) {
-	t.Helper()
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.exited:
-	case <-time.After(within):
-		t.Fatalf("%s still running %v after %v", name, within, sig)
-	}
-}
 
 // slowUpstream is the provider for the drain test: /v1/responses streams
 // an SSE response over stream=<ms> milliseconds (a delta every 250 ms),
@@ -180,41 +117,13 @@ func slowWSUpstream(t *testing.T) string {
 // usage record.
 func TestDrainSequence(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
 	certs := testcert.NewFor(t, "api.openai.com", "api.anthropic.com")
-	up := slowUpstream(t, certs)
-	wsUp := slowWSUpstream(t)
-	usageFile := filepath.Join(dir, "usage.jsonl")
-	sock := filepath.Join(dir, "extproc.sock")
-	wsAddr, tgAdmin := freeAddr(t), freeAddr(t)
-	tg := startProc(t, "tiergate", exec.Command(tiergateBin, "serve",
-		"--config", writeFile(t, dir, "policy.yaml", []byte("rules:\n- {service_tier: priority, action: filter}\n")),
-		"--extproc-listen", "unix://"+sock, "--ws-listen", wsAddr, "--ws-upstream", "ws://"+wsUp,
-		"--admin-listen", tgAdmin, "--usage-log", usageFile, "--shutdown-grace", drainTiergateGrace.String()),
-		"http://"+tgAdmin+"/readyz")
-
-	shipped, err := os.ReadFile("../../k8s/base/envoy.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen, admin := freeAddr(t), freeAddr(t)
-	config, err := envoyrig.Rewrite(shipped, envoyrig.Options{
-		Admin:     admin,
-		Listeners: map[string]string{"llm_ingress": listen, "pod_health": freeAddr(t)},
-		Clusters: map[string]string{
-			"tiergate_extproc": "unix://" + sock, "tiergate_ws": wsAddr, "openai": up, "anthropic": up,
-		},
-		UpstreamCA:    writeFile(t, dir, "ca.pem", certs.CAPEM),
-		DownstreamTLS: &envoyrig.TLSFiles{Cert: writeFile(t, dir, "cert.pem", certs.CertPEM), Key: writeFile(t, dir, "key.pem", certs.KeyPEM)},
+	p := startPod(t, podOptions{
+		certs: certs, upstream: slowUpstream(t, certs), wsUpstream: slowWSUpstream(t),
+		tiergateArgs: []string{"--shutdown-grace", drainTiergateGrace.String()},
+		envoyArgs:    []string{"--drain-time-s", strconv.Itoa(int(drainEnvoyDrainTime / time.Second))},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	envoy := startProc(t, "envoy", exec.Command(envoyBin, "-c", writeFile(t, dir, "envoy.json", config),
-		"--disable-hot-restart", "--concurrency", "1", "--log-level", "warn",
-		"--drain-time-s", strconv.Itoa(int(drainEnvoyDrainTime/time.Second))),
-		"http://"+admin+"/ready")
-
+	listen, admin, tgAdmin, usageFile, envoy, tg := p.listen, p.envoyAdmin, p.tiergateAdmin, p.usageFile, p.envoy, p.tiergate
 	tlsConf := &tls.Config{RootCAs: certs.Pool}
 	newClient := func(h2 bool) *http.Client {
 		tr := &http.Transport{TLSClientConfig: tlsConf.Clone(), ForceAttemptHTTP2: h2}
