@@ -44,6 +44,8 @@ var mixedRequests = []loadRequest{
 	{"a streamed Chat request", "/v1/chat/completions?reply=sse", nil, `{"model":"gpt-5.4","stream":true,"messages":[]}`, http.StatusOK, "completed"},
 	{"a streamed, filtered Responses request", "/v1/responses?reply=sse", nil, `{"model":"gpt-5.4","stream":true,"service_tier":"priority","input":"hi"}`, http.StatusOK, "completed"},
 	{"a streamed Messages request", "/v1/messages?reply=sse", nil, `{"model":"claude-sonnet-4-5","stream":true,"max_tokens":5,"messages":[]}`, http.StatusOK, "completed"},
+	{"a filtered compaction request", "/v1/responses/compact", nil, `{"model":"gpt-5.4","input":[],"service_tier":"priority"}`, http.StatusOK, "completed"},
+	{"a gzip'd body from the fast group's key", "/v1/responses", map[string]string{"content-encoding": "gzip", "authorization": "Bearer " + keyFast}, string(gzipBytes([]byte(`{"model":"gpt-5.5","input":"hi"}`))), http.StatusOK, "completed"},
 	{"a Messages request", "/v1/messages", nil, `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[]}`, http.StatusOK, "completed"},
 	{"a blocked fast-mode Messages request", "/v1/messages", map[string]string{"anthropic-beta": fastModeBeta}, `{"model":"claude-opus-4-6","speed":"fast","max_tokens":5,"messages":[]}`, http.StatusForbidden, "blocked"},
 }
@@ -134,7 +136,7 @@ func TestNothingLost(t *testing.T) {
 	clients := podClients(t, certs)
 
 	// HTTP: every kind over both protocols, several times, from 6 workers.
-	const rounds = 5
+	const rounds = 20
 	var jobs []loadRequest
 	for range rounds {
 		for range clients {
@@ -168,7 +170,7 @@ func TestNothingLost(t *testing.T) {
 	// is blocked (the session then closes with 1008).
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	const sessions, turnsEach, blockedSessions = 8, 3, 4
+	const sessions, turnsEach, blockedSessions = 24, 3, 8
 	turn := func(c *websocket.Conn) error {
 		if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"response.create","model":"gpt-5.4","service_tier":"priority","input":"hi"}`)); err != nil {
 			return err

@@ -226,7 +226,13 @@ func TestManifests(t *testing.T) {
 				}
 			})
 			t.Run("Envoy's preStop drains it through tiergate drain, and the drain fits the grace period", func(t *testing.T) {
-				checkShutdown(t, pod, tg, ev)
+				dir, file := filepath.Split(flagValue(ev.Args, "--config-path"))
+				cm := configMap(r, volume(pod, mountAt(t, ev, filepath.Clean(dir)).Name).ConfigMap.Name)
+				admin, err := envoy.ClusterAddress([]byte(cm.Data[file]), envoy.AdminCluster)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkShutdown(t, pod, tg, ev, admin)
 			})
 			t.Run("both containers run locked down", func(t *testing.T) {
 				psc := pod.Spec.SecurityContext
@@ -302,10 +308,10 @@ func TestManifests(t *testing.T) {
 // checkShutdown holds the pod's shutdown sequence together (docs/deployment.md,
 // "Shutdown"): Envoy's preStop hook runs `tiergate drain` from a binary an init
 // container installed on a volume both mount; the hook talks to Envoy's
-// loopback admin address and tiergate's admin port; Envoy's drain time and
+// admin address (envoy.yaml's envoy_admin cluster) and tiergate's admin port; Envoy's drain time and
 // tiergate's grace end within the hook's bound, and the bound plus the two
 // exits within terminationGracePeriodSeconds.
-func checkShutdown(t *testing.T, pod corev1.PodTemplateSpec, tg, ev corev1.Container) {
+func checkShutdown(t *testing.T, pod corev1.PodTemplateSpec, tg, ev corev1.Container, envoyAdmin string) {
 	t.Helper()
 	ls := ev.Lifecycle
 	if ls == nil || ls.PreStop == nil || ls.PreStop.Exec == nil {
@@ -330,9 +336,8 @@ func checkShutdown(t *testing.T, pod corev1.PodTemplateSpec, tg, ev corev1.Conta
 		t.Fatalf("no init container runs tiergate drain --install %s on the volume Envoy mounts", cmd[0])
 	}
 	args := cmd[2:]
-	envoyAdmin := "http://" + "127.0.0.1:9901"
-	if got := flagValue(args, "--envoy-admin"); got != envoyAdmin {
-		t.Errorf("the hook drains Envoy at %q, want its loopback admin %s (envoy.yaml)", got, envoyAdmin)
+	if got := flagValue(args, "--envoy-admin"); got != "http://"+envoyAdmin {
+		t.Errorf("the hook drains Envoy at %q, want its admin address http://%s (envoy.yaml's %s cluster)", got, envoyAdmin, envoy.AdminCluster)
 	}
 	_, tgPort, _ := strings.Cut(flagValue(tg.Args, "--admin-listen"), ":")
 	if got := flagValue(args, "--tiergate-admin"); got != "http://127.0.0.1:"+tgPort {
