@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -8,7 +10,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -96,5 +102,63 @@ func TestAdminDrainOnlyFromLoopback(t *testing.T) {
 				t.Errorf("drain started: %v", started)
 			}
 		})
+	}
+}
+
+// TestSIGTERMRecordsTheTurnsItCuts: a turn still running when the shutdown
+// grace ends is closed with 1001, and its record (client_closed, turn 1)
+// is on stdout when serve has exited: written after the session ended,
+// flushed before the exit.
+func TestSIGTERMRecordsTheTurnsItCuts(t *testing.T) {
+	t.Parallel()
+	stalled := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		if _, _, err := c.Read(r.Context()); err != nil {
+			return
+		}
+		_ = c.Write(r.Context(), websocket.MessageText, []byte(`{"type":"response.created","response":{"id":"resp_cut","status":"in_progress","model":"gpt-5.5"}}`))
+		_, _, _ = c.Read(r.Context()) // and never answers
+	}))
+	t.Cleanup(stalled.Close)
+	cmd, addrs, stdout := startServe(t, "--ws-upstream", "ws"+strings.TrimPrefix(stalled.URL, "http"), "--shutdown-grace", "1s")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://"+addrs["websocket"]+"/v1/responses", &websocket.DialOptions{HTTPHeader: http.Header{"X-Request-Id": {"req-cut"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte(`{"type":"response.create","model":"gpt-5.5","input":"hi"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Errorf("the session ended with %v, want 1001", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("serve exited with %v", err)
+	}
+	var rec map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		if strings.Contains(line, `"request_id":"req-cut"`) {
+			if rec != nil {
+				t.Fatalf("two records for the cut turn:\n%s", stdout.String())
+			}
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if rec["status"] != "client_closed" || rec["turn"] != 1.0 || rec["response_id"] != "resp_cut" {
+		t.Errorf("the cut turn's record: %v; want status client_closed, turn 1, response_id resp_cut\nstdout:\n%s", rec, stdout.String())
 	}
 }
