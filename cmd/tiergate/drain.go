@@ -209,7 +209,7 @@ func envoyDrainTime(ctx context.Context, client *http.Client, admin string) (tim
 	}
 	d, err := time.ParseDuration(info.Options.DrainTime)
 	if err != nil {
-		return 0, fmt.Errorf("Envoy's drain_time %q: %w", info.Options.DrainTime, err)
+		return 0, fmt.Errorf("the drain_time in Envoy's /server_info %q: %w", info.Options.DrainTime, err)
 	}
 	return d, nil
 }
