@@ -120,6 +120,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 		if pc := req.GetProtocolConfig(); pc != nil {
 			// Sent on the stream's first message only.
 			x.buffered = pc.GetRequestBodyMode() == filterv3.ProcessingMode_BUFFERED
+			x.noBody = pc.GetRequestBodyMode() == filterv3.ProcessingMode_NONE
 		}
 		resp, phase, err := x.handle(req)
 		if err != nil {

@@ -73,6 +73,8 @@ func AppendRecord(dst []byte, r *tiergatev1.UsageRecord) []byte {
 		dst = strconv.AppendUint(dst, uint64(*r.HttpStatus), 10)
 	}
 	dst = appendNonEmpty(dst, `,"budget":`, r.GetBudget())
+	dst = appendNonEmpty(dst, `,"shadow_rule":`, r.GetShadowRule())
+	dst = appendNonEmpty(dst, `,"shadow_action":`, r.GetShadowAction())
 	return append(dst, "}\n"...)
 }
 

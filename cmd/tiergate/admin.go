@@ -23,6 +23,15 @@ type readiness struct {
 	draining atomic.Bool
 }
 
+// readyJSON is /readyz's body.
+type readyJSON struct {
+	// Status is ok, starting or draining.
+	Status string `json:"status"`
+	// BudgetStore is the Redis store's state (ok, unreachable,
+	// auth_failed); absent with the memory store.
+	BudgetStore string `json:"budget_store,omitempty"`
+}
+
 // adminHandler serves /metrics, /healthz, /readyz, /policy and /budgets, and with
 // profiles Go's profiles under /debug/pprof/. The profiles are registered
 // on this mux only (never http.DefaultServeMux), so nothing else can expose
@@ -56,14 +65,19 @@ func adminHandler(reg *prometheus.Registry, store *policy.Store, budgets *budget
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		// The budget store is detail, never a reason to be unready: a
+		// Redis outage must not take every replica out of the Service.
+		body := readyJSON{Status: "ok", BudgetStore: budgets.StoreStatus()}
+		code := http.StatusOK
 		switch {
 		case rd.draining.Load():
-			http.Error(w, "draining", http.StatusServiceUnavailable)
+			body.Status, code = "draining", http.StatusServiceUnavailable
 		case !rd.ready.Load():
-			http.Error(w, "starting", http.StatusServiceUnavailable)
-		default:
-			_, _ = w.Write([]byte("ok\n"))
+			body.Status, code = "starting", http.StatusServiceUnavailable
 		}
+		w.Header().Set("content-type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(body)
 	})
 	mux.HandleFunc("GET /policy", func(w http.ResponseWriter, _ *http.Request) {
 		p := store.Load()

@@ -222,10 +222,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	budgets, err := budget.New(budget.NewMemory(), store.Load, reg, budget.Options{})
+	budgets, err := budget.New(budget.NewMemory(), store.Load, reg, budget.Options{Log: log})
 	if err != nil {
 		return err
 	}
+	defer budgets.Close() // for an early return; closed again below, harmlessly
 	budgetsInForce(log, budgets, p)
 
 	// Everything that can refuse the flags or the environment comes before
@@ -379,6 +380,9 @@ wait:
 	cancel()
 	_ = admin.Shutdown(shutdownCtx)
 	wg.Wait()
+	// After the drain: the requests that finished in it have added their
+	// spend, and Close makes one last attempt to send it to Redis.
+	budgets.Close()
 	log.Info("stopped")
 	return runErr
 }
@@ -400,13 +404,15 @@ func listenerAddress(ln net.Listener) string {
 	return ln.Addr().String()
 }
 
-// budgetsInForce starts p's budget counters at zero and says, whenever a
-// policy with budgets comes into force, what the memory store guarantees:
-// spend is this replica's alone and is lost on restart, so N replicas let a
-// group spend up to N times a limit.
+// budgetsInForce puts p's budget store in force (reconnecting when its
+// settings changed), starts p's budget counters at zero and says, whenever
+// a policy with budgets and no shared store comes into force, what the
+// memory store guarantees: spend is this replica's alone and is lost on
+// restart, so N replicas let a group spend up to N times a limit.
 func budgetsInForce(log *slog.Logger, budgets *budget.Tracker, p *policy.Policy) {
+	budgets.Configure(p.BudgetStore())
 	budgets.Prepare(p)
-	if n := len(p.Budgets()); n > 0 {
+	if n := len(p.Budgets()); n > 0 && p.BudgetStore() == nil {
 		log.Warn("budgets keep spend in memory: each replica counts only what it served and forgets it on restart, so with N replicas a group may spend up to N times a limit",
 			"budgets", n, "store", "memory")
 	}

@@ -3,10 +3,12 @@ package check
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,7 +31,7 @@ import (
 
 // kustomizations are every kustomization root under k8s/ (components are
 // rendered through the overlays that use them).
-var kustomizations = []string{"../base", "../overlays/example"}
+var kustomizations = []string{"../base", "../overlays/example", "../overlays/shared-budgets"}
 
 // decoder decodes strictly: unknown and duplicate fields are errors.
 var decoder = func() runtime.Decoder {
@@ -493,4 +495,100 @@ func countRules(r *monitoringv1.PrometheusRule) int {
 		n += len(g.Rules)
 	}
 	return n
+}
+
+// TestRedisBudgetStoreIsWired renders the overlay that uses the
+// redis-budget-store component: the policy's budget_store reads its
+// password from a key of a Secret mounted (as a directory, read-only) into
+// tiergate, and a NetworkPolicy selecting the pods lets them reach the
+// Redis address, in its namespace, on its port.
+func TestRedisBudgetStoreIsWired(t *testing.T) {
+	r := render(t, "../overlays/shared-budgets")
+	pod := one[*appsv1.Deployment](t, r).Spec.Template
+	tg := container(t, append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...), "tiergate")
+	cfgPath := flagValue(tg.Args, "--config")
+	dir, file := filepath.Split(cfgPath)
+	cm := configMap(r, volume(pod, mountAt(t, tg, filepath.Clean(dir)).Name).ConfigMap.Name)
+	p, err := policy.Load([]byte(cm.Data[file]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := p.BudgetStore()
+	if store == nil {
+		t.Fatal("the shared-budgets policy has no budget_store")
+	}
+	if len(p.Budgets()) == 0 {
+		t.Error("the shared-budgets policy has no budgets to share")
+	}
+
+	t.Run("the password file is a key of a Secret mounted read-only into tiergate", func(t *testing.T) {
+		if store.PasswordFile == "" {
+			t.Fatal("budget_store.redis has no password_file")
+		}
+		m := mountAt(t, tg, filepath.Dir(store.PasswordFile))
+		if !m.ReadOnly || m.SubPath != "" {
+			t.Errorf("mount %s: readOnly %t subPath %q; want read-only, whole directory (a subPath is never updated on rotation)", m.Name, m.ReadOnly, m.SubPath)
+		}
+		v := volume(pod, m.Name)
+		if v.Secret == nil {
+			t.Fatalf("volume %s is not a Secret", m.Name)
+		}
+		var secret *corev1.Secret
+		for _, s := range all[*corev1.Secret](r) {
+			if s.Name == v.Secret.SecretName {
+				secret = s
+			}
+		}
+		if secret == nil {
+			t.Fatalf("Secret %s is not rendered", v.Secret.SecretName)
+		}
+		key := filepath.Base(store.PasswordFile)
+		if _, ok := secret.StringData[key]; !ok {
+			if _, ok := secret.Data[key]; !ok {
+				t.Errorf("Secret %s has no key %s", secret.Name, key)
+			}
+		}
+	})
+
+	t.Run("a NetworkPolicy lets the pods reach Redis", func(t *testing.T) {
+		host, portText, err := net.SplitHostPort(store.Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port, err := strconv.Atoi(portText)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A Service name: <service>.<namespace>.svc[.cluster.local].
+		var namespace string
+		if parts := strings.Split(host, "."); len(parts) >= 3 && parts[2] == "svc" {
+			namespace = parts[1]
+		}
+		allowed := false
+		for _, n := range all[*networkingv1.NetworkPolicy](r) {
+			if !labels.SelectorFromSet(n.Spec.PodSelector.MatchLabels).Matches(labels.Set(pod.Labels)) {
+				continue
+			}
+			for _, rule := range n.Spec.Egress {
+				portOK := false
+				for _, p := range rule.Ports {
+					if p.Port != nil && p.Port.IntValue() == port && (p.Protocol == nil || *p.Protocol == corev1.ProtocolTCP) {
+						portOK = true
+					}
+				}
+				toOK := namespace == "" && len(rule.To) == 0
+				for _, peer := range rule.To {
+					if peer.NamespaceSelector != nil && labels.SelectorFromSet(peer.NamespaceSelector.MatchLabels).Matches(labels.Set{"kubernetes.io/metadata.name": namespace}) {
+						toOK = true
+					}
+				}
+				if portOK && toOK {
+					allowed = true
+				}
+			}
+		}
+		if !allowed {
+			t.Errorf("no NetworkPolicy egress rule for the pods reaches %s (namespace %q, port %d)", store.Address, namespace, port)
+		}
+	})
 }
