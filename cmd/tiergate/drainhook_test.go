@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -160,5 +161,72 @@ func TestSIGTERMRecordsTheTurnsItCuts(t *testing.T) {
 	}
 	if rec["status"] != "client_closed" || rec["turn"] != 1.0 || rec["response_id"] != "resp_cut" {
 		t.Errorf("the cut turn's record: %v; want status client_closed, turn 1, response_id resp_cut\nstdout:\n%s", rec, stdout.String())
+	}
+}
+
+// fakeEnvoyAdmin answers /server_info, /drain_listeners and /stats as
+// Envoy's admin API does, with active requests in flight on the ingress
+// (the admin listener's own gauge, always 1 while a stats read runs, is
+// there too).
+type fakeEnvoyAdmin struct {
+	active  atomic.Int64
+	drained atomic.Bool
+}
+
+func (f *fakeEnvoyAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/server_info":
+		_, _ = io.WriteString(w, `{"state":"LIVE","command_line_options":{"drain_time":"0.2s","drain_strategy":"Gradual"}}`)
+	case r.Method == http.MethodPost && r.URL.Path == "/drain_listeners" && r.URL.Query().Has("graceful"):
+		f.drained.Store(true)
+		_, _ = io.WriteString(w, "OK\n")
+	case r.Method == http.MethodGet && r.URL.Path == "/stats":
+		stats := `{"stats":[{"name":"http.admin.downstream_rq_active","value":1},{"name":"http.llm_ingress.downstream_rq_active","value":%d},{"name":"http.pod_health.downstream_rq_active","value":0}]}`
+		_, _ = io.WriteString(w, strings.Replace(stats, "%d", strconv.FormatInt(f.active.Load(), 10), 1))
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func TestDrainWaitsForEnvoysRequestsInFlight(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		// finish is when the last request ends (never: 0).
+		finish  time.Duration
+		stop    bool // Envoy goes away mid-drain
+		wantErr bool
+		least   time.Duration // the drain lasts at least this
+	}{
+		{name: "it returns once the drain time has passed and nothing is in flight", finish: 600 * time.Millisecond, least: 600 * time.Millisecond},
+		{name: "it waits the drain time even with nothing in flight", least: 200 * time.Millisecond, finish: time.Nanosecond},
+		{name: "past its timeout it gives up with exit 1", wantErr: true, least: 1500 * time.Millisecond},
+		{name: "an Envoy that has gone ends the wait", stop: true, least: 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := &fakeEnvoyAdmin{}
+			f.active.Store(3)
+			srv := httptest.NewServer(f)
+			t.Cleanup(srv.Close)
+			switch {
+			case tc.stop:
+				time.AfterFunc(300*time.Millisecond, func() { srv.CloseClientConnections(); srv.Listener.Close() })
+			case tc.finish > 0:
+				time.AfterFunc(tc.finish, func() { f.active.Store(0) })
+			}
+			start := time.Now()
+			err := runDrain(context.Background(), []string{"--envoy-admin", srv.URL, "--tiergate-admin", "", "--timeout", "1500ms", "--poll", "20ms"}, io.Discard)
+			took := time.Since(start)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("runDrain = %v, want error %v", err, tc.wantErr)
+			}
+			if !f.drained.Load() {
+				t.Error("Envoy was never asked to drain gracefully")
+			}
+			if took < tc.least || took > tc.least+time.Second {
+				t.Errorf("the drain took %v, want about %v", took, tc.least)
+			}
+		})
 	}
 }
