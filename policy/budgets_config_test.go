@@ -104,6 +104,21 @@ func checkProblems(t *testing.T, file string, want []string) {
 	}
 }
 
+// problemLines returns the problems of err, one line each; the test fails
+// unless err is a *ConfigError.
+func problemLines(t *testing.T, err error) []string {
+	t.Helper()
+	ce, ok := err.(*ConfigError)
+	if !ok {
+		t.Fatalf("err = %v, want a ConfigError", err)
+	}
+	var got []string
+	for _, p := range ce.Problems {
+		got = append(got, p.String())
+	}
+	return got
+}
+
 // sortedCopy returns want in got's order when both hold the same lines, so
 // a comparison ignores order; otherwise want unchanged.
 func sortedCopy(want, got []string) []string {
