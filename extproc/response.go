@@ -383,7 +383,7 @@ func (d *streamDecoder) Close() {
 // the budgets it falls under, in the windows of its decision time. Only a
 // request that budgets were enforced on is accounted.
 func (x *exchange) account(c policy.Cost, priced bool) {
-	if x.decidedAt.IsZero() || x.out.Refused() || !priced {
+	if x.decidedAt.IsZero() || x.out.Refusal != policy.RefusalNone || !priced {
 		return
 	}
 	x.srv.opts.Budgets.Account(x.pol, budget.Charge{Group: x.out.Group, At: x.decidedAt, Cost: c})

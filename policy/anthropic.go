@@ -16,7 +16,7 @@ import (
 func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Result) {
 	top := &s.doc
 	if top.tooMany {
-		refuseTooMany(req, res)
+		refuseTooMany(req, res, false)
 		return
 	}
 	tokens := betaTokens(req.Beta)
@@ -77,7 +77,7 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 			fallbacks = append(fallbacks, i)
 		}
 		if count.over() {
-			refuseTooMany(req, res)
+			refuseTooMany(req, res, false)
 			return
 		}
 	}
@@ -101,7 +101,7 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 	res.Decision = p.evaluate(req.Endpoint, req.Group, tiers, judged, &s.work)
 	p.applyBudgets(&res.Decision, req.Spend, judged)
 	if res.Action == ActionBlock {
-		res.Status, res.Sent = refusalOf(&res.Decision).Status(), TierNone
+		res.Refusal, res.Sent = refusalOf(&res.Decision), TierNone
 		return
 	}
 	keep := res.Action == ActionPass && res.Sent == TierPriority

@@ -82,8 +82,8 @@ groups:
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			res := p.Apply(&Request{Endpoint: EndpointMessages, Group: tc.group, Beta: tc.beta}, []byte(tc.body))
-			if res.Action != tc.action || res.Status != tc.status {
-				t.Fatalf("action=%v status=%d, want %v %d", res.Action, res.Status, tc.action, tc.status)
+			if res.Action != tc.action || res.Refusal.Status() != tc.status {
+				t.Fatalf("action=%v status=%d, want %v %d", res.Action, res.Refusal.Status(), tc.action, tc.status)
 			}
 			want := tc.out
 			if want == "" {

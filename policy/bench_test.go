@@ -75,8 +75,8 @@ func BenchmarkApply(b *testing.B) {
 				req := &Request{Endpoint: EndpointResponses}
 				for b.Loop() {
 					res := p.Apply(req, body)
-					if res.Status != 0 {
-						b.Fatal(res.Err)
+					if res.Refusal.Status() != 0 {
+						b.Fatal(res.Message)
 					}
 					if res.BodyChanged && c.recycle {
 						req.Buf = res.Body
@@ -148,8 +148,8 @@ func BenchmarkApplyHostile(b *testing.B) {
 				req := &Request{Endpoint: EndpointResponses}
 				for b.Loop() {
 					res := p.Apply(req, body)
-					if res.Status != 0 && res.Status != 400 {
-						b.Fatal(res.Status, res.Err)
+					if res.Refusal.Status() != 0 && res.Refusal.Status() != 400 {
+						b.Fatal(res.Refusal.Status(), res.Message)
 					}
 				}
 			})

@@ -81,13 +81,13 @@ func FuzzApply(f *testing.F) {
 			res = p.Apply(req, body)
 		}
 		valid := json.Valid(body)
-		if !valid && res.Status != 400 {
-			t.Fatalf("invalid JSON got status %d: %q", res.Status, body)
+		if !valid && res.Refusal.Status() != 400 {
+			t.Fatalf("invalid JSON got status %d: %q", res.Refusal.Status(), body)
 		}
-		if valid && utf8.Valid(body) && res.Status == 400 {
-			t.Fatalf("valid JSON refused (%v): %q", res.Err, body)
+		if valid && utf8.Valid(body) && res.Refusal.Status() == 400 {
+			t.Fatalf("valid JSON refused (%v): %q", res.Message, body)
 		}
-		if res.Status != 0 {
+		if res.Refusal.Status() != 0 {
 			return
 		}
 		out := res.Body

@@ -231,9 +231,9 @@ func TestApplySemantics(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			res := p.Apply(&Request{Endpoint: tc.endpoint, Group: tc.group}, []byte(tc.body))
-			if res.Action != tc.action || res.Rule != tc.rule || res.Status != tc.status {
+			if res.Action != tc.action || res.Rule != tc.rule || res.Refusal.Status() != tc.status {
 				t.Fatalf("got action=%v rule=%q status=%d, want action=%v rule=%q status=%d",
-					res.Action, res.Rule, res.Status, tc.action, tc.rule, tc.status)
+					res.Action, res.Rule, res.Refusal.Status(), tc.action, tc.rule, tc.status)
 			}
 			if tc.message != "" && res.Message != tc.message {
 				t.Errorf("message = %q, want %q", res.Message, tc.message)

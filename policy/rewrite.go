@@ -2,7 +2,6 @@ package policy
 
 import (
 	"bytes"
-	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -39,11 +38,9 @@ type Request struct {
 // Result is a decision plus what to forward.
 type Result struct {
 	Decision
-	// Status is 0 when the request goes on, 403 when the policy refuses it,
-	// 429 when a budget does, and 400 when the body is not valid JSON (Err
-	// says where).
-	Status int
-	Err    error
+	// Refusal is why tiergate answers the request or frame itself, with
+	// Decision.Message as the error's message; RefusalNone when it goes on.
+	Refusal Refusal
 	// Body is what to forward: the input slice itself when BodyChanged is
 	// false, so a body that needs no change is never copied.
 	Body        []byte
@@ -142,8 +139,8 @@ func (p *Policy) applyCounted(req *Request, body []byte) (Result, work) {
 	res := Result{Body: body, Policed: true}
 	isObj, err := scanDocument(body, &s.doc)
 	if err != nil {
-		res.Status, res.Err = 400, err
-		res.Decision = Decision{Group: req.Group, Action: ActionBlock}
+		res.Refusal = RefusalInvalidJSON
+		res.Decision = Decision{Group: req.Group, Action: ActionBlock, Message: "the request body is not valid JSON: " + err.Error()}
 		return res, s.work
 	}
 	if !isObj {
@@ -160,7 +157,7 @@ func (p *Policy) applyCounted(req *Request, body []byte) (Result, work) {
 // ApplyFrame decides a WebSocket client frame. Only response.create frames
 // are policed; others come back with Policed false and the frame unchanged.
 // A frame that is not valid JSON cannot be told apart from a response.create
-// a lenient reader would accept, so it is refused with Status 400.
+// a lenient reader would accept, so it is refused (RefusalInvalidJSON).
 func (p *Policy) ApplyFrame(req *Request, frame []byte) Result {
 	res, _ := p.applyFrameCounted(req, frame)
 	return res
@@ -173,15 +170,15 @@ func (p *Policy) applyFrameCounted(req *Request, frame []byte) (Result, work) {
 	res := Result{Body: frame}
 	isObj, err := scanDocument(frame, &s.doc)
 	if err != nil {
-		res.Status, res.Err, res.Policed = 400, err, true
-		res.Decision = Decision{Group: req.Group, Action: ActionBlock}
+		res.Refusal, res.Policed = RefusalInvalidJSON, true
+		res.Decision = Decision{Group: req.Group, Action: ActionBlock, Message: "the frame is not valid JSON: " + err.Error()}
 		return res, s.work
 	}
 	if s.doc.tooMany {
 		// Its type members were not all recorded: it may be a
 		// response.create, and is refused as one would be.
 		res.Policed = true
-		refuseTooMany(req, &res)
+		refuseTooMany(req, &res, true)
 		return res, s.work
 	}
 	if !isObj || !hasStringMember(frame, &s.doc, kindType, "response.create") {
@@ -203,7 +200,7 @@ type nestedResponse struct {
 func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result, frame bool) {
 	top := &s.doc
 	if top.tooMany {
-		refuseTooMany(req, res)
+		refuseTooMany(req, res, frame)
 		return
 	}
 	tiers := s.tiers[:0]
@@ -240,7 +237,7 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 			}
 		}
 		if count.over() {
-			refuseTooMany(req, res)
+			refuseTooMany(req, res, frame)
 			return
 		}
 	}
@@ -261,7 +258,7 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 				}
 			}
 			if count.over() {
-				refuseTooMany(req, res)
+				refuseTooMany(req, res, frame)
 				return
 			}
 		}
@@ -286,8 +283,7 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 	res.Decision = p.evaluate(req.Endpoint, req.Group, tiers, models, &s.work)
 	p.applyBudgets(&res.Decision, req.Spend, models)
 	if res.Action == ActionBlock {
-		res.Status = refusalOf(&res.Decision).Status()
-		res.Sent = TierNone
+		res.Refusal, res.Sent = refusalOf(&res.Decision), TierNone
 		return
 	}
 
@@ -323,7 +319,7 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 		var added, tooMany bool
 		topEdits, adds, added, tooMany = ensureIncludeUsage(body, top, topEdits, adds, s)
 		if tooMany {
-			refuseTooMany(req, res)
+			refuseTooMany(req, res, frame)
 			return
 		}
 		res.UsageAdded = added
@@ -336,12 +332,6 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 // every occurrence is judged, and no honest client repeats a key 65 times.
 const maxOccurrences = 64
 
-// ErrTooManyOccurrences is Result.Err for a body or frame with more than 64
-// occurrences of service_tier, model or speed at the levels read, or more
-// than 64 of any other key tiergate reads in one object (which would
-// otherwise be recorded without bound).
-var ErrTooManyOccurrences = errors.New("more than 64 occurrences of service_tier, model, speed or another key read")
-
 // occurrences counts the raw (folded) occurrences of the keys judged.
 type occurrences struct {
 	tiers, models, speeds int
@@ -352,10 +342,18 @@ func (c *occurrences) over() bool {
 	return c.tiers > maxOccurrences || c.models > maxOccurrences || c.speeds > maxOccurrences || c.nested
 }
 
-// refuseTooMany refuses a body or frame that carries too many occurrences.
-func refuseTooMany(req *Request, res *Result) {
-	res.Status, res.Err = 400, ErrTooManyOccurrences
-	res.Decision = Decision{Group: req.Group, Action: ActionBlock, Requested: TierNone}
+// refuseTooMany refuses a body or frame with more than 64 occurrences of
+// service_tier, model or speed at the levels read, or more than 64 of any
+// other key tiergate reads in one object (which would otherwise be recorded
+// without bound).
+func refuseTooMany(req *Request, res *Result, frame bool) {
+	what := "body"
+	if frame {
+		what = "frame"
+	}
+	res.Refusal = RefusalTooManyOccurrences
+	res.Decision = Decision{Group: req.Group, Action: ActionBlock, Requested: TierNone,
+		Message: "the " + what + " repeats service_tier, model, speed or another key tiergate reads more than 64 times"}
 }
 
 // emit writes the body with the top-level object's edits and additions

@@ -106,9 +106,9 @@ func TestShadowRules(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			res := p.Apply(&Request{Endpoint: EndpointResponses, Group: tc.group, Spend: fixedSpend{units: tc.spend}}, []byte(tc.body))
-			if res.Action != tc.action || res.Rule != tc.rule || res.Budget != "" || res.Status != 0 {
+			if res.Action != tc.action || res.Rule != tc.rule || res.Budget != "" || res.Refusal.Status() != 0 {
 				t.Fatalf("action %v rule %q budget %q status %d, want %v %q, no budget, forwarded",
-					res.Action, res.Rule, res.Budget, res.Status, tc.action, tc.rule)
+					res.Action, res.Rule, res.Budget, res.Refusal.Status(), tc.action, tc.rule)
 			}
 			var got []string
 			for _, m := range res.Shadows {

@@ -153,7 +153,7 @@ func (rp *replayer) replay(rec *tiergatev1.UsageRecord) error {
 	default:
 		res = rp.p.Apply(req, replayBody(ep, rec.GetModel(), requested))
 	}
-	if res.Status == 400 || !res.Policed {
+	if res.Refusal == policy.RefusalInvalidJSON || res.Refusal == policy.RefusalTooManyOccurrences || !res.Policed {
 		rep.NotReplayable++
 		return nil
 	}
