@@ -247,3 +247,36 @@ func arrayElements(body []byte, start int) func(yield func(span) bool) {
 		}
 	}
 }
+
+// fastModeBeta is the anthropic-beta token tiergate adds when a group is
+// forced to priority on the Messages API.
+const fastModeBeta = "fast-mode-2026-02-01"
+
+// betaTokens splits anthropic-beta header lines into trimmed tokens.
+func betaTokens(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		for _, t := range strings.Split(l, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+func isFastModeToken(t string) bool {
+	return len(t) >= len("fast-mode-") && strings.EqualFold(t[:len("fast-mode-")], "fast-mode-")
+}
+
+// isFastSpeed reads a speed value: fast (trimmed as tiers are, any case) is
+// fast mode.
+func isFastSpeed(val []byte) bool {
+	var buf [32]byte
+	s, ok := stringValue(buf[:0], val)
+	return ok && (isFast(s) || isFast(cString(s)))
+}
+
+func isFast(s []byte) bool {
+	return strings.EqualFold(string(bytes.TrimFunc(s, trimmed)), "fast")
+}

@@ -3,7 +3,6 @@ package policy
 import (
 	"bytes"
 	"slices"
-	"strings"
 	"sync"
 )
 
@@ -75,10 +74,6 @@ const (
 	keyResponse      = "response"
 	keySession       = "session"
 )
-
-// fastModeBeta is the anthropic-beta token tiergate adds when a group is
-// forced to priority on the Messages API.
-const fastModeBeta = "fast-mode-2026-02-01"
 
 // scratch holds the fixed-size buffers one evaluation needs, so a request
 // that passes untouched allocates (almost) nothing.
@@ -441,15 +436,6 @@ func membersOfKind(body []byte, obj *object, k keyKind, s *scratch) (first, last
 	return first, last, n
 }
 
-// quotedTier holds the JSON token of each concrete tier (nil otherwise).
-var quotedTier = func() [TierUnrecognised + 1][]byte {
-	var q [TierUnrecognised + 1][]byte
-	for t := TierPriority; t <= TierUltrafast; t++ {
-		q[t] = []byte(t.quoted())
-	}
-	return q
-}()
-
 // rebuild appends obj to dst with per-member edits applied and adds (each a
 // rendered "key":value) appended as new members. White space between kept
 // members is preserved; commas come from the gaps that separated members.
@@ -554,48 +540,6 @@ func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s
 	return edits, adds, added, false
 }
 
-// tierOfValue reads a service_tier value token: a string is normalised,
-// null is no tier, anything else is unrecognised.
-func tierOfValue(val []byte) Tier {
-	if string(val) == "null" {
-		return TierNone
-	}
-	var buf [48]byte
-	s, ok := stringValue(buf[:0], val)
-	if !ok {
-		return TierUnrecognised
-	}
-	// Read whole and trimmed (Java's trim drops a NUL at either end), or
-	// up to a NUL (a C reader): a tier name holds no NUL, so at most one
-	// reading names a tier, and that is the one judged.
-	t := parseTierBytes(s)
-	if c := cString(s); !t.Concrete() && len(c) < len(s) {
-		t = parseTierBytes(c)
-	}
-	return t
-}
-
-// parseTierBytes is ParseTier for a byte slice, without allocating in the
-// common case.
-func parseTierBytes(b []byte) Tier {
-	if len(b) <= 16 {
-		var buf [16]byte
-		n := 0
-		for _, c := range bytes.TrimFunc(b, trimmed) {
-			if c >= 0x80 {
-				return ParseTier(string(b))
-			}
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			buf[n] = c
-			n++
-		}
-		return tierByName(string(buf[:n]))
-	}
-	return ParseTier(string(b))
-}
-
 // anyOfKind reports whether obj has a member of kind k.
 func anyOfKind(body []byte, obj *object, k keyKind) bool {
 	for _, m := range obj.members {
@@ -618,33 +562,4 @@ func hasStringMember(body []byte, obj *object, k keyKind, want string) bool {
 		}
 	}
 	return false
-}
-
-// betaTokens splits anthropic-beta header lines into trimmed tokens.
-func betaTokens(lines []string) []string {
-	var out []string
-	for _, l := range lines {
-		for _, t := range strings.Split(l, ",") {
-			if t = strings.TrimSpace(t); t != "" {
-				out = append(out, t)
-			}
-		}
-	}
-	return out
-}
-
-func isFastModeToken(t string) bool {
-	return len(t) >= len("fast-mode-") && strings.EqualFold(t[:len("fast-mode-")], "fast-mode-")
-}
-
-// isFastSpeed reads a speed value: fast (trimmed as tiers are, any case) is
-// fast mode.
-func isFastSpeed(val []byte) bool {
-	var buf [32]byte
-	s, ok := stringValue(buf[:0], val)
-	return ok && (isFast(s) || isFast(cString(s)))
-}
-
-func isFast(s []byte) bool {
-	return strings.EqualFold(string(bytes.TrimFunc(s, trimmed)), "fast")
 }
