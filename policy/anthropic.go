@@ -3,6 +3,8 @@ package policy
 import (
 	"bytes"
 	"strings"
+
+	"github.com/tiergate/tiergate/internal/jsonscan"
 )
 
 // applyAnthropic polices a Messages request. Fast mode is the tier here:
@@ -15,7 +17,7 @@ import (
 // under its own model.
 func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Result) {
 	top := &s.doc
-	if top.tooMany {
+	if top.TooMany {
 		refuseTooMany(req, res, false)
 		return
 	}
@@ -26,20 +28,20 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 	}
 	models := s.models[:0]
 	var fallbacks []int          // the fallbacks members that hold arrays
-	var o object                 // a fallbacks entry
+	var o jsonscan.Object        // a fallbacks entry
 	var fastEntryModels []string // the models of fallbacks asking for fast mode
 	fastEntryNoModel := false    // a fast fallback that names no model
 	var count occurrences
-	for i, m := range top.members {
+	for i, m := range top.Members {
 		s.work.visits++
-		val := body[m.valStart:m.valEnd]
-		switch classifyKey(body[m.keyStart:m.keyEnd]) {
+		val := body[m.ValStart:m.ValEnd]
+		switch classifyKey(body[m.KeyStart:m.KeyEnd]) {
 		case kindSpeed:
 			count.speeds++
 			fast = fast || isFastSpeed(val)
 		case kindModel:
 			count.models++
-			if v, ok := stringValue(nil, val); ok {
+			if v, ok := jsonscan.StringValue(nil, val); ok {
 				models = append(models, string(v))
 			}
 		case kindStream:
@@ -48,22 +50,22 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 			if val[0] != '[' {
 				break
 			}
-			for e := range arrayElements(body, m.valStart) {
-				o = object{members: o.members[:0]} // one buffer for every entry
-				if !scanNested(body, e.start, e.end, &o) {
+			for e := range arrayElements(body, m.ValStart) {
+				o = jsonscan.Object{Members: o.Members[:0]} // one buffer for every entry
+				if !jsonscan.Nested(body, e.start, e.end, &o, &scanKeys) {
 					continue
 				}
-				count.nested = count.nested || o.tooMany
+				count.nested = count.nested || o.TooMany
 				entryFast, named := false, false
-				for _, om := range o.members {
+				for _, om := range o.Members {
 					s.work.visits++
-					switch classifyKey(body[om.keyStart:om.keyEnd]) {
+					switch classifyKey(body[om.KeyStart:om.KeyEnd]) {
 					case kindSpeed:
 						count.speeds++
-						entryFast = entryFast || isFastSpeed(body[om.valStart:om.valEnd])
+						entryFast = entryFast || isFastSpeed(body[om.ValStart:om.ValEnd])
 					case kindModel:
 						count.models++
-						named = named || body[om.valStart] == '"'
+						named = named || body[om.ValStart] == '"'
 					}
 				}
 				if entryFast {
@@ -133,10 +135,10 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 	edits := planSpeed(body, top, keep, forced, s)
 	for _, fb := range fallbacks {
 		var out []byte
-		pos := top.members[fb].valStart
+		pos := top.Members[fb].ValStart
 		for e := range arrayElements(body, pos) {
-			o = object{members: o.members[:0]}
-			if !scanNested(body, e.start, e.end, &o) {
+			o = jsonscan.Object{Members: o.Members[:0]}
+			if !jsonscan.Nested(body, e.start, e.end, &o, &scanKeys) {
 				continue
 			}
 			oe := planSpeed(body, &o, keep, false, nil)
@@ -150,9 +152,9 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 		if out == nil {
 			continue
 		}
-		out = append(out, body[pos:top.members[fb].valEnd]...)
+		out = append(out, body[pos:top.Members[fb].ValEnd]...)
 		if edits == nil {
-			edits = s.topEdits(len(top.members))
+			edits = s.topEdits(len(top.Members))
 		}
 		edits[fb].replace = out
 	}
@@ -170,7 +172,7 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 // kept as they are). It returns nil when nothing changes.
 //
 // Top-level plans use s's storage; nested ones (s nil) allocate.
-func planSpeed(body []byte, obj *object, keep, forceFast bool, s *scratch) []edit {
+func planSpeed(body []byte, obj *jsonscan.Object, keep, forceFast bool, s *scratch) []edit {
 	first, last, n := membersOfKind(body, obj, kindSpeed, s)
 	if n == 0 {
 		return nil
@@ -178,26 +180,26 @@ func planSpeed(body []byte, obj *object, keep, forceFast bool, s *scratch) []edi
 	var edits []edit
 	if !keep {
 		for i := first; i <= last; i++ {
-			m := obj.members[i]
-			if classifyKey(body[m.keyStart:m.keyEnd]) == kindSpeed && isFastSpeed(body[m.valStart:m.valEnd]) {
+			m := obj.Members[i]
+			if classifyKey(body[m.KeyStart:m.KeyEnd]) == kindSpeed && isFastSpeed(body[m.ValStart:m.ValEnd]) {
 				if edits == nil {
-					edits = s.topEdits(len(obj.members))
+					edits = s.topEdits(len(obj.Members))
 				}
 				edits[i].remove = true
 			}
 		}
 		return edits
 	}
-	lm := obj.members[last]
-	lastVal := body[lm.valStart:lm.valEnd]
+	lm := obj.Members[last]
+	lastVal := body[lm.ValStart:lm.ValEnd]
 	replace := (forceFast || isFastSpeed(lastVal)) && !bytes.Equal(lastVal, []byte(`"fast"`))
-	rename := !canonicalKey(body[lm.keyStart:lm.keyEnd], kindSpeed)
+	rename := !canonicalKey(body[lm.KeyStart:lm.KeyEnd], kindSpeed)
 	if n == 1 && !replace && !rename {
 		return nil
 	}
-	edits = s.topEdits(len(obj.members))
+	edits = s.topEdits(len(obj.Members))
 	for i := first; i < last; i++ {
-		if classifyKey(body[obj.members[i].keyStart:obj.members[i].keyEnd]) == kindSpeed {
+		if classifyKey(body[obj.Members[i].KeyStart:obj.Members[i].KeyEnd]) == kindSpeed {
 			edits[i].remove = true
 		}
 	}
@@ -211,10 +213,10 @@ func planSpeed(body []byte, obj *object, keep, forceFast bool, s *scratch) []edi
 }
 
 // entryModels appends the string models of a fallbacks entry.
-func entryModels(dst []string, body []byte, o *object) []string {
-	for _, om := range o.members {
-		if classifyKey(body[om.keyStart:om.keyEnd]) == kindModel {
-			if v, ok := stringValue(nil, body[om.valStart:om.valEnd]); ok {
+func entryModels(dst []string, body []byte, o *jsonscan.Object) []string {
+	for _, om := range o.Members {
+		if classifyKey(body[om.KeyStart:om.KeyEnd]) == kindModel {
+			if v, ok := jsonscan.StringValue(nil, body[om.ValStart:om.ValEnd]); ok {
 				dst = append(dst, string(v))
 			}
 		}
@@ -230,20 +232,20 @@ type span struct{ start, end int }
 // array of a million zeros would cost eight times its size in spans.
 func arrayElements(body []byte, start int) func(yield func(span) bool) {
 	return func(yield func(span) bool) {
-		i := skipWS(body, start+1)
+		i := jsonscan.SkipSpace(body, start+1)
 		if i < len(body) && body[i] == ']' {
 			return
 		}
 		for i < len(body) {
-			end, ok := validValue(body, i, 1)
+			end, ok := jsonscan.Value(body, i)
 			if !ok || !yield(span{i, end}) {
 				return
 			}
-			i = skipWS(body, end)
+			i = jsonscan.SkipSpace(body, end)
 			if i >= len(body) || body[i] != ',' {
 				return
 			}
-			i = skipWS(body, i+1)
+			i = jsonscan.SkipSpace(body, i+1)
 		}
 	}
 }
@@ -273,7 +275,7 @@ func isFastModeToken(t string) bool {
 // fast mode.
 func isFastSpeed(val []byte) bool {
 	var buf [32]byte
-	s, ok := stringValue(buf[:0], val)
+	s, ok := jsonscan.StringValue(buf[:0], val)
 	return ok && (isFast(s) || isFast(cString(s)))
 }
 

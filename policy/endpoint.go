@@ -150,3 +150,7 @@ func endpointOfClean(clean, lower string) (Endpoint, string) {
 	}
 	return ep, ""
 }
+
+func isHex(c byte) bool {
+	return ('0' <= c && c <= '9') || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F')
+}

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
+	"github.com/tiergate/tiergate/internal/jsonscan"
 )
 
 const fuzzPolicy = `
@@ -115,7 +116,7 @@ func FuzzApply(f *testing.F) {
 				}
 				tier := tierOfValue(tok)
 				model := ""
-				if m, ok := stringValue(nil, modelTok); ok {
+				if m, ok := jsonscan.StringValue(nil, modelTok); ok {
 					model = string(m)
 				} else if frame {
 					model = "gpt-5.5"

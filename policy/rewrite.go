@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"slices"
 	"sync"
+
+	"github.com/tiergate/tiergate/internal/jsonscan"
 )
 
 // Request describes the request (or WebSocket frame) a body belongs to.
@@ -78,8 +80,8 @@ const (
 // scratch holds the fixed-size buffers one evaluation needs, so a request
 // that passes untouched allocates (almost) nothing.
 type scratch struct {
-	doc     object
-	members [32]member
+	doc     jsonscan.Object
+	members [32]jsonscan.Member
 	tiers   [8]Tier
 	models  [4]string
 	edits   [32]edit
@@ -110,7 +112,7 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
 func getScratch() *scratch {
 	s := scratchPool.Get().(*scratch)
-	s.doc = object{members: s.members[:0]}
+	s.doc = jsonscan.Object{Members: s.members[:0]}
 	s.work = work{}
 	return s
 }
@@ -132,14 +134,14 @@ func (p *Policy) applyCounted(req *Request, body []byte) (Result, work) {
 	s := getScratch()
 	defer putScratch(s)
 	res := Result{Body: body, Policed: true}
-	isObj, err := scanDocument(body, &s.doc)
+	isObj, err := jsonscan.Document(body, &s.doc, &scanKeys)
 	if err != nil {
 		res.Refusal = RefusalInvalidJSON
 		res.Decision = Decision{Group: req.Group, Action: ActionBlock, Message: "the request body is not valid JSON: " + err.Error()}
 		return res, s.work
 	}
 	if !isObj {
-		s.doc = object{}
+		s.doc = jsonscan.Object{}
 	}
 	if req.Endpoint.Anthropic() {
 		p.applyAnthropic(req, body, s, &res)
@@ -163,13 +165,13 @@ func (p *Policy) applyFrameCounted(req *Request, frame []byte) (Result, work) {
 	s := getScratch()
 	defer putScratch(s)
 	res := Result{Body: frame}
-	isObj, err := scanDocument(frame, &s.doc)
+	isObj, err := jsonscan.Document(frame, &s.doc, &scanKeys)
 	if err != nil {
 		res.Refusal, res.Policed = RefusalInvalidJSON, true
 		res.Decision = Decision{Group: req.Group, Action: ActionBlock, Message: "the frame is not valid JSON: " + err.Error()}
 		return res, s.work
 	}
-	if s.doc.tooMany {
+	if s.doc.TooMany {
 		// Its type members were not all recorded: it may be a
 		// response.create, and is refused as one would be.
 		res.Policed = true
@@ -187,14 +189,14 @@ func (p *Policy) applyFrameCounted(req *Request, frame []byte) (Result, work) {
 // nestedResponse is a "response" member of a frame whose value is an object.
 type nestedResponse struct {
 	member int
-	obj    object
+	obj    jsonscan.Object
 }
 
 // applyOpenAI polices an OpenAI body or frame: every service_tier member at
 // the top level and, on frames, in every "response" object.
 func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result, frame bool) {
 	top := &s.doc
-	if top.tooMany {
+	if top.TooMany {
 		refuseTooMany(req, res, frame)
 		return
 	}
@@ -203,16 +205,16 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 	var nested []nestedResponse
 	var count occurrences
 	stream := 0 // 1: every stream member is true; -1: one is not
-	for i, m := range top.members {
+	for i, m := range top.Members {
 		s.work.visits++
-		val := body[m.valStart:m.valEnd]
-		switch classifyKey(body[m.keyStart:m.keyEnd]) {
+		val := body[m.ValStart:m.ValEnd]
+		switch classifyKey(body[m.KeyStart:m.KeyEnd]) {
 		case kindServiceTier:
 			count.tiers++
 			tiers = append(tiers, tierOfValue(val))
 		case kindModel:
 			count.models++
-			if v, ok := stringValue(nil, val); ok {
+			if v, ok := jsonscan.StringValue(nil, val); ok {
 				models = append(models, string(v))
 			}
 		case kindStream:
@@ -225,10 +227,10 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 			if !frame {
 				break
 			}
-			var o object
-			if scanNested(body, m.valStart, m.valEnd, &o) {
+			var o jsonscan.Object
+			if jsonscan.Nested(body, m.ValStart, m.ValEnd, &o, &scanKeys) {
 				nested = append(nested, nestedResponse{member: i, obj: o})
-				count.nested = count.nested || o.tooMany
+				count.nested = count.nested || o.TooMany
 			}
 		}
 		if count.over() {
@@ -238,17 +240,17 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 	}
 	topModels := len(models)
 	for _, n := range nested {
-		for _, m := range n.obj.members {
+		for _, m := range n.obj.Members {
 			s.work.visits++
-			switch classifyKey(body[m.keyStart:m.keyEnd]) {
+			switch classifyKey(body[m.KeyStart:m.KeyEnd]) {
 			case kindServiceTier:
 				count.tiers++
-				tiers = append(tiers, tierOfValue(body[m.valStart:m.valEnd]))
+				tiers = append(tiers, tierOfValue(body[m.ValStart:m.ValEnd]))
 			case kindModel:
 				// A model under response is a candidate beside the
 				// session's, not instead of it (Realtime's response.model).
 				count.models++
-				if v, ok := stringValue(nil, body[m.valStart:m.valEnd]); ok {
+				if v, ok := jsonscan.StringValue(nil, body[m.ValStart:m.ValEnd]); ok {
 					models = append(models, string(v))
 				}
 			}
@@ -295,11 +297,11 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 	for _, n := range nested {
 		if e := planTier(body, &n.obj, keep, want, nil); e != nil {
 			if topEdits == nil {
-				topEdits = s.topEdits(len(top.members))
+				topEdits = s.topEdits(len(top.Members))
 			}
 			// Sized up front: a large object grown by appends costs
 			// twice its size.
-			buf := make([]byte, 0, n.obj.end-n.obj.start)
+			buf := make([]byte, 0, n.obj.End-n.obj.Start)
 			topEdits[n.member].replace = rebuild(buf, body, &n.obj, e, nil)
 		}
 	}
@@ -355,18 +357,18 @@ func refuseTooMany(req *Request, res *Result, frame bool) {
 // into the caller's buffer (req.Buf), when there is anything to change.
 func (s *scratch) emit(req *Request, body []byte, edits []edit, adds []string, res *Result) {
 	top := &s.doc
-	if edits == nil && adds == nil || top.end == 0 {
+	if edits == nil && adds == nil || top.End == 0 {
 		// Nothing to change, or a body that is not an object and so has no
 		// members to edit (the upstream will refuse it).
 		return
 	}
 	if edits == nil {
-		edits = s.topEdits(len(top.members))
+		edits = s.topEdits(len(top.Members))
 	}
 	out := slices.Grow(req.Buf[:0], len(body)+64)
-	out = append(out, body[:top.start]...)
+	out = append(out, body[:top.Start]...)
 	out = rebuild(out, body, top, edits, adds)
-	out = append(out, body[top.end:]...)
+	out = append(out, body[top.End:]...)
 	res.Body, res.BodyChanged = out, true
 }
 
@@ -385,24 +387,24 @@ type edit struct {
 // returns nil when the object needs no change.
 //
 // Top-level plans use s's storage; nested ones (s nil) allocate.
-func planTier(body []byte, obj *object, keep bool, want []byte, s *scratch) []edit {
+func planTier(body []byte, obj *jsonscan.Object, keep bool, want []byte, s *scratch) []edit {
 	first, last, n := membersOfKind(body, obj, kindServiceTier, s)
 	if n == 0 {
 		return nil
 	}
-	lm := obj.members[last]
-	lastVal := body[lm.valStart:lm.valEnd]
+	lm := obj.Members[last]
+	lastVal := body[lm.ValStart:lm.ValEnd]
 	if keep && want == nil {
 		want = quotedTier[tierOfValue(lastVal)]
 	}
 	replace := keep && want != nil && !bytes.Equal(lastVal, want)
-	rename := keep && !canonicalKey(body[lm.keyStart:lm.keyEnd], kindServiceTier)
+	rename := keep && !canonicalKey(body[lm.KeyStart:lm.KeyEnd], kindServiceTier)
 	if keep && n == 1 && !replace && !rename {
 		return nil
 	}
-	edits := s.topEdits(len(obj.members))
+	edits := s.topEdits(len(obj.Members))
 	for i := first; i < last; i++ {
-		if n > 1 && classifyKey(body[obj.members[i].keyStart:obj.members[i].keyEnd]) == kindServiceTier {
+		if n > 1 && classifyKey(body[obj.Members[i].KeyStart:obj.Members[i].KeyEnd]) == kindServiceTier {
 			edits[i].remove = true
 		}
 	}
@@ -420,12 +422,12 @@ func planTier(body []byte, obj *object, keep bool, want []byte, s *scratch) []ed
 
 // membersOfKind finds obj's members of kind k: the first's and the last's
 // index and how many there are.
-func membersOfKind(body []byte, obj *object, k keyKind, s *scratch) (first, last, n int) {
-	for i, m := range obj.members {
+func membersOfKind(body []byte, obj *jsonscan.Object, k keyKind, s *scratch) (first, last, n int) {
+	for i, m := range obj.Members {
 		if s != nil {
 			s.work.visits++
 		}
-		if classifyKey(body[m.keyStart:m.keyEnd]) == k {
+		if classifyKey(body[m.KeyStart:m.KeyEnd]) == k {
 			if n == 0 {
 				first = i
 			}
@@ -439,8 +441,8 @@ func membersOfKind(body []byte, obj *object, k keyKind, s *scratch) (first, last
 // rebuild appends obj to dst with per-member edits applied and adds (each a
 // rendered "key":value) appended as new members. White space between kept
 // members is preserved; commas come from the gaps that separated members.
-func rebuild(dst, src []byte, obj *object, edits []edit, adds []string) []byte {
-	if len(obj.members) == 0 {
+func rebuild(dst, src []byte, obj *jsonscan.Object, edits []edit, adds []string) []byte {
+	if len(obj.Members) == 0 {
 		dst = append(dst, '{')
 		for i, a := range adds {
 			if i > 0 {
@@ -448,11 +450,11 @@ func rebuild(dst, src []byte, obj *object, edits []edit, adds []string) []byte {
 			}
 			dst = append(dst, a...)
 		}
-		return append(dst, src[obj.start+1:obj.end]...)
+		return append(dst, src[obj.Start+1:obj.End]...)
 	}
-	dst = append(dst, src[obj.start:obj.members[0].keyStart]...)
+	dst = append(dst, src[obj.Start:obj.Members[0].KeyStart]...)
 	first := true
-	for i, m := range obj.members {
+	for i, m := range obj.Members {
 		e := edits[i]
 		if e.remove {
 			continue
@@ -460,21 +462,21 @@ func rebuild(dst, src []byte, obj *object, edits []edit, adds []string) []byte {
 		if !first {
 			// The gap after the previous member holds exactly one comma,
 			// whether or not that member is kept.
-			dst = append(dst, src[obj.members[i-1].valEnd:m.keyStart]...)
+			dst = append(dst, src[obj.Members[i-1].ValEnd:m.KeyStart]...)
 		}
 		first = false
-		from := m.keyStart
+		from := m.KeyStart
 		if e.rename != "" {
 			dst = append(dst, '"')
 			dst = append(dst, e.rename...)
 			dst = append(dst, '"')
-			from = m.keyEnd
+			from = m.KeyEnd
 		}
 		if e.replace != nil {
-			dst = append(dst, src[from:m.valStart]...)
+			dst = append(dst, src[from:m.ValStart]...)
 			dst = append(dst, e.replace...)
 		} else {
-			dst = append(dst, src[from:m.valEnd]...)
+			dst = append(dst, src[from:m.ValEnd]...)
 		}
 	}
 	for _, a := range adds {
@@ -484,51 +486,51 @@ func rebuild(dst, src []byte, obj *object, edits []edit, adds []string) []byte {
 		first = false
 		dst = append(dst, a...)
 	}
-	return append(dst, src[obj.members[len(obj.members)-1].valEnd:obj.end]...)
+	return append(dst, src[obj.Members[len(obj.Members)-1].ValEnd:obj.End]...)
 }
 
 // ensureIncludeUsage makes every stream_options carry include_usage: true,
 // adding the member when there is none. tooMany reports a stream_options
 // that repeats a key too often to be rewritten.
-func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s *scratch) (_ []edit, _ []string, added, tooMany bool) {
+func ensureIncludeUsage(body []byte, top *jsonscan.Object, edits []edit, adds []string, s *scratch) (_ []edit, _ []string, added, tooMany bool) {
 	seen := false
-	for i, m := range top.members {
-		if classifyKey(body[m.keyStart:m.keyEnd]) != kindStreamOptions {
+	for i, m := range top.Members {
+		if classifyKey(body[m.KeyStart:m.KeyEnd]) != kindStreamOptions {
 			continue
 		}
 		seen = true
-		val := body[m.valStart:m.valEnd]
+		val := body[m.ValStart:m.ValEnd]
 		var repl []byte
 		switch {
 		case string(val) == "null":
 			repl = []byte(`{"include_usage":true}`)
 		case val[0] == '{':
-			var o object
-			scanNested(body, m.valStart, m.valEnd, &o)
-			if o.tooMany {
+			var o jsonscan.Object
+			jsonscan.Nested(body, m.ValStart, m.ValEnd, &o, &scanKeys)
+			if o.TooMany {
 				return edits, adds, false, true
 			}
 			ok, n := true, 0
-			for _, om := range o.members {
-				if classifyKey(body[om.keyStart:om.keyEnd]) == kindIncludeUsage {
+			for _, om := range o.Members {
+				if classifyKey(body[om.KeyStart:om.KeyEnd]) == kindIncludeUsage {
 					n++
-					ok = ok && string(body[om.valStart:om.valEnd]) == "true"
+					ok = ok && string(body[om.ValStart:om.ValEnd]) == "true"
 				}
 			}
 			if ok && n > 0 {
 				continue
 			}
-			oe := make([]edit, len(o.members))
-			for j, om := range o.members {
-				oe[j].remove = classifyKey(body[om.keyStart:om.keyEnd]) == kindIncludeUsage
+			oe := make([]edit, len(o.Members))
+			for j, om := range o.Members {
+				oe[j].remove = classifyKey(body[om.KeyStart:om.KeyEnd]) == kindIncludeUsage
 			}
 			add := `"include_usage":true`
-			repl = rebuild(make([]byte, 0, o.end-o.start+len(add)+1), body, &o, oe, []string{add})
+			repl = rebuild(make([]byte, 0, o.End-o.Start+len(add)+1), body, &o, oe, []string{add})
 		default:
 			continue // not an object: the upstream will refuse it
 		}
 		if edits == nil {
-			edits = s.topEdits(len(top.members))
+			edits = s.topEdits(len(top.Members))
 		}
 		edits[i].replace = repl
 		added = true
@@ -541,9 +543,9 @@ func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s
 }
 
 // anyOfKind reports whether obj has a member of kind k.
-func anyOfKind(body []byte, obj *object, k keyKind) bool {
-	for _, m := range obj.members {
-		if classifyKey(body[m.keyStart:m.keyEnd]) == k {
+func anyOfKind(body []byte, obj *jsonscan.Object, k keyKind) bool {
+	for _, m := range obj.Members {
+		if classifyKey(body[m.KeyStart:m.KeyEnd]) == k {
 			return true
 		}
 	}
@@ -552,11 +554,11 @@ func anyOfKind(body []byte, obj *object, k keyKind) bool {
 
 // hasStringMember reports whether any member of kind k has a string value
 // that names want (after unescaping, as TypeIs reads it).
-func hasStringMember(body []byte, obj *object, k keyKind, want string) bool {
-	for _, m := range obj.members {
-		if classifyKey(body[m.keyStart:m.keyEnd]) == k {
+func hasStringMember(body []byte, obj *jsonscan.Object, k keyKind, want string) bool {
+	for _, m := range obj.Members {
+		if classifyKey(body[m.KeyStart:m.KeyEnd]) == k {
 			var buf [32]byte
-			if v, ok := stringValue(buf[:0], body[m.valStart:m.valEnd]); ok && typeIs(v, want) {
+			if v, ok := jsonscan.StringValue(buf[:0], body[m.ValStart:m.ValEnd]); ok && typeIs(v, want) {
 				return true
 			}
 		}

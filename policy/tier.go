@@ -5,6 +5,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/tiergate/tiergate/internal/jsonscan"
 )
 
 // Tier is a service tier as the policy sees it: canonical, with the alias
@@ -144,7 +146,7 @@ func tierOfValue(val []byte) Tier {
 		return TierNone
 	}
 	var buf [48]byte
-	s, ok := stringValue(buf[:0], val)
+	s, ok := jsonscan.StringValue(buf[:0], val)
 	if !ok {
 		return TierUnrecognised
 	}
