@@ -201,6 +201,10 @@ func ServerOptions(maxMsg int) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		answerCodecOption(),
 		grpc.MaxRecvMsgSize(maxMsg),
+		// Stop waits for the handlers too, so that a stream cut at the end
+		// of the shutdown grace has written its usage record before serve
+		// flushes the log.
+		grpc.WaitForHandlers(true),
 		grpc.MaxSendMsgSize(maxMsg),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             5 * time.Second,

@@ -37,6 +37,9 @@ type session struct {
 	// (so the close handshakes complete and late events are accounted) but
 	// forward nothing more.
 	stopRelay atomic.Bool
+	// records numbers the session's usage records (their turn field), from
+	// 1; the pumps, the timers and Shutdown all write records.
+	records atomic.Uint32
 
 	// Owned by the client pump.
 	groupPol *policy.Policy // the policy group was resolved under

@@ -456,6 +456,7 @@ func (s *session) turnRecord(t *turn, pol *policy.Policy, group, status string, 
 	rec := &tiergatev1.UsageRecord{
 		RequestId:            s.requestID,
 		ResponseId:           t.responseID,
+		Turn:                 s.records.Add(1),
 		Endpoint:             s.em.endpoint,
 		Group:                group,
 		Model:                t.model,

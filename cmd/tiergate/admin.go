@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"sync/atomic"
@@ -35,8 +36,22 @@ type readyJSON struct {
 // profiles Go's profiles under /debug/pprof/. The profiles are registered
 // on this mux only (never http.DefaultServeMux), so nothing else can expose
 // them by accident.
-func adminHandler(reg *prometheus.Registry, store *policy.Store, budgets *budget.Tracker, source string, rd *readiness, profiles bool) http.Handler {
+//
+// POST /drain (what `tiergate drain`, Envoy's preStop hook, calls) starts
+// draining the WebSocket sessions through drain. It is answered only to a
+// loopback peer: the admin listener binds every interface in Kubernetes so
+// that probes and Prometheus reach it, and a drain is not theirs to start.
+func adminHandler(reg *prometheus.Registry, store *policy.Store, budgets *budget.Tracker, source string, rd *readiness, profiles bool, drain func()) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
+		if !fromLoopback(r) {
+			http.Error(w, "drain is only answered on loopback", http.StatusForbidden)
+			return
+		}
+		drain()
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = w.Write([]byte("draining\n"))
+	})
 	mux.Handle("GET /budgets", budgets.Handler())
 	if profiles {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -80,4 +95,14 @@ func adminHandler(reg *prometheus.Registry, store *policy.Store, budgets *budget
 		}{source, p.SHA256(), p.LoadedAt().UTC().Format(time.RFC3339Nano), raw})
 	})
 	return mux
+}
+
+// fromLoopback reports whether r came from the host's own loopback.
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -32,6 +32,7 @@ commands:
   test      run policy tests: tiergate test FILE...
   replay    re-decide usage logs under a policy: tiergate replay --config FILE [--json] [--simulate-budgets] USAGE.jsonl...
   cost      re-price usage logs: tiergate cost --config FILE [--json] USAGE.jsonl...
+  drain     Envoy's preStop hook: drain Envoy and tiergate's sessions, wait for requests in flight
   version   print the version
 
 Run 'tiergate <command> -h' for a command's flags.
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runTest(args[1:], stdout, stderr)
 	case "replay":
 		err = runReplay(args[1:], stdout, stderr)
+	case "drain":
+		err = runDrain(ctx, args[1:], stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "tiergate", version())
 		return nil

@@ -35,6 +35,12 @@ type UsageRecord struct {
 	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// The upstream's response id (resp_..., chatcmpl-..., msg_...), when seen.
 	ResponseId string `protobuf:"bytes,3,opt,name=response_id,json=responseId,proto3" json:"response_id,omitempty"`
+	// A WebSocket record's number in its session, from 1, in the order the
+	// session's records are written (turns, and the refused frame that ends
+	// a session); 0 and absent for an HTTP request. With request_id it names
+	// the record uniquely, even for a turn whose response id was never seen.
+	// (31 and 32 are shadow_rule and shadow_action, DESIGN.md.)
+	Turn uint32 `protobuf:"varint,33,opt,name=turn,proto3" json:"turn,omitempty"`
 	// chat_completions, responses, messages, responses_ws or realtime.
 	Endpoint string `protobuf:"bytes,4,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
 	// The caller's group; empty when it has none.
@@ -161,6 +167,13 @@ func (x *UsageRecord) GetResponseId() string {
 		return x.ResponseId
 	}
 	return ""
+}
+
+func (x *UsageRecord) GetTurn() uint32 {
+	if x != nil {
+		return x.Turn
+	}
+	return 0
 }
 
 func (x *UsageRecord) GetEndpoint() string {
@@ -356,13 +369,14 @@ var File_tiergate_v1_usage_proto protoreflect.FileDescriptor
 
 const file_tiergate_v1_usage_proto_rawDesc = "" +
 	"\n" +
-	"\x17tiergate/v1/usage.proto\x12\vtiergate.v1\"\xe1\t\n" +
+	"\x17tiergate/v1/usage.proto\x12\vtiergate.v1\"\xf5\t\n" +
 	"\vUsageRecord\x12\x12\n" +
 	"\x04time\x18\x01 \x01(\tR\x04time\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12\x1f\n" +
 	"\vresponse_id\x18\x03 \x01(\tR\n" +
-	"responseId\x12\x1a\n" +
+	"responseId\x12\x12\n" +
+	"\x04turn\x18! \x01(\rR\x04turn\x12\x1a\n" +
 	"\bendpoint\x18\x04 \x01(\tR\bendpoint\x12\x14\n" +
 	"\x05group\x18\x05 \x01(\tR\x05group\x12\x14\n" +
 	"\x05model\x18\x06 \x01(\tR\x05model\x12%\n" +
