@@ -39,7 +39,7 @@ type Options struct {
 	// in the policy are not enforced (nor spend kept).
 	Budgets *budget.Tracker
 	// Usage receives one record per request; nil discards them.
-	Usage *usage.Log
+	Usage *usage.RecordWriter
 	Log   *slog.Logger
 	// MaxBodyBytes bounds a decompressed request body (default 64 MiB).
 	MaxBodyBytes int64

@@ -210,7 +210,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer closeUsage()
 	// Queued: a usage log that blocks (stdout nobody reads) or fails costs
 	// records, counted, never request time.
-	usageLog, err := usage.NewQueuedLog(usageOut, usage.QueueOptions{Size: cfg.usageQueue, Registerer: reg, Log: log})
+	usageLog, err := usage.NewQueuedRecordWriter(usageOut, usage.QueueOptions{Size: cfg.usageQueue, Registerer: reg, Log: log})
 	if err != nil {
 		return err
 	}
