@@ -16,89 +16,28 @@ import (
 // when the entry names none, the request's): each fallback attempt runs
 // under its own model.
 func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Result) {
-	top := &s.doc
-	if top.TooMany {
+	tokens := betaTokens(req.Beta)
+	rd, ok := readMessages(body, s, tokens, res)
+	if !ok {
 		refuseTooMany(req, res, false)
 		return
 	}
-	tokens := betaTokens(req.Beta)
-	fast := false
-	for _, t := range tokens {
-		fast = fast || isFastModeToken(t)
-	}
-	models := s.models[:0]
-	var fallbacks []int          // the fallbacks members that hold arrays
-	var o jsonscan.Object        // a fallbacks entry
-	var fastEntryModels []string // the models of fallbacks asking for fast mode
-	fastEntryNoModel := false    // a fast fallback that names no model
-	var count occurrences
-	for i, m := range top.Members {
-		s.work.visits++
-		val := body[m.ValStart:m.ValEnd]
-		switch classifyKey(body[m.KeyStart:m.KeyEnd]) {
-		case kindSpeed:
-			count.speeds++
-			fast = fast || isFastSpeed(val)
-		case kindModel:
-			count.models++
-			if v, ok := jsonscan.StringValue(nil, val); ok {
-				models = append(models, string(v))
-			}
-		case kindStream:
-			res.Stream = string(val) == "true"
-		case kindFallbacks:
-			if val[0] != '[' {
-				break
-			}
-			for e := range arrayElements(body, m.ValStart) {
-				o = jsonscan.Object{Members: o.Members[:0]} // one buffer for every entry
-				if !jsonscan.Nested(body, e.start, e.end, &o, &scanKeys) {
-					continue
-				}
-				count.nested = count.nested || o.TooMany
-				entryFast, named := false, false
-				for _, om := range o.Members {
-					s.work.visits++
-					switch classifyKey(body[om.KeyStart:om.KeyEnd]) {
-					case kindSpeed:
-						count.speeds++
-						entryFast = entryFast || isFastSpeed(body[om.ValStart:om.ValEnd])
-					case kindModel:
-						count.models++
-						named = named || body[om.ValStart] == '"'
-					}
-				}
-				if entryFast {
-					fastEntryModels = entryModels(fastEntryModels, body, &o)
-					fastEntryNoModel = fastEntryNoModel || !named
-				}
-				if count.over() {
-					break
-				}
-			}
-			fallbacks = append(fallbacks, i)
-		}
-		if count.over() {
-			refuseTooMany(req, res, false)
-			return
-		}
-	}
-	if len(models) > 0 {
-		res.RequestModel = models[len(models)-1]
+	if len(rd.models) > 0 {
+		res.RequestModel = rd.models[len(rd.models)-1]
 	}
 	tiers := s.tiers[:0]
-	if fast || len(fastEntryModels) > 0 || fastEntryNoModel {
+	if rd.fast || len(rd.fastEntryModels) > 0 || rd.fastEntryNoModel {
 		tiers = append(tiers, TierPriority)
 	}
 	// The models fast mode runs under: the request's when fast mode is
 	// asked at the top level (or forced, or by a fallback without a model
 	// of its own), and each fast fallback's own. A request without fast
 	// mode is judged against its models with no tier (a pass).
-	judged := models
-	if !fast && p.ForcedTier(req.Group) == TierNone && !fastEntryNoModel && len(fastEntryModels) > 0 {
-		judged = fastEntryModels
+	judged := rd.models
+	if !rd.fast && p.ForcedTier(req.Group) == TierNone && !rd.fastEntryNoModel && len(rd.fastEntryModels) > 0 {
+		judged = rd.fastEntryModels
 	} else {
-		judged = append(judged, fastEntryModels...)
+		judged = append(judged, rd.fastEntryModels...)
 	}
 	res.Decision = p.evaluate(req.Endpoint, req.Group, tiers, judged, &s.work)
 	p.applyBudgets(&res.Decision, req.Spend, judged)
@@ -111,9 +50,99 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 	if !keep {
 		res.Sent = TierNone
 	}
+	res.Beta, res.BetaChanged = betaHeader(tokens, keep, forced)
+	rewriteMessages(req, body, s, res, &rd, keep, forced)
+}
 
-	// The header: drop fast-mode tokens unless fast mode stays; a forced
-	// group gets the token when it has none.
+// messagesRead is what a Messages request says, read from its members and
+// its anthropic-beta header.
+type messagesRead struct {
+	fast      bool     // the top level asks for fast mode (speed or header)
+	models    []string // the top level's models
+	fallbacks []int    // the fallbacks members that hold arrays
+	// fastEntryModels are the models of fallbacks asking for fast mode;
+	// fastEntryNoModel: a fast fallback names no model.
+	fastEntryModels  []string
+	fastEntryNoModel bool
+	entry            jsonscan.Object // a fallbacks entry: one buffer for every entry
+}
+
+// readMessages reads the top-level members and the entries of every
+// fallbacks array. ok is false when a key repeats too often.
+func readMessages(body []byte, s *scratch, tokens []string, res *Result) (rd messagesRead, ok bool) {
+	top := &s.doc
+	if top.TooMany {
+		return rd, false
+	}
+	for _, t := range tokens {
+		rd.fast = rd.fast || isFastModeToken(t)
+	}
+	rd.models = s.models[:0]
+	var count occurrences
+	for i, m := range top.Members {
+		s.work.visits++
+		val := body[m.ValStart:m.ValEnd]
+		switch classifyKey(body[m.KeyStart:m.KeyEnd]) {
+		case kindSpeed:
+			count.speeds++
+			rd.fast = rd.fast || isFastSpeed(val)
+		case kindModel:
+			count.models++
+			if v, ok := jsonscan.StringValue(nil, val); ok {
+				rd.models = append(rd.models, string(v))
+			}
+		case kindStream:
+			res.Stream = string(val) == "true"
+		case kindFallbacks:
+			if val[0] != '[' {
+				break
+			}
+			rd.readFallbacks(body, m.ValStart, s, &count)
+			rd.fallbacks = append(rd.fallbacks, i)
+		}
+		if count.over() {
+			return rd, false
+		}
+	}
+	return rd, true
+}
+
+// readFallbacks reads the entries of the fallbacks array at body[start],
+// counting the keys judged into count; it stops once count is over.
+func (rd *messagesRead) readFallbacks(body []byte, start int, s *scratch, count *occurrences) {
+	o := &rd.entry
+	for e := range arrayElements(body, start) {
+		*o = jsonscan.Object{Members: o.Members[:0]}
+		if !jsonscan.Nested(body, e.start, e.end, o, &scanKeys) {
+			continue
+		}
+		count.nested = count.nested || o.TooMany
+		entryFast, named := false, false
+		for _, om := range o.Members {
+			s.work.visits++
+			switch classifyKey(body[om.KeyStart:om.KeyEnd]) {
+			case kindSpeed:
+				count.speeds++
+				entryFast = entryFast || isFastSpeed(body[om.ValStart:om.ValEnd])
+			case kindModel:
+				count.models++
+				named = named || body[om.ValStart] == '"'
+			}
+		}
+		if entryFast {
+			rd.fastEntryModels = entryModels(rd.fastEntryModels, body, o)
+			rd.fastEntryNoModel = rd.fastEntryNoModel || !named
+		}
+		if count.over() {
+			return
+		}
+	}
+}
+
+// betaHeader returns the anthropic-beta header to send, and whether it
+// changed: fast-mode tokens dropped unless fast mode stays (keep), and the
+// token added for a forced group that has none.
+func betaHeader(tokens []string, keep, forced bool) (string, bool) {
 	kept := tokens[:0:0]
 	hasFast := false
 	for _, t := range tokens {
@@ -128,25 +157,33 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 	if forced && !hasFast {
 		kept = append(kept, fastModeBeta)
 	}
-	if len(kept) != len(tokens) {
-		res.Beta, res.BetaChanged = strings.Join(kept, ","), true
+	if len(kept) == len(tokens) {
+		return "", false
 	}
+	return strings.Join(kept, ","), true
+}
 
+// rewriteMessages makes the body's speed members, top level and in each
+// fallbacks entry, say what the decision allows: fast only when keep, and
+// added at the top level for a forced group.
+func rewriteMessages(req *Request, body []byte, s *scratch, res *Result, rd *messagesRead, keep, forced bool) {
+	top := &s.doc
+	o := &rd.entry
 	edits := planSpeed(body, top, keep, forced, s)
-	for _, fb := range fallbacks {
+	for _, fb := range rd.fallbacks {
 		var out []byte
 		pos := top.Members[fb].ValStart
 		for e := range arrayElements(body, pos) {
-			o = jsonscan.Object{Members: o.Members[:0]}
-			if !jsonscan.Nested(body, e.start, e.end, &o, &scanKeys) {
+			*o = jsonscan.Object{Members: o.Members[:0]}
+			if !jsonscan.Nested(body, e.start, e.end, o, &scanKeys) {
 				continue
 			}
-			oe := planSpeed(body, &o, keep, false, nil)
+			oe := planSpeed(body, o, keep, false, nil)
 			if oe == nil {
 				continue
 			}
 			out = append(out, body[pos:e.start]...)
-			out = rebuild(out, body, &o, oe, nil)
+			out = rebuild(out, body, o, oe, nil)
 			pos = e.end
 		}
 		if out == nil {

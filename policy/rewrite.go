@@ -195,33 +195,76 @@ type nestedResponse struct {
 // applyOpenAI polices an OpenAI body or frame: every service_tier member at
 // the top level and, on frames, in every "response" object.
 func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result, frame bool) {
-	top := &s.doc
-	if top.TooMany {
+	rd, ok := readOpenAI(body, s, frame)
+	if !ok {
 		refuseTooMany(req, res, frame)
 		return
 	}
-	tiers := s.tiers[:0]
-	models := s.models[:0]
-	var nested []nestedResponse
+	models := rd.models
+	if len(models) > 0 {
+		res.RequestModel = models[len(models)-1]
+		if rd.topModels > 0 {
+			res.RequestModel = models[rd.topModels-1]
+		}
+	}
+	// A Realtime response.create has no top-level model (PROTOCOLS.md §4):
+	// the upstream runs it under the session model whatever the frame
+	// names there, so the session's models stay candidates beside it.
+	if frame && (rd.topModels == 0 || req.Endpoint == EndpointRealtime) {
+		models = append(models, req.SessionModels...)
+		if res.RequestModel == "" && len(req.SessionModels) > 0 {
+			res.RequestModel = req.SessionModels[len(req.SessionModels)-1]
+		}
+	}
+	models = append(models, req.PathModels...)
+	res.Stream = rd.stream == 1 || frame
+	res.Decision = p.evaluate(req.Endpoint, req.Group, rd.tiers, models, &s.work)
+	p.applyBudgets(&res.Decision, req.Spend, models)
+	if res.Action == ActionBlock {
+		res.Refusal, res.Sent = refusalOf(&res.Decision), TierNone
+		return
+	}
+	rewriteOpenAI(req, body, s, res, &rd)
+}
+
+// openAIRead is what an OpenAI body or frame says, read from its members.
+type openAIRead struct {
+	tiers []Tier // every service_tier, top level and nested
+	// models are every model named, the top level's first (topModels of
+	// them), then the nested objects'.
+	models    []string
+	topModels int
+	nested    []nestedResponse // a frame's response objects
+	stream    int              // 1: every stream member is true; -1: one is not
+	carried   bool             // a service_tier member was sent
+}
+
+// readOpenAI reads the top-level members and, on frames, those of every
+// "response" object. ok is false when a key repeats too often.
+func readOpenAI(body []byte, s *scratch, frame bool) (rd openAIRead, ok bool) {
+	top := &s.doc
+	if top.TooMany {
+		return rd, false
+	}
+	rd.tiers, rd.models = s.tiers[:0], s.models[:0]
 	var count occurrences
-	stream := 0 // 1: every stream member is true; -1: one is not
 	for i, m := range top.Members {
 		s.work.visits++
 		val := body[m.ValStart:m.ValEnd]
 		switch classifyKey(body[m.KeyStart:m.KeyEnd]) {
 		case kindServiceTier:
 			count.tiers++
-			tiers = append(tiers, tierOfValue(val))
+			rd.tiers = append(rd.tiers, tierOfValue(val))
 		case kindModel:
 			count.models++
 			if v, ok := jsonscan.StringValue(nil, val); ok {
-				models = append(models, string(v))
+				rd.models = append(rd.models, string(v))
 			}
 		case kindStream:
-			if string(val) == "true" && stream >= 0 {
-				stream = 1
+			if string(val) == "true" && rd.stream >= 0 {
+				rd.stream = 1
 			} else {
-				stream = -1
+				rd.stream = -1
 			}
 		case kindResponse:
 			if !frame {
@@ -229,61 +272,42 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 			}
 			var o jsonscan.Object
 			if jsonscan.Nested(body, m.ValStart, m.ValEnd, &o, &scanKeys) {
-				nested = append(nested, nestedResponse{member: i, obj: o})
+				rd.nested = append(rd.nested, nestedResponse{member: i, obj: o})
 				count.nested = count.nested || o.TooMany
 			}
 		}
 		if count.over() {
-			refuseTooMany(req, res, frame)
-			return
+			return rd, false
 		}
 	}
-	topModels := len(models)
-	for _, n := range nested {
+	rd.topModels = len(rd.models)
+	for _, n := range rd.nested {
 		for _, m := range n.obj.Members {
 			s.work.visits++
 			switch classifyKey(body[m.KeyStart:m.KeyEnd]) {
 			case kindServiceTier:
 				count.tiers++
-				tiers = append(tiers, tierOfValue(body[m.ValStart:m.ValEnd]))
+				rd.tiers = append(rd.tiers, tierOfValue(body[m.ValStart:m.ValEnd]))
 			case kindModel:
 				// A model under response is a candidate beside the
 				// session's, not instead of it (Realtime's response.model).
 				count.models++
 				if v, ok := jsonscan.StringValue(nil, body[m.ValStart:m.ValEnd]); ok {
-					models = append(models, string(v))
+					rd.models = append(rd.models, string(v))
 				}
 			}
 			if count.over() {
-				refuseTooMany(req, res, frame)
-				return
+				return rd, false
 			}
 		}
 	}
-	if len(models) > 0 {
-		res.RequestModel = models[len(models)-1]
-		if topModels > 0 {
-			res.RequestModel = models[topModels-1]
-		}
-	}
-	// A Realtime response.create has no top-level model (PROTOCOLS.md §4):
-	// the upstream runs it under the session model whatever the frame
-	// names there, so the session's models stay candidates beside it.
-	if frame && (topModels == 0 || req.Endpoint == EndpointRealtime) {
-		models = append(models, req.SessionModels...)
-		if res.RequestModel == "" && len(req.SessionModels) > 0 {
-			res.RequestModel = req.SessionModels[len(req.SessionModels)-1]
-		}
-	}
-	models = append(models, req.PathModels...)
-	res.Stream = stream == 1 || frame
-	res.Decision = p.evaluate(req.Endpoint, req.Group, tiers, models, &s.work)
-	p.applyBudgets(&res.Decision, req.Spend, models)
-	if res.Action == ActionBlock {
-		res.Refusal, res.Sent = refusalOf(&res.Decision), TierNone
-		return
-	}
+	rd.carried = count.tiers > 0
+	return rd, true
+}
 
+// rewriteOpenAI makes the body carry what the decision in res allows.
+func rewriteOpenAI(req *Request, body []byte, s *scratch, res *Result, rd *openAIRead) {
+	top := &s.doc
 	// What each object that carries the key must end up with: nothing on
 	// filter; on pass, one member with the canonical value (or, for a value
 	// tiergate does not recognise, the raw value of the last occurrence).
@@ -293,8 +317,7 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 		want = quotedTier[res.Sent]
 	}
 	topEdits := planTier(body, top, keep, want, s)
-	carried := count.tiers > 0
-	for _, n := range nested {
+	for _, n := range rd.nested {
 		if e := planTier(body, &n.obj, keep, want, nil); e != nil {
 			if topEdits == nil {
 				topEdits = s.topEdits(len(top.Members))
@@ -309,14 +332,14 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 	// Force adds a key only where none was sent, and never to a Realtime
 	// frame: Realtime has no service_tier parameter, and an unknown one may
 	// fail the turn (DESIGN.md, Evaluation 6).
-	if res.Forced && res.Action == ActionPass && !carried && req.Endpoint != EndpointRealtime {
+	if res.Forced && res.Action == ActionPass && !rd.carried && req.Endpoint != EndpointRealtime {
 		adds = append(adds, `"service_tier":`+res.Sent.quoted())
 	}
-	if req.EnsureUsage && req.Endpoint == EndpointChatCompletions && stream == 1 {
+	if req.EnsureUsage && req.Endpoint == EndpointChatCompletions && rd.stream == 1 {
 		var added, tooMany bool
 		topEdits, adds, added, tooMany = ensureIncludeUsage(body, top, topEdits, adds, s)
 		if tooMany {
-			refuseTooMany(req, res, frame)
+			refuseTooMany(req, res, false)
 			return
 		}
 		res.UsageAdded = added
