@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -9,8 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"sigs.k8s.io/yaml"
 
 	"github.com/tiergate/tiergate/internal/decimal"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
@@ -37,7 +34,7 @@ func LoadTests(data []byte) (*tiergatev1.PolicyTests, error) {
 
 func (l *loader) parseTests(data []byte) *tiergatev1.PolicyTests {
 	tf := &tiergatev1.PolicyTests{}
-	doc, ok := l.document(data)
+	doc, ok := l.document(data, "the file is empty")
 	if !ok {
 		return tf
 	}
@@ -70,27 +67,6 @@ func (l *loader) parseTests(data []byte) *tiergatev1.PolicyTests {
 		l.addf("cases", "required: at least one case")
 	}
 	return tf
-}
-
-// document decodes YAML or JSON into plain values, numbers kept as written.
-func (l *loader) document(data []byte) (any, bool) {
-	if len(bytes.TrimSpace(data)) == 0 {
-		l.addf("", "the file is empty")
-		return nil, false
-	}
-	js, err := yaml.YAMLToJSONStrict(data)
-	if err != nil {
-		l.addf("", "not valid YAML or JSON: %v", err)
-		return nil, false
-	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.UseNumber()
-	var doc any
-	if err := dec.Decode(&doc); err != nil {
-		l.addf("", "not valid YAML or JSON: %v", err)
-		return nil, false
-	}
-	return doc, true
 }
 
 func (l *loader) testCase(path string, v any) *tiergatev1.PolicyTestCase {
