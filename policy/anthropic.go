@@ -34,7 +34,7 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 	// of its own), and each fast fallback's own. A request without fast
 	// mode is judged against its models with no tier (a pass).
 	judged := rd.models
-	if !rd.fast && p.ForcedTier(req.Group) == TierNone && !rd.fastEntryNoModel && len(rd.fastEntryModels) > 0 {
+	if !rd.fast && p.forcedTier(req.Group) == TierNone && !rd.fastEntryNoModel && len(rd.fastEntryModels) > 0 {
 		judged = rd.fastEntryModels
 	} else {
 		judged = append(judged, rd.fastEntryModels...)

@@ -187,7 +187,7 @@ func (b *Budget) coversAny(p *Policy, models []string) bool {
 		return b.CoversModel("")
 	}
 	for _, m := range models {
-		if b.CoversModel(p.MatchModel(m)) {
+		if b.CoversModel(p.matchModel(m)) {
 			return true
 		}
 	}

@@ -124,7 +124,7 @@ func TestBudgetEvaluation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			view := fixedSpend{units: tc.spend, secondsLeft: 3600}
-			res := p.Apply(&Request{Endpoint: tc.endpoint, Group: tc.group, Spend: view}, []byte(tc.body))
+			res := p.apply(&Request{Endpoint: tc.endpoint, Group: tc.group, Spend: view}, []byte(tc.body))
 			if res.Action != tc.action || res.Budget != tc.budget || res.Refusal.Status() != tc.status {
 				t.Fatalf("got action=%v budget=%q status=%d, want action=%v budget=%q status=%d",
 					res.Action, res.Budget, res.Refusal.Status(), tc.action, tc.budget, tc.status)

@@ -17,11 +17,11 @@ import (
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
 )
 
-// DefaultYAML is the policy that applies when no file is given: strip
+// defaultYAML is the policy that applies when no file is given: strip
 // priority (and fast) from every request, the cost-safe choice.
 //
 //go:embed default.yaml
-var DefaultYAML []byte
+var defaultYAML []byte
 
 // Problem is one thing wrong with a policy file, at a place named in the
 // file's own terms (rules[2].action).
@@ -52,7 +52,7 @@ func (e *ConfigError) Error() string {
 
 // Default returns the embedded default policy.
 func Default() *Policy {
-	p, err := Load(DefaultYAML)
+	p, err := Load(defaultYAML)
 	if err != nil {
 		panic(fmt.Sprintf("embedded default policy: %v", err))
 	}

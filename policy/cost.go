@@ -95,7 +95,7 @@ func (p *Policy) Cost(b *Billable) Cost {
 	if c.Model == "" {
 		c.Model = b.ResponseModel
 	}
-	c.Model = p.MatchModel(c.Model)
+	c.Model = p.matchModel(c.Model)
 	tk := b.Tokens
 	switch {
 	case tk.Input < 0 || tk.Output < 0:

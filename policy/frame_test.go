@@ -115,7 +115,7 @@ func TestEnsureUsage(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			res := p.Apply(&Request{Endpoint: EndpointChatCompletions, EnsureUsage: true}, []byte(tc.body))
+			res := p.apply(&Request{Endpoint: EndpointChatCompletions, EnsureUsage: true}, []byte(tc.body))
 			want := tc.out
 			if want == "" {
 				want = tc.body

@@ -79,7 +79,7 @@ func FuzzApply(f *testing.F) {
 		if frame {
 			res = p.ApplyFrame(req, body)
 		} else {
-			res = p.Apply(req, body)
+			res = p.apply(req, body)
 		}
 		valid := json.Valid(body)
 		if !valid && res.Refusal.Status() != 400 {
@@ -121,7 +121,7 @@ func FuzzApply(f *testing.F) {
 				} else if frame {
 					model = "gpt-5.5"
 				}
-				if v := p.judge(ep, group, tier, p.MatchModel(model)); v.action != ActionPass {
+				if v := p.judge(ep, group, tier, p.matchModel(model)); v.action != ActionPass {
 					t.Fatalf("%s reads service_tier %s (model %q) that the policy refuses (%v):\n in: %s\nout: %s",
 						reader.name, tok, model, v.action, body, out)
 				}

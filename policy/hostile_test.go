@@ -45,7 +45,7 @@ func runHostile(t *testing.T, p *Policy, cases []hostileCase) {
 			if tc.endpoint == EndpointResponsesWS || tc.endpoint == EndpointRealtime {
 				res = p.ApplyFrame(req, []byte(tc.body))
 			} else {
-				res = p.Apply(req, []byte(tc.body))
+				res = p.apply(req, []byte(tc.body))
 			}
 			if res.Action != tc.action || res.Refusal.Status() != tc.status {
 				t.Fatalf("action=%v status=%d (%v), want action=%v status=%d", res.Action, res.Refusal.Status(), res.Message, tc.action, tc.status)
@@ -396,7 +396,7 @@ func TestTooManyOccurrencesAreRefused(t *testing.T) {
 			if tc.endpoint == EndpointResponsesWS {
 				res = p.ApplyFrame(req, []byte(tc.body))
 			} else {
-				res = p.Apply(req, []byte(tc.body))
+				res = p.apply(req, []byte(tc.body))
 			}
 			got := res.Refusal == RefusalTooManyOccurrences
 			if got != tc.refused || (got && (res.Refusal.Status() != 400 || res.Action != ActionBlock)) {
@@ -440,7 +440,7 @@ func TestMemoryIsBoundedByTheKeysRead(t *testing.T) {
 			if tc.ep == EndpointResponsesWS {
 				res = p.ApplyFrame(req, body)
 			} else {
-				res = p.Apply(req, body)
+				res = p.apply(req, body)
 			}
 			runtime.ReadMemStats(&after)
 			if res.Refusal.Status() != tc.status {

@@ -16,8 +16,13 @@ type HTTPRequest struct {
 	// Deployment is the deployment an Azure-style path names (ParsePath),
 	// "" for none: it selects the model, so it is a candidate too.
 	Deployment string
-	// Header looks a header up by lower-case name ("" when absent).
+	// Header looks a header up by lower-case name ("" when absent); nil
+	// for a request without headers.
 	Header func(name string) string
+	// Group, when not empty, is the caller's group already resolved
+	// (tiergate replay reads it from a usage record); empty resolves it
+	// from the headers (Policy.GroupFromHeaders).
+	Group string
 	// Beta holds every anthropic-beta header line.
 	Beta []string
 	// ContentEncoding holds every content-encoding header line. An
@@ -50,7 +55,10 @@ type HTTPOutcome struct {
 // ask for its usage (Request.EnsureUsage), which the server needs to account
 // it. A request without a body passes untouched (DESIGN.md).
 func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
-	group := p.GroupFromHeaders(r.Header)
+	group := r.Group
+	if group == "" {
+		group = p.GroupFromHeaders(r.header)
+	}
 	body := r.Body
 	var out HTTPOutcome
 	if len(body) == 0 {
@@ -74,7 +82,7 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 	if r.Deployment != "" {
 		pathModels = []string{r.Deployment}
 	}
-	out.Result = p.Apply(&Request{
+	out.Result = p.apply(&Request{
 		Endpoint: r.Endpoint, Group: group, Beta: r.Beta, EnsureUsage: true, Buf: r.Buf, PathModels: pathModels,
 		Spend: r.Spend,
 	}, body)
@@ -84,11 +92,19 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 	return out
 }
 
+// header looks a header up, "" when absent or the request has none.
+func (r *HTTPRequest) header(name string) string {
+	if r.Header == nil {
+		return ""
+	}
+	return r.Header(name)
+}
+
 // contentEncoding returns the request's codings as one list.
 func (r *HTTPRequest) contentEncoding() string {
 	switch len(r.ContentEncoding) {
 	case 0:
-		return r.Header("content-encoding")
+		return r.header("content-encoding")
 	case 1:
 		return r.ContentEncoding[0]
 	}

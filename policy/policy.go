@@ -85,16 +85,16 @@ func (p *Policy) groupForKeys(apiKeys []string) string {
 	return ""
 }
 
-// ForcedTier returns the tier a group's requests are forced to, or TierNone.
-func (p *Policy) ForcedTier(group string) Tier {
+// forcedTier returns the tier a group's requests are forced to, or TierNone.
+func (p *Policy) forcedTier(group string) Tier {
 	if group == "" {
 		return TierNone
 	}
 	return p.forced[group]
 }
 
-// MatchModel returns the model as rules see it: mapped through model_aliases.
-func (p *Policy) MatchModel(model string) string {
+// matchModel returns the model as rules see it: mapped through model_aliases.
+func (p *Policy) matchModel(model string) string {
 	if m, ok := p.aliases[model]; ok {
 		return m
 	}
@@ -136,15 +136,10 @@ type verdict struct {
 	msg    string
 }
 
-// Evaluate judges a request: each tier occurrence against each candidate
+// evaluate judges a request: each tier occurrence against each candidate
 // model, first matching rule per pair, the strictest result over all pairs.
 // An empty tiers means no tier was sent; an empty models means the request
-// named no model.
-func (p *Policy) Evaluate(ep Endpoint, group string, tiers []Tier, models []string) Decision {
-	return p.evaluate(ep, group, tiers, models, nil)
-}
-
-// evaluate is Evaluate, counting its judgements in w when w is non-nil.
+// named no model. Its judgements are counted in w when w is non-nil.
 // Repeated tiers and models are judged once each, at their last
 // occurrence, so the work is bounded by the distinct values, not by how
 // often a body repeats them.
@@ -153,7 +148,7 @@ func (p *Policy) evaluate(ep Endpoint, group string, tiers []Tier, models []stri
 	if len(tiers) > 0 {
 		d.Requested = tiers[len(tiers)-1]
 	}
-	if f := p.ForcedTier(group); f != TierNone {
+	if f := p.forcedTier(group); f != TierNone {
 		d.Forced = true
 		tiers = []Tier{f}
 	}
@@ -164,7 +159,7 @@ func (p *Policy) evaluate(ep Endpoint, group string, tiers []Tier, models []stri
 	if len(tiers) > 0 {
 		best.tier = tiers[len(tiers)-1]
 	}
-	best.model = p.MatchModel(models[len(models)-1])
+	best.model = p.matchModel(models[len(models)-1])
 	var hits *shadowHits
 	if p.shadows {
 		hits = new(shadowHits)
@@ -237,7 +232,7 @@ func (p *Policy) distinctModels(dst, models []string) []string {
 			if m == "" && models[i] != "" {
 				continue // a reading that names no model
 			}
-			if m = p.MatchModel(m); seen != nil {
+			if m = p.matchModel(m); seen != nil {
 				if _, dup := seen[m]; dup {
 					continue
 				}

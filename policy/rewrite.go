@@ -30,7 +30,7 @@ type Request struct {
 	// do not act). It is taken as of the decision time: the request's
 	// headers or the frame's arrival.
 	Spend SpendView
-	// Buf, when non-nil, is storage for a rewritten body: Apply appends to
+	// Buf, when non-nil, is storage for a rewritten body: a decision appends to
 	// Buf[:0], so a caller that recycles buffers rewrites without
 	// allocating. The input body is never written to.
 	Buf []byte
@@ -122,14 +122,14 @@ func putScratch(s *scratch) {
 	scratchPool.Put(s)
 }
 
-// Apply decides an HTTP request body (Chat Completions, Responses, Messages)
+// apply decides an HTTP request body (Chat Completions, Responses, Messages)
 // and produces what to forward.
-func (p *Policy) Apply(req *Request, body []byte) Result {
+func (p *Policy) apply(req *Request, body []byte) Result {
 	res, _ := p.applyCounted(req, body)
 	return res
 }
 
-// applyCounted is Apply, also reporting the work it did.
+// applyCounted is apply, also reporting the work it did.
 func (p *Policy) applyCounted(req *Request, body []byte) (Result, work) {
 	s := getScratch()
 	defer putScratch(s)
