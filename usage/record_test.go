@@ -191,8 +191,8 @@ func TestAppendStringMatchesEncodingJSON(t *testing.T) {
 func TestFormatTime(t *testing.T) {
 	t.Parallel()
 	tm := time.Date(2026, 8, 21, 12, 11, 12, 345_678_900, time.FixedZone("CEST", 2*3600))
-	if got, want := FormatTime(tm), "2026-08-21T10:11:12.345Z"; got != want {
-		t.Errorf("FormatTime = %q, want %q", got, want)
+	if got, want := formatTime(tm), "2026-08-21T10:11:12.345Z"; got != want {
+		t.Errorf("formatTime = %q, want %q", got, want)
 	}
 }
 
