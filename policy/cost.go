@@ -18,8 +18,10 @@ const (
 	UnpricedAudio = "audio"
 )
 
-// UnpricedReasons lists every reason, for series started at zero.
-var UnpricedReasons = []string{UnpricedNoUsage, UnpricedNoPrice, UnpricedAudio}
+// UnpricedReasons returns every reason, for series started at zero.
+func UnpricedReasons() []string {
+	return []string{UnpricedNoUsage, UnpricedNoPrice, UnpricedAudio}
+}
 
 // Tokens are the counts a cost is worked out from; -1 is unknown. Input
 // includes the cached and cache-write tokens, as in the usage record.

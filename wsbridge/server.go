@@ -172,7 +172,7 @@ func New(opts Options) (*Bridge, error) {
 		return nil, err
 	}
 	opts.Tokens.StartUnpriced(policy.EndpointResponsesWS.String(), policy.UnpricedNoUsage, policy.UnpricedNoPrice)
-	opts.Tokens.StartUnpriced(policy.EndpointRealtime.String(), policy.UnpricedReasons...)
+	opts.Tokens.StartUnpriced(policy.EndpointRealtime.String(), policy.UnpricedReasons()...)
 	b := &Bridge{
 		opts:     opts,
 		upstream: u,
