@@ -10,7 +10,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
 	"github.com/tiergate/tiergate/budget"
-	"github.com/tiergate/tiergate/contentcoding"
+	"github.com/tiergate/tiergate/internal/contentcoding"
 	"github.com/tiergate/tiergate/policy"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
 	"github.com/tiergate/tiergate/usage"

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/tiergate/tiergate/contentcoding"
+	"github.com/tiergate/tiergate/internal/contentcoding"
 )
 
 // HTTPRequest is an HTTP request to a policed endpoint, as the policy needs
