@@ -147,7 +147,7 @@ func (p *Policy) applyBudgets(d *Decision, view SpendView, models []string) {
 		if !b.AppliesToGroup(bucket) || !b.CountsTier(tier) || !b.coversAny(p, models) {
 			continue
 		}
-		if b.Action == ActionFilter && !tier.Concrete() {
+		if b.Action == ActionFilter && !tier.concrete() {
 			continue // nothing to remove
 		}
 		spent, left := view.Spent(b, bucket)
@@ -194,11 +194,11 @@ func (b *Budget) coversAny(p *Policy, models []string) bool {
 	return false
 }
 
-// CheckSuccessor refuses a policy that may not replace next in force: one
+// checkSuccessor refuses a policy that may not replace next in force: one
 // that changes the price table's currency while both have budgets (the
 // spend kept so far is in the old currency, and limits would silently
 // compare amounts in two).
-func CheckSuccessor(current, next *Policy) error {
+func checkSuccessor(current, next *Policy) error {
 	if current == nil || len(current.budgets) == 0 || len(next.budgets) == 0 {
 		return nil
 	}

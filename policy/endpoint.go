@@ -38,9 +38,9 @@ func (e Endpoint) String() string {
 	return "unknown"
 }
 
-// Anthropic reports whether the endpoint speaks Anthropic's dialect, where
+// anthropic reports whether the endpoint speaks Anthropic's dialect, where
 // fast mode (speed and the anthropic-beta header) stands for the tier.
-func (e Endpoint) Anthropic() bool { return e == EndpointMessages }
+func (e Endpoint) anthropic() bool { return e == EndpointMessages }
 
 // EndpointForPath recognises an HTTP endpoint by the suffix of its path
 // (see ParsePath).

@@ -98,7 +98,7 @@ func FuzzApply(f *testing.F) {
 		if !res.BodyChanged && !bytes.Equal(out, body) {
 			t.Fatalf("BodyChanged is false but the body differs")
 		}
-		if ep.Anthropic() {
+		if ep.anthropic() {
 			checkAnthropicOutput(t, p, res, out)
 			return
 		}
@@ -128,7 +128,7 @@ func FuzzApply(f *testing.F) {
 				if group == "vip" && tier == TierPriority {
 					t.Fatalf("%s reads priority past vip's exhausted budget:\n in: %s\nout: %s", reader.name, body, out)
 				}
-				if tier.Concrete() && tier != res.Sent && !frame {
+				if tier.concrete() && tier != res.Sent && !frame {
 					t.Fatalf("%s reads %v, decision says %v was sent:\n in: %s\nout: %s", reader.name, tier, res.Sent, body, out)
 				}
 			}

@@ -273,7 +273,7 @@ func (p *Policy) judge(ep Endpoint, group string, t Tier, model string) verdict 
 // place and then passed over, as if it had not matched.
 func (p *Policy) judgeAll(ep Endpoint, group string, t Tier, model string, hits *shadowHits) verdict {
 	v := verdict{action: ActionPass, tier: t, model: model}
-	if !t.Concrete() {
+	if !t.concrete() {
 		return v // a missing or unrecognised tier matches no rule
 	}
 	for i := range p.rules {

@@ -106,7 +106,7 @@ func (r Refusal) Blocked() bool { return r.kind().blocked }
 func (r Refusal) Body(ep Endpoint, message string) []byte {
 	k := r.kind()
 	var v any
-	if ep.Anthropic() {
+	if ep.anthropic() {
 		v = anthropicError{Type: "error", Error: anthropicErrorDetail{Type: k.anthropicType, Message: message}}
 	} else {
 		var param *string

@@ -143,7 +143,7 @@ func (p *Policy) applyCounted(req *Request, body []byte) (Result, work) {
 	if !isObj {
 		s.doc = jsonscan.Object{}
 	}
-	if req.Endpoint.Anthropic() {
+	if req.Endpoint.anthropic() {
 		p.applyAnthropic(req, body, s, &res)
 		return res, s.work
 	}

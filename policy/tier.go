@@ -47,8 +47,8 @@ func (t Tier) String() string {
 	return "unrecognised"
 }
 
-// Concrete reports whether t is a tier that can be written upstream.
-func (t Tier) Concrete() bool { return t >= TierPriority && t <= TierUltrafast }
+// concrete reports whether t is a tier that can be written upstream.
+func (t Tier) concrete() bool { return t >= TierPriority && t <= TierUltrafast }
 
 // quoted returns the JSON string token of a concrete tier.
 func (t Tier) quoted() string { return `"` + t.String() + `"` }
@@ -122,7 +122,7 @@ func foldRune(r rune) rune {
 // is "none", and anything else an upstream might send is "other".
 func TierLabel(t string) string {
 	switch pt := ParseTier(t); {
-	case pt.Concrete():
+	case pt.concrete():
 		return pt.String()
 	case t == "none" || t == "":
 		return "none"
@@ -154,7 +154,7 @@ func tierOfValue(val []byte) Tier {
 	// up to a NUL (a C reader): a tier name holds no NUL, so at most one
 	// reading names a tier, and that is the one judged.
 	t := parseTierBytes(s)
-	if c := cString(s); !t.Concrete() && len(c) < len(s) {
+	if c := cString(s); !t.concrete() && len(c) < len(s) {
 		t = parseTierBytes(c)
 	}
 	return t
