@@ -265,10 +265,15 @@ func decodeHeaderValue(b []byte, hv *corev3.HeaderValue) bool {
 		b = b[n:]
 		switch num {
 		case fieldHeaderKey:
-			if !utf8.Valid(v) {
+			name, known := knownHeaderName(v)
+			switch {
+			case known: // valid UTF-8, as every constant is
+				hv.Key = name
+			case utf8.Valid(v):
+				hv.Key = string(v)
+			default:
 				return false // proto.Unmarshal refuses it, with its own error
 			}
-			hv.Key = headerName(v)
 		case fieldHeaderValue:
 			if !utf8.Valid(v) {
 				return false
@@ -311,65 +316,66 @@ func decodeBody(b []byte, h *extprocv3.HttpBody) bool {
 	return true
 }
 
-// headerName returns the header name b as a string, without allocating for
-// the names Envoy sends on every request to an LLM provider.
-func headerName(b []byte) string {
+// knownHeaderName returns the header name b as a shared constant, if it is
+// one of the names Envoy sends on every request to an LLM provider or its
+// answer.
+func knownHeaderName(b []byte) (string, bool) {
 	// The compiler turns these comparisons into ones on b's bytes.
 	switch string(b) {
 	case ":authority":
-		return ":authority"
+		return ":authority", true
 	case ":path":
-		return ":path"
+		return ":path", true
 	case ":method":
-		return ":method"
+		return ":method", true
 	case ":scheme":
-		return ":scheme"
+		return ":scheme", true
 	case ":status":
-		return ":status"
+		return ":status", true
 	case "user-agent":
-		return "user-agent"
+		return "user-agent", true
 	case "content-type":
-		return "content-type"
+		return "content-type", true
 	case "content-length":
-		return "content-length"
+		return "content-length", true
 	case "content-encoding":
-		return "content-encoding"
+		return "content-encoding", true
 	case "accept":
-		return "accept"
+		return "accept", true
 	case "accept-encoding":
-		return "accept-encoding"
+		return "accept-encoding", true
 	case "authorization":
-		return "authorization"
+		return "authorization", true
 	case "x-api-key":
-		return "x-api-key"
+		return "x-api-key", true
 	case "anthropic-version":
-		return "anthropic-version"
+		return "anthropic-version", true
 	case "anthropic-beta":
-		return "anthropic-beta"
+		return "anthropic-beta", true
 	case "openai-beta":
-		return "openai-beta"
+		return "openai-beta", true
 	case "originator":
-		return "originator"
+		return "originator", true
 	case "session_id":
-		return "session_id"
+		return "session_id", true
 	case "x-forwarded-for":
-		return "x-forwarded-for"
+		return "x-forwarded-for", true
 	case "x-forwarded-proto":
-		return "x-forwarded-proto"
+		return "x-forwarded-proto", true
 	case "x-envoy-external-address":
-		return "x-envoy-external-address"
+		return "x-envoy-external-address", true
 	case "x-envoy-internal":
-		return "x-envoy-internal"
+		return "x-envoy-internal", true
 	case "x-request-id":
-		return "x-request-id"
+		return "x-request-id", true
 	case "x-tiergate-group":
-		return "x-tiergate-group"
+		return "x-tiergate-group", true
 	case "date":
-		return "date"
+		return "date", true
 	case "server":
-		return "server"
+		return "server", true
 	case "transfer-encoding":
-		return "transfer-encoding"
+		return "transfer-encoding", true
 	}
-	return string(b)
+	return "", false
 }
