@@ -53,10 +53,12 @@ func responsesBody(size int) ([]byte, error) {
 // transaction (a Send has encoded a message by the time it returns, so the
 // next transaction may change it).
 type requestMessages struct {
-	headers   *extprocv3.ProcessingRequest
-	body      *extprocv3.ProcessingRequest
-	requestID *corev3.HeaderValue
-	worker    int
+	headers *extprocv3.ProcessingRequest
+	body    *extprocv3.ProcessingRequest
+	// respHeaders and respBody are the response half (--response).
+	respHeaders, respBody *extprocv3.ProcessingRequest
+	requestID             *corev3.HeaderValue
+	worker                int
 }
 
 // requestPath is the path of every driven request: the Responses API.
@@ -123,6 +125,23 @@ func newRequestMessages(worker int, authority string, body []byte) *requestMessa
 	m.body = &extprocv3.ProcessingRequest{
 		Request: &extprocv3.ProcessingRequest_RequestBody{
 			RequestBody: &extprocv3.HttpBody{Body: body, EndOfStream: true},
+		},
+		MetadataContext: &corev3.Metadata{},
+	}
+	m.respHeaders = &extprocv3.ProcessingRequest{
+		Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+			Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+				hv(":status", "200"),
+				hv("content-type", "application/json"),
+				hv("date", "Mon, 07 Dec 2026 04:17:47 GMT"),
+				hv("content-length", strconv.Itoa(len(upstreamResponse))),
+			}},
+		}},
+		MetadataContext: &corev3.Metadata{},
+	}
+	m.respBody = &extprocv3.ProcessingRequest{
+		Request: &extprocv3.ProcessingRequest_ResponseBody{
+			ResponseBody: &extprocv3.HttpBody{Body: []byte(upstreamResponse), EndOfStream: true},
 		},
 		MetadataContext: &corev3.Metadata{},
 	}
