@@ -63,9 +63,9 @@ free_port up_port
 up_pid=$!; started+=("$up_pid")
 wait_port "$up_port" "$up_pid"
 
-free_port tg_port; free_port tg_admin
-"$tmp/tiergate" serve --usage-log off --log-level warn \
-  --extproc-listen "127.0.0.1:$tg_port" --admin-listen "127.0.0.1:$tg_admin" 2>"$tmp/tiergate.log" &
+free_port tg_port; free_port tg_admin; free_port tg_ws
+"$tmp/tiergate" serve --usage-log off --log-level warn --extproc-listen "127.0.0.1:$tg_port" \
+  --ws-listen "127.0.0.1:$tg_ws" --admin-listen "127.0.0.1:$tg_admin" 2>"$tmp/tiergate.log" &
 tg_pid=$!; started+=("$tg_pid")
 free_port null_port; free_port null2_port
 "$tmp/tiergate-load" null-extproc --listen "127.0.0.1:$null_port" 2>"$tmp/null.log" &
