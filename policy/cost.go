@@ -71,10 +71,10 @@ func (p *Policy) Currency() string {
 	return p.prices.currency
 }
 
-// PriceTier is the tier a request or turn is priced at: the one the
+// priceTier is the tier a request or turn is priced at: the one the
 // upstream reported, else the one sent; no tier and auto are default.
 // Anything unrecognised is TierUnrecognised, which has no price.
-func PriceTier(sent, reported string) Tier {
+func priceTier(sent, reported string) Tier {
 	s := reported
 	if s == "" {
 		s = sent
@@ -92,7 +92,7 @@ func PriceTier(sent, reported string) Tier {
 
 // Cost prices b with the policy's price table (DESIGN.md, "Cost").
 func (p *Policy) Cost(b *Billable) Cost {
-	c := Cost{Currency: p.Currency(), Tier: PriceTier(b.TierSent, b.TierReported)}
+	c := Cost{Currency: p.Currency(), Tier: priceTier(b.TierSent, b.TierReported)}
 	c.Model = b.Model
 	if c.Model == "" {
 		c.Model = b.ResponseModel

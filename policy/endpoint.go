@@ -42,9 +42,9 @@ func (e Endpoint) String() string {
 // fast mode (speed and the anthropic-beta header) stands for the tier.
 func (e Endpoint) anthropic() bool { return e == EndpointMessages }
 
-// EndpointForPath recognises an HTTP endpoint by the suffix of its path
+// endpointForPath recognises an HTTP endpoint by the suffix of its path
 // (see ParsePath).
-func EndpointForPath(path string) Endpoint {
+func endpointForPath(path string) Endpoint {
 	ep, _ := ParsePath(path)
 	return ep
 }

@@ -602,8 +602,8 @@ func TestPathsAreNormalisedBeforeMatching(t *testing.T) {
 			if ep != tc.endpoint || dep != tc.deployment {
 				t.Errorf("ParsePath(%q) = %v, %q; want %v, %q", tc.path, ep, dep, tc.endpoint, tc.deployment)
 			}
-			if got := EndpointForPath(tc.path); got != tc.endpoint {
-				t.Errorf("EndpointForPath(%q) = %v, want %v", tc.path, got, tc.endpoint)
+			if got := endpointForPath(tc.path); got != tc.endpoint {
+				t.Errorf("endpointForPath(%q) = %v, want %v", tc.path, got, tc.endpoint)
 			}
 		})
 	}

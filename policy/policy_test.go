@@ -393,8 +393,8 @@ func TestEndpointForPath(t *testing.T) {
 		"/v1/chat/completions/":            EndpointChatCompletions,
 	}
 	for path, want := range cases {
-		if got := EndpointForPath(path); got != want {
-			t.Errorf("EndpointForPath(%q) = %v, want %v", path, got, want)
+		if got := endpointForPath(path); got != want {
+			t.Errorf("endpointForPath(%q) = %v, want %v", path, got, want)
 		}
 	}
 }
