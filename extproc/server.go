@@ -39,7 +39,7 @@ type Options struct {
 	// in the policy are not enforced (nor spend kept).
 	Budgets *budget.Tracker
 	// Usage receives one record per request; nil discards them.
-	Usage *usage.Log
+	Usage *usage.RecordWriter
 	Log   *slog.Logger
 	// MaxBodyBytes bounds a decompressed request body (default 64 MiB).
 	MaxBodyBytes int64
@@ -156,22 +156,22 @@ func (x *exchange) outgoing(resp *extprocv3.ProcessingResponse) any {
 func (x *exchange) handle(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, string, error) {
 	switch r := req.Request.(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
-		return x.requestHeaders(r.RequestHeaders), PhaseRequestHeaders, nil
+		return x.requestHeaders(r.RequestHeaders), phaseRequestHeaders, nil
 	case *extprocv3.ProcessingRequest_RequestBody:
-		return x.requestBody(r.RequestBody), PhaseRequestBody, nil
+		return x.requestBody(r.RequestBody), phaseRequestBody, nil
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
-		return x.responseHeaders(r.ResponseHeaders), PhaseResponseHeaders, nil
+		return x.responseHeaders(r.ResponseHeaders), phaseResponseHeaders, nil
 	case *extprocv3.ProcessingRequest_ResponseBody:
-		return x.responseBody(r.ResponseBody), PhaseResponseBody, nil
+		return x.responseBody(r.ResponseBody), phaseResponseBody, nil
 	case *extprocv3.ProcessingRequest_RequestTrailers:
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
-			RequestTrailers: &extprocv3.TrailersResponse{}}}, PhaseOther, nil
+			RequestTrailers: &extprocv3.TrailersResponse{}}}, phaseOther, nil
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
 		resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
 		x.finish(statusFromEnd, resp)
-		return resp, PhaseOther, nil
+		return resp, phaseOther, nil
 	}
-	return nil, PhaseOther, fmt.Errorf("unexpected ext_proc message %T", req.Request)
+	return nil, phaseOther, fmt.Errorf("unexpected ext_proc message %T", req.Request)
 }
 
 // getAnswer returns an empty body answer, with buffers kept from its last
