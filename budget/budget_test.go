@@ -313,8 +313,8 @@ func TestAReloadThatChangesALimitAppliesToTheNextRequest(t *testing.T) {
 	decide := func() policy.Decision {
 		p := f.pol.Load()
 		v := f.tracker.View(f.tracker.Now())
-		return p.Apply(&policy.Request{Endpoint: policy.EndpointResponses, Group: "codex-fast", Spend: &v},
-			[]byte(`{"model":"gpt-5.5","service_tier":"priority"}`)).Decision
+		return p.DecideHTTP(&policy.HTTPRequest{Endpoint: policy.EndpointResponses, Group: "codex-fast", Spend: &v,
+			Body: []byte(`{"model":"gpt-5.5","service_tier":"priority"}`)}).Decision
 	}
 	if d := decide(); d.Budget != "fast-daily" || d.Action != policy.ActionFilter {
 		t.Fatalf("before the reload: budget %q action %v, want fast-daily filter", d.Budget, d.Action)

@@ -78,7 +78,7 @@ func newMetrics(reg prometheus.Registerer, t *Tracker) (*metrics, error) {
 func (t *Tracker) Prepare(p *policy.Policy) {
 	for _, b := range p.Budgets() {
 		t.metrics.actions.WithLabelValues(b.Name, b.Action.String())
-		for _, r := range policy.UnpricedReasons {
+		for _, r := range policy.UnpricedReasons() {
 			t.metrics.unaccountedVec.WithLabelValues(b.Name, r)
 		}
 	}

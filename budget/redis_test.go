@@ -169,8 +169,8 @@ func TestTwoStoresEnforceOneBudgetWithinARefresh(t *testing.T) {
 	}
 	// b's decision for the group now acts on the exhausted budget.
 	v := b.tracker.View(time.Now())
-	d := b.pol.Apply(&policy.Request{Endpoint: policy.EndpointResponses, Group: "codex-fast", Spend: &v},
-		[]byte(`{"model":"gpt-5.5","service_tier":"priority"}`)).Decision
+	d := b.pol.DecideHTTP(&policy.HTTPRequest{Endpoint: policy.EndpointResponses, Group: "codex-fast", Spend: &v,
+		Body: []byte(`{"model":"gpt-5.5","service_tier":"priority"}`)}).Decision
 	if d.Budget != "fast-daily" || d.Action != policy.ActionFilter {
 		t.Errorf("b's decision: budget %q action %v, want fast-daily filter", d.Budget, d.Action)
 	}

@@ -3,6 +3,7 @@ package extproc
 import (
 	"fmt"
 
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
@@ -140,7 +141,8 @@ func (a *bodyAnswer) ProtoReflect() protoreflect.Message { return a.resp.ProtoRe
 
 // answerCodec is gRPC's proto codec, except that a *bodyAnswer is written
 // by its own appendWire, into a buffer from gRPC's pool as gRPC's codec
-// does for messages of its size.
+// does for messages of its size, and that Envoy's messages are read by
+// decodeRequest (requestwire.go).
 type answerCodec struct{ proto encoding.CodecV2 }
 
 func newAnswerCodec() answerCodec {
@@ -178,7 +180,14 @@ func sizeError(wrote, sized int) error {
 	return fmt.Errorf("extproc: body answer wrote %d bytes, sized %d", wrote, sized)
 }
 
-func (c answerCodec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
+// Unmarshal reads a ProcessingRequest with decodeRequest when it can (the
+// shapes Envoy sends), and everything else as gRPC's codec does.
+func (c answerCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if req, ok := v.(*extprocv3.ProcessingRequest); ok && decodeRequest(data.Materialize(), req) {
+		return nil
+	}
+	return c.proto.Unmarshal(data, v)
+}
 
 // answerCodecOption installs answerCodec on a gRPC server. (ForceServerCodecV2
 // is marked experimental, with a promise of support throughout gRPC-Go 1.x.)

@@ -28,7 +28,7 @@ func budgetBenchServer(tb testing.TB, yaml string) *Server {
 	}
 	store := policy.NewStore(p)
 	reg := prometheus.NewRegistry()
-	opts := Options{Store: store, Usage: usage.NewLog(discard{})}
+	opts := Options{Store: store, Usage: usage.NewRecordWriter(discard{})}
 	if len(p.Budgets()) > 0 {
 		if opts.Budgets, err = budget.New(budget.NewMemory(), store.Load, reg, budget.Options{}); err != nil {
 			tb.Fatal(err)

@@ -60,7 +60,7 @@ func BenchmarkPricing(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		srv := newTestServer(b, prometheus.NewRegistry(), Options{Store: policy.NewStore(p), Usage: usage.NewLog(discard{})})
+		srv := newTestServer(b, prometheus.NewRegistry(), Options{Store: policy.NewStore(p), Usage: usage.NewRecordWriter(discard{})})
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

@@ -182,7 +182,8 @@ func TestRequestPolicyThroughEnvoy(t *testing.T) {
 					}
 				}
 			}
-			ep := policy.EndpointForPath(tc.path).String()
+			endpoint, _ := policy.ParsePath(tc.path)
+			ep := endpoint.String()
 			if n := testutil.ToFloat64(h.srv.metrics.requests.WithLabelValues(ep, tc.outcome)); n != 1 {
 				t.Errorf("requests_total{endpoint=%s,outcome=%s} = %v, want 1", ep, tc.outcome, n)
 			}

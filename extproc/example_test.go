@@ -51,7 +51,7 @@ func Example() {
 	recs := make(records, 1)
 	srv, err := extproc.New(extproc.Options{
 		Store: policy.NewStore(policy.Default()), Registerer: reg, Decisions: decisions, Tokens: tokens,
-		Usage: usage.NewLog(recs),
+		Usage: usage.NewRecordWriter(recs),
 	})
 	if err != nil {
 		fmt.Println(err)

@@ -111,7 +111,7 @@ func newHarnessWith(t *testing.T, policyYAML string, configure func(*Options, *p
 	}
 	h := &harness{t: t, reg: prometheus.NewRegistry(), usageLog: &syncbuf.Buffer{}}
 	opts := Options{
-		Store: policy.NewStore(p), Usage: usage.NewLog(h.usageLog), MaxUsageBytes: 1 << 20,
+		Store: policy.NewStore(p), Usage: usage.NewRecordWriter(h.usageLog), MaxUsageBytes: 1 << 20,
 	}
 	if configure != nil {
 		configure(&opts, h.reg)

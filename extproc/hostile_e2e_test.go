@@ -123,7 +123,8 @@ func TestHostileRequestsThroughEnvoy(t *testing.T) {
 			} else if len(ups) != 1 || string(ups[0].body) != tc.upstream {
 				t.Fatalf("upstream got %v, want one request with %s", ups, tc.upstream)
 			}
-			ep := policy.EndpointForPath(tc.path).String()
+			endpoint, _ := policy.ParsePath(tc.path)
+			ep := endpoint.String()
 			if n := metricValue(t, h.reg, "tiergate_extproc_requests_total", map[string]string{"endpoint": ep, "outcome": tc.outcome}); n != 1 {
 				t.Errorf("requests_total{endpoint=%s,outcome=%s} = %v, want 1", ep, tc.outcome, n)
 			}

@@ -10,14 +10,14 @@ import (
 	"github.com/tiergate/tiergate/usage"
 )
 
-// MetricMessageDuration is the histogram of server-side time per message,
-// by phase, with MessageDurationBuckets: the load tool reads it, and its
-// null server keeps one of the same shape.
-const MetricMessageDuration = "tiergate_extproc_message_duration_seconds"
+// metricMessageDuration is the histogram of server-side time per message,
+// by phase, with messageDurationBuckets (the load tool reads it off
+// /metrics, as an operator would).
+const metricMessageDuration = "tiergate_extproc_message_duration_seconds"
 
-// MessageDurationBuckets are MetricMessageDuration's buckets, in seconds;
+// messageDurationBuckets are metricMessageDuration's buckets, in seconds;
 // 100 µs (the target for a body message) is a bucket boundary.
-var MessageDurationBuckets = []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1}
+var messageDurationBuckets = []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1}
 
 // Metric names, defined once. Conventions: https://prometheus.io/docs/practices/naming/
 const (
@@ -37,14 +37,13 @@ const (
 	outcomeError       = "error"       // tiergate could not process the request (500)
 )
 
-// Phases, the values of MetricMessageDuration's phase label (the load
-// tool reads them, and its null server reports under them).
+// Phases, the values of metricMessageDuration's phase label.
 const (
-	PhaseRequestHeaders  = "request_headers"
-	PhaseRequestBody     = "request_body"
-	PhaseResponseHeaders = "response_headers"
-	PhaseResponseBody    = "response_body"
-	PhaseOther           = "other"
+	phaseRequestHeaders  = "request_headers"
+	phaseRequestBody     = "request_body"
+	phaseResponseHeaders = "response_headers"
+	phaseResponseBody    = "response_body"
+	phaseOther           = "other"
 )
 
 type metrics struct {
@@ -67,9 +66,9 @@ func newMetrics(reg prometheus.Registerer, tokens *usage.Metrics) (*metrics, err
 			Help: "HTTP requests seen by the ext_proc server, by endpoint and outcome (forwarded, rewritten, blocked, invalid, unsupported, unpoliced, error).",
 		}, []string{"endpoint", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    MetricMessageDuration,
+			Name:    metricMessageDuration,
 			Help:    "Server-side time to answer one ext_proc message, by phase (request_headers, request_body, response_headers, response_body).",
-			Buckets: MessageDurationBuckets,
+			Buckets: messageDurationBuckets,
 		}, []string{"phase"}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: metricStreamsActive,
@@ -88,7 +87,7 @@ func newMetrics(reg prometheus.Registerer, tokens *usage.Metrics) (*metrics, err
 	// Start the bounded series at zero, so dashboards and alerts see them
 	// before the first event.
 	m.phases = map[string]prometheus.Observer{}
-	for _, p := range []string{PhaseRequestHeaders, PhaseRequestBody, PhaseResponseHeaders, PhaseResponseBody, PhaseOther} {
+	for _, p := range []string{phaseRequestHeaders, phaseRequestBody, phaseResponseHeaders, phaseResponseBody, phaseOther} {
 		m.phases[p] = m.duration.WithLabelValues(p)
 	}
 	for _, ep := range []policy.Endpoint{policy.EndpointChatCompletions, policy.EndpointResponses, policy.EndpointMessages} {

@@ -139,7 +139,7 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		x.srv.opts.Decisions.ObserveShadows(&x.out.Decision)
 		x.logShadows()
 	}
-	if x.out.Refused() {
+	if x.out.Refusal != policy.RefusalNone {
 		return x.refuse(d)
 	}
 	x.logDecision()
@@ -175,18 +175,19 @@ func (x *exchange) misconfigured(logMsg, msg string) *extprocv3.ProcessingRespon
 	x.srv.metrics.countRequest(x.endpoint, outcomeError)
 	x.done = true
 	r := policy.RefusalMisconfigured
-	return immediate(r.Status(), policy.ErrorBody(x.endpoint, r, msg), r.Code())
+	return immediate(r.Status(), r.Body(x.endpoint, msg), r.Code())
 }
 
 // refuse answers a refused request itself and records it.
 func (x *exchange) refuse(d *decision) *extprocv3.ProcessingResponse {
-	status := x.out.Refusal.Status()
+	r := x.out.Refusal
+	status := r.Status()
 	outcome, recStatus := outcomeBlocked, usage.StatusBlocked
-	switch x.out.Refusal {
-	case policy.RefusalInvalidJSON, policy.RefusalTooManyOccurrences:
-		outcome, recStatus = outcomeInvalid, usage.StatusRefused
-	case policy.RefusalUnsupportedEncoding:
+	switch {
+	case r == policy.RefusalUnsupportedEncoding:
 		outcome, recStatus = outcomeUnsupported, usage.StatusRefused
+	case !r.Blocked():
+		outcome, recStatus = outcomeInvalid, usage.StatusRefused
 	}
 	x.srv.metrics.countRequest(x.endpoint, outcome)
 	x.srv.log.Info("request refused", "request_id", x.requestID, "endpoint", x.endpoint.String(),
@@ -197,8 +198,8 @@ func (x *exchange) refuse(d *decision) *extprocv3.ProcessingResponse {
 	if x.srv.opts.Usage != nil { // blocked and refused records carry no cost
 		x.writeRecord(x.record(recStatus, status, usage.Unknown()))
 	}
-	resp := immediate(status, x.out.ErrorBody, "tiergate_"+x.out.Refusal.Code())
-	if x.out.Refusal == policy.RefusalBudget {
+	resp := immediate(status, r.Body(x.endpoint, x.out.Message), "tiergate_"+r.Code())
+	if r == policy.RefusalBudget {
 		addBudgetHeaders(resp, x.out.Budget, x.out.RetryAfter)
 	}
 	resp.ProtoReflect().SetUnknown(d.metadata)

@@ -11,7 +11,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
 	"github.com/tiergate/tiergate/budget"
-	"github.com/tiergate/tiergate/contentcoding"
+	"github.com/tiergate/tiergate/internal/contentcoding"
 	"github.com/tiergate/tiergate/policy"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
 	"github.com/tiergate/tiergate/usage"
@@ -384,7 +384,7 @@ func (d *streamDecoder) Close() {
 // the budgets it falls under, in the windows of its decision time. Only a
 // request that budgets were enforced on is accounted.
 func (x *exchange) account(c policy.Cost, priced bool) {
-	if x.decidedAt.IsZero() || x.out.Refused() || !priced {
+	if x.decidedAt.IsZero() || x.out.Refusal != policy.RefusalNone || !priced {
 		return
 	}
 	x.srv.opts.Budgets.Account(x.pol, budget.Charge{Group: x.out.Group, At: x.decidedAt, Cost: c})

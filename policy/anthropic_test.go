@@ -81,9 +81,9 @@ groups:
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			res := p.Apply(&Request{Endpoint: EndpointMessages, Group: tc.group, Beta: tc.beta}, []byte(tc.body))
-			if res.Action != tc.action || res.Status != tc.status {
-				t.Fatalf("action=%v status=%d, want %v %d", res.Action, res.Status, tc.action, tc.status)
+			res := p.apply(&Request{Endpoint: EndpointMessages, Group: tc.group, Beta: tc.beta}, []byte(tc.body))
+			if res.Action != tc.action || res.Refusal.Status() != tc.status {
+				t.Fatalf("action=%v status=%d, want %v %d", res.Action, res.Refusal.Status(), tc.action, tc.status)
 			}
 			want := tc.out
 			if want == "" {
@@ -108,7 +108,7 @@ func TestAnthropicForceVIP(t *testing.T) {
 rules: [{service_tier: priority, action: pass, groups: [forced]}]
 groups: [{name: forced, force_service_tier: priority}]
 `)
-	res := p.Apply(&Request{Endpoint: EndpointMessages, Group: "forced", Beta: []string{"interleaved-thinking-2025-05-14"}},
+	res := p.apply(&Request{Endpoint: EndpointMessages, Group: "forced", Beta: []string{"interleaved-thinking-2025-05-14"}},
 		[]byte(`{"model":"claude-opus-4-6","speed":"standard","speed":"standard"}`))
 	if res.Action != ActionPass || string(res.Body) != `{"model":"claude-opus-4-6","speed":"fast"}` {
 		t.Fatalf("force with duplicates: action=%v body=%s", res.Action, res.Body)
@@ -116,7 +116,7 @@ groups: [{name: forced, force_service_tier: priority}]
 	if !res.BetaChanged || res.Beta != "interleaved-thinking-2025-05-14,fast-mode-2026-02-01" {
 		t.Fatalf("beta = %q changed=%v", res.Beta, res.BetaChanged)
 	}
-	res = p.Apply(&Request{Endpoint: EndpointMessages, Group: "forced"}, []byte(`{"model":"claude-opus-4-6"}`))
+	res = p.apply(&Request{Endpoint: EndpointMessages, Group: "forced"}, []byte(`{"model":"claude-opus-4-6"}`))
 	if string(res.Body) != `{"model":"claude-opus-4-6","speed":"fast"}` || res.Beta != "fast-mode-2026-02-01" {
 		t.Fatalf("force without speed: body=%s beta=%q", res.Body, res.Beta)
 	}

@@ -74,9 +74,9 @@ func BenchmarkApply(b *testing.B) {
 				// server does once a rewritten body has been sent.
 				req := &Request{Endpoint: EndpointResponses}
 				for b.Loop() {
-					res := p.Apply(req, body)
-					if res.Status != 0 {
-						b.Fatal(res.Err)
+					res := p.apply(req, body)
+					if res.Refusal.Status() != 0 {
+						b.Fatal(res.Message)
 					}
 					if res.BodyChanged && c.recycle {
 						req.Buf = res.Body
@@ -92,11 +92,11 @@ func TestPassPathAllocatesLittleAndNeverCopies(t *testing.T) {
 	for _, sz := range benchSizes {
 		body := responsesBody(sz.size, "flex")
 		req := &Request{Endpoint: EndpointResponses}
-		res := p.Apply(req, body)
+		res := p.apply(req, body)
 		if res.Action != ActionPass || res.BodyChanged || &res.Body[0] != &body[0] {
 			t.Fatalf("%s: pass path changed or copied the body (action %v)", sz.name, res.Action)
 		}
-		allocs := testing.AllocsPerRun(20, func() { p.Apply(req, body) })
+		allocs := testing.AllocsPerRun(20, func() { p.apply(req, body) })
 		if allocs > 3 {
 			t.Errorf("%s: pass path allocates %.0f times, want at most 3", sz.name, allocs)
 		}
@@ -147,9 +147,9 @@ func BenchmarkApplyHostile(b *testing.B) {
 				b.SetBytes(int64(len(body)))
 				req := &Request{Endpoint: EndpointResponses}
 				for b.Loop() {
-					res := p.Apply(req, body)
-					if res.Status != 0 && res.Status != 400 {
-						b.Fatal(res.Status, res.Err)
+					res := p.apply(req, body)
+					if res.Refusal.Status() != 0 && res.Refusal.Status() != 400 {
+						b.Fatal(res.Refusal.Status(), res.Message)
 					}
 				}
 			})

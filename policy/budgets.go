@@ -147,7 +147,7 @@ func (p *Policy) applyBudgets(d *Decision, view SpendView, models []string) {
 		if !b.AppliesToGroup(bucket) || !b.CountsTier(tier) || !b.coversAny(p, models) {
 			continue
 		}
-		if b.Action == ActionFilter && !tier.Concrete() {
+		if b.Action == ActionFilter && !tier.concrete() {
 			continue // nothing to remove
 		}
 		spent, left := view.Spent(b, bucket)
@@ -187,18 +187,18 @@ func (b *Budget) coversAny(p *Policy, models []string) bool {
 		return b.CoversModel("")
 	}
 	for _, m := range models {
-		if b.CoversModel(p.MatchModel(m)) {
+		if b.CoversModel(p.matchModel(m)) {
 			return true
 		}
 	}
 	return false
 }
 
-// CheckSuccessor refuses a policy that may not replace next in force: one
+// checkSuccessor refuses a policy that may not replace next in force: one
 // that changes the price table's currency while both have budgets (the
 // spend kept so far is in the old currency, and limits would silently
 // compare amounts in two).
-func CheckSuccessor(current, next *Policy) error {
+func checkSuccessor(current, next *Policy) error {
 	if current == nil || len(current.budgets) == 0 || len(next.budgets) == 0 {
 		return nil
 	}
@@ -267,21 +267,8 @@ func (l *loader) budget(path string, v any) *tiergatev1.Budget {
 				l.checkName(fmt.Sprintf("%s[%d]", p, i), g, "group name")
 			}
 		},
-		"service_tiers": func(p string, v any) {
-			for i, item := range l.list(p, v) {
-				ip := fmt.Sprintf("%s[%d]", p, i)
-				t := l.tier(ip, item, false)
-				if t == 0 {
-					continue
-				}
-				if slices.Contains(b.ServiceTiers, t) {
-					l.addf(ip, "%s is listed twice", tierFromProto(t))
-					continue
-				}
-				b.ServiceTiers = append(b.ServiceTiers, t)
-			}
-		},
-		"models": func(p string, v any) { b.Models = l.names(p, v, "model name") },
+		"service_tiers": func(p string, v any) { b.ServiceTiers = l.budgetTiers(p, v) },
+		"models":        func(p string, v any) { b.Models = l.names(p, v, "model name") },
 		"window": func(p string, v any) {
 			if s, ok := l.name(p, v); ok {
 				w, known := windowValues[s]
@@ -313,6 +300,31 @@ func (l *loader) budget(path string, v any) *tiergatev1.Budget {
 			b.OnExhausted = a
 		},
 	})
+	l.checkBudget(path, m, b)
+	return b
+}
+
+// budgetTiers reads a budget's service_tiers: each tier once.
+func (l *loader) budgetTiers(path string, v any) []tiergatev1.ServiceTier {
+	var tiers []tiergatev1.ServiceTier
+	for i, item := range l.list(path, v) {
+		ip := fmt.Sprintf("%s[%d]", path, i)
+		t := l.tier(ip, item, false)
+		if t == 0 {
+			continue
+		}
+		if slices.Contains(tiers, t) {
+			l.addf(ip, "%s is listed twice", tierFromProto(t))
+			continue
+		}
+		tiers = append(tiers, t)
+	}
+	return tiers
+}
+
+// checkBudget checks a budget read from m as a whole: the fields it
+// requires, and the tiers a filtering budget must name.
+func (l *loader) checkBudget(path string, m map[string]any, b *tiergatev1.Budget) {
 	for _, k := range []string{"name", "window", "limit", "on_exhausted"} {
 		if _, ok := m[k]; !ok {
 			switch k {
@@ -336,7 +348,6 @@ func (l *loader) budget(path string, v any) *tiergatev1.Budget {
 				"default cannot be filtered: removing the tier does not lower the default tier's spend (use on_exhausted: block)")
 		}
 	}
-	return b
 }
 
 // failedAt reports whether a problem was already reported at or under path.

@@ -181,13 +181,13 @@ func TestAReloadMayNotChangeTheCurrencyUnderBudgets(t *testing.T) {
 	usd := mustLoad(t, withBudget)
 	eur := mustLoad(t, strings.Replace(withBudget, "currency: USD", "currency: EUR", 1))
 	eurNoBudgets := mustLoad(t, strings.Replace(budgetTestPrices, "currency: USD", "currency: EUR", 1))
-	if err := CheckSuccessor(usd, eur); err == nil || !strings.Contains(err.Error(), "prices.currency: changes from USD to EUR") {
+	if err := checkSuccessor(usd, eur); err == nil || !strings.Contains(err.Error(), "prices.currency: changes from USD to EUR") {
 		t.Errorf("USD to EUR with budgets: %v, want a refusal naming prices.currency", err)
 	}
-	if err := CheckSuccessor(usd, eurNoBudgets); err != nil {
+	if err := checkSuccessor(usd, eurNoBudgets); err != nil {
 		t.Errorf("dropping the budgets with the currency change: %v, want it accepted", err)
 	}
-	if err := CheckSuccessor(usd, mustLoad(t, strings.Replace(withBudget, "limit: 10", "limit: 20", 1))); err != nil {
+	if err := checkSuccessor(usd, mustLoad(t, strings.Replace(withBudget, "limit: 10", "limit: 20", 1))); err != nil {
 		t.Errorf("changing a limit: %v, want it accepted", err)
 	}
 }
@@ -227,11 +227,11 @@ func TestWatcherRefusesACurrencyChangeUnderBudgetsAndReportsReloads(t *testing.T
 		t.Fatal(err)
 	}
 	dir.update(strings.Replace(withBudget, "currency: USD", "currency: EUR", 1))
-	if got := w.Reload(); got != ReloadInvalid || store.Load() != first {
+	if got := w.reload(); got != reloadInvalid || store.Load() != first {
 		t.Fatalf("a currency change under budgets: %q, want it refused and the policy kept", got)
 	}
 	dir.update(strings.Replace(withBudget, "limit: 10", "limit: 20", 1))
-	if got := w.Reload(); got != ReloadSuccess {
+	if got := w.reload(); got != reloadSuccess {
 		t.Fatalf("a new limit: %q, want success", got)
 	}
 	if len(reloaded) != 1 || reloaded[0] != store.Load() || reloaded[0].Budgets()[0].Limit != 20*MicrosPerUnit {

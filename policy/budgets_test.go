@@ -124,10 +124,10 @@ func TestBudgetEvaluation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			view := fixedSpend{units: tc.spend, secondsLeft: 3600}
-			res := p.Apply(&Request{Endpoint: tc.endpoint, Group: tc.group, Spend: view}, []byte(tc.body))
-			if res.Action != tc.action || res.Budget != tc.budget || res.Status != tc.status {
+			res := p.apply(&Request{Endpoint: tc.endpoint, Group: tc.group, Spend: view}, []byte(tc.body))
+			if res.Action != tc.action || res.Budget != tc.budget || res.Refusal.Status() != tc.status {
 				t.Fatalf("got action=%v budget=%q status=%d, want action=%v budget=%q status=%d",
-					res.Action, res.Budget, res.Status, tc.action, tc.budget, tc.status)
+					res.Action, res.Budget, res.Refusal.Status(), tc.action, tc.budget, tc.status)
 			}
 			if tc.status != 0 {
 				if res.RetryAfter != 3600 {
@@ -176,11 +176,11 @@ func TestBudgetRefusalShapes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			out := p.DecideHTTP(&HTTPRequest{Endpoint: tc.endpoint, Header: header, Body: []byte(tc.body), Spend: view})
-			if !out.Refused() || out.Status != 429 || out.Refusal != RefusalBudget {
-				t.Fatalf("status %d refusal %v, want 429 budget", out.Status, out.Refusal)
+			if out.Refusal != RefusalBudget || out.Refusal.Status() != 429 {
+				t.Fatalf("status %d refusal %v, want 429 budget", out.Refusal.Status(), out.Refusal)
 			}
-			if string(out.ErrorBody) != tc.want {
-				t.Errorf("body\n%s\nwant\n%s", out.ErrorBody, tc.want)
+			if body := out.Refusal.Body(tc.endpoint, out.Message); string(body) != tc.want {
+				t.Errorf("body\n%s\nwant\n%s", body, tc.want)
 			}
 		})
 	}
@@ -192,7 +192,7 @@ func TestBudgetRefusalShapes(t *testing.T) {
 			Error   map[string]string `json:"error"`
 			Headers map[string]string `json:"headers"`
 		}
-		if err := json.Unmarshal(BudgetErrorEvent("m", 42), &ev); err != nil {
+		if err := json.Unmarshal(RefusalBudget.Event("m", 42), &ev); err != nil {
 			t.Fatal(err)
 		}
 		if ev.Type != "error" || ev.Status != 429 || ev.Headers["retry-after"] != "42" ||

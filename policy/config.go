@@ -17,11 +17,11 @@ import (
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
 )
 
-// DefaultYAML is the policy that applies when no file is given: strip
+// defaultYAML is the policy that applies when no file is given: strip
 // priority (and fast) from every request, the cost-safe choice.
 //
 //go:embed default.yaml
-var DefaultYAML []byte
+var defaultYAML []byte
 
 // Problem is one thing wrong with a policy file, at a place named in the
 // file's own terms (rules[2].action).
@@ -52,7 +52,7 @@ func (e *ConfigError) Error() string {
 
 // Default returns the embedded default policy.
 func Default() *Policy {
-	p, err := Load(DefaultYAML)
+	p, err := Load(defaultYAML)
 	if err != nil {
 		panic(fmt.Sprintf("embedded default policy: %v", err))
 	}
@@ -90,20 +90,8 @@ func (l *loader) addf(path, format string, args ...any) {
 
 func (l *loader) parse(data []byte) *tiergatev1.Config {
 	cfg := &tiergatev1.Config{}
-	if len(bytes.TrimSpace(data)) == 0 {
-		l.addf("", "the file is empty (write `rules: []` for a policy with no rules)")
-		return cfg
-	}
-	js, err := yaml.YAMLToJSONStrict(data)
-	if err != nil {
-		l.addf("", "not valid YAML or JSON: %v", err)
-		return cfg
-	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.UseNumber()
-	var doc any
-	if err := dec.Decode(&doc); err != nil {
-		l.addf("", "not valid YAML or JSON: %v", err)
+	doc, ok := l.document(data, "the file is empty (write `rules: []` for a policy with no rules)")
+	if !ok {
 		return cfg
 	}
 	top, ok := l.object("", doc)
@@ -121,57 +109,89 @@ func (l *loader) parse(data []byte) *tiergatev1.Config {
 				cfg.Groups = append(cfg.Groups, l.group(fmt.Sprintf("%s[%d]", path, i), item))
 			}
 		},
-		"identity": func(path string, v any) {
-			cfg.Identity = &tiergatev1.Identity{}
-			if m, ok := l.object(path, v); ok {
-				l.fields(path, m, map[string]func(string, any){
-					"group_header": func(path string, v any) {
-						if s, ok := l.name(path, v); ok {
-							if !validHeaderName(s) {
-								l.addf(path, "%q is not a valid HTTP header name", s)
-							}
-							cfg.Identity.GroupHeader = s
-						}
-					},
-				})
-			}
-		},
-		"model_aliases": func(path string, v any) {
-			m, ok := l.object(path, v)
-			if !ok {
-				return
-			}
-			cfg.ModelAliases = map[string]string{}
-			for _, k := range slices.Sorted(maps.Keys(m)) {
-				p := path + "." + k
-				if strings.TrimSpace(k) == "" {
-					l.addf(path, "blank model name as an alias")
-					continue
-				}
-				if s, ok := l.name(p, m[k]); ok {
-					cfg.ModelAliases[k] = s
-				}
-			}
-		},
+		"identity":      func(path string, v any) { cfg.Identity = l.identity(path, v) },
+		"model_aliases": func(path string, v any) { cfg.ModelAliases = l.modelAliases(path, v) },
 		"budgets": func(path string, v any) {
 			for i, item := range l.list(path, v) {
 				cfg.Budgets = append(cfg.Budgets, l.budget(fmt.Sprintf("%s[%d]", path, i), item))
 			}
 		},
-		"metrics": func(path string, v any) {
-			cfg.Metrics = &tiergatev1.Metrics{}
-			if m, ok := l.object(path, v); ok {
-				l.fields(path, m, map[string]func(string, any){
-					"models": func(path string, v any) { cfg.Metrics.Models = l.names(path, v, "model name") },
-				})
-			}
-		},
+		"metrics":      func(path string, v any) { cfg.Metrics = l.metrics(path, v) },
 		"prices":       func(path string, v any) { cfg.Prices = l.prices(path, v) },
 		"budget_store": func(path string, v any) { cfg.BudgetStore = l.budgetStore(path, v) },
 	})
 	l.crossCheck(cfg)
 	l.crossCheckBudgets(cfg, pricesGiven(cfg))
 	return cfg
+}
+
+// document decodes YAML or JSON into plain values, numbers kept as written
+// (json.Number, so an integer is never read as a float). empty is the
+// problem an empty file is.
+func (l *loader) document(data []byte, empty string) (any, bool) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		l.addf("", "%s", empty)
+		return nil, false
+	}
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		l.addf("", "not valid YAML or JSON: %v", err)
+		return nil, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.UseNumber()
+	var doc any
+	if err := dec.Decode(&doc); err != nil {
+		l.addf("", "not valid YAML or JSON: %v", err)
+		return nil, false
+	}
+	return doc, true
+}
+
+func (l *loader) identity(path string, v any) *tiergatev1.Identity {
+	id := &tiergatev1.Identity{}
+	if m, ok := l.object(path, v); ok {
+		l.fields(path, m, map[string]func(string, any){
+			"group_header": func(path string, v any) {
+				if s, ok := l.name(path, v); ok {
+					if !validHeaderName(s) {
+						l.addf(path, "%q is not a valid HTTP header name", s)
+					}
+					id.GroupHeader = s
+				}
+			},
+		})
+	}
+	return id
+}
+
+func (l *loader) modelAliases(path string, v any) map[string]string {
+	m, ok := l.object(path, v)
+	if !ok {
+		return nil
+	}
+	aliases := map[string]string{}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		p := path + "." + k
+		if strings.TrimSpace(k) == "" {
+			l.addf(path, "blank model name as an alias")
+			continue
+		}
+		if s, ok := l.name(p, m[k]); ok {
+			aliases[k] = s
+		}
+	}
+	return aliases
+}
+
+func (l *loader) metrics(path string, v any) *tiergatev1.Metrics {
+	mt := &tiergatev1.Metrics{}
+	if m, ok := l.object(path, v); ok {
+		l.fields(path, m, map[string]func(string, any){
+			"models": func(path string, v any) { mt.Models = l.names(path, v, "model name") },
+		})
+	}
+	return mt
 }
 
 func (l *loader) rule(path string, v any) *tiergatev1.Rule {

@@ -18,8 +18,10 @@ const (
 	UnpricedAudio = "audio"
 )
 
-// UnpricedReasons lists every reason, for series started at zero.
-var UnpricedReasons = []string{UnpricedNoUsage, UnpricedNoPrice, UnpricedAudio}
+// UnpricedReasons returns every reason, for series started at zero.
+func UnpricedReasons() []string {
+	return []string{UnpricedNoUsage, UnpricedNoPrice, UnpricedAudio}
+}
 
 // Tokens are the counts a cost is worked out from; -1 is unknown. Input
 // includes the cached and cache-write tokens, as in the usage record.
@@ -69,10 +71,10 @@ func (p *Policy) Currency() string {
 	return p.prices.currency
 }
 
-// PriceTier is the tier a request or turn is priced at: the one the
+// priceTier is the tier a request or turn is priced at: the one the
 // upstream reported, else the one sent; no tier and auto are default.
 // Anything unrecognised is TierUnrecognised, which has no price.
-func PriceTier(sent, reported string) Tier {
+func priceTier(sent, reported string) Tier {
 	s := reported
 	if s == "" {
 		s = sent
@@ -90,12 +92,12 @@ func PriceTier(sent, reported string) Tier {
 
 // Cost prices b with the policy's price table (docs/contracts.md, "Cost").
 func (p *Policy) Cost(b *Billable) Cost {
-	c := Cost{Currency: p.Currency(), Tier: PriceTier(b.TierSent, b.TierReported)}
+	c := Cost{Currency: p.Currency(), Tier: priceTier(b.TierSent, b.TierReported)}
 	c.Model = b.Model
 	if c.Model == "" {
 		c.Model = b.ResponseModel
 	}
-	c.Model = p.MatchModel(c.Model)
+	c.Model = p.matchModel(c.Model)
 	tk := b.Tokens
 	switch {
 	case tk.Input < 0 || tk.Output < 0:

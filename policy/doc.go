@@ -10,8 +10,9 @@
 // (ShadowRule, Shadows) without deciding anything. It also decodes policy
 // test files (LoadTests), as strictly as policy files.
 //
-// It knows nothing of gRPC, Envoy or WebSockets: callers hand it the
-// endpoint, the caller's identity, and the raw body or frame, and get back a
-// decision plus the bytes to forward. Rewriting never re-marshals a body; a
+// It knows nothing of gRPC, Envoy or WebSocket connections: callers hand it
+// the endpoint, the caller's identity, and the raw body or frame, and get
+// back a decision plus the bytes to forward, or a Refusal that says how to
+// answer instead (HTTP status, error body, WebSocket event and close code). Rewriting never re-marshals a body; a
 // body that needs no change is never copied.
 package policy

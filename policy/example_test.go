@@ -68,8 +68,8 @@ func Example() {
 			Body:   []byte(c.body),
 		})
 		switch {
-		case out.Refused():
-			fmt.Printf("%s by %s: %d %s\n", out.Action, out.Rule, out.Status, out.ErrorBody)
+		case out.Refusal != policy.RefusalNone:
+			fmt.Printf("%s by %s: %d %s\n", out.Action, out.Rule, out.Refusal.Status(), out.Refusal.Body(ep, out.Message))
 		case out.BodyChanged:
 			fmt.Printf("%s by %s: sends %s\n", out.Action, out.Rule, out.Body)
 		default:
@@ -85,12 +85,13 @@ func Example() {
 // A body that is not valid JSON on a policed endpoint is refused with 400 in
 // the endpoint's shape (here Anthropic's), never waved through.
 func ExamplePolicy_DecideHTTP_invalidJSON() {
+	ep, _ := policy.ParsePath("/v1/messages")
 	out := policy.Default().DecideHTTP(&policy.HTTPRequest{
-		Endpoint: policy.EndpointForPath("/v1/messages"),
+		Endpoint: ep,
 		Header:   headers(nil),
 		Body:     []byte(`{"model":"claude-opus-4-6","speed":"fast",}`),
 	})
-	fmt.Println(out.Status == http.StatusBadRequest, string(out.ErrorBody))
+	fmt.Println(out.Refusal.Status() == http.StatusBadRequest, string(out.Refusal.Body(ep, out.Message)))
 	// Output:
 	// true {"type":"error","error":{"type":"invalid_request_error","message":"the request body is not valid JSON: invalid JSON at byte 42"}}
 }

@@ -77,9 +77,9 @@ groups: [{name: forced, force_service_tier: flex}]
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			res := p.ApplyFrame(&Request{Endpoint: EndpointResponsesWS, Group: tc.group, SessionModels: tc.session}, []byte(tc.frame))
-			if res.Policed != tc.policed || res.Action != tc.action || res.Status != tc.status || res.Rule != tc.rule {
+			if res.Policed != tc.policed || res.Action != tc.action || res.Refusal.Status() != tc.status || res.Rule != tc.rule {
 				t.Fatalf("policed=%v action=%v status=%d rule=%q, want %v %v %d %q",
-					res.Policed, res.Action, res.Status, res.Rule, tc.policed, tc.action, tc.status, tc.rule)
+					res.Policed, res.Action, res.Refusal.Status(), res.Rule, tc.policed, tc.action, tc.status, tc.rule)
 			}
 			want := tc.out
 			if want == "" {
@@ -115,7 +115,7 @@ func TestEnsureUsage(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			res := p.Apply(&Request{Endpoint: EndpointChatCompletions, EnsureUsage: true}, []byte(tc.body))
+			res := p.apply(&Request{Endpoint: EndpointChatCompletions, EnsureUsage: true}, []byte(tc.body))
 			want := tc.out
 			if want == "" {
 				want = tc.body

@@ -7,8 +7,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
-
 	"github.com/tiergate/tiergate/internal/foldedjson"
+	"github.com/tiergate/tiergate/internal/jsonscan"
 )
 
 const fuzzPolicy = `
@@ -78,16 +78,16 @@ func FuzzApply(f *testing.F) {
 		if frame {
 			res = p.ApplyFrame(req, body)
 		} else {
-			res = p.Apply(req, body)
+			res = p.apply(req, body)
 		}
 		valid := json.Valid(body)
-		if !valid && res.Status != 400 {
-			t.Fatalf("invalid JSON got status %d: %q", res.Status, body)
+		if !valid && res.Refusal.Status() != 400 {
+			t.Fatalf("invalid JSON got status %d: %q", res.Refusal.Status(), body)
 		}
-		if valid && utf8.Valid(body) && res.Status == 400 {
-			t.Fatalf("valid JSON refused (%v): %q", res.Err, body)
+		if valid && utf8.Valid(body) && res.Refusal.Status() == 400 {
+			t.Fatalf("valid JSON refused (%v): %q", res.Message, body)
 		}
-		if res.Status != 0 {
+		if res.Refusal.Status() != 0 {
 			return
 		}
 		out := res.Body
@@ -97,7 +97,7 @@ func FuzzApply(f *testing.F) {
 		if !res.BodyChanged && !bytes.Equal(out, body) {
 			t.Fatalf("BodyChanged is false but the body differs")
 		}
-		if ep.Anthropic() {
+		if ep.anthropic() {
 			checkAnthropicOutput(t, p, res, out)
 			return
 		}
@@ -115,19 +115,19 @@ func FuzzApply(f *testing.F) {
 				}
 				tier := tierOfValue(tok)
 				model := ""
-				if m, ok := stringValue(nil, modelTok); ok {
+				if m, ok := jsonscan.StringValue(nil, modelTok); ok {
 					model = string(m)
 				} else if frame {
 					model = "gpt-5.5"
 				}
-				if v := p.judge(ep, group, tier, p.MatchModel(model)); v.action != ActionPass {
+				if v := p.judge(ep, group, tier, p.matchModel(model)); v.action != ActionPass {
 					t.Fatalf("%s reads service_tier %s (model %q) that the policy refuses (%v):\n in: %s\nout: %s",
 						reader.name, tok, model, v.action, body, out)
 				}
 				if group == "vip" && tier == TierPriority {
 					t.Fatalf("%s reads priority past vip's exhausted budget:\n in: %s\nout: %s", reader.name, body, out)
 				}
-				if tier.Concrete() && tier != res.Sent && !frame {
+				if tier.concrete() && tier != res.Sent && !frame {
 					t.Fatalf("%s reads %v, decision says %v was sent:\n in: %s\nout: %s", reader.name, tier, res.Sent, body, out)
 				}
 			}

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"bytes"
-	"errors"
 	"runtime"
 	"strconv"
 	"strings"
@@ -46,10 +45,10 @@ func runHostile(t *testing.T, p *Policy, cases []hostileCase) {
 			if tc.endpoint == EndpointResponsesWS || tc.endpoint == EndpointRealtime {
 				res = p.ApplyFrame(req, []byte(tc.body))
 			} else {
-				res = p.Apply(req, []byte(tc.body))
+				res = p.apply(req, []byte(tc.body))
 			}
-			if res.Action != tc.action || res.Status != tc.status {
-				t.Fatalf("action=%v status=%d (%v), want action=%v status=%d", res.Action, res.Status, res.Err, tc.action, tc.status)
+			if res.Action != tc.action || res.Refusal.Status() != tc.status {
+				t.Fatalf("action=%v status=%d (%v), want action=%v status=%d", res.Action, res.Refusal.Status(), res.Message, tc.action, tc.status)
 			}
 			if tc.requests != TierNone && res.Requested != tc.requests {
 				t.Errorf("requested = %v, want %v", res.Requested, tc.requests)
@@ -397,11 +396,11 @@ func TestTooManyOccurrencesAreRefused(t *testing.T) {
 			if tc.endpoint == EndpointResponsesWS {
 				res = p.ApplyFrame(req, []byte(tc.body))
 			} else {
-				res = p.Apply(req, []byte(tc.body))
+				res = p.apply(req, []byte(tc.body))
 			}
-			got := errors.Is(res.Err, ErrTooManyOccurrences)
-			if got != tc.refused || (got && (res.Status != 400 || res.Action != ActionBlock)) {
-				t.Fatalf("too many = %v (status %d, action %v, err %v), want %v", got, res.Status, res.Action, res.Err, tc.refused)
+			got := res.Refusal == RefusalTooManyOccurrences
+			if got != tc.refused || (got && (res.Refusal.Status() != 400 || res.Action != ActionBlock)) {
+				t.Fatalf("too many = %v (status %d, action %v, err %v), want %v", got, res.Refusal.Status(), res.Action, res.Message, tc.refused)
 			}
 		})
 	}
@@ -441,11 +440,11 @@ func TestMemoryIsBoundedByTheKeysRead(t *testing.T) {
 			if tc.ep == EndpointResponsesWS {
 				res = p.ApplyFrame(req, body)
 			} else {
-				res = p.Apply(req, body)
+				res = p.apply(req, body)
 			}
 			runtime.ReadMemStats(&after)
-			if res.Status != tc.status {
-				t.Fatalf("status %d (%v), want %d", res.Status, res.Err, tc.status)
+			if res.Refusal.Status() != tc.status {
+				t.Fatalf("status %d (%v), want %d", res.Refusal.Status(), res.Message, tc.status)
 			}
 			// The rewritten body (twice, for a rewritten nested object; the
 			// race detector adds about one more) and small change; not
@@ -546,8 +545,8 @@ func TestEvaluationWorkIsLinearInTheBody(t *testing.T) {
 				} else {
 					res, work[i] = p.applyCounted(req, body)
 				}
-				if res.Status != 0 && res.Status != 403 && !errors.Is(res.Err, ErrTooManyOccurrences) {
-					t.Fatalf("n=%d: status %d (%v)", n, res.Status, res.Err)
+				if res.Refusal.Status() != 0 && res.Refusal.Status() != 403 && res.Refusal != RefusalTooManyOccurrences {
+					t.Fatalf("n=%d: status %d (%v)", n, res.Refusal.Status(), res.Message)
 				}
 			}
 			for i := 1; i < len(work); i++ {
@@ -603,8 +602,8 @@ func TestPathsAreNormalisedBeforeMatching(t *testing.T) {
 			if ep != tc.endpoint || dep != tc.deployment {
 				t.Errorf("ParsePath(%q) = %v, %q; want %v, %q", tc.path, ep, dep, tc.endpoint, tc.deployment)
 			}
-			if got := EndpointForPath(tc.path); got != tc.endpoint {
-				t.Errorf("EndpointForPath(%q) = %v, want %v", tc.path, got, tc.endpoint)
+			if got := endpointForPath(tc.path); got != tc.endpoint {
+				t.Errorf("endpointForPath(%q) = %v, want %v", tc.path, got, tc.endpoint)
 			}
 		})
 	}

@@ -3,10 +3,9 @@ package policy
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 
-	"github.com/tiergate/tiergate/contentcoding"
+	"github.com/tiergate/tiergate/internal/contentcoding"
 )
 
 // HTTPRequest is an HTTP request to a policed endpoint, as the policy needs
@@ -17,8 +16,13 @@ type HTTPRequest struct {
 	// Deployment is the deployment an Azure-style path names (ParsePath),
 	// "" for none: it selects the model, so it is a candidate too.
 	Deployment string
-	// Header looks a header up by lower-case name ("" when absent).
+	// Header looks a header up by lower-case name ("" when absent); nil
+	// for a request without headers.
 	Header func(name string) string
+	// Group, when not empty, is the caller's group already resolved
+	// (tiergate replay reads it from a usage record); empty resolves it
+	// from the headers (Policy.GroupFromHeaders).
+	Group string
 	// Beta holds every anthropic-beta header line.
 	Beta []string
 	// ContentEncoding holds every content-encoding header line. An
@@ -36,30 +40,26 @@ type HTTPRequest struct {
 	Buf []byte
 }
 
-// HTTPOutcome is what becomes of an HTTP request.
+// HTTPOutcome is what becomes of an HTTP request. When Refusal is not
+// RefusalNone, tiergate answers the request itself with Refusal.Status()
+// and Refusal.Body(endpoint, Message).
 type HTTPOutcome struct {
 	Result
-	// Refusal and ErrorBody are why and with what tiergate answers the
-	// request itself, when it does (Refused).
-	Refusal   Refusal
-	ErrorBody []byte
 	// Decoded reports that a compressed body was decoded: what goes upstream
 	// is the decoded body without content-encoding.
 	Decoded bool
 }
 
-// Refused reports that tiergate answers the request itself, with
-// Refusal.Status() (which is Status) and ErrorBody.
-func (o *HTTPOutcome) Refused() bool { return o.Status != 0 }
-
 // DecideHTTP decides an HTTP request: resolves the caller's group, decodes
-// a compressed body, applies the policy and, when the request is refused,
-// renders the error body. A streamed Chat Completions request is made to
+// a compressed body and applies the policy. A streamed Chat Completions request is made to
 // ask for its usage (Request.EnsureUsage), which the server needs to account
 // it. A request without a body passes untouched (docs/contracts.md,
 // "Evaluation").
 func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
-	group := p.GroupFromHeaders(r.Header)
+	group := r.Group
+	if group == "" {
+		group = p.GroupFromHeaders(r.header)
+	}
 	body := r.Body
 	var out HTTPOutcome
 	if len(body) == 0 {
@@ -70,12 +70,12 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 		decoded, err := contentcoding.Decode(enc, body, r.MaxDecoded)
 		switch {
 		case errors.Is(err, contentcoding.ErrUnsupported):
-			return p.refuse(r.Endpoint, group, RefusalUnsupportedEncoding,
+			return refuse(group, RefusalUnsupportedEncoding,
 				fmt.Sprintf("content-encoding %q is not supported; send the body uncompressed, gzip or deflate", enc))
 		case errors.Is(err, contentcoding.ErrTooLarge):
-			return p.refuse(r.Endpoint, group, RefusalInvalidJSON, "the decompressed body is too large")
+			return refuse(group, RefusalInvalidJSON, "the decompressed body is too large")
 		case err != nil:
-			return p.refuse(r.Endpoint, group, RefusalInvalidJSON, "the body could not be decompressed: "+err.Error())
+			return refuse(group, RefusalInvalidJSON, "the body could not be decompressed: "+err.Error())
 		}
 		body, out.Decoded = decoded, true
 	}
@@ -83,31 +83,29 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 	if r.Deployment != "" {
 		pathModels = []string{r.Deployment}
 	}
-	out.Result = p.Apply(&Request{
+	out.Result = p.apply(&Request{
 		Endpoint: r.Endpoint, Group: group, Beta: r.Beta, EnsureUsage: true, Buf: r.Buf, PathModels: pathModels,
 		Spend: r.Spend,
 	}, body)
 	if out.Decoded {
 		out.BodyChanged = true // the decoded body replaces the compressed one
 	}
-	switch {
-	case errors.Is(out.Err, ErrTooManyOccurrences):
-		return p.refuse(r.Endpoint, group, RefusalTooManyOccurrences,
-			"the body repeats service_tier, model, speed or another key tiergate reads more than 64 times")
-	case out.Status == http.StatusBadRequest:
-		return p.refuse(r.Endpoint, group, RefusalInvalidJSON, "the request body is not valid JSON: "+out.Err.Error())
-	case out.Status == http.StatusForbidden, out.Status == http.StatusTooManyRequests:
-		out.Refusal = refusalOf(&out.Decision)
-		out.ErrorBody = ErrorBody(r.Endpoint, out.Refusal, out.Message)
-	}
 	return out
+}
+
+// header looks a header up, "" when absent or the request has none.
+func (r *HTTPRequest) header(name string) string {
+	if r.Header == nil {
+		return ""
+	}
+	return r.Header(name)
 }
 
 // contentEncoding returns the request's codings as one list.
 func (r *HTTPRequest) contentEncoding() string {
 	switch len(r.ContentEncoding) {
 	case 0:
-		return r.Header("content-encoding")
+		return r.header("content-encoding")
 	case 1:
 		return r.ContentEncoding[0]
 	}
@@ -139,13 +137,10 @@ func (o *HTTPOutcome) HeaderEdits(dst []HeaderEdit) []HeaderEdit {
 	return dst
 }
 
-func (p *Policy) refuse(ep Endpoint, group string, r Refusal, msg string) HTTPOutcome {
-	return HTTPOutcome{
-		Result: Result{
-			Decision: Decision{Action: ActionBlock, Group: group, Message: msg},
-			Status:   r.Status(),
-		},
-		Refusal:   r,
-		ErrorBody: ErrorBody(ep, r, msg),
-	}
+// refuse is the outcome of a request refused before the policy read it.
+func refuse(group string, r Refusal, msg string) HTTPOutcome {
+	return HTTPOutcome{Result: Result{
+		Decision: Decision{Action: ActionBlock, Group: group, Message: msg},
+		Refusal:  r,
+	}}
 }

@@ -43,7 +43,7 @@ func TestDecideHTTPAsTheServerForwards(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			out := p.DecideHTTP(&HTTPRequest{Endpoint: tc.ep, Header: tc.header, Beta: tc.beta, Body: []byte(tc.body), MaxDecoded: 1 << 20})
-			if out.Refused() || out.Action == ActionBlock {
+			if out.Refusal != RefusalNone || out.Action == ActionBlock {
 				t.Fatalf("refused: %s", out.Message)
 			}
 			if string(out.Body) != tc.want {
@@ -92,14 +92,15 @@ func TestDecideHTTPRefusesWhatItCannotRead(t *testing.T) {
 				return ""
 			}
 			out := p.DecideHTTP(&HTTPRequest{Endpoint: EndpointResponses, Header: header, Body: tc.body, MaxDecoded: 64 << 10})
-			if !out.Refused() || out.Status != tc.status || out.Refusal.Status() != tc.status {
-				t.Fatalf("refused %v, status %d (refusal %d); want %d", out.Refused(), out.Status, out.Refusal.Status(), tc.status)
+			if out.Refusal == RefusalNone || out.Refusal.Status() != tc.status {
+				t.Fatalf("refusal %v, status %d; want %d", out.Refusal, out.Refusal.Status(), tc.status)
 			}
 			var e struct {
 				Error struct{ Message, Code string }
 			}
-			if err := json.Unmarshal(out.ErrorBody, &e); err != nil || e.Error.Code != tc.code || !strings.HasPrefix(e.Error.Message, tc.message) {
-				t.Errorf("error body %s, want code %s and a message starting %q", out.ErrorBody, tc.code, tc.message)
+			body := out.Refusal.Body(EndpointResponses, out.Message)
+			if err := json.Unmarshal(body, &e); err != nil || e.Error.Code != tc.code || !strings.HasPrefix(e.Error.Message, tc.message) {
+				t.Errorf("error body %s, want code %s and a message starting %q", body, tc.code, tc.message)
 			}
 			if out.Sent != TierNone || out.Action != ActionBlock {
 				t.Errorf("sent %v, action %v; want none and block", out.Sent, out.Action)

@@ -9,10 +9,10 @@ const (
 	headerAPIKey        = "api-key"   // Azure OpenAI
 )
 
-// APIKeys returns the API keys a request carries: the bearer token of
+// apiKeys returns the API keys a request carries: the bearer token of
 // Authorization, x-api-key and api-key. get looks a header up by its
 // lower-case name.
-func APIKeys(get func(name string) string) []string {
+func apiKeys(get func(name string) string) []string {
 	var keys []string
 	if v := get(headerAuthorization); len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
 		keys = append(keys, strings.TrimSpace(v[7:]))
@@ -28,7 +28,7 @@ func APIKeys(get func(name string) string) []string {
 // GroupFromHeaders resolves the caller's group from request headers: the
 // value of the policy's group header when the request carries one, else
 // the group whose api_key_sha256 lists the SHA-256 of one of its API keys
-// (APIKeys, then extraKeys: keys found elsewhere, such as a WebSocket
+// (apiKeys, then extraKeys: keys found elsewhere, such as a WebSocket
 // subprotocol), else "". get looks a header up by its lower-case name.
 func (p *Policy) GroupFromHeaders(get func(name string) string, extraKeys ...string) string {
 	if p.groupHeader != "" {
@@ -39,5 +39,5 @@ func (p *Policy) GroupFromHeaders(get func(name string) string, extraKeys ...str
 	if len(p.keyGroups) == 0 {
 		return "" // no key is hashed when no group names one
 	}
-	return p.groupForKeys(append(APIKeys(get), extraKeys...))
+	return p.groupForKeys(append(apiKeys(get), extraKeys...))
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/tiergate/tiergate/internal/jsonscan"
 )
 
 // This file decides which member keys tiergate reads. An upstream's reader
@@ -82,7 +84,7 @@ func classifyKey(tok []byte) keyKind {
 // classifySlow classifies a key that holds escapes or non-ASCII runes.
 func classifySlow(raw []byte) keyKind {
 	var ubuf [64]byte
-	s, ok := unescape(ubuf[:0], raw)
+	s, ok := jsonscan.Unescape(ubuf[:0], raw)
 	if !ok {
 		return keyOther
 	}
@@ -194,3 +196,14 @@ func cString(b []byte) []byte {
 	}
 	return b
 }
+
+// scanKeys has a scan record each key tiergate reads, up to
+// maxOccurrences of each kind in one object.
+var scanKeys = jsonscan.Keys{
+	Kind: func(tok []byte) int { return int(classifyKey(tok)) },
+	Max:  maxOccurrences,
+}
+
+// Every kind must fit a scan's count of kinds: this fails to compile
+// when one more kind would not.
+var _ [jsonscan.MaxKinds - 1 - int(kindSession)]struct{}

@@ -66,11 +66,11 @@ func TestShadowDecisionsAreCountedByRuleAndAction(t *testing.T) {
 	}
 	p := mustLoad(t, budgetTestPrices+shadowPolicy)
 	for range 3 {
-		res := p.Apply(&Request{Endpoint: EndpointResponses, Group: "team-a", Spend: fixedSpend{}},
+		res := p.apply(&Request{Endpoint: EndpointResponses, Group: "team-a", Spend: fixedSpend{}},
 			[]byte(`{"model":"gpt-5.5","service_tier":"priority"}`))
 		m.ObserveShadows(&res.Decision)
 	}
-	res := p.Apply(&Request{Endpoint: EndpointResponses}, []byte(`{"model":"gpt-4o","service_tier":"priority"}`))
+	res := p.apply(&Request{Endpoint: EndpointResponses}, []byte(`{"model":"gpt-4o","service_tier":"priority"}`))
 	m.ObserveShadows(&res.Decision)
 	want := `
 # HELP tiergate_policy_shadow_decisions_total Matches of shadow rules and shadow budgets (shadow: true), which decide nothing: rule is the rule's label or the budget's name, action what it would have done (pass, filter, block). Every shadow match of a request or frame is counted.

@@ -85,16 +85,16 @@ func (p *Policy) groupForKeys(apiKeys []string) string {
 	return ""
 }
 
-// ForcedTier returns the tier a group's requests are forced to, or TierNone.
-func (p *Policy) ForcedTier(group string) Tier {
+// forcedTier returns the tier a group's requests are forced to, or TierNone.
+func (p *Policy) forcedTier(group string) Tier {
 	if group == "" {
 		return TierNone
 	}
 	return p.forced[group]
 }
 
-// MatchModel returns the model as rules see it: mapped through model_aliases.
-func (p *Policy) MatchModel(model string) string {
+// matchModel returns the model as rules see it: mapped through model_aliases.
+func (p *Policy) matchModel(model string) string {
 	if m, ok := p.aliases[model]; ok {
 		return m
 	}
@@ -127,91 +127,6 @@ func (p *Policy) GroupLabel(group string) string {
 	return "other"
 }
 
-// Decision is the policy's verdict on one request or frame.
-type Decision struct {
-	// Action is what happens: the strictest verdict over every occurrence of
-	// the tier and every candidate model.
-	Action Action
-	// Requested is the tier the client asked for: the canonical form of the
-	// last occurrence, as a last-key-wins reader sees it.
-	Requested Tier
-	// Tier is the tier the deciding verdict judged (after any group force).
-	Tier Tier
-	// Sent is the tier in what goes upstream (TierNone when blocked or
-	// filtered).
-	Sent Tier
-	// Forced reports that the group's force_service_tier applied.
-	Forced bool
-	// Rule labels the rule that decided, "" when none matched.
-	Rule string
-	// Model is the model as matched (after aliases) by the deciding verdict.
-	Model string
-	// Group is the caller's group, "" for none.
-	Group string
-	// Message is the refusal message when Action is ActionBlock.
-	Message string
-	// Budget names the budget that acted (filtered the tier or refused the
-	// request), "" when none did.
-	Budget string
-	// RetryAfter is, when Budget refused the request, the whole seconds to
-	// the end of its window (the retry-after header).
-	RetryAfter int64
-	// ShadowRule and ShadowAction are the first shadow match (rules in
-	// order, then budgets): the record's and the metadata's shadow_rule and
-	// shadow_action. ShadowRule is "" when nothing matched.
-	ShadowRule   string
-	ShadowAction Action
-	// Shadows are every shadow match, in order, the first included: each
-	// is counted once. nil when none matched.
-	Shadows []ShadowMatch
-}
-
-// ShadowMatch is a shadow rule or budget that matched a request or frame:
-// what it would have done had it been enforced.
-type ShadowMatch struct {
-	// Rule is the rule's label or the budget's name.
-	Rule string
-	// Action is what it would have done. A shadow rule judged for several
-	// tiers or models reports the strictest of its verdicts; a shadow
-	// budget reports pass under its limit and on_exhausted at or above it.
-	Action Action
-	// Budget reports that Rule names a budget.
-	Budget bool
-}
-
-// shadow adds a match to d, which becomes the first one when none came
-// before.
-func (d *Decision) shadow(m ShadowMatch) {
-	if d.ShadowRule == "" {
-		d.ShadowRule, d.ShadowAction = m.Rule, m.Action
-	}
-	d.Shadows = append(d.Shadows, m)
-}
-
-// shadowHits collects, for one decision, the shadow rules that matched
-// (by index) with the strictest action each would have taken, in rule
-// order.
-type shadowHits []shadowHit
-
-type shadowHit struct {
-	rule   int
-	action Action
-}
-
-func (h *shadowHits) add(rule int, a Action) {
-	for i := range *h {
-		switch hit := &(*h)[i]; {
-		case hit.rule == rule:
-			hit.action = max(hit.action, a)
-			return
-		case hit.rule > rule:
-			*h = slices.Insert(*h, i, shadowHit{rule, a})
-			return
-		}
-	}
-	*h = append(*h, shadowHit{rule, a})
-}
-
 // verdict is one rule's answer for one tier and model.
 type verdict struct {
 	action Action
@@ -221,15 +136,10 @@ type verdict struct {
 	msg    string
 }
 
-// Evaluate judges a request: each tier occurrence against each candidate
+// evaluate judges a request: each tier occurrence against each candidate
 // model, first matching rule per pair, the strictest result over all pairs.
 // An empty tiers means no tier was sent; an empty models means the request
-// named no model.
-func (p *Policy) Evaluate(ep Endpoint, group string, tiers []Tier, models []string) Decision {
-	return p.evaluate(ep, group, tiers, models, nil)
-}
-
-// evaluate is Evaluate, counting its judgements in w when w is non-nil.
+// named no model. Its judgements are counted in w when w is non-nil.
 // Repeated tiers and models are judged once each, at their last
 // occurrence, so the work is bounded by the distinct values, not by how
 // often a body repeats them.
@@ -238,7 +148,7 @@ func (p *Policy) evaluate(ep Endpoint, group string, tiers []Tier, models []stri
 	if len(tiers) > 0 {
 		d.Requested = tiers[len(tiers)-1]
 	}
-	if f := p.ForcedTier(group); f != TierNone {
+	if f := p.forcedTier(group); f != TierNone {
 		d.Forced = true
 		tiers = []Tier{f}
 	}
@@ -249,7 +159,7 @@ func (p *Policy) evaluate(ep Endpoint, group string, tiers []Tier, models []stri
 	if len(tiers) > 0 {
 		best.tier = tiers[len(tiers)-1]
 	}
-	best.model = p.MatchModel(models[len(models)-1])
+	best.model = p.matchModel(models[len(models)-1])
 	var hits *shadowHits
 	if p.shadows {
 		hits = new(shadowHits)
@@ -322,7 +232,7 @@ func (p *Policy) distinctModels(dst, models []string) []string {
 			if m == "" && models[i] != "" {
 				continue // a reading that names no model
 			}
-			if m = p.MatchModel(m); seen != nil {
+			if m = p.matchModel(m); seen != nil {
 				if _, dup := seen[m]; dup {
 					continue
 				}
@@ -363,7 +273,7 @@ func (p *Policy) judge(ep Endpoint, group string, t Tier, model string) verdict 
 // place and then passed over, as if it had not matched.
 func (p *Policy) judgeAll(ep Endpoint, group string, t Tier, model string, hits *shadowHits) verdict {
 	v := verdict{action: ActionPass, tier: t, model: model}
-	if !t.Concrete() {
+	if !t.concrete() {
 		return v // a missing or unrecognised tier matches no rule
 	}
 	for i := range p.rules {

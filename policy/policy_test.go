@@ -230,10 +230,10 @@ func TestApplySemantics(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			res := p.Apply(&Request{Endpoint: tc.endpoint, Group: tc.group}, []byte(tc.body))
-			if res.Action != tc.action || res.Rule != tc.rule || res.Status != tc.status {
+			res := p.apply(&Request{Endpoint: tc.endpoint, Group: tc.group}, []byte(tc.body))
+			if res.Action != tc.action || res.Rule != tc.rule || res.Refusal.Status() != tc.status {
 				t.Fatalf("got action=%v rule=%q status=%d, want action=%v rule=%q status=%d",
-					res.Action, res.Rule, res.Status, tc.action, tc.rule, tc.status)
+					res.Action, res.Rule, res.Refusal.Status(), tc.action, tc.rule, tc.status)
 			}
 			if tc.message != "" && res.Message != tc.message {
 				t.Errorf("message = %q, want %q", res.Message, tc.message)
@@ -261,11 +261,11 @@ func TestApplySemantics(t *testing.T) {
 func TestDefaultPolicy(t *testing.T) {
 	t.Parallel()
 	p := Default()
-	res := p.Apply(&Request{Endpoint: EndpointChatCompletions}, []byte(`{"model":"x","service_tier":"fast"}`))
+	res := p.apply(&Request{Endpoint: EndpointChatCompletions}, []byte(`{"model":"x","service_tier":"fast"}`))
 	if res.Action != ActionFilter || res.Rule != "#1" || string(res.Body) != `{"model":"x"}` {
 		t.Fatalf("default policy: action=%v rule=%q body=%s", res.Action, res.Rule, res.Body)
 	}
-	res = p.Apply(&Request{Endpoint: EndpointChatCompletions}, []byte(`{"model":"x","service_tier":"flex"}`))
+	res = p.apply(&Request{Endpoint: EndpointChatCompletions}, []byte(`{"model":"x","service_tier":"flex"}`))
 	if res.Action != ActionPass || res.BodyChanged {
 		t.Fatalf("default policy on flex: action=%v changed=%v", res.Action, res.BodyChanged)
 	}
@@ -274,11 +274,11 @@ func TestDefaultPolicy(t *testing.T) {
 func TestDefaultMessageUsesModelAsMatched(t *testing.T) {
 	t.Parallel()
 	p := mustLoad(t, "rules: [{service_tier: priority, action: block}]\nmodel_aliases: {fast-model: gpt-5.5}\n")
-	res := p.Apply(&Request{Endpoint: EndpointResponses}, []byte(`{"model":"fast-model","service_tier":"priority"}`))
+	res := p.apply(&Request{Endpoint: EndpointResponses}, []byte(`{"model":"fast-model","service_tier":"priority"}`))
 	if want := "service_tier=priority is not allowed for model gpt-5.5"; res.Message != want {
 		t.Fatalf("message = %q, want %q", res.Message, want)
 	}
-	res = p.Apply(&Request{Endpoint: EndpointResponses}, []byte(`{"service_tier":"priority"}`))
+	res = p.apply(&Request{Endpoint: EndpointResponses}, []byte(`{"service_tier":"priority"}`))
 	if want := "service_tier=priority is not allowed for model "; res.Message != want {
 		t.Fatalf("message without a model = %q, want %q", res.Message, want)
 	}
@@ -287,16 +287,16 @@ func TestDefaultMessageUsesModelAsMatched(t *testing.T) {
 func TestWhitelistStarMatchesNoModel(t *testing.T) {
 	t.Parallel()
 	p := mustLoad(t, `rules: [{service_tier: priority, action: block, model_whitelist: ["*"]}]`)
-	res := p.Apply(&Request{Endpoint: EndpointResponses}, []byte(`{"service_tier":"priority"}`))
+	res := p.apply(&Request{Endpoint: EndpointResponses}, []byte(`{"service_tier":"priority"}`))
 	if res.Action != ActionBlock {
 		t.Fatalf("\"*\" must match a request without a model, got %v", res.Action)
 	}
 	p = mustLoad(t, `rules: [{service_tier: priority, action: block, model_whitelist: ["gpt-*"]}]`)
-	res = p.Apply(&Request{Endpoint: EndpointResponses}, []byte(`{"service_tier":"priority"}`))
+	res = p.apply(&Request{Endpoint: EndpointResponses}, []byte(`{"service_tier":"priority"}`))
 	if res.Action != ActionPass {
 		t.Fatalf("a prefix pattern must not match a request without a model, got %v", res.Action)
 	}
-	res = p.Apply(&Request{Endpoint: EndpointResponses}, []byte(`{"service_tier":"priority","model":"GPT-5"}`))
+	res = p.apply(&Request{Endpoint: EndpointResponses}, []byte(`{"service_tier":"priority","model":"GPT-5"}`))
 	if res.Action != ActionPass {
 		t.Fatalf("whitelists are case-sensitive, got %v", res.Action)
 	}
@@ -338,7 +338,7 @@ rules:
 			if g != tc.group {
 				t.Fatalf("group = %q, want %q", g, tc.group)
 			}
-			res := p.Apply(&Request{Endpoint: EndpointResponses, Group: g}, []byte(`{"service_tier":"priority"}`))
+			res := p.apply(&Request{Endpoint: EndpointResponses, Group: g}, []byte(`{"service_tier":"priority"}`))
 			if res.Action != tc.action {
 				t.Fatalf("action = %v, want %v", res.Action, tc.action)
 			}
@@ -393,8 +393,8 @@ func TestEndpointForPath(t *testing.T) {
 		"/v1/chat/completions/":            EndpointChatCompletions,
 	}
 	for path, want := range cases {
-		if got := EndpointForPath(path); got != want {
-			t.Errorf("EndpointForPath(%q) = %v, want %v", path, got, want)
+		if got := endpointForPath(path); got != want {
+			t.Errorf("endpointForPath(%q) = %v, want %v", path, got, want)
 		}
 	}
 }

@@ -243,14 +243,14 @@ func TestReloadSwapsPrices(t *testing.T) {
 		t.Fatalf("cost %d before the reload, want 1 USD", got)
 	}
 	k.update(table("2.5"))
-	if r := w.Reload(); r != ReloadSuccess {
+	if r := w.reload(); r != reloadSuccess {
 		t.Fatalf("reload = %q", r)
 	}
 	if got := cost().Pico; got != 2_500_000_000_000 {
 		t.Errorf("cost %d after the reload, want 2.5 USD", got)
 	}
 	k.update(table("-1"))
-	if r := w.Reload(); r != ReloadInvalid {
+	if r := w.reload(); r != reloadInvalid {
 		t.Fatalf("a negative price reloaded as %q", r)
 	}
 	if got := cost().Pico; got != 2_500_000_000_000 {

@@ -37,11 +37,11 @@ func (s *Store) Load() *Policy { return s.p.Load() }
 // Set puts p in force.
 func (s *Store) Set(p *Policy) { s.p.Store(p) }
 
-// Reload results, the values of tiergate_config_reloads_total's result label.
+// reload results, the values of tiergate_config_reloads_total's result label.
 const (
-	ReloadSuccess = "success"
-	ReloadInvalid = "invalid"
-	ReloadMissing = "missing"
+	reloadSuccess = "success"
+	reloadInvalid = "invalid"
+	reloadMissing = "missing"
 )
 
 // reloadMetrics are the config reload collectors.
@@ -72,7 +72,7 @@ func newReloadMetrics(reg prometheus.Registerer) (*reloadMetrics, error) {
 		}
 	}
 	// Start every result at zero so rate() and alerts see the series at once.
-	for _, r := range []string{ReloadSuccess, ReloadInvalid, ReloadMissing} {
+	for _, r := range []string{reloadSuccess, reloadInvalid, reloadMissing} {
 		m.reloads.WithLabelValues(r)
 	}
 	return m, nil
@@ -165,7 +165,7 @@ func (w *Watcher) Run(ctx context.Context) {
 	}
 	// The policy in force was read before the watch began; a change in
 	// between raised no event, so read once more now.
-	w.Reload()
+	w.reload()
 	close(w.watching)
 	poll := time.NewTicker(w.poll)
 	defer poll.Stop()
@@ -190,17 +190,17 @@ func (w *Watcher) Run(ctx context.Context) {
 			w.log.Warn("policy watch error", "path", w.path, "err", err)
 		case <-timer.C:
 			burstStart = time.Time{}
-			w.Reload()
+			w.reload()
 		case <-poll.C:
-			w.Reload()
+			w.reload()
 		}
 	}
 }
 
-// Reload reads the file once and puts it in force if it is valid and
+// reload reads the file once and puts it in force if it is valid and
 // differs from the policy in force. It returns the result label, or "" when
 // the file is unchanged.
-func (w *Watcher) Reload() string {
+func (w *Watcher) reload() string {
 	if w.path == "" {
 		return ""
 	}
@@ -211,8 +211,8 @@ func (w *Watcher) Reload() string {
 		} else {
 			w.log.Error("policy file unreadable; keeping the policy in force", "path", w.path, "err", err)
 		}
-		w.metrics.reloads.WithLabelValues(ReloadMissing).Inc()
-		return ReloadMissing
+		w.metrics.reloads.WithLabelValues(reloadMissing).Inc()
+		return reloadMissing
 	}
 	sum := sha256.Sum256(data)
 	if hex.EncodeToString(sum[:]) == w.store.Load().SHA256() {
@@ -220,20 +220,20 @@ func (w *Watcher) Reload() string {
 	}
 	p, err := Load(data)
 	if err == nil {
-		err = CheckSuccessor(w.store.Load(), p)
+		err = checkSuccessor(w.store.Load(), p)
 	}
 	if err != nil {
 		w.log.Error("policy file refused; keeping the policy in force", "path", w.path,
 			"sha256", w.store.Load().SHA256(), "problems", err.Error())
-		w.metrics.reloads.WithLabelValues(ReloadInvalid).Inc()
-		return ReloadInvalid
+		w.metrics.reloads.WithLabelValues(reloadInvalid).Inc()
+		return reloadInvalid
 	}
 	w.store.Set(p)
 	w.metrics.inForce(p)
-	w.metrics.reloads.WithLabelValues(ReloadSuccess).Inc()
+	w.metrics.reloads.WithLabelValues(reloadSuccess).Inc()
 	w.log.Info("policy reloaded", "path", w.path, "sha256", p.SHA256(), "rules", len(p.rules), "budgets", len(p.budgets))
 	if w.reloaded != nil {
 		w.reloaded(p)
 	}
-	return ReloadSuccess
+	return reloadSuccess
 }

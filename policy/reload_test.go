@@ -115,19 +115,19 @@ func TestReloadKubeletConfigMap(t *testing.T) {
 	// file is counted each time it is read, so that is at least once.
 	k.update(blockFile)
 	waitForRule(t, store, "v2")
-	if got := waitForCount(t, w, ReloadSuccess, 1); got != 1 {
+	if got := waitForCount(t, w, reloadSuccess, 1); got != 1 {
 		t.Errorf("reloads{result=success} = %v after one update, want 1", got)
 	}
 
 	k.update(brokenFile)
-	waitForCount(t, w, ReloadInvalid, 1)
+	waitForCount(t, w, reloadInvalid, 1)
 	if got := store.Load().rules[0].label; got != "v2" {
 		t.Fatalf("a bad update replaced the policy: rule %q in force", got)
 	}
 
 	k.update(passFile)
 	waitForRule(t, store, "v3")
-	if got := waitForCount(t, w, ReloadSuccess, 2); got != 2 {
+	if got := waitForCount(t, w, reloadSuccess, 2); got != 2 {
 		t.Errorf("reloads{result=success} = %v after two good updates, want 2", got)
 	}
 
@@ -233,19 +233,19 @@ func TestReloadMissingFileKeepsPolicy(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	if got := w.Reload(); got != ReloadMissing {
+	if got := w.reload(); got != reloadMissing {
 		t.Fatalf("Reload of a missing file = %q", got)
 	}
 	if store.Load().rules[0].label != "v1" {
 		t.Fatal("a missing file replaced the policy")
 	}
-	if got := w.Reload(); got != ReloadMissing {
+	if got := w.reload(); got != reloadMissing {
 		t.Fatalf("second Reload = %q", got)
 	}
 	if err := os.WriteFile(path, []byte(filterFile), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got := w.Reload(); got != "" {
+	if got := w.reload(); got != "" {
 		t.Fatalf("Reload of the same content = %q, want no reload", got)
 	}
 }

@@ -2,11 +2,10 @@ package policy
 
 import (
 	"bytes"
-	"errors"
-	"net/http"
 	"slices"
-	"strings"
 	"sync"
+
+	"github.com/tiergate/tiergate/internal/jsonscan"
 )
 
 // Request describes the request (or WebSocket frame) a body belongs to.
@@ -31,7 +30,7 @@ type Request struct {
 	// do not act). It is taken as of the decision time: the request's
 	// headers or the frame's arrival.
 	Spend SpendView
-	// Buf, when non-nil, is storage for a rewritten body: Apply appends to
+	// Buf, when non-nil, is storage for a rewritten body: a decision appends to
 	// Buf[:0], so a caller that recycles buffers rewrites without
 	// allocating. The input body is never written to.
 	Buf []byte
@@ -40,11 +39,9 @@ type Request struct {
 // Result is a decision plus what to forward.
 type Result struct {
 	Decision
-	// Status is 0 when the request goes on, 403 when the policy refuses it,
-	// 429 when a budget does, and 400 when the body is not valid JSON (Err
-	// says where).
-	Status int
-	Err    error
+	// Refusal is why tiergate answers the request or frame itself, with
+	// Decision.Message as the error's message; RefusalNone when it goes on.
+	Refusal Refusal
 	// Body is what to forward: the input slice itself when BodyChanged is
 	// false, so a body that needs no change is never copied.
 	Body        []byte
@@ -80,15 +77,11 @@ const (
 	keySession       = "session"
 )
 
-// fastModeBeta is the anthropic-beta token tiergate adds when a group is
-// forced to priority on the Messages API.
-const fastModeBeta = "fast-mode-2026-02-01"
-
 // scratch holds the fixed-size buffers one evaluation needs, so a request
 // that passes untouched allocates (almost) nothing.
 type scratch struct {
-	doc     object
-	members [32]member
+	doc     jsonscan.Object
+	members [32]jsonscan.Member
 	tiers   [8]Tier
 	models  [4]string
 	edits   [32]edit
@@ -119,7 +112,7 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
 func getScratch() *scratch {
 	s := scratchPool.Get().(*scratch)
-	s.doc = object{members: s.members[:0]}
+	s.doc = jsonscan.Object{Members: s.members[:0]}
 	s.work = work{}
 	return s
 }
@@ -129,28 +122,28 @@ func putScratch(s *scratch) {
 	scratchPool.Put(s)
 }
 
-// Apply decides an HTTP request body (Chat Completions, Responses, Messages)
+// apply decides an HTTP request body (Chat Completions, Responses, Messages)
 // and produces what to forward.
-func (p *Policy) Apply(req *Request, body []byte) Result {
+func (p *Policy) apply(req *Request, body []byte) Result {
 	res, _ := p.applyCounted(req, body)
 	return res
 }
 
-// applyCounted is Apply, also reporting the work it did.
+// applyCounted is apply, also reporting the work it did.
 func (p *Policy) applyCounted(req *Request, body []byte) (Result, work) {
 	s := getScratch()
 	defer putScratch(s)
 	res := Result{Body: body, Policed: true}
-	isObj, err := scanDocument(body, &s.doc)
+	isObj, err := jsonscan.Document(body, &s.doc, &scanKeys)
 	if err != nil {
-		res.Status, res.Err = http.StatusBadRequest, err
-		res.Decision = Decision{Group: req.Group, Action: ActionBlock}
+		res.Refusal = RefusalInvalidJSON
+		res.Decision = Decision{Group: req.Group, Action: ActionBlock, Message: "the request body is not valid JSON: " + err.Error()}
 		return res, s.work
 	}
 	if !isObj {
-		s.doc = object{}
+		s.doc = jsonscan.Object{}
 	}
-	if req.Endpoint.Anthropic() {
+	if req.Endpoint.anthropic() {
 		p.applyAnthropic(req, body, s, &res)
 		return res, s.work
 	}
@@ -161,7 +154,7 @@ func (p *Policy) applyCounted(req *Request, body []byte) (Result, work) {
 // ApplyFrame decides a WebSocket client frame. Only response.create frames
 // are policed; others come back with Policed false and the frame unchanged.
 // A frame that is not valid JSON cannot be told apart from a response.create
-// a lenient reader would accept, so it is refused with Status 400.
+// a lenient reader would accept, so it is refused (RefusalInvalidJSON).
 func (p *Policy) ApplyFrame(req *Request, frame []byte) Result {
 	res, _ := p.applyFrameCounted(req, frame)
 	return res
@@ -172,17 +165,17 @@ func (p *Policy) applyFrameCounted(req *Request, frame []byte) (Result, work) {
 	s := getScratch()
 	defer putScratch(s)
 	res := Result{Body: frame}
-	isObj, err := scanDocument(frame, &s.doc)
+	isObj, err := jsonscan.Document(frame, &s.doc, &scanKeys)
 	if err != nil {
-		res.Status, res.Err, res.Policed = http.StatusBadRequest, err, true
-		res.Decision = Decision{Group: req.Group, Action: ActionBlock}
+		res.Refusal, res.Policed = RefusalInvalidJSON, true
+		res.Decision = Decision{Group: req.Group, Action: ActionBlock, Message: "the frame is not valid JSON: " + err.Error()}
 		return res, s.work
 	}
-	if s.doc.tooMany {
+	if s.doc.TooMany {
 		// Its type members were not all recorded: it may be a
 		// response.create, and is refused as one would be.
 		res.Policed = true
-		refuseTooMany(req, &res)
+		refuseTooMany(req, &res, true)
 		return res, s.work
 	}
 	if !isObj || !hasStringMember(frame, &s.doc, kindType, "response.create") {
@@ -196,103 +189,126 @@ func (p *Policy) applyFrameCounted(req *Request, frame []byte) (Result, work) {
 // nestedResponse is a "response" member of a frame whose value is an object.
 type nestedResponse struct {
 	member int
-	obj    object
+	obj    jsonscan.Object
 }
 
 // applyOpenAI polices an OpenAI body or frame: every service_tier member at
 // the top level and, on frames, in every "response" object.
 func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result, frame bool) {
-	top := &s.doc
-	if top.tooMany {
-		refuseTooMany(req, res)
+	rd, ok := readOpenAI(body, s, frame)
+	if !ok {
+		refuseTooMany(req, res, frame)
 		return
 	}
-	tiers := s.tiers[:0]
-	models := s.models[:0]
-	var nested []nestedResponse
-	var count occurrences
-	stream := 0 // 1: every stream member is true; -1: one is not
-	for i, m := range top.members {
-		s.work.visits++
-		val := body[m.valStart:m.valEnd]
-		switch classifyKey(body[m.keyStart:m.keyEnd]) {
-		case kindServiceTier:
-			count.tiers++
-			tiers = append(tiers, tierOfValue(val))
-		case kindModel:
-			count.models++
-			if v, ok := stringValue(nil, val); ok {
-				models = append(models, string(v))
-			}
-		case kindStream:
-			if string(val) == "true" && stream >= 0 {
-				stream = 1
-			} else {
-				stream = -1
-			}
-		case kindResponse:
-			if !frame {
-				break
-			}
-			var o object
-			if scanNested(body, m.valStart, m.valEnd, &o) {
-				nested = append(nested, nestedResponse{member: i, obj: o})
-				count.nested = count.nested || o.tooMany
-			}
-		}
-		if count.over() {
-			refuseTooMany(req, res)
-			return
-		}
-	}
-	topModels := len(models)
-	for _, n := range nested {
-		for _, m := range n.obj.members {
-			s.work.visits++
-			switch classifyKey(body[m.keyStart:m.keyEnd]) {
-			case kindServiceTier:
-				count.tiers++
-				tiers = append(tiers, tierOfValue(body[m.valStart:m.valEnd]))
-			case kindModel:
-				// A model under response is a candidate beside the
-				// session's, not instead of it (Realtime's response.model).
-				count.models++
-				if v, ok := stringValue(nil, body[m.valStart:m.valEnd]); ok {
-					models = append(models, string(v))
-				}
-			}
-			if count.over() {
-				refuseTooMany(req, res)
-				return
-			}
-		}
-	}
+	models := rd.models
 	if len(models) > 0 {
 		res.RequestModel = models[len(models)-1]
-		if topModels > 0 {
-			res.RequestModel = models[topModels-1]
+		if rd.topModels > 0 {
+			res.RequestModel = models[rd.topModels-1]
 		}
 	}
 	// A Realtime response.create has no top-level model (docs/contracts.md,
 	// "Wire facts"):
 	// the upstream runs it under the session model whatever the frame
 	// names there, so the session's models stay candidates beside it.
-	if frame && (topModels == 0 || req.Endpoint == EndpointRealtime) {
+	if frame && (rd.topModels == 0 || req.Endpoint == EndpointRealtime) {
 		models = append(models, req.SessionModels...)
 		if res.RequestModel == "" && len(req.SessionModels) > 0 {
 			res.RequestModel = req.SessionModels[len(req.SessionModels)-1]
 		}
 	}
 	models = append(models, req.PathModels...)
-	res.Stream = stream == 1 || frame
-	res.Decision = p.evaluate(req.Endpoint, req.Group, tiers, models, &s.work)
+	res.Stream = rd.stream == 1 || frame
+	res.Decision = p.evaluate(req.Endpoint, req.Group, rd.tiers, models, &s.work)
 	p.applyBudgets(&res.Decision, req.Spend, models)
 	if res.Action == ActionBlock {
-		res.Status = refusalOf(&res.Decision).Status()
-		res.Sent = TierNone
+		res.Refusal, res.Sent = refusalOf(&res.Decision), TierNone
 		return
 	}
+	rewriteOpenAI(req, body, s, res, &rd)
+}
 
+// openAIRead is what an OpenAI body or frame says, read from its members.
+type openAIRead struct {
+	tiers []Tier // every service_tier, top level and nested
+	// models are every model named, the top level's first (topModels of
+	// them), then the nested objects'.
+	models    []string
+	topModels int
+	nested    []nestedResponse // a frame's response objects
+	stream    int              // 1: every stream member is true; -1: one is not
+	carried   bool             // a service_tier member was sent
+}
+
+// readOpenAI reads the top-level members and, on frames, those of every
+// "response" object. ok is false when a key repeats too often.
+func readOpenAI(body []byte, s *scratch, frame bool) (rd openAIRead, ok bool) {
+	top := &s.doc
+	if top.TooMany {
+		return rd, false
+	}
+	rd.tiers, rd.models = s.tiers[:0], s.models[:0]
+	var count occurrences
+	for i, m := range top.Members {
+		s.work.visits++
+		val := body[m.ValStart:m.ValEnd]
+		switch classifyKey(body[m.KeyStart:m.KeyEnd]) {
+		case kindServiceTier:
+			count.tiers++
+			rd.tiers = append(rd.tiers, tierOfValue(val))
+		case kindModel:
+			count.models++
+			if v, ok := jsonscan.StringValue(nil, val); ok {
+				rd.models = append(rd.models, string(v))
+			}
+		case kindStream:
+			if string(val) == "true" && rd.stream >= 0 {
+				rd.stream = 1
+			} else {
+				rd.stream = -1
+			}
+		case kindResponse:
+			if !frame {
+				break
+			}
+			var o jsonscan.Object
+			if jsonscan.Nested(body, m.ValStart, m.ValEnd, &o, &scanKeys) {
+				rd.nested = append(rd.nested, nestedResponse{member: i, obj: o})
+				count.nested = count.nested || o.TooMany
+			}
+		}
+		if count.over() {
+			return rd, false
+		}
+	}
+	rd.topModels = len(rd.models)
+	for _, n := range rd.nested {
+		for _, m := range n.obj.Members {
+			s.work.visits++
+			switch classifyKey(body[m.KeyStart:m.KeyEnd]) {
+			case kindServiceTier:
+				count.tiers++
+				rd.tiers = append(rd.tiers, tierOfValue(body[m.ValStart:m.ValEnd]))
+			case kindModel:
+				// A model under response is a candidate beside the
+				// session's, not instead of it (Realtime's response.model).
+				count.models++
+				if v, ok := jsonscan.StringValue(nil, body[m.ValStart:m.ValEnd]); ok {
+					rd.models = append(rd.models, string(v))
+				}
+			}
+			if count.over() {
+				return rd, false
+			}
+		}
+	}
+	rd.carried = count.tiers > 0
+	return rd, true
+}
+
+// rewriteOpenAI makes the body carry what the decision in res allows.
+func rewriteOpenAI(req *Request, body []byte, s *scratch, res *Result, rd *openAIRead) {
+	top := &s.doc
 	// What each object that carries the key must end up with: nothing on
 	// filter; on pass, one member with the canonical value (or, for a value
 	// tiergate does not recognise, the raw value of the last occurrence).
@@ -302,15 +318,14 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 		want = quotedTier[res.Sent]
 	}
 	topEdits := planTier(body, top, keep, want, s)
-	carried := count.tiers > 0
-	for _, n := range nested {
+	for _, n := range rd.nested {
 		if e := planTier(body, &n.obj, keep, want, nil); e != nil {
 			if topEdits == nil {
-				topEdits = s.topEdits(len(top.members))
+				topEdits = s.topEdits(len(top.Members))
 			}
 			// Sized up front: a large object grown by appends costs
 			// twice its size.
-			buf := make([]byte, 0, n.obj.end-n.obj.start)
+			buf := make([]byte, 0, n.obj.End-n.obj.Start)
 			topEdits[n.member].replace = rebuild(buf, body, &n.obj, e, nil)
 		}
 	}
@@ -318,14 +333,14 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 	// Force adds a key only where none was sent, and never to a Realtime
 	// frame: Realtime has no service_tier parameter, and an unknown one may
 	// fail the turn (docs/contracts.md, "Evaluation", step 6).
-	if res.Forced && res.Action == ActionPass && !carried && req.Endpoint != EndpointRealtime {
+	if res.Forced && res.Action == ActionPass && !rd.carried && req.Endpoint != EndpointRealtime {
 		adds = append(adds, `"service_tier":`+res.Sent.quoted())
 	}
-	if req.EnsureUsage && req.Endpoint == EndpointChatCompletions && stream == 1 {
+	if req.EnsureUsage && req.Endpoint == EndpointChatCompletions && rd.stream == 1 {
 		var added, tooMany bool
 		topEdits, adds, added, tooMany = ensureIncludeUsage(body, top, topEdits, adds, s)
 		if tooMany {
-			refuseTooMany(req, res)
+			refuseTooMany(req, res, false)
 			return
 		}
 		res.UsageAdded = added
@@ -339,12 +354,6 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 // every occurrence is judged, and no honest client repeats a key 65 times.
 const maxOccurrences = 64
 
-// ErrTooManyOccurrences is Result.Err for a body or frame with more than 64
-// occurrences of service_tier, model or speed at the levels read, or more
-// than 64 of any other key tiergate reads in one object (which would
-// otherwise be recorded without bound).
-var ErrTooManyOccurrences = errors.New("more than 64 occurrences of service_tier, model, speed or another key read")
-
 // occurrences counts the raw (folded) occurrences of the keys judged.
 type occurrences struct {
 	tiers, models, speeds int
@@ -355,28 +364,36 @@ func (c *occurrences) over() bool {
 	return c.tiers > maxOccurrences || c.models > maxOccurrences || c.speeds > maxOccurrences || c.nested
 }
 
-// refuseTooMany refuses a body or frame that carries too many occurrences.
-func refuseTooMany(req *Request, res *Result) {
-	res.Status, res.Err = http.StatusBadRequest, ErrTooManyOccurrences
-	res.Decision = Decision{Group: req.Group, Action: ActionBlock, Requested: TierNone}
+// refuseTooMany refuses a body or frame with more than 64 occurrences of
+// service_tier, model or speed at the levels read, or more than 64 of any
+// other key tiergate reads in one object (which would otherwise be recorded
+// without bound).
+func refuseTooMany(req *Request, res *Result, frame bool) {
+	what := "body"
+	if frame {
+		what = "frame"
+	}
+	res.Refusal = RefusalTooManyOccurrences
+	res.Decision = Decision{Group: req.Group, Action: ActionBlock, Requested: TierNone,
+		Message: "the " + what + " repeats service_tier, model, speed or another key tiergate reads more than 64 times"}
 }
 
 // emit writes the body with the top-level object's edits and additions
 // into the caller's buffer (req.Buf), when there is anything to change.
 func (s *scratch) emit(req *Request, body []byte, edits []edit, adds []string, res *Result) {
 	top := &s.doc
-	if edits == nil && adds == nil || top.end == 0 {
+	if edits == nil && adds == nil || top.End == 0 {
 		// Nothing to change, or a body that is not an object and so has no
 		// members to edit (the upstream will refuse it).
 		return
 	}
 	if edits == nil {
-		edits = s.topEdits(len(top.members))
+		edits = s.topEdits(len(top.Members))
 	}
 	out := slices.Grow(req.Buf[:0], len(body)+64)
-	out = append(out, body[:top.start]...)
+	out = append(out, body[:top.Start]...)
 	out = rebuild(out, body, top, edits, adds)
-	out = append(out, body[top.end:]...)
+	out = append(out, body[top.End:]...)
 	res.Body, res.BodyChanged = out, true
 }
 
@@ -395,24 +412,24 @@ type edit struct {
 // returns nil when the object needs no change.
 //
 // Top-level plans use s's storage; nested ones (s nil) allocate.
-func planTier(body []byte, obj *object, keep bool, want []byte, s *scratch) []edit {
+func planTier(body []byte, obj *jsonscan.Object, keep bool, want []byte, s *scratch) []edit {
 	first, last, n := membersOfKind(body, obj, kindServiceTier, s)
 	if n == 0 {
 		return nil
 	}
-	lm := obj.members[last]
-	lastVal := body[lm.valStart:lm.valEnd]
+	lm := obj.Members[last]
+	lastVal := body[lm.ValStart:lm.ValEnd]
 	if keep && want == nil {
 		want = quotedTier[tierOfValue(lastVal)]
 	}
 	replace := keep && want != nil && !bytes.Equal(lastVal, want)
-	rename := keep && !canonicalKey(body[lm.keyStart:lm.keyEnd], kindServiceTier)
+	rename := keep && !canonicalKey(body[lm.KeyStart:lm.KeyEnd], kindServiceTier)
 	if keep && n == 1 && !replace && !rename {
 		return nil
 	}
-	edits := s.topEdits(len(obj.members))
+	edits := s.topEdits(len(obj.Members))
 	for i := first; i < last; i++ {
-		if n > 1 && classifyKey(body[obj.members[i].keyStart:obj.members[i].keyEnd]) == kindServiceTier {
+		if n > 1 && classifyKey(body[obj.Members[i].KeyStart:obj.Members[i].KeyEnd]) == kindServiceTier {
 			edits[i].remove = true
 		}
 	}
@@ -430,12 +447,12 @@ func planTier(body []byte, obj *object, keep bool, want []byte, s *scratch) []ed
 
 // membersOfKind finds obj's members of kind k: the first's and the last's
 // index and how many there are.
-func membersOfKind(body []byte, obj *object, k keyKind, s *scratch) (first, last, n int) {
-	for i, m := range obj.members {
+func membersOfKind(body []byte, obj *jsonscan.Object, k keyKind, s *scratch) (first, last, n int) {
+	for i, m := range obj.Members {
 		if s != nil {
 			s.work.visits++
 		}
-		if classifyKey(body[m.keyStart:m.keyEnd]) == k {
+		if classifyKey(body[m.KeyStart:m.KeyEnd]) == k {
 			if n == 0 {
 				first = i
 			}
@@ -446,20 +463,11 @@ func membersOfKind(body []byte, obj *object, k keyKind, s *scratch) (first, last
 	return first, last, n
 }
 
-// quotedTier holds the JSON token of each concrete tier (nil otherwise).
-var quotedTier = func() [TierUnrecognised + 1][]byte {
-	var q [TierUnrecognised + 1][]byte
-	for t := TierPriority; t <= TierUltrafast; t++ {
-		q[t] = []byte(t.quoted())
-	}
-	return q
-}()
-
 // rebuild appends obj to dst with per-member edits applied and adds (each a
 // rendered "key":value) appended as new members. White space between kept
 // members is preserved; commas come from the gaps that separated members.
-func rebuild(dst, src []byte, obj *object, edits []edit, adds []string) []byte {
-	if len(obj.members) == 0 {
+func rebuild(dst, src []byte, obj *jsonscan.Object, edits []edit, adds []string) []byte {
+	if len(obj.Members) == 0 {
 		dst = append(dst, '{')
 		for i, a := range adds {
 			if i > 0 {
@@ -467,11 +475,11 @@ func rebuild(dst, src []byte, obj *object, edits []edit, adds []string) []byte {
 			}
 			dst = append(dst, a...)
 		}
-		return append(dst, src[obj.start+1:obj.end]...)
+		return append(dst, src[obj.Start+1:obj.End]...)
 	}
-	dst = append(dst, src[obj.start:obj.members[0].keyStart]...)
+	dst = append(dst, src[obj.Start:obj.Members[0].KeyStart]...)
 	first := true
-	for i, m := range obj.members {
+	for i, m := range obj.Members {
 		e := edits[i]
 		if e.remove {
 			continue
@@ -479,21 +487,21 @@ func rebuild(dst, src []byte, obj *object, edits []edit, adds []string) []byte {
 		if !first {
 			// The gap after the previous member holds exactly one comma,
 			// whether or not that member is kept.
-			dst = append(dst, src[obj.members[i-1].valEnd:m.keyStart]...)
+			dst = append(dst, src[obj.Members[i-1].ValEnd:m.KeyStart]...)
 		}
 		first = false
-		from := m.keyStart
+		from := m.KeyStart
 		if e.rename != "" {
 			dst = append(dst, '"')
 			dst = append(dst, e.rename...)
 			dst = append(dst, '"')
-			from = m.keyEnd
+			from = m.KeyEnd
 		}
 		if e.replace != nil {
-			dst = append(dst, src[from:m.valStart]...)
+			dst = append(dst, src[from:m.ValStart]...)
 			dst = append(dst, e.replace...)
 		} else {
-			dst = append(dst, src[from:m.valEnd]...)
+			dst = append(dst, src[from:m.ValEnd]...)
 		}
 	}
 	for _, a := range adds {
@@ -503,51 +511,51 @@ func rebuild(dst, src []byte, obj *object, edits []edit, adds []string) []byte {
 		first = false
 		dst = append(dst, a...)
 	}
-	return append(dst, src[obj.members[len(obj.members)-1].valEnd:obj.end]...)
+	return append(dst, src[obj.Members[len(obj.Members)-1].ValEnd:obj.End]...)
 }
 
 // ensureIncludeUsage makes every stream_options carry include_usage: true,
 // adding the member when there is none. tooMany reports a stream_options
 // that repeats a key too often to be rewritten.
-func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s *scratch) (_ []edit, _ []string, added, tooMany bool) {
+func ensureIncludeUsage(body []byte, top *jsonscan.Object, edits []edit, adds []string, s *scratch) (_ []edit, _ []string, added, tooMany bool) {
 	seen := false
-	for i, m := range top.members {
-		if classifyKey(body[m.keyStart:m.keyEnd]) != kindStreamOptions {
+	for i, m := range top.Members {
+		if classifyKey(body[m.KeyStart:m.KeyEnd]) != kindStreamOptions {
 			continue
 		}
 		seen = true
-		val := body[m.valStart:m.valEnd]
+		val := body[m.ValStart:m.ValEnd]
 		var repl []byte
 		switch {
 		case string(val) == "null":
 			repl = []byte(`{"include_usage":true}`)
 		case val[0] == '{':
-			var o object
-			scanNested(body, m.valStart, m.valEnd, &o)
-			if o.tooMany {
+			var o jsonscan.Object
+			jsonscan.Nested(body, m.ValStart, m.ValEnd, &o, &scanKeys)
+			if o.TooMany {
 				return edits, adds, false, true
 			}
 			ok, n := true, 0
-			for _, om := range o.members {
-				if classifyKey(body[om.keyStart:om.keyEnd]) == kindIncludeUsage {
+			for _, om := range o.Members {
+				if classifyKey(body[om.KeyStart:om.KeyEnd]) == kindIncludeUsage {
 					n++
-					ok = ok && string(body[om.valStart:om.valEnd]) == "true"
+					ok = ok && string(body[om.ValStart:om.ValEnd]) == "true"
 				}
 			}
 			if ok && n > 0 {
 				continue
 			}
-			oe := make([]edit, len(o.members))
-			for j, om := range o.members {
-				oe[j].remove = classifyKey(body[om.keyStart:om.keyEnd]) == kindIncludeUsage
+			oe := make([]edit, len(o.Members))
+			for j, om := range o.Members {
+				oe[j].remove = classifyKey(body[om.KeyStart:om.KeyEnd]) == kindIncludeUsage
 			}
 			add := `"include_usage":true`
-			repl = rebuild(make([]byte, 0, o.end-o.start+len(add)+1), body, &o, oe, []string{add})
+			repl = rebuild(make([]byte, 0, o.End-o.Start+len(add)+1), body, &o, oe, []string{add})
 		default:
 			continue // not an object: the upstream will refuse it
 		}
 		if edits == nil {
-			edits = s.topEdits(len(top.members))
+			edits = s.topEdits(len(top.Members))
 		}
 		edits[i].replace = repl
 		added = true
@@ -559,52 +567,10 @@ func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s
 	return edits, adds, added, false
 }
 
-// tierOfValue reads a service_tier value token: a string is normalised,
-// null is no tier, anything else is unrecognised.
-func tierOfValue(val []byte) Tier {
-	if string(val) == "null" {
-		return TierNone
-	}
-	var buf [48]byte
-	s, ok := stringValue(buf[:0], val)
-	if !ok {
-		return TierUnrecognised
-	}
-	// Read whole and trimmed (Java's trim drops a NUL at either end), or
-	// up to a NUL (a C reader): a tier name holds no NUL, so at most one
-	// reading names a tier, and that is the one judged.
-	t := parseTierBytes(s)
-	if c := cString(s); !t.Concrete() && len(c) < len(s) {
-		t = parseTierBytes(c)
-	}
-	return t
-}
-
-// parseTierBytes is ParseTier for a byte slice, without allocating in the
-// common case.
-func parseTierBytes(b []byte) Tier {
-	if len(b) <= 16 {
-		var buf [16]byte
-		n := 0
-		for _, c := range bytes.TrimFunc(b, trimmed) {
-			if c >= 0x80 {
-				return ParseTier(string(b))
-			}
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			buf[n] = c
-			n++
-		}
-		return tierByName(string(buf[:n]))
-	}
-	return ParseTier(string(b))
-}
-
 // anyOfKind reports whether obj has a member of kind k.
-func anyOfKind(body []byte, obj *object, k keyKind) bool {
-	for _, m := range obj.members {
-		if classifyKey(body[m.keyStart:m.keyEnd]) == k {
+func anyOfKind(body []byte, obj *jsonscan.Object, k keyKind) bool {
+	for _, m := range obj.Members {
+		if classifyKey(body[m.KeyStart:m.KeyEnd]) == k {
 			return true
 		}
 	}
@@ -613,43 +579,14 @@ func anyOfKind(body []byte, obj *object, k keyKind) bool {
 
 // hasStringMember reports whether any member of kind k has a string value
 // that names want (after unescaping, as TypeIs reads it).
-func hasStringMember(body []byte, obj *object, k keyKind, want string) bool {
-	for _, m := range obj.members {
-		if classifyKey(body[m.keyStart:m.keyEnd]) == k {
+func hasStringMember(body []byte, obj *jsonscan.Object, k keyKind, want string) bool {
+	for _, m := range obj.Members {
+		if classifyKey(body[m.KeyStart:m.KeyEnd]) == k {
 			var buf [32]byte
-			if v, ok := stringValue(buf[:0], body[m.valStart:m.valEnd]); ok && typeIs(v, want) {
+			if v, ok := jsonscan.StringValue(buf[:0], body[m.ValStart:m.ValEnd]); ok && typeIs(v, want) {
 				return true
 			}
 		}
 	}
 	return false
-}
-
-// betaTokens splits anthropic-beta header lines into trimmed tokens.
-func betaTokens(lines []string) []string {
-	var out []string
-	for _, l := range lines {
-		for _, t := range strings.Split(l, ",") {
-			if t = strings.TrimSpace(t); t != "" {
-				out = append(out, t)
-			}
-		}
-	}
-	return out
-}
-
-func isFastModeToken(t string) bool {
-	return len(t) >= len("fast-mode-") && strings.EqualFold(t[:len("fast-mode-")], "fast-mode-")
-}
-
-// isFastSpeed reads a speed value: fast (trimmed as tiers are, any case) is
-// fast mode.
-func isFastSpeed(val []byte) bool {
-	var buf [32]byte
-	s, ok := stringValue(buf[:0], val)
-	return ok && (isFast(s) || isFast(cString(s)))
-}
-
-func isFast(s []byte) bool {
-	return strings.EqualFold(string(bytes.TrimFunc(s, trimmed)), "fast")
 }

@@ -105,10 +105,10 @@ func TestShadowRules(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			res := p.Apply(&Request{Endpoint: EndpointResponses, Group: tc.group, Spend: fixedSpend{units: tc.spend}}, []byte(tc.body))
-			if res.Action != tc.action || res.Rule != tc.rule || res.Budget != "" || res.Status != 0 {
+			res := p.apply(&Request{Endpoint: EndpointResponses, Group: tc.group, Spend: fixedSpend{units: tc.spend}}, []byte(tc.body))
+			if res.Action != tc.action || res.Rule != tc.rule || res.Budget != "" || res.Refusal.Status() != 0 {
 				t.Fatalf("action %v rule %q budget %q status %d, want %v %q, no budget, forwarded",
-					res.Action, res.Rule, res.Budget, res.Status, tc.action, tc.rule)
+					res.Action, res.Rule, res.Budget, res.Refusal.Status(), tc.action, tc.rule)
 			}
 			var got []string
 			for _, m := range res.Shadows {
@@ -160,8 +160,8 @@ rules:
 		for _, tier := range []string{"priority", "flex", "ultrafast", "default"} {
 			for _, model := range []string{"gpt-5.5", "gpt-4o"} {
 				body := []byte(`{"model":"` + model + `","service_tier":"` + tier + `"}`)
-				a := with.Apply(&Request{Endpoint: EndpointChatCompletions, Group: group, Spend: spend}, body)
-				b := without.Apply(&Request{Endpoint: EndpointChatCompletions, Group: group, Spend: spend}, body)
+				a := with.apply(&Request{Endpoint: EndpointChatCompletions, Group: group, Spend: spend}, body)
+				b := without.apply(&Request{Endpoint: EndpointChatCompletions, Group: group, Spend: spend}, body)
 				if a.Action != b.Action || a.Rule != b.Rule || a.Sent != b.Sent || string(a.Body) != string(b.Body) {
 					t.Errorf("%s %s %q: with shadows %v %q %v, without %v %q %v", group, tier, model, a.Action, a.Rule, a.Sent, b.Action, b.Rule, b.Sent)
 				}

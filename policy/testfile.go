@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -9,8 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
-	"sigs.k8s.io/yaml"
 
 	"github.com/tiergate/tiergate/internal/decimal"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
@@ -37,7 +34,7 @@ func LoadTests(data []byte) (*tiergatev1.PolicyTests, error) {
 
 func (l *loader) parseTests(data []byte) *tiergatev1.PolicyTests {
 	tf := &tiergatev1.PolicyTests{}
-	doc, ok := l.document(data)
+	doc, ok := l.document(data, "the file is empty")
 	if !ok {
 		return tf
 	}
@@ -72,27 +69,6 @@ func (l *loader) parseTests(data []byte) *tiergatev1.PolicyTests {
 	return tf
 }
 
-// document decodes YAML or JSON into plain values, numbers kept as written.
-func (l *loader) document(data []byte) (any, bool) {
-	if len(bytes.TrimSpace(data)) == 0 {
-		l.addf("", "the file is empty")
-		return nil, false
-	}
-	js, err := yaml.YAMLToJSONStrict(data)
-	if err != nil {
-		l.addf("", "not valid YAML or JSON: %v", err)
-		return nil, false
-	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.UseNumber()
-	var doc any
-	if err := dec.Decode(&doc); err != nil {
-		l.addf("", "not valid YAML or JSON: %v", err)
-		return nil, false
-	}
-	return doc, true
-}
-
 func (l *loader) testCase(path string, v any) *tiergatev1.PolicyTestCase {
 	c := &tiergatev1.PolicyTestCase{}
 	m, ok := l.object(path, v)
@@ -109,29 +85,8 @@ func (l *loader) testCase(path string, v any) *tiergatev1.PolicyTestCase {
 				c.Path = s
 			}
 		},
-		"headers": func(p string, v any) {
-			hm, ok := l.object(p, v)
-			if !ok {
-				return
-			}
-			c.Headers = map[string]string{}
-			for _, k := range slices.Sorted(maps.Keys(hm)) {
-				kp, hv := p+"."+k, hm[k]
-				if !validHeaderName(k) {
-					l.addf(kp, "%q is not a valid HTTP header name", k)
-					continue
-				}
-				lower := strings.ToLower(k)
-				if _, dup := c.Headers[lower]; dup {
-					l.addf(kp, "header %s is given twice (names are compared in lower case)", lower)
-					continue
-				}
-				if s, ok := l.text(kp, hv); ok {
-					c.Headers[lower] = s
-				}
-			}
-		},
-		"body": func(p string, v any) { c.Body, _ = l.text(p, v) },
+		"headers": func(p string, v any) { c.Headers = l.testHeaders(p, v) },
+		"body":    func(p string, v any) { c.Body, _ = l.text(p, v) },
 		"json": func(p string, v any) {
 			if obj, ok := l.object(p, v); ok {
 				b, err := json.Marshal(obj) // keys sorted, numbers as written
@@ -145,20 +100,56 @@ func (l *loader) testCase(path string, v any) *tiergatev1.PolicyTestCase {
 		"model":        func(p string, v any) { c.Model, _ = l.name(p, v) },
 		"service_tier": func(p string, v any) { c.ServiceTier, _ = l.name(p, v) },
 		"usage":        func(p string, v any) { c.Usage = l.testUsage(p, v) },
-		"budget_spent": func(p string, v any) {
-			bm, ok := l.object(p, v)
-			if !ok {
-				return
-			}
-			c.BudgetSpent = map[string]float64{}
-			for _, k := range slices.Sorted(maps.Keys(bm)) {
-				if micros, ok := l.exactAmount(p+"."+k, bm[k], 6); ok {
-					c.BudgetSpent[k] = float64(micros) / MicrosPerUnit
-				}
-			}
-		},
-		"want": func(p string, v any) { c.Want = l.testWant(p, v) },
+		"budget_spent": func(p string, v any) { c.BudgetSpent = l.budgetSpent(p, v) },
+		"want":         func(p string, v any) { c.Want = l.testWant(p, v) },
 	})
+	l.checkTestCase(path, m, c)
+	return c
+}
+
+// testHeaders reads a case's headers, by lower-case name.
+func (l *loader) testHeaders(path string, v any) map[string]string {
+	hm, ok := l.object(path, v)
+	if !ok {
+		return nil
+	}
+	headers := map[string]string{}
+	for _, k := range slices.Sorted(maps.Keys(hm)) {
+		kp, hv := path+"."+k, hm[k]
+		if !validHeaderName(k) {
+			l.addf(kp, "%q is not a valid HTTP header name", k)
+			continue
+		}
+		lower := strings.ToLower(k)
+		if _, dup := headers[lower]; dup {
+			l.addf(kp, "header %s is given twice (names are compared in lower case)", lower)
+			continue
+		}
+		if s, ok := l.text(kp, hv); ok {
+			headers[lower] = s
+		}
+	}
+	return headers
+}
+
+// budgetSpent reads a case's spend so far, by budget key, in units.
+func (l *loader) budgetSpent(path string, v any) map[string]float64 {
+	bm, ok := l.object(path, v)
+	if !ok {
+		return nil
+	}
+	spent := map[string]float64{}
+	for _, k := range slices.Sorted(maps.Keys(bm)) {
+		if micros, ok := l.exactAmount(path+"."+k, bm[k], 6); ok {
+			spent[k] = float64(micros) / MicrosPerUnit
+		}
+	}
+	return spent
+}
+
+// checkTestCase checks a case read from m as a whole: the fields it
+// requires, and its body given one way only.
+func (l *loader) checkTestCase(path string, m map[string]any, c *tiergatev1.PolicyTestCase) {
 	for _, k := range []string{"name", "path", "want"} {
 		if _, ok := m[k]; !ok {
 			l.addf(join(path, k), "required")
@@ -179,7 +170,6 @@ func (l *loader) testCase(path string, v any) *tiergatev1.PolicyTestCase {
 			l.addf(path+".service_tier", "on /v1/messages only priority (fast mode) can be written as service_tier; write the body for anything else")
 		}
 	}
-	return c
 }
 
 func btoi(b bool) int {

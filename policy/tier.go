@@ -1,11 +1,12 @@
 package policy
 
 import (
-	"net/url"
-	"strconv"
+	"bytes"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/tiergate/tiergate/internal/jsonscan"
 )
 
 // Tier is a service tier as the policy sees it: canonical, with the alias
@@ -46,8 +47,8 @@ func (t Tier) String() string {
 	return "unrecognised"
 }
 
-// Concrete reports whether t is a tier that can be written upstream.
-func (t Tier) Concrete() bool { return t >= TierPriority && t <= TierUltrafast }
+// concrete reports whether t is a tier that can be written upstream.
+func (t Tier) concrete() bool { return t >= TierPriority && t <= TierUltrafast }
 
 // quoted returns the JSON string token of a concrete tier.
 func (t Tier) quoted() string { return `"` + t.String() + `"` }
@@ -116,180 +117,66 @@ func foldRune(r rune) rune {
 	return r
 }
 
-// Action is what the policy does with a request.
-type Action uint8
-
-// Actions, ordered by strictness: when several occurrences or candidate
-// models are judged, the highest wins.
-const (
-	ActionPass Action = iota
-	ActionFilter
-	ActionBlock
-)
-
-var actionNames = [...]string{ActionPass: "pass", ActionFilter: "filter", ActionBlock: "block"}
-
-// String returns the action as written in the policy file.
-func (a Action) String() string {
-	if int(a) < len(actionNames) {
-		return actionNames[a]
-	}
-	return "unknown"
-}
-
-// Endpoint is an API surface that tiergate polices.
-type Endpoint uint8
-
-// Endpoints. EndpointUnknown is any path tiergate does not police.
-const (
-	EndpointUnknown Endpoint = iota
-	EndpointChatCompletions
-	EndpointResponses
-	EndpointMessages
-	EndpointResponsesWS
-	EndpointRealtime
-)
-
-var endpointNames = [...]string{
-	EndpointUnknown:         "unknown",
-	EndpointChatCompletions: "chat_completions",
-	EndpointResponses:       "responses",
-	EndpointMessages:        "messages",
-	EndpointResponsesWS:     "responses_ws",
-	EndpointRealtime:        "realtime",
-}
-
-// String returns the endpoint's name as written in the policy file and in
-// metric labels.
-func (e Endpoint) String() string {
-	if int(e) < len(endpointNames) {
-		return endpointNames[e]
-	}
-	return "unknown"
-}
-
-// Anthropic reports whether the endpoint speaks Anthropic's dialect, where
-// fast mode (speed and the anthropic-beta header) stands for the tier.
-func (e Endpoint) Anthropic() bool { return e == EndpointMessages }
-
-// EndpointForPath recognises an HTTP endpoint by the suffix of its path
-// (see ParsePath).
-func EndpointForPath(path string) Endpoint {
-	ep, _ := ParsePath(path)
-	return ep
-}
-
-// ParsePath recognises an HTTP endpoint by the suffix of its path, so
-// Azure-style (/openai/deployments/x/chat/completions) and gateway prefixes
-// are policed too, and returns the deployment an Azure-style path names
-// ("" for none). The query string is ignored. The path is first normalised
-// as a lenient upstream would route it (README, "The ext_proc server"): ';'
-// parameters dropped, percent-encoding decoded once, '.' and '..' segments
-// resolved, empty segments and trailing slashes removed, and the endpoint
-// matched without regard to case. So /v1/responses/, /V1/Responses and
-// /v1/respons%65s are all the Responses endpoint.
-func ParsePath(rawPath string) (ep Endpoint, deployment string) {
-	if i := strings.IndexAny(rawPath, "?#"); i >= 0 {
-		rawPath = rawPath[:i]
-	}
-	if isPlainPath(rawPath) {
-		// The common case: nothing to normalise, nothing to allocate.
-		return endpointOfClean(rawPath, rawPath)
-	}
-	clean := normalisePath(rawPath)
-	return endpointOfClean(clean, strings.ToLower(clean))
-}
-
-// isPlainPath reports whether a path is already in normal form and lower
-// case: no escapes, parameters, dot or empty segments, or trailing slash.
-func isPlainPath(p string) bool {
-	if p == "" || p[0] != '/' || strings.HasSuffix(p, "/") || strings.Contains(p, "//") ||
-		strings.Contains(p, "/.") {
-		return false
-	}
-	for i := 0; i < len(p); i++ {
-		if c := p[i]; c == '%' || c == ';' || ('A' <= c && c <= 'Z') || c >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
-}
-
-// normalisePath decodes percent-escapes once, then drops each segment's ';'
-// parameters and resolves the segments.
-func normalisePath(p string) string {
-	if dec, err := url.PathUnescape(p); err == nil {
-		p = dec
-	} else {
-		p = unescapeLenient(p)
-	}
-	var segs []string
-	for seg := range strings.SplitSeq(p, "/") {
-		if i := strings.IndexByte(seg, ';'); i >= 0 {
-			seg = seg[:i]
-		}
-		switch seg {
-		case "", ".":
-		case "..":
-			if len(segs) > 0 {
-				segs = segs[:len(segs)-1]
-			}
-		default:
-			segs = append(segs, seg)
-		}
-	}
-	return "/" + strings.Join(segs, "/")
-}
-
-// unescapeLenient decodes the valid percent-escapes of p and keeps the
-// rest as they are, as a lenient router does.
-func unescapeLenient(p string) string {
-	var b strings.Builder
-	for i := 0; i < len(p); i++ {
-		if p[i] == '%' && i+2 < len(p) && isHex(p[i+1]) && isHex(p[i+2]) {
-			v, _ := strconv.ParseUint(p[i+1:i+3], 16, 8)
-			b.WriteByte(byte(v))
-			i += 2
-			continue
-		}
-		b.WriteByte(p[i])
-	}
-	return b.String()
-}
-
-// endpointOfClean matches a normalised path (lower is it in lower case).
-func endpointOfClean(clean, lower string) (Endpoint, string) {
-	ep := EndpointUnknown
-	switch {
-	case strings.HasSuffix(lower, "/chat/completions"):
-		ep = EndpointChatCompletions
-	case strings.HasSuffix(lower, "/responses"), strings.HasSuffix(lower, "/responses/compact"):
-		ep = EndpointResponses
-	case strings.HasSuffix(lower, "/v1/messages"):
-		ep = EndpointMessages
-	}
-	if ep == EndpointUnknown {
-		return ep, ""
-	}
-	const marker = "/openai/deployments/"
-	if i := strings.Index(lower, marker); i >= 0 {
-		rest := clean[i+len(marker):]
-		if j := strings.IndexByte(rest, '/'); j > 0 {
-			return ep, rest[:j]
-		}
-	}
-	return ep, ""
-}
-
 // TierLabel bounds a tier name an upstream reported (or tiergate sent) for
 // use as a metric label: a recognised tier is spelled canonically, no tier
 // is "none", and anything else an upstream might send is "other".
 func TierLabel(t string) string {
 	switch pt := ParseTier(t); {
-	case pt.Concrete():
+	case pt.concrete():
 		return pt.String()
 	case t == "none" || t == "":
 		return "none"
 	}
 	return "other"
+}
+
+// quotedTier holds the JSON token of each concrete tier (nil otherwise).
+var quotedTier = func() [TierUnrecognised + 1][]byte {
+	var q [TierUnrecognised + 1][]byte
+	for t := TierPriority; t <= TierUltrafast; t++ {
+		q[t] = []byte(t.quoted())
+	}
+	return q
+}()
+
+// tierOfValue reads a service_tier value token: a string is normalised,
+// null is no tier, anything else is unrecognised.
+func tierOfValue(val []byte) Tier {
+	if string(val) == "null" {
+		return TierNone
+	}
+	var buf [48]byte
+	s, ok := jsonscan.StringValue(buf[:0], val)
+	if !ok {
+		return TierUnrecognised
+	}
+	// Read whole and trimmed (Java's trim drops a NUL at either end), or
+	// up to a NUL (a C reader): a tier name holds no NUL, so at most one
+	// reading names a tier, and that is the one judged.
+	t := parseTierBytes(s)
+	if c := cString(s); !t.concrete() && len(c) < len(s) {
+		t = parseTierBytes(c)
+	}
+	return t
+}
+
+// parseTierBytes is ParseTier for a byte slice, without allocating in the
+// common case.
+func parseTierBytes(b []byte) Tier {
+	if len(b) <= 16 {
+		var buf [16]byte
+		n := 0
+		for _, c := range bytes.TrimFunc(b, trimmed) {
+			if c >= 0x80 {
+				return ParseTier(string(b))
+			}
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			buf[n] = c
+			n++
+		}
+		return tierByName(string(buf[:n]))
+	}
+	return ParseTier(string(b))
 }

@@ -17,7 +17,11 @@
 # see the table) shows how the cost grows, against the null server and
 # against the null server with --echo (it sends every body back unchanged as
 # a mutation: the floor for any server that rewrites bodies, since ext_proc
-# makes it return the whole body).
+# makes it return the whole body). Then the same sizes with the response
+# half (--response: response_headers and a JSON response_body carrying
+# usage), tiergate under a pass policy (so the request body goes on
+# unchanged and the response is read for usage and accounted) against the
+# null server, so that the response path is in the figure too.
 #
 # Needs go and jq (and curl, only to print the GOGC tiergate runs at). Listens on
 # loopback only. OUT=dir keeps each round's JSON
@@ -47,16 +51,23 @@ null_env=(); [ -n "${NULL_GOGC:-}" ] && null_env=("GOGC=$NULL_GOGC")
 if [ "${PIN:-0}" = 1 ]; then server_cpu=(taskset -c 1); load_cpu=(taskset -c 0); fi
 
 free_port tg_port; free_port tg_admin; free_port null_port; free_port null_admin; free_port echo_port; free_port echo_admin
+free_port pass_port; free_port pass_admin; free_port pass_ws; free_port tg_ws
 "${server_cpu[@]}" "$tmp/tiergate" serve --usage-log off --log-level warn \
-  --extproc-listen "127.0.0.1:$tg_port" --admin-listen "127.0.0.1:$tg_admin" 2>"$tmp/tiergate.log" &
+  --extproc-listen "127.0.0.1:$tg_port" --ws-listen "127.0.0.1:$tg_ws" --admin-listen "127.0.0.1:$tg_admin" 2>"$tmp/tiergate.log" &
 tg_pid=$!; started+=("$tg_pid")
 "${server_cpu[@]}" env "${null_env[@]}" "$tmp/tiergate-load" null-extproc --listen "127.0.0.1:$null_port" --admin-listen "127.0.0.1:$null_admin" 2>"$tmp/null.log" &
 null_pid=$!; started+=("$null_pid")
 "${server_cpu[@]}" env "${null_env[@]}" "$tmp/tiergate-load" null-extproc --echo --listen "127.0.0.1:$echo_port" --admin-listen "127.0.0.1:$echo_admin" 2>"$tmp/echo.log" &
 echo_pid=$!; started+=("$echo_pid")
+# tiergate again, under a policy that passes priority: the response sweep's.
+printf 'rules:\n- name: pass-priority\n  service_tier: priority\n  action: pass\n' >"$tmp/pass.yaml"
+"${server_cpu[@]}" "$tmp/tiergate" serve --config "$tmp/pass.yaml" --usage-log off --log-level warn \
+  --extproc-listen "127.0.0.1:$pass_port" --ws-listen "127.0.0.1:$pass_ws" --admin-listen "127.0.0.1:$pass_admin" 2>"$tmp/pass.log" &
+pass_pid=$!; started+=("$pass_pid")
 wait_port "$tg_port" "$tg_pid"; wait_port "$tg_admin" "$tg_pid"
 wait_port "$null_port" "$null_pid"; wait_port "$null_admin" "$null_pid"
 wait_port "$echo_port" "$echo_pid"; wait_port "$echo_admin" "$echo_pid"
+wait_port "$pass_port" "$pass_pid"; wait_port "$pass_admin" "$pass_pid"
 sleep 1 # let them settle before their idle memory is read
 # The machine is shared: say how busy it was, so a noisy run reads as one.
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -72,6 +83,7 @@ round() {
     tiergate) target=(--target "127.0.0.1:$tg_port" --admin "http://127.0.0.1:$tg_admin" --pid "$tg_pid") ;;
     null) target=(--target "127.0.0.1:$null_port" --admin "http://127.0.0.1:$null_admin" --pid "$null_pid" --expect continue) ;;
     echo) target=(--target "127.0.0.1:$echo_port" --admin "http://127.0.0.1:$echo_admin" --pid "$echo_pid" --expect rewrite) ;;
+    pass) target=(--target "127.0.0.1:$pass_port" --admin "http://127.0.0.1:$pass_admin" --pid "$pass_pid" --expect continue) ;;
   esac
   # In the background, so that a signal to this script is acted on at once
   # (bash runs traps only between foreground commands, but interrupts wait).
@@ -165,7 +177,30 @@ sweep() {
   done
   echo "(cpu/tx: server CPU µs per transaction; p50/p99: server-side µs per request_body message, each server's own histogram; MiB: peak RSS)"
 }
-if [ "$sweep_rounds" -gt 0 ]; then sweep; fi
+response_sweep() {
+  echo
+  echo "== with the response half (--response: response_headers, a JSON response_body with usage): $sweep_rounds alternating rounds of $sweep_duration per size and server, medians"
+  echo "   (pass: tiergate under a policy that passes priority, so the body goes on unchanged and the response is read and accounted; null: CONTINUE)"
+  cols="%-7s %-3s %9s %9s %7s %11s %11s %9s %9s\n"
+  printf "$cols" body str "pass tx/s" "null" pass/nul "pass cpu/tx" "null cpu/tx" "pass MiB" "null MiB"
+  for spec in 2048:16 65536:16 1048576:4 16777216:2; do
+    size=${spec%%:*}; streams=${spec##*:}
+    for i in $(seq "$sweep_rounds"); do
+      for server in pass null; do
+        round "$server" "$out/resp-$size-$server-$i.json" --response --streams "$streams" --conns 2 --body-size "$size" --warmup 1s --duration "$sweep_duration" --timeout 30s
+      done
+    done
+    jq -rn --slurpfile t <(cat "$out"/resp-"$size"-pass-*.json) --slurpfile n <(cat "$out"/resp-"$size"-null-*.json) "$jqlib"'
+      ($t | map(.tx_per_second) | median) as $tm | ($n | map(.tx_per_second) | median) as $nm |
+      def cpu: map(.cpu.server_us_per_tx) | median | r(1);
+      [($t[0].body_size | if . >= 1048576 then "\(./1048576) MiB" else "\(./1024) KiB" end), $t[0].streams,
+       ($tm|r(1)), ($nm|r(1)), ($tm/$nm|r(2)), ($t|cpu), ($n|cpu),
+       ($t | map(.rss.peak_bytes) | max | mib), ($n | map(.rss.peak_bytes) | max | mib)] | @tsv' |
+      awk -F'\t' -v cols="$cols" '{printf cols, $1, $2, $3, $4, $5, $6, $7, $8, $9}'
+  done
+  echo "(cpu/tx: server CPU µs per transaction, request and response halves; MiB: peak RSS)"
+}
+if [ "$sweep_rounds" -gt 0 ]; then sweep; response_sweep; fi
 
 echo
 pinned=""; [ "${PIN:-0}" = 1 ] && pinned=", servers pinned to CPU 1 and the load tool to CPU 0"

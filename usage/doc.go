@@ -11,8 +11,8 @@
 //     Completions stream for (ChatStreamFilter);
 //   - the usage record's JSON line (AppendRecord) and reading one back
 //     (ParseRecord), the cost written as an exact decimal;
-//   - the usage log (Log): written in place, or through a bounded queue
-//     (NewQueuedLog) so that a writer that fails or blocks costs records,
+//   - the usage log (RecordWriter): written in place, or through a bounded queue
+//     (NewQueuedRecordWriter) so that a writer that fails or blocks costs records,
 //     counted in tiergate_usage_records_dropped_total, never request time;
 //   - the token and cost counters (Metrics).
 //

@@ -56,7 +56,7 @@ func ExampleParseEvent() {
 	e := usage.ParseEvent([]byte(`{"type":"response.completed","response":{"id":"resp_1","status":"completed","model":"gpt-5.5","service_tier":"priority","usage":{"input_tokens":37,"output_tokens":11}}}`))
 	r := &tiergatev1.UsageRecord{Time: "2026-08-21T10:11:12.345Z", Endpoint: "responses_ws", Action: "pass", Stream: true}
 	e.Usage.Fill(r)
-	usage.NewLog(os.Stdout).Write(r)
+	usage.NewRecordWriter(os.Stdout).Write(r)
 	// Output:
 	// {"time":"2026-08-21T10:11:12.345Z","response_id":"resp_1","endpoint":"responses_ws","response_model":"gpt-5.5","service_tier_reported":"priority","action":"pass","input_tokens":37,"output_tokens":11,"duration_ms":0,"stream":true,"status":"completed"}
 }

@@ -72,8 +72,8 @@ func (f *ChatStreamFilter) FirstOutput() bool { return f.s.FirstOutput() }
 // SSE.Overflowed does.
 func (f *ChatStreamFilter) Overflowed() bool { return f.s.Overflowed() }
 
-// Dropped reports whether a usage-only chunk was removed from the stream.
-func (f *ChatStreamFilter) Dropped() bool { return f.s.dropped > 0 }
+// dropped reports whether a usage-only chunk was removed from the stream.
+func (f *ChatStreamFilter) dropped() bool { return f.s.dropped > 0 }
 
 // How the record that ended in a \r at the end of the last chunk was treated;
 // a \n opening the next chunk belongs to that record's ending.

@@ -55,8 +55,8 @@ func TestChatStreamFilterFixtures(t *testing.T) {
 					if w := (sseResult{Usage: fx.want, First: fx.first}); got != w {
 						t.Fatalf("%s: read %+v, want %+v", how, got, w)
 					}
-					if !f.Dropped() {
-						t.Fatalf("%s: Dropped() = false", how)
+					if !f.dropped() {
+						t.Fatalf("%s: dropped() = false", how)
 					}
 				}
 				check("whole", src)
@@ -164,8 +164,8 @@ func TestChatStreamFilter(t *testing.T) {
 				if got := f.Usage().InputTokens; got != tt.in {
 					t.Errorf("in %d chunks: InputTokens = %d, want %d", len(chunks), got, tt.in)
 				}
-				if got := f.Dropped(); got != tt.dropped {
-					t.Errorf("in %d chunks: Dropped = %v, want %v", len(chunks), got, tt.dropped)
+				if got := f.dropped(); got != tt.dropped {
+					t.Errorf("in %d chunks: dropped = %v, want %v", len(chunks), got, tt.dropped)
 				}
 			}
 		})

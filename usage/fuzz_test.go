@@ -55,7 +55,7 @@ func FuzzSSE(f *testing.F) {
 		if len(out) > len(data) {
 			t.Fatalf("filter forwarded %d bytes of %d", len(out), len(data))
 		}
-		if !fl.Dropped() && !bytes.Equal(out, data) {
+		if !fl.dropped() && !bytes.Equal(out, data) {
 			t.Fatalf("filter changed a stream it dropped nothing from:\n%q\n%q", data, out)
 		}
 		if chat := readSSE(ChatCompletions, max, data); (sseResult{fl.Usage(), fl.FirstOutput(), fl.Overflowed()}) != chat {

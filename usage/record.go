@@ -82,7 +82,7 @@ func AppendRecord(dst []byte, r *tiergatev1.UsageRecord) []byte {
 // start and ends now: its time, its duration, the time to its first output
 // when firstOutput is set, and its HTTP status when one is known (> 0).
 func Stamp(r *tiergatev1.UsageRecord, start, firstOutput, now time.Time, httpStatus int) {
-	r.Time = FormatTime(now)
+	r.Time = formatTime(now)
 	r.DurationMs = uint64(now.Sub(start).Milliseconds())
 	if !firstOutput.IsZero() {
 		r.TimeToFirstTokenMs = ptr(uint64(firstOutput.Sub(start).Milliseconds()))
@@ -92,9 +92,9 @@ func Stamp(r *tiergatev1.UsageRecord, start, firstOutput, now time.Time, httpSta
 	}
 }
 
-// FormatTime formats t the way a record's time is written: RFC 3339 in UTC
+// formatTime formats t the way a record's time is written: RFC 3339 in UTC
 // with milliseconds.
-func FormatTime(t time.Time) string {
+func formatTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }
 

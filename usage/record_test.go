@@ -191,8 +191,8 @@ func TestAppendStringMatchesEncodingJSON(t *testing.T) {
 func TestFormatTime(t *testing.T) {
 	t.Parallel()
 	tm := time.Date(2026, 8, 21, 12, 11, 12, 345_678_900, time.FixedZone("CEST", 2*3600))
-	if got, want := FormatTime(tm), "2026-08-21T10:11:12.345Z"; got != want {
-		t.Errorf("FormatTime = %q, want %q", got, want)
+	if got, want := formatTime(tm), "2026-08-21T10:11:12.345Z"; got != want {
+		t.Errorf("formatTime = %q, want %q", got, want)
 	}
 }
 
@@ -212,7 +212,7 @@ func (w *callWriter) Write(p []byte) (int, error) {
 func TestLogWritesOneLinePerCallUnderConcurrency(t *testing.T) {
 	t.Parallel()
 	w := &callWriter{}
-	l := NewLog(w)
+	l := NewRecordWriter(w)
 	const goroutines, each = 8, 50
 	var wg sync.WaitGroup
 	for g := range goroutines {
@@ -241,10 +241,10 @@ func TestLogWithoutAWriter(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		l    *Log
+		l    *RecordWriter
 	}{
-		{"a nil writer gives the log that writes nothing", NewLog(nil)},
-		{"io.Discard gives the log that writes nothing", NewLog(io.Discard)},
+		{"a nil writer gives the log that writes nothing", NewRecordWriter(nil)},
+		{"io.Discard gives the log that writes nothing", NewRecordWriter(io.Discard)},
 		{"a nil log writes nothing", nil},
 	}
 	for _, tt := range tests {
@@ -266,7 +266,7 @@ func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("disk ful
 
 func TestLogReportsWriteErrors(t *testing.T) {
 	t.Parallel()
-	if err := NewLog(failingWriter{}).Write(fullRecord()); err == nil || err.Error() != "disk full" {
+	if err := NewRecordWriter(failingWriter{}).Write(fullRecord()); err == nil || err.Error() != "disk full" {
 		t.Fatalf("Write error = %v, want disk full", err)
 	}
 }

@@ -6,8 +6,11 @@
 //
 // It owns the upgrade and the upstream dial (server.go, upstream.go), which
 // headers cross and why (headers.go), the two pumps that relay frames and
-// pass close codes (relay.go), the session's model and group (session.go),
-// and turn accounting (turns.go). Policy decisions and frame rewriting are
+// pass close codes (relay.go), the session's state and group (session.go),
+// the model it runs under (models.go), what a client frame says beyond the
+// policy's verdict (frames.go), turn accounting (turns.go) and refused frames
+// (refusals.go: the error event and close code come from policy.Refusal).
+// Policy decisions and frame rewriting are
 // package policy's; usage parsing, records and token counters are package
 // usage's; spend is package budget's (each response.create is judged with a
 // view of it taken at the frame's arrival, and each turn's cost is added

@@ -141,7 +141,7 @@ func newHarness(t testing.TB, policyYAML string, mods ...func(*Options)) *harnes
 	}
 	opts := Options{
 		Store: h.store, Registerer: h.reg, Decisions: decisions, Tokens: tokens,
-		Usage:    usage.NewLog(h.usage),
+		Usage:    usage.NewRecordWriter(h.usage),
 		Log:      slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Upstream: h.up.url(),
 	}

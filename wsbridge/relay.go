@@ -312,7 +312,7 @@ func (s *session) police(frame []byte, ob *[]byte) (body []byte, ok bool) {
 			s.b.opts.Decisions.ObserveShadows(&res.Decision)
 			s.logShadows(&res)
 		}
-		if res.Status != 0 {
+		if res.Refusal != policy.RefusalNone {
 			s.refuse(&res)
 			return nil, false
 		}

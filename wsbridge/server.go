@@ -63,7 +63,7 @@ type Options struct {
 	Budgets *budget.Tracker
 	// Usage receives one record per turn and per refused frame; nil discards
 	// them.
-	Usage *usage.Log
+	Usage *usage.RecordWriter
 	// Log receives one line per refused frame (info), failed upstream dials
 	// (warn) and, at debug, one line per session. Nil discards.
 	Log *slog.Logger
@@ -172,7 +172,7 @@ func New(opts Options) (*Bridge, error) {
 		return nil, err
 	}
 	opts.Tokens.StartUnpriced(policy.EndpointResponsesWS.String(), policy.UnpricedNoUsage, policy.UnpricedNoPrice)
-	opts.Tokens.StartUnpriced(policy.EndpointRealtime.String(), policy.UnpricedReasons...)
+	opts.Tokens.StartUnpriced(policy.EndpointRealtime.String(), policy.UnpricedReasons()...)
 	b := &Bridge{
 		opts:     opts,
 		upstream: u,

@@ -2,12 +2,9 @@ package wsbridge
 
 import (
 	"bytes"
-	"errors"
-	"net/http"
 	"slices"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/tidwall/gjson"
 
 	"github.com/tiergate/tiergate/budget"
@@ -485,63 +482,4 @@ func (s *session) turnRecord(t *turn, pol *policy.Policy, group, status string, 
 		rec.ResponseModel = reportedModel
 	}
 	return rec
-}
-
-// refuse answers a response.create the policy blocked (or that is not
-// valid JSON): one error event, fully written, then the close (1008, or
-// 1007 for invalid JSON) with the message. The frame never reaches the
-// upstream, which is closed normally.
-func (s *session) refuse(res *policy.Result) {
-	refusal, msg := policy.RefusalPolicy, res.Message
-	switch {
-	case errors.Is(res.Err, policy.ErrTooManyOccurrences):
-		refusal, msg = policy.RefusalTooManyOccurrences, "the frame repeats service_tier, model, speed or another key tiergate reads more than 64 times"
-	case res.Budget != "":
-		refusal = policy.RefusalBudget
-	case res.Status == http.StatusBadRequest:
-		refusal, msg = policy.RefusalInvalidJSON, "the frame is not valid JSON"
-		if res.Err != nil {
-			msg += ": " + res.Err.Error()
-		}
-	}
-	s.refuseWith(refusal, msg, &turn{
-		start: time.Now(), model: res.RequestModel, group: res.Group,
-		requested: res.Requested, sent: policy.TierNone, action: res.Action, rule: res.Rule,
-		budget: res.Budget, shadowRule: res.ShadowRule, shadowAction: res.ShadowAction,
-	}, res.Tier, res.RetryAfter)
-}
-
-// refuseOverload ends a session whose client sends frames faster than the
-// upstream confirms them (too many session.update or response.create
-// frames waiting).
-func (s *session) refuseOverload(group, msg string) {
-	s.refuseWith(policy.RefusalPolicy, msg, &turn{start: time.Now(), group: group, action: policy.ActionBlock}, policy.TierNone, 0)
-}
-
-// refuseWith sends the refusal's error event, records t and closes the
-// session: 1008 for a policy or budget refusal, 1007 for a frame that is
-// not JSON. retryAfter is a budget refusal's seconds to its window's end.
-func (s *session) refuseWith(r policy.Refusal, msg string, t *turn, judged policy.Tier, retryAfter int64) {
-	code, status := websocket.StatusPolicyViolation, usage.StatusBlocked
-	switch r {
-	case policy.RefusalInvalidJSON:
-		code, status = websocket.StatusInvalidFramePayloadData, usage.StatusRefused
-	case policy.RefusalTooManyOccurrences:
-		status = usage.StatusRefused
-	}
-	s.stopRelay.Store(true) // the upstream pump must not slip a frame in before the close
-	event := policy.ErrorEvent(r, msg)
-	if r == policy.RefusalBudget {
-		event = policy.BudgetErrorEvent(msg, retryAfter)
-	}
-	err := s.writeClient(websocket.MessageText, event)
-	s.b.log.Info("frame refused", "request_id", s.requestID, "endpoint", s.em.endpoint,
-		"status", r.Status(), "group", t.group, "model", t.model, "service_tier", judged.String(),
-		"rule", t.rule, "budget", t.budget, "message", msg)
-	s.record(t, status, r.Status(), usage.Unknown(), "", time.Now())
-	if err != nil {
-		s.end(lostCause(sideClient, false))
-		return
-	}
-	s.end(refusalCause(code, msg))
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
 	"github.com/tiergate/tiergate/internal/envoysim"
@@ -122,4 +123,43 @@ func setHeaderValue(m *extprocv3.HeaderMutation, name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// checkResponseHeadersAnswer accepts a response_headers answer Envoy would
+// apply that lets the response body come (no mode_override turning it off:
+// the usage in it would go uncounted).
+func checkResponseHeadersAnswer(r *extprocv3.ProcessingResponse) error {
+	hr, ok := r.GetResponse().(*extprocv3.ProcessingResponse_ResponseHeaders)
+	if !ok {
+		return fmt.Errorf("response_headers answered with %s", answerKind(r))
+	}
+	c := hr.ResponseHeaders.GetResponse()
+	if s := c.GetStatus(); s != extprocv3.CommonResponse_CONTINUE {
+		return fmt.Errorf("response_headers answered with status %s", s)
+	}
+	if err := envoysim.CheckHeaderMutation(c.GetHeaderMutation()); err != nil {
+		return err
+	}
+	if mo := r.GetModeOverride(); mo != nil && mo.GetResponseBodyMode() == filterv3.ProcessingMode_NONE {
+		return fmt.Errorf("response_headers answer turns the response body off")
+	}
+	return nil
+}
+
+// checkResponseBodyAnswer accepts a response_body answer that lets the
+// chunk through unchanged (the upstream's usage is not the client's to
+// lose).
+func checkResponseBodyAnswer(r *extprocv3.ProcessingResponse) error {
+	br, ok := r.GetResponse().(*extprocv3.ProcessingResponse_ResponseBody)
+	if !ok {
+		return fmt.Errorf("response_body answered with %s", answerKind(r))
+	}
+	c := br.ResponseBody.GetResponse()
+	if s := c.GetStatus(); s != extprocv3.CommonResponse_CONTINUE {
+		return fmt.Errorf("response_body answered with status %s", s)
+	}
+	if c.GetBodyMutation() != nil {
+		return fmt.Errorf("response_body answer mutates the body")
+	}
+	return nil
 }

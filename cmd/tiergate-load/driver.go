@@ -26,6 +26,8 @@ type load struct {
 	timeout time.Duration
 	// decodeAll decodes every answer in full (see answers.go).
 	decodeAll bool
+	// response sends the response half after the request body's answer.
+	response bool
 	// Transactions that start in [from, to) are counted; the ones before
 	// from are warm-up. No transaction starts at or after to.
 	from, to time.Time
@@ -101,24 +103,30 @@ func (l *load) worker(ctx context.Context, i int, res *workerResult) {
 // workerState is one worker's answer buffers and checkers, reused from one
 // transaction to the next.
 type workerState struct {
-	codec                     rawCodec
-	headersAnswer, bodyAnswer rawAnswer
-	headers, body             answerChecker
+	codec                             rawCodec
+	headersAnswer, bodyAnswer         rawAnswer
+	headers, body                     answerChecker
+	respHeadersAnswer, respBodyAnswer rawAnswer
+	respHeaders, respBody             answerChecker
 }
 
 func (l *load) newWorkerState() *workerState {
 	return &workerState{
-		codec:   newRawCodec(),
-		headers: answerChecker{check: checkHeadersAnswer, decodeAll: l.decodeAll},
-		body:    answerChecker{check: l.expect.checkBodyAnswer, decodeAll: l.decodeAll},
+		codec:       newRawCodec(),
+		headers:     answerChecker{check: checkHeadersAnswer, decodeAll: l.decodeAll},
+		body:        answerChecker{check: l.expect.checkBodyAnswer, decodeAll: l.decodeAll},
+		respHeaders: answerChecker{check: checkResponseHeadersAnswer, decodeAll: l.decodeAll},
+		respBody:    answerChecker{check: checkResponseBodyAnswer, decodeAll: l.decodeAll},
 	}
 }
 
 // transaction is one HTTP request as Envoy puts it through ext_proc with
-// request headers SEND, request body BUFFERED and the response phases off:
-// open a stream, send the headers and await their answer, send the whole
-// body and await its answer, then end the stream and wait for the server to
-// end it too. The body's answer is left in w.bodyAnswer for the caller to
+// request headers SEND, request body BUFFERED and, unless l.response, the
+// response phases off: open a stream, send the headers and await their
+// answer, send the whole body and await its answer, (with l.response, the
+// response headers and the response body as one STREAMED chunk, each
+// awaited and checked), then end the stream and wait for the server to end
+// it too. The body's answer is left in w.bodyAnswer for the caller to
 // check; on failure, it returns the error and the kind it is counted under
 // (the stage and the gRPC code, a bounded set).
 func (l *load) transaction(ctx context.Context, client extprocv3.ExternalProcessorClient, msgs *requestMessages, w *workerState) (string, error) {
@@ -144,6 +152,26 @@ func (l *load) transaction(ctx context.Context, client extprocv3.ExternalProcess
 	}
 	if err := s.RecvMsg(&w.bodyAnswer); err != nil {
 		return stageKind("await request_body answer", err), err
+	}
+	if l.response {
+		if err := s.Send(msgs.respHeaders); err != nil {
+			return stageKind("send response_headers", err), err
+		}
+		if err := s.RecvMsg(&w.respHeadersAnswer); err != nil {
+			return stageKind("await response_headers answer", err), err
+		}
+		if err := w.respHeaders.verify(w.respHeadersAnswer.b); err != nil {
+			return err.Error(), err
+		}
+		if err := s.Send(msgs.respBody); err != nil {
+			return stageKind("send response_body", err), err
+		}
+		if err := s.RecvMsg(&w.respBodyAnswer); err != nil {
+			return stageKind("await response_body answer", err), err
+		}
+		if err := w.respBody.verify(w.respBodyAnswer.b); err != nil {
+			return err.Error(), err
+		}
 	}
 	if err := s.CloseSend(); err != nil {
 		return stageKind("close stream", err), err

@@ -36,6 +36,10 @@ type extprocConfig struct {
 	// what they cost the server.
 	cpuProfile string
 	decodeAll  bool
+	// response adds the response half: response_headers and a JSON
+	// response_body carrying usage, as Envoy sends them (STREAMED, one
+	// chunk), so that the server's response path and accounting run.
+	response bool
 }
 
 func parseExtprocFlags(args []string, stderr io.Writer) (*extprocConfig, error) {
@@ -57,6 +61,7 @@ func parseExtprocFlags(args []string, stderr io.Writer) (*extprocConfig, error) 
 	fs.StringVar(&c.authority, "authority", "api.openai.com", ":authority of the requests")
 	fs.IntVar(&c.maxMsg, "grpc-max-message-bytes", defaultMaxMsg, "largest message sent or accepted (raised to fit --body-size)")
 	fs.BoolVar(&c.decodeAll, "decode-all", false, "decode and check every answer in full, instead of only those whose bytes differ from the last answer that passed (which costs the load tool, and so the server sharing its machine, CPU that Envoy would not spend)")
+	fs.BoolVar(&c.response, "response", false, "after the request body's answer, send the response half too: response_headers, then a JSON Responses answer carrying usage as one response_body chunk (the response path and usage accounting run)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the load tool's own CPU profile over the whole run (warm-up included) to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -132,7 +137,7 @@ func runExtproc(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	start := time.Now()
 	l := &load{
 		clients: clients, streams: cfg.streams, body: body, authority: cfg.authority,
-		expect: cfg.expect, timeout: cfg.timeout, decodeAll: cfg.decodeAll,
+		expect: cfg.expect, timeout: cfg.timeout, decodeAll: cfg.decodeAll, response: cfg.response,
 		from: start.Add(cfg.warmup), to: start.Add(cfg.warmup + cfg.duration),
 	}
 	// The server's histogram and CPU time are read at the edges of the

@@ -2,10 +2,16 @@ package main
 
 import (
 	"errors"
+	"io"
+	"net/http"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
 	"github.com/tiergate/tiergate/internal/syncbuf"
 )
@@ -159,5 +165,79 @@ func TestCommandLine(t *testing.T) {
 		if err := run(t.Context(), args, &stdout, &stderr); err == nil {
 			t.Errorf("run %v succeeded; want a flag error", args)
 		}
+	}
+}
+
+// TestResponseHalfReachesTiergatesAccounting: with --response, every
+// transaction also carries response_headers and a response_body with
+// usage, tiergate answers both as Envoy needs, and its token counters move.
+func TestResponseHalfReachesTiergatesAccounting(t *testing.T) {
+	t.Parallel()
+	addr, admin := startTiergate(t)
+	rep, err := runRound(t, shortRound(addr, "--response"))
+	if err != nil || rep.Transactions == 0 || rep.Errors != 0 {
+		t.Fatalf("run: %v; transactions %d, errors %d %v; want some and none", err, rep.Transactions, rep.Errors, rep.ErrorExamples)
+	}
+	resp, err := http.Get(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	metrics, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// upstreamResponse reports 38 output tokens per response.
+	re := regexp.MustCompile(`(?m)^tiergate_tokens_total\{[^}]*type="output"[^}]*\} (\S+)$`)
+	m := re.FindSubmatch(metrics)
+	if m == nil {
+		t.Fatalf("no output token counter in tiergate's metrics:\n%s", metrics)
+	}
+	if n, _ := strconv.ParseFloat(string(m[1]), 64); n < float64(38*rep.Transactions) {
+		t.Errorf("%v output tokens counted for %d responses of 38 each", n, rep.Transactions)
+	}
+}
+
+func TestResponseHalfAgainstTheNullServerCompletesWithoutErrors(t *testing.T) {
+	t.Parallel()
+	addr, _ := startNull(t)
+	rep, err := runRound(t, shortRound(addr, "--expect", "continue", "--response"))
+	if err != nil || rep.Transactions == 0 || rep.Errors != 0 {
+		t.Fatalf("run: %v; transactions %d, errors %d %v; want some and none", err, rep.Transactions, rep.Errors, rep.ErrorExamples)
+	}
+}
+
+func TestResponseAnswerChecks(t *testing.T) {
+	t.Parallel()
+	headers := func(c *extprocv3.CommonResponse, mo *filterv3.ProcessingMode) *extprocv3.ProcessingResponse {
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+			ResponseHeaders: &extprocv3.HeadersResponse{Response: c}}, ModeOverride: mo}
+	}
+	body := func(c *extprocv3.CommonResponse) *extprocv3.ProcessingResponse {
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+			ResponseBody: &extprocv3.BodyResponse{Response: c}}}
+	}
+	for _, tc := range []struct {
+		name  string
+		check func(*extprocv3.ProcessingResponse) error
+		r     *extprocv3.ProcessingResponse
+		ok    bool
+	}{
+		{"a plain CONTINUE to the response headers passes", checkResponseHeadersAnswer, headers(nil, nil), true},
+		{"response headers answered as request headers fail", checkResponseHeadersAnswer, nullRequestHeaders, false},
+		{"a mode override that drops the response body fails", checkResponseHeadersAnswer,
+			headers(nil, &filterv3.ProcessingMode{ResponseBodyMode: filterv3.ProcessingMode_NONE}), false},
+		{"a plain CONTINUE to the response body passes", checkResponseBodyAnswer, body(nil), true},
+		{"a response body that is rewritten fails", checkResponseBodyAnswer, body(&extprocv3.CommonResponse{
+			BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: []byte("{}")}}}), false},
+		{"a response body answered by an immediate response fails", checkResponseBodyAnswer,
+			&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if err := tc.check(tc.r); (err == nil) != tc.ok {
+				t.Errorf("error %v, want ok %v", err, tc.ok)
+			}
+		})
 	}
 }

@@ -70,7 +70,7 @@ func (n *nullServer) Process(stream extprocv3.ExternalProcessor_ProcessServer) e
 			began = time.Now()
 		}
 		var resp *extprocv3.ProcessingResponse
-		phase := extproc.PhaseOther
+		phase := phaseOther
 		switch r := req.Request.(type) {
 		case *extprocv3.ProcessingRequest_RequestHeaders:
 			resp, phase = nullRequestHeaders, phaseHeaders
@@ -82,9 +82,9 @@ func (n *nullServer) Process(stream extprocv3.ExternalProcessor_ProcessServer) e
 		case *extprocv3.ProcessingRequest_RequestTrailers:
 			resp = nullRequestTrailers
 		case *extprocv3.ProcessingRequest_ResponseHeaders:
-			resp, phase = nullResponseHeaders, extproc.PhaseResponseHeaders
+			resp, phase = nullResponseHeaders, phaseResponseHeaders
 		case *extprocv3.ProcessingRequest_ResponseBody:
-			resp, phase = nullResponseBody, extproc.PhaseResponseBody
+			resp, phase = nullResponseBody, phaseResponseBody
 		case *extprocv3.ProcessingRequest_ResponseTrailers:
 			resp = nullResponseTrailers
 		default:
@@ -113,17 +113,22 @@ func echoBody(body []byte) *extprocv3.ProcessingResponse {
 	}}
 }
 
+// nullDurationBuckets are the bounds (le) of tiergate's histogram of time
+// per message, as its /metrics lists them; 100 µs, the target for a body
+// message, is one (TestNullHistogramHasTiergatesShape holds them equal).
+var nullDurationBuckets = []float64{5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1}
+
 // newNullDuration is tiergate's histogram of time per message, with its
 // name, label and buckets, so that the load tool's --admin reads either
 // server.
 func newNullDuration(reg prometheus.Registerer) *prometheus.HistogramVec {
 	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    extproc.MetricMessageDuration,
+		Name:    serverHistogram,
 		Help:    "Null server: time to answer one ext_proc message, by phase, measured as tiergate measures its own.",
-		Buckets: extproc.MessageDurationBuckets,
+		Buckets: nullDurationBuckets,
 	}, []string{"phase"})
 	reg.MustRegister(h)
-	for _, p := range []string{phaseHeaders, phaseBody, extproc.PhaseResponseHeaders, extproc.PhaseResponseBody} {
+	for _, p := range []string{phaseHeaders, phaseBody, phaseResponseHeaders, phaseResponseBody} {
 		h.WithLabelValues(p)
 	}
 	return h

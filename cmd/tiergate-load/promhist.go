@@ -12,16 +12,18 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-
-	"github.com/tiergate/tiergate/extproc"
 )
 
-// The server's own histogram of time per ext_proc message
-// (extproc.MetricMessageDuration), and the phases reported from it.
+// tiergate's histogram of server-side time per ext_proc message and the
+// values of its phase label, as the README's metrics section names them:
+// the load tool reads them off /metrics, as an operator would.
 const (
-	serverHistogram = extproc.MetricMessageDuration
-	phaseBody       = extproc.PhaseRequestBody
-	phaseHeaders    = extproc.PhaseRequestHeaders
+	serverHistogram      = "tiergate_extproc_message_duration_seconds"
+	phaseHeaders         = "request_headers"
+	phaseBody            = "request_body"
+	phaseResponseHeaders = "response_headers"
+	phaseResponseBody    = "response_body"
+	phaseOther           = "other"
 )
 
 // serverTarget is the target for server-side time per body message at p99

@@ -44,6 +44,8 @@ type command struct {
 var commands = []command{
 	{"null-extproc", "serve a null ext_proc server (CONTINUE to everything), the baseline", runNull},
 	{"extproc", "drive an ext_proc server as Envoy does and report throughput, latency and memory", runExtproc},
+	{"http-upstream", "serve a stand-in provider over plain HTTP/1.1 (a Responses answer with usage; GET /counts says what arrived)", runHTTPUpstream},
+	{"body", "print the Responses body extproc sends (for an HTTP load generator)", runBody},
 	{"ws-upstream", "serve a fake Responses WebSocket upstream (response.create answered with created, a delta, completed)", runWSUpstream},
 	{"ws-relay", "serve the minimal WebSocket relay (two goroutines copying frames), the bridge's baseline", runWSRelay},
 	{"ws", "drive WebSocket sessions (latency, throughput, idle memory, concurrency) and report", runWS},

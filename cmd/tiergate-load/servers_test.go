@@ -88,7 +88,7 @@ func startTiergate(t testing.TB) (addr, admin string) {
 	reg, decisions, tokens := serveRegistry(t)
 	ep, err := extproc.New(extproc.Options{
 		Store: policy.NewStore(policy.Default()), Registerer: reg, Decisions: decisions, Tokens: tokens,
-		Usage: usage.NewLog(io.Discard),
+		Usage: usage.NewRecordWriter(io.Discard),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -84,7 +84,7 @@ func startBridge(t *testing.T, upstream string) (target, admin string) {
 	reg, decisions, tokens := serveRegistry(t)
 	b, err := wsbridge.New(wsbridge.Options{
 		Store: policy.NewStore(policy.Default()), Registerer: reg, Decisions: decisions, Tokens: tokens,
-		Usage: usage.NewLog(io.Discard), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Usage: usage.NewRecordWriter(io.Discard), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Upstream: upstream, ReadLimit: wsbridge.DefaultReadLimit,
 	})
 	if err != nil {

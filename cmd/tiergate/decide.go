@@ -72,9 +72,9 @@ func decideOffline(p *policy.Policy, r *offlineRequest) offlineResult {
 	if out.ShadowRule != "" {
 		dec.ShadowRule, dec.ShadowAction = out.ShadowRule, out.ShadowAction.String()
 	}
-	if out.Refused() {
+	if out.Refusal != policy.RefusalNone {
 		dec.Status = out.Refusal.Status()
-		res.body, res.refused = out.ErrorBody, true
+		res.body, res.refused = out.Refusal.Body(ep, out.Message), true
 		return res
 	}
 	if r.used != nil {

@@ -301,6 +301,25 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// TestServeReportsEveryBadFlag: serve names every flag it refuses in one
+// run, not the first alone, so an operator fixes them in one go.
+func TestServeReportsEveryBadFlag(t *testing.T) {
+	t.Parallel()
+	r := runBinary(t, nil, "serve", "--log-level", "loud", "--usage-log-queue", "0", "--ws-tls-cert", "cert.pem",
+		"--gc-headroom", "lots", "--memory-limit", "5GB", "extra")
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", r.code, r.stderr)
+	}
+	for _, want := range []string{
+		`unexpected argument "extra"`, "--usage-log-queue: 0, want at least 1", "--log-level",
+		"--ws-tls-cert and --ws-tls-key go together", `--gc-headroom: "lots" is not a size`, `--memory-limit: "5GB" is not a size`,
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not name %q:\n%s", want, r.stderr)
+		}
+	}
+}
+
 // startServe runs `tiergate serve` with args, every listener not named in
 // args on a free loopback port, and waits until all three are logged and
 // /readyz reports ready.

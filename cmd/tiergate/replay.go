@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -109,25 +108,24 @@ func (rp *replayer) replay(rec *tiergatev1.UsageRecord) error {
 	if err != nil {
 		return err
 	}
-	req := &policy.Request{Endpoint: ep, Group: rec.GetGroup()}
-	var view budget.View
+	var spend policy.SpendView = fixedSpend{at: at}
 	if rp.spend != nil {
-		view = rp.spend.View(at)
-		req.Spend = &view
-	} else {
-		req.Spend = fixedSpend{at: at}
+		view := rp.spend.View(at)
+		spend = &view
 	}
+	body := replayBody(ep, rec.GetModel(), requested)
 	var res policy.Result
 	switch ep {
 	case policy.EndpointResponsesWS, policy.EndpointRealtime:
+		req := &policy.Request{Endpoint: ep, Group: rec.GetGroup(), Spend: spend}
 		if rec.GetModel() != "" {
 			req.SessionModels = []string{rec.GetModel()}
 		}
-		res = rp.p.ApplyFrame(req, replayBody(ep, rec.GetModel(), requested))
+		res = rp.p.ApplyFrame(req, body)
 	default:
-		res = rp.p.Apply(req, replayBody(ep, rec.GetModel(), requested))
+		res = rp.p.DecideHTTP(&policy.HTTPRequest{Endpoint: ep, Group: rec.GetGroup(), Body: body, Spend: spend}).Result
 	}
-	if res.Status == http.StatusBadRequest || !res.Policed {
+	if res.Refusal == policy.RefusalInvalidJSON || res.Refusal == policy.RefusalTooManyOccurrences || !res.Policed {
 		rep.NotReplayable++
 		return nil
 	}

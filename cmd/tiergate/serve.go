@@ -18,12 +18,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
 
 	"github.com/tiergate/tiergate/budget"
 	"github.com/tiergate/tiergate/extproc"
 	"github.com/tiergate/tiergate/internal/gcsettings"
 	"github.com/tiergate/tiergate/policy"
 	"github.com/tiergate/tiergate/usage"
+	"github.com/tiergate/tiergate/wsbridge"
 )
 
 const defaultMaxBody = extproc.DefaultMaxBodyBytes
@@ -41,6 +44,8 @@ type serveConfig struct {
 	usageLog      string
 	usageQueue    int
 	logLevel      string
+	// level is logLevel parsed.
+	level         slog.Level
 	shutdownGrace time.Duration
 	gcHeadroom    string
 	// gcHeadroomBytes is gcHeadroom parsed; 0 leaves GOGC alone.
@@ -73,29 +78,42 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
-	}
-	if c.usageQueue < 1 {
-		return nil, fmt.Errorf("--usage-log-queue: %d, want at least 1", c.usageQueue)
-	}
 	c.explicit = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { c.explicit[f.Name] = true })
-	if err := c.ws.validate(); err != nil {
+	if err := c.check(fs.Args()); err != nil {
 		return nil, err
+	}
+	return c, nil
+}
+
+// check reads the flags that need more than their type's parsing and
+// checks them against each other, reporting every bad one at once.
+func (c *serveConfig) check(rest []string) error {
+	var errs []error
+	if len(rest) > 0 {
+		errs = append(errs, fmt.Errorf("serve: unexpected argument %q", rest[0]))
+	}
+	if c.usageQueue < 1 {
+		errs = append(errs, fmt.Errorf("--usage-log-queue: %d, want at least 1", c.usageQueue))
+	}
+	if err := c.level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("--log-level: %w", err))
+	}
+	if err := c.ws.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.gcHeadroom != "0" {
 		var err error
 		if c.gcHeadroomBytes, err = gcsettings.ParseBytes(c.gcHeadroom); err != nil {
-			return nil, fmt.Errorf("--gc-headroom: %w", err)
+			errs = append(errs, fmt.Errorf("--gc-headroom: %w", err))
 		}
 	}
 	if c.memoryLimit != "auto" && c.memoryLimit != "off" {
 		if _, err := gcsettings.ParseBytes(c.memoryLimit); err != nil {
-			return nil, fmt.Errorf("--memory-limit: %w", err)
+			errs = append(errs, fmt.Errorf("--memory-limit: %w", err))
 		}
 	}
-	return c, nil
+	return errors.Join(errs...)
 }
 
 // systemRoot is the root below which /proc and the cgroup mounts are read
@@ -140,12 +158,9 @@ func applyGC(ctx context.Context, c *serveConfig, log *slog.Logger) {
 		"memory_limit_bytes", debug.SetMemoryLimit(-1), "memory_limit_from", limitFrom)
 }
 
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})), nil
+// newLogger returns serve's logger: JSON lines on w, from level up.
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
 // openUsageLog returns the usage log's writer and a function that closes it.
@@ -181,210 +196,270 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, cfg.logLevel)
-	if err != nil {
-		return err
-	}
+	log := newLogger(stderr, cfg.level)
 	// The tuner runs until serve returns, not until SIGTERM: the drain that
 	// follows is still under load.
 	gcCtx, stopGC := context.WithCancel(context.Background())
 	defer stopGC()
 	applyGC(gcCtx, cfg, log)
+
+	s := &server{cfg: cfg, log: log}
+	defer s.close()
+	// Everything that can refuse the flags or the environment comes before
+	// anything serves: a bad --ws-upstream or a taken port ends start-up
+	// with no listener announced and none left open.
+	if err := s.build(stdout); err != nil {
+		return err
+	}
+	if err := s.listen(); err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.start(runCtx)
+	runErr := s.wait(ctx)
+	s.stop(cancel)
+	return runErr
+}
+
+// server is what serve runs: built and bound before anything serves.
+type server struct {
+	cfg *serveConfig
+	log *slog.Logger
+	// closers run when serve returns, last first: what an early return
+	// must not leave open (a second Close is harmless).
+	closers []func()
+
+	source   string // the policy file, or "embedded default"
+	store    *policy.Store
+	reg      *prometheus.Registry
+	usageLog *usage.RecordWriter
+	budgets  *budget.Tracker
+	ep       *extproc.Server
+	bridge   *wsbridge.Bridge
+	watcher  *policy.Watcher
+
+	adminLn, wsLn, extprocLn net.Listener
+
+	// Set by start.
+	wg         sync.WaitGroup
+	errc       chan error // a listener's failure
+	rd         readiness
+	admin      *http.Server
+	wsServer   *http.Server
+	grpcServer *grpc.Server
+	health     *health.Server
+}
+
+func (s *server) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+}
+
+// build loads the policy and makes the usage log, the metrics, the budget
+// tracker, the ext_proc server, the bridge and the policy watcher.
+func (s *server) build(stdout io.Writer) error {
+	cfg, log := s.cfg, s.log
 	p, err := loadPolicy(cfg.configPath)
 	if err != nil {
 		return err
 	}
-	source := cfg.configPath
-	if source == "" {
-		source = "embedded default"
+	s.source = cfg.configPath
+	if s.source == "" {
+		s.source = "embedded default"
 	}
-	log.Info("policy loaded", "source", source, "sha256", p.SHA256())
-	store := policy.NewStore(p)
+	log.Info("policy loaded", "source", s.source, "sha256", p.SHA256())
+	s.store = policy.NewStore(p)
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.reg = prometheus.NewRegistry()
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	usageOut, closeUsage, err := openUsageLog(cfg.usageLog, stdout)
 	if err != nil {
 		return err
 	}
-	defer closeUsage()
+	s.closers = append(s.closers, func() { _ = closeUsage() })
 	// Queued: a usage log that blocks (stdout nobody reads) or fails costs
 	// records, counted, never request time.
-	usageLog, err := usage.NewQueuedLog(usageOut, usage.QueueOptions{Size: cfg.usageQueue, Registerer: reg, Log: log})
+	if s.usageLog, err = usage.NewQueuedRecordWriter(usageOut, usage.QueueOptions{Size: cfg.usageQueue, Registerer: s.reg, Log: log}); err != nil {
+		return err
+	}
+	decisions, err := policy.NewDecisionMetrics(s.reg)
 	if err != nil {
 		return err
 	}
-	decisions, err := policy.NewDecisionMetrics(reg)
+	tokens, err := usage.NewMetrics(s.reg)
 	if err != nil {
 		return err
 	}
-	tokens, err := usage.NewMetrics(reg)
-	if err != nil {
+	if s.budgets, err = budget.New(budget.NewMemory(), s.store.Load, s.reg, budget.Options{Log: log}); err != nil {
 		return err
 	}
-	budgets, err := budget.New(budget.NewMemory(), store.Load, reg, budget.Options{Log: log})
-	if err != nil {
-		return err
-	}
-	defer budgets.Close() // for an early return; closed again below, harmlessly
-	budgetsInForce(log, budgets, p)
+	s.closers = append(s.closers, s.budgets.Close) // for an early return; stop closes it first
+	budgetsInForce(log, s.budgets, p)
 
-	// Everything that can refuse the flags or the environment comes before
-	// anything serves: a bad --ws-upstream or a taken port ends start-up
-	// with no listener announced and none left open.
-	ep, err := extproc.New(extproc.Options{
-		Store: store, Registerer: reg, Decisions: decisions, Tokens: tokens, Usage: usageLog, Log: log,
-		Budgets: budgets, MaxBodyBytes: cfg.maxBody, MaxUsageBytes: cfg.maxUsage,
+	if s.ep, err = extproc.New(extproc.Options{
+		Store: s.store, Registerer: s.reg, Decisions: decisions, Tokens: tokens, Usage: s.usageLog, Log: log,
+		Budgets: s.budgets, MaxBodyBytes: cfg.maxBody, MaxUsageBytes: cfg.maxUsage,
+	}); err != nil {
+		return err
+	}
+	if s.bridge, err = cfg.ws.bridge(s.store, s.reg, decisions, tokens, s.budgets, s.usageLog, log); err != nil {
+		return err
+	}
+	s.watcher, err = policy.NewWatcher(cfg.configPath, s.store, s.reg, log, policy.WatcherOptions{
+		Reloaded: func(p *policy.Policy) { budgetsInForce(log, s.budgets, p) },
 	})
-	if err != nil {
-		return err
-	}
-	bridge, err := cfg.ws.bridge(store, reg, decisions, tokens, budgets, usageLog, log)
-	if err != nil {
-		return err
-	}
-	watcher, err := policy.NewWatcher(cfg.configPath, store, reg, log, policy.WatcherOptions{
-		Reloaded: func(p *policy.Policy) { budgetsInForce(log, budgets, p) },
-	})
-	if err != nil {
-		return err
-	}
-	adminLn, err := listen(cfg.adminListen)
-	if err != nil {
+	return err
+}
+
+// listen binds the three listeners.
+func (s *server) listen() error {
+	var err error
+	if s.adminLn, err = listen(s.cfg.adminListen); err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
-	defer adminLn.Close() // for an early return; a second Close is harmless
-	wsLn, err := listen(cfg.ws.listen)
-	if err != nil {
+	s.closers = append(s.closers, func() { _ = s.adminLn.Close() })
+	if s.wsLn, err = listen(s.cfg.ws.listen); err != nil {
 		return fmt.Errorf("WebSocket listener: %w", err)
 	}
-	defer wsLn.Close()
-	extprocLn, err := listen(cfg.extprocListen)
-	if err != nil {
+	s.closers = append(s.closers, func() { _ = s.wsLn.Close() })
+	if s.extprocLn, err = listen(s.cfg.extprocListen); err != nil {
 		return fmt.Errorf("ext_proc listener: %w", err)
 	}
-	defer extprocLn.Close()
+	s.closers = append(s.closers, func() { _ = s.extprocLn.Close() })
+	return nil
+}
 
-	var wg sync.WaitGroup
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 3) // one per listener below
-	wg.Add(1)
+// start runs the policy watcher and serves the three listeners until
+// ctx ends; a listener's failure goes to errc.
+func (s *server) start(ctx context.Context) {
+	cfg, log := s.cfg, s.log
+	s.errc = make(chan error, 3) // one per listener below
+	s.wg.Add(1)
 	go func() {
-		defer wg.Done()
-		watcher.Run(runCtx)
+		defer s.wg.Done()
+		s.watcher.Run(ctx)
 	}()
 
-	rd := &readiness{}
-	// Envoy's preStop hook (tiergate drain) starts the WebSocket sessions'
-	// grace while Envoy still runs, so that the sessions still open when it
-	// ends are closed with 1001 and recorded, not cut when Envoy exits.
-	// ext_proc keeps serving: Envoy sends requests until its listeners close.
-	var drainOnce sync.Once
-	drainBridge := func() {
-		drainOnce.Do(func() {
-			rd.draining.Store(true)
-			log.Info("draining WebSocket sessions (tiergate drain)", "grace", cfg.shutdownGrace.String())
+	s.admin = &http.Server{Handler: adminHandler(s.reg, s.store, s.budgets, s.source, &s.rd, cfg.pprof, s.drainBridge()), ReadHeaderTimeout: 10 * time.Second}
+	log.Info("listening", "listener", "admin", "address", listenerAddress(s.adminLn))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.admin.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- fmt.Errorf("admin listener: %w", err)
+		}
+	}()
+
+	s.wsServer = s.bridge.HTTPServer()
+	log.Info("listening", "listener", "websocket", "address", listenerAddress(s.wsLn), "tls", cfg.ws.tlsCert != "", "upstream", cfg.ws.upstream)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		var err error
+		if cfg.ws.tlsCert != "" {
+			err = s.wsServer.ServeTLS(s.wsLn, cfg.ws.tlsCert, cfg.ws.tlsKey)
+		} else {
+			err = s.wsServer.Serve(s.wsLn)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- fmt.Errorf("WebSocket listener: %w", err)
+		}
+	}()
+
+	s.grpcServer, s.health = extproc.NewGRPCServer(cfg.grpcMaxMsg)
+	s.ep.Register(s.grpcServer)
+	log.Info("listening", "listener", "extproc", "address", listenerAddress(s.extprocLn))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpcServer.Serve(s.extprocLn); err != nil {
+			s.errc <- fmt.Errorf("ext_proc listener: %w", err)
+		}
+	}()
+}
+
+// drainBridge returns what /drain calls. Envoy's preStop hook (tiergate
+// drain) starts the WebSocket sessions' grace while Envoy still runs, so
+// that the sessions still open when it ends are closed with 1001 and
+// recorded, not cut when Envoy exits. ext_proc keeps serving: Envoy sends
+// requests until its listeners close.
+func (s *server) drainBridge() func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.rd.draining.Store(true)
+			s.log.Info("draining WebSocket sessions (tiergate drain)", "grace", s.cfg.shutdownGrace.String())
 			go func() {
-				ctx, done := context.WithTimeout(context.Background(), cfg.shutdownGrace)
+				ctx, done := context.WithTimeout(context.Background(), s.cfg.shutdownGrace)
 				defer done()
-				if err := bridge.Shutdown(ctx); err != nil {
-					log.Warn("drain grace over; closed the remaining WebSocket sessions with 1001", "err", err)
+				if err := s.bridge.Shutdown(ctx); err != nil {
+					s.log.Warn("drain grace over; closed the remaining WebSocket sessions with 1001", "err", err)
 				}
 			}()
 		})
 	}
-	admin := &http.Server{Handler: adminHandler(reg, store, budgets, source, rd, cfg.pprof, drainBridge), ReadHeaderTimeout: 10 * time.Second}
-	log.Info("listening", "listener", "admin", "address", listenerAddress(adminLn))
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := admin.Serve(adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("admin listener: %w", err)
-		}
-	}()
+}
 
-	wsServer := bridge.HTTPServer()
-	log.Info("listening", "listener", "websocket", "address", listenerAddress(wsLn), "tls", cfg.ws.tlsCert != "", "upstream", cfg.ws.upstream)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		var err error
-		if cfg.ws.tlsCert != "" {
-			err = wsServer.ServeTLS(wsLn, cfg.ws.tlsCert, cfg.ws.tlsKey)
-		} else {
-			err = wsServer.Serve(wsLn)
-		}
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("WebSocket listener: %w", err)
-		}
-	}()
-
-	grpcServer, health := extproc.NewGRPCServer(cfg.grpcMaxMsg)
-	ep.Register(grpcServer)
-	log.Info("listening", "listener", "extproc", "address", listenerAddress(extprocLn))
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := grpcServer.Serve(extprocLn); err != nil {
-			errc <- fmt.Errorf("ext_proc listener: %w", err)
-		}
-	}()
-
-	// Ready only once policy changes are seen (a ConfigMap update that lands
-	// during start-up must not wait for the next poll), and until a signal
-	// or a listener's failure.
-	var runErr error
-	watching := watcher.Watching()
-wait:
+// wait reports ready once policy changes are seen (a ConfigMap update
+// that lands during start-up must not wait for the next poll), and
+// returns on ctx's end (nil) or a listener's failure (the failure).
+func (s *server) wait(ctx context.Context) error {
+	watching := s.watcher.Watching()
 	for {
 		select {
 		case <-watching:
 			watching = nil
-			rd.ready.Store(true)
+			s.rd.ready.Store(true)
 			// Logged after /readyz turns ready, so a line-reader (a test,
 			// a log alert on slow starts) can rely on the order.
-			log.Info("ready")
+			s.log.Info("ready")
 		case <-ctx.Done():
-			log.Info("shutting down", "grace", cfg.shutdownGrace.String())
-			break wait
-		case runErr = <-errc:
-			log.Error("shutting down after a failure", "err", runErr)
-			break wait
+			s.log.Info("shutting down", "grace", s.cfg.shutdownGrace.String())
+			return nil
+		case err := <-s.errc:
+			s.log.Error("shutting down after a failure", "err", err)
+			return err
 		}
 	}
-	rd.draining.Store(true)
-	health.Shutdown() // NOT_SERVING: Envoy's health checks see the drain
+}
+
+// stop drains the servers within one grace, flushes the usage log, and
+// stops what start ran (cancel ends the watcher).
+func (s *server) stop(cancel context.CancelFunc) {
+	cfg, log := s.cfg, s.log
+	s.rd.draining.Store(true)
+	s.health.Shutdown() // NOT_SERVING: Envoy's health checks see the drain
 	shutdownCtx, done := context.WithTimeout(context.Background(), cfg.shutdownGrace)
 	defer done()
 	// HTTP streams and WebSocket sessions drain side by side within one grace.
 	var drain sync.WaitGroup
 	drain.Add(2)
-	go func() { defer drain.Done(); stopGRPC(grpcServer, cfg.shutdownGrace, log) }()
+	go func() { defer drain.Done(); stopGRPC(s.grpcServer, cfg.shutdownGrace, log) }()
 	go func() {
 		defer drain.Done()
-		if err := bridge.Shutdown(shutdownCtx); err != nil {
+		if err := s.bridge.Shutdown(shutdownCtx); err != nil {
 			log.Warn("shutdown grace over; closed the remaining WebSocket sessions with 1001", "err", err)
 		}
-		_ = wsServer.Shutdown(shutdownCtx)
+		_ = s.wsServer.Shutdown(shutdownCtx)
 	}()
 	drain.Wait()
 	// Every stream and session has written its record by now (the gRPC
 	// server waits for its handlers); the queue gets what is left of the
 	// grace, and at least flushFloor, to reach the writer.
 	flushCtx, flushDone := context.WithTimeout(context.Background(), max(time.Until(deadlineOf(shutdownCtx)), flushFloor))
-	if err := usageLog.Close(flushCtx); err != nil {
+	if err := s.usageLog.Close(flushCtx); err != nil {
 		log.Error("usage log not flushed", "err", err)
 	}
 	flushDone()
 	cancel()
-	_ = admin.Shutdown(shutdownCtx)
-	wg.Wait()
+	_ = s.admin.Shutdown(shutdownCtx)
+	s.wg.Wait()
 	// After the drain: the requests that finished in it have added their
 	// spend, and Close makes one last attempt to send it to Redis.
-	budgets.Close()
+	s.budgets.Close()
 	log.Info("stopped")
-	return runErr
 }
 
 // flushFloor is the least time the usage queue gets to flush at shutdown,

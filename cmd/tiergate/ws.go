@@ -63,7 +63,7 @@ func (c *wsConfig) options() wsbridge.Options {
 	}
 }
 
-func (c *wsConfig) bridge(store *policy.Store, reg prometheus.Registerer, decisions *policy.DecisionMetrics, tokens *usage.Metrics, budgets *budget.Tracker, log *usage.Log, logger *slog.Logger) (*wsbridge.Bridge, error) {
+func (c *wsConfig) bridge(store *policy.Store, reg prometheus.Registerer, decisions *policy.DecisionMetrics, tokens *usage.Metrics, budgets *budget.Tracker, log *usage.RecordWriter, logger *slog.Logger) (*wsbridge.Bridge, error) {
 	o := c.options()
 	o.Store, o.Registerer, o.Decisions, o.Tokens, o.Usage, o.Log = store, reg, decisions, tokens, log, logger
 	o.Budgets = budgets

@@ -53,7 +53,19 @@ type Options struct {
 	// header from this request header, standing in for the
 	// authentication filter an operator adds there.
 	IdentityHeader string
+	// WithoutExtProc removes the ext_proc filter from every connection
+	// manager: Envoy alone, the floor a benchmark measures ext_proc
+	// servers against.
+	WithoutExtProc bool
+	// PlainUpstreams makes every cluster that reaches its upstream over TLS
+	// speak plain HTTP/1.1 instead (no transport socket, no ALPN), for a
+	// benchmark's local stand-in whose TLS would only add the same noise
+	// to every configuration measured.
+	PlainUpstreams bool
 }
+
+// extProcFilter is the ext_proc HTTP filter's name in the bootstraps.
+const extProcFilter = "envoy.filters.http.ext_proc"
 
 // Rewrite returns the bootstrap yamlBytes with the changes o asks for, as
 // JSON (which Envoy reads as YAML). It fails if something o names is not
@@ -148,6 +160,31 @@ func rewriteTree(tree map[string]any, o Options) error {
 			ts["trusted_ca"] = map[string]any{"filename": o.UpstreamCA}
 		}
 	}
+	if o.WithoutExtProc {
+		if n := removeFilter(listeners, extProcFilter); n == 0 {
+			return errors.New("no connection manager runs ext_proc: nothing to remove")
+		}
+	}
+	if o.PlainUpstreams {
+		n := 0
+		for _, c := range clusters {
+			if obj(c, "transport_socket", "typed_config", "common_tls_context") == nil {
+				continue
+			}
+			delete(c, "transport_socket")
+			// auto_config picks the protocol by ALPN, which plain TCP lacks.
+			c["typed_extension_protocol_options"] = map[string]any{
+				"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": map[string]any{
+					"@type":                "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+					"explicit_http_config": map[string]any{"http_protocol_options": map[string]any{}},
+				},
+			}
+			n++
+		}
+		if n == 0 {
+			return errors.New("no cluster reaches its upstream over TLS: nothing to make plain")
+		}
+	}
 	if o.IdentityHeader != "" {
 		n := 0
 		for _, l := range listeners {
@@ -168,6 +205,34 @@ func rewriteTree(tree map[string]any, o Options) error {
 		}
 	}
 	return nil
+}
+
+// removeFilter drops the HTTP filter called name from every connection
+// manager of listeners and returns how many it dropped. Per-route settings
+// for it stay: Envoy ignores those of a filter that is not in the chain.
+func removeFilter(listeners []node, name string) int {
+	n := 0
+	for _, l := range listeners {
+		for _, fc := range list(l, "filter_chains") {
+			for _, f := range list(fc, "filters") {
+				hcm := obj(f, "typed_config")
+				filters, ok := hcm["http_filters"].([]any)
+				if !ok {
+					continue
+				}
+				kept := make([]any, 0, len(filters))
+				for _, hf := range filters {
+					if m, _ := hf.(map[string]any); m["name"] == name {
+						n++
+						continue
+					}
+					kept = append(kept, hf)
+				}
+				hcm["http_filters"] = kept
+			}
+		}
+	}
+	return n
 }
 
 // insertIdentity puts the identity stand-in right after the filter that

@@ -187,6 +187,58 @@ func diffPaths(a, b any, path string) []string {
 	return []string{path}
 }
 
+// TestRewriteForBenchmarks: WithoutExtProc leaves the chain without
+// ext_proc and otherwise in order; PlainUpstreams strips TLS (and ALPN's
+// auto_config) from the providers' clusters and nothing else.
+func TestRewriteForBenchmarks(t *testing.T) {
+	t.Parallel()
+	shipped, err := os.ReadFile("../../envoy/envoy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Rewrite(shipped, Options{WithoutExtProc: true, PlainUpstreams: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := decodeTree(shipped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := decodeTree(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := byName(list(obj(after, "static_resources"), "listeners"), "llm_ingress")
+	h := obj(byName(list(list(l, "filter_chains")[0], "filters"), "envoy.filters.network.http_connection_manager"), "typed_config")
+	var names []string
+	for _, f := range list(h, "http_filters") {
+		names = append(names, fmt.Sprint(f["name"]))
+	}
+	if want := []string{"envoy.filters.http.header_mutation", "envoy.filters.http.router"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("http filters %v, want %v", names, want)
+	}
+	var changed []string
+	for _, p := range diffPaths(before, after, "") {
+		if !strings.Contains(p, "http_filters") {
+			changed = append(changed, p)
+		}
+	}
+	slices.Sort(changed)
+	var want []string
+	for _, c := range []string{"anthropic", "openai"} {
+		p := "static_resources.clusters[" + c + "]"
+		want = append(want,
+			p+".transport_socket",
+			p+".typed_extension_protocol_options.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.auto_config",
+			p+".typed_extension_protocol_options.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.explicit_http_config",
+		)
+	}
+	slices.Sort(want)
+	if !reflect.DeepEqual(changed, want) {
+		t.Errorf("settings that differ:\n  %s\nwant:\n  %s", strings.Join(changed, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
 // TestRewriteRefusesWhatIsNotThere: a renamed listener or cluster, or a
 // bootstrap without the strip, is an error, not a silent no-op.
 func TestRewriteRefusesWhatIsNotThere(t *testing.T) {
@@ -206,6 +258,8 @@ func TestRewriteRefusesWhatIsNotThere(t *testing.T) {
 		{"an unknown cluster", string(shipped), Options{Clusters: map[string]string{"nope": "127.0.0.1:1"}}, "no cluster nope"},
 		{"an address without a port", string(shipped), Options{Admin: "127.0.0.1"}, "admin: address"},
 		{"an identity with no strip to follow", noStrip, Options{IdentityHeader: "x-id"}, "nowhere to insert"},
+		{"no ext_proc to remove", strings.ReplaceAll(string(shipped), "envoy.filters.http.ext_proc", "x.ext_proc"), Options{WithoutExtProc: true}, "nothing to remove"},
+		{"no TLS upstream to make plain", strings.ReplaceAll(string(shipped), "common_tls_context", "x_tls_context"), Options{PlainUpstreams: true}, "nothing to make plain"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

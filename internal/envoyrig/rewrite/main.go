@@ -28,6 +28,8 @@ func run(args []string) error {
 	ws := fs.String("ws", "", "tiergate's WebSocket bridge (host:port) instead of 127.0.0.1:8081")
 	upstream := fs.String("upstream", "", "host:port of a stand-in for both providers (api.openai.com and api.anthropic.com)")
 	upstreamCA := fs.String("upstream-ca", "", "PEM file of the CA the stand-in's certificate chains to (its names must still be api.openai.com and api.anthropic.com)")
+	noExtProc := fs.Bool("no-extproc", false, "remove the ext_proc filter (Envoy alone, a benchmark's floor)")
+	plainUpstream := fs.Bool("plain-upstream", false, "reach the providers' clusters over plain HTTP/1.1 (a benchmark's local stand-in)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -38,7 +40,8 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	o := envoyrig.Options{Admin: *admin, UpstreamCA: *upstreamCA, Clusters: map[string]string{}}
+	o := envoyrig.Options{Admin: *admin, UpstreamCA: *upstreamCA, Clusters: map[string]string{},
+		WithoutExtProc: *noExtProc, PlainUpstreams: *plainUpstream}
 	if *listen != "" {
 		o.Listeners = map[string]string{"llm_ingress": *listen}
 	}

@@ -47,7 +47,7 @@ const (
 	batchBytes = 64 << 10
 )
 
-// QueueOptions configure a queued Log (NewQueuedLog).
+// QueueOptions configure a queued RecordWriter (NewQueuedRecordWriter).
 type QueueOptions struct {
 	// Size is how many records may wait for the writer; 0 means
 	// DefaultQueueSize.
@@ -63,31 +63,31 @@ type QueueOptions struct {
 	DropLogEvery time.Duration
 }
 
-// Log writes usage records, one JSON line each, to an io.Writer (stdout or a
-// file). It is safe for concurrent use, and lines from concurrent requests
-// never interleave whatever the writer.
+// RecordWriter writes usage records, one JSON line each, to an io.Writer
+// (stdout or a file). It is safe for concurrent use, and lines from concurrent
+// requests never interleave whatever the writer.
 //
-// A Log made by NewLog writes on the caller's goroutine, one Write call per
-// record under a lock: what tests and tools want. A Log made by
-// NewQueuedLog, what serve uses, never makes the caller wait: Write puts the
-// record on a bounded queue and returns, and one goroutine encodes and
-// writes what is queued. A writer that fails or blocks then costs records,
-// never request time: what cannot be queued or written is counted in
+// A RecordWriter made by NewRecordWriter writes on the caller's goroutine, one
+// Write call per record under a lock: what tests and tools want. A RecordWriter
+// made by NewQueuedRecordWriter, what serve uses, never makes the caller wait:
+// Write puts the record on a bounded queue and returns, and one goroutine
+// encodes and writes what is queued. A writer that fails or blocks then costs
+// records, never request time: what cannot be queued or written is counted in
 // RecordsDroppedMetric and logged. Close flushes it.
 //
-// A nil *Log writes nothing, so a disabled log (--usage-log off) needs no
-// checks at the call sites.
-type Log struct {
+// A nil *RecordWriter writes nothing, so a disabled log (--usage-log off) needs
+// no checks at the call sites.
+type RecordWriter struct {
 	w io.Writer
 
-	// mu serialises the synchronous Log's writes and guards buf.
+	// mu serialises the synchronous RecordWriter's writes and guards buf.
 	mu  sync.Mutex
 	buf []byte
 
-	q *queue // nil for a synchronous Log
+	q *queue // nil for a synchronous RecordWriter
 }
 
-// queue is the asynchronous side of a queued Log.
+// queue is the asynchronous side of a queued RecordWriter.
 type queue struct {
 	records chan *tiergatev1.UsageRecord
 	stop    chan struct{} // closed by Close: write what is queued, then end
@@ -117,20 +117,20 @@ type queue struct {
 	lastErr atomic.Pointer[string]
 }
 
-// NewLog returns a Log writing to w on the caller's goroutine. For a nil w
-// or io.Discard it returns nil, the Log that writes nothing and does not
-// encode either.
-func NewLog(w io.Writer) *Log {
+// NewRecordWriter returns a RecordWriter writing to w on the caller's
+// goroutine. For a nil w or io.Discard it returns nil, the RecordWriter that
+// writes nothing and does not encode either.
+func NewRecordWriter(w io.Writer) *RecordWriter {
 	if w == nil || w == io.Discard {
 		return nil
 	}
-	return &Log{w: w}
+	return &RecordWriter{w: w}
 }
 
-// NewQueuedLog returns a Log that writes to w from its own goroutine,
-// through a queue of o.Size records. For a nil w or io.Discard it returns
-// nil (and registers nothing). Close it to flush and end the goroutine.
-func NewQueuedLog(w io.Writer, o QueueOptions) (*Log, error) {
+// NewQueuedRecordWriter returns a RecordWriter that writes to w from its own
+// goroutine, through a queue of o.Size records. For a nil w or io.Discard it
+// returns nil (and registers nothing). Close it to flush and end the goroutine.
+func NewQueuedRecordWriter(w io.Writer, o QueueOptions) (*RecordWriter, error) {
 	if w == nil || w == io.Discard {
 		return nil, nil
 	}
@@ -161,16 +161,16 @@ func NewQueuedLog(w io.Writer, o QueueOptions) (*Log, error) {
 	for i, r := range dropReasons {
 		q.dropped[i] = vec.WithLabelValues(r) // every series from zero
 	}
-	l := &Log{w: w, q: q}
+	l := &RecordWriter{w: w, q: q}
 	go l.run()
 	return l, nil
 }
 
-// Write writes r as one line. A synchronous Log returns the writer's error
-// (the record is lost, and the caller may count it). A queued Log returns
-// nil at once: r is queued, or dropped and counted when the queue is full
-// or the log closed. r must not be changed afterwards.
-func (l *Log) Write(r *tiergatev1.UsageRecord) error {
+// Write writes r as one line. A synchronous RecordWriter returns the writer's
+// error (the record is lost, and the caller may count it). A queued
+// RecordWriter returns nil at once: r is queued, or dropped and counted when
+// the queue is full or the log closed. r must not be changed afterwards.
+func (l *RecordWriter) Write(r *tiergatev1.UsageRecord) error {
 	if l == nil {
 		return nil
 	}
@@ -201,11 +201,11 @@ func (l *Log) Write(r *tiergatev1.UsageRecord) error {
 	return err
 }
 
-// Close flushes a queued Log: it stops taking records and waits until the
-// queued ones are written or ctx ends. Records still unwritten then are
+// Close flushes a queued RecordWriter: it stops taking records and waits until
+// the queued ones are written or ctx ends. Records still unwritten then are
 // counted as dropped (shutdown) and an error says how many. Close does not
-// close the writer. On a synchronous or nil Log it does nothing.
-func (l *Log) Close(ctx context.Context) error {
+// close the writer. On a synchronous or nil RecordWriter it does nothing.
+func (l *RecordWriter) Close(ctx context.Context) error {
 	if l == nil || l.q == nil {
 		return nil
 	}
@@ -240,7 +240,7 @@ func (l *Log) Close(ctx context.Context) error {
 
 // run is the writer goroutine: it writes batches of queued records until
 // Close, then what is left.
-func (l *Log) run() {
+func (l *RecordWriter) run() {
 	q := l.q
 	defer close(q.done)
 	var buf []byte
@@ -269,7 +269,7 @@ func (l *Log) run() {
 // writes them in one call, and settles them: those whose whole line the
 // writer took are written, the rest dropped as write errors. ends holds each
 // line's end in buf.
-func (l *Log) writeBatch(first *tiergatev1.UsageRecord, buf []byte, ends []int) ([]byte, []int) {
+func (l *RecordWriter) writeBatch(first *tiergatev1.UsageRecord, buf []byte, ends []int) ([]byte, []int) {
 	q := l.q
 	buf = AppendRecord(buf, first)
 	ends = append(ends, len(buf))

@@ -61,13 +61,13 @@ func (w *shortWriter) Write(p []byte) (int, error) {
 
 // queued builds a queued log on a fresh registry, closing it when the test
 // ends.
-func queued(t *testing.T, w io.Writer, size int, logTo io.Writer) (*Log, *prometheus.Registry) {
+func queued(t *testing.T, w io.Writer, size int, logTo io.Writer) (*RecordWriter, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	if logTo == nil {
 		logTo = io.Discard
 	}
-	l, err := NewQueuedLog(w, QueueOptions{Size: size, Registerer: reg, Log: slog.New(slog.NewJSONHandler(logTo, nil)), DropLogEvery: time.Hour})
+	l, err := NewQueuedRecordWriter(w, QueueOptions{Size: size, Registerer: reg, Log: slog.New(slog.NewJSONHandler(logTo, nil)), DropLogEvery: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func wantDropped(t *testing.T, reg *prometheus.Registry, queueFull, writeError, 
 
 // write writes n records numbered from first, failing the test if any
 // Write waits on the writer.
-func write(t *testing.T, l *Log, first, n int) {
+func write(t *testing.T, l *RecordWriter, first, n int) {
 	t.Helper()
 	for i := range n {
 		r := fullRecord()
@@ -253,9 +253,9 @@ func TestQueuedLogKeepsTheLinesAShortWriteTook(t *testing.T) {
 func TestQueuedLogWithoutAWriterIsNil(t *testing.T) {
 	t.Parallel()
 	for _, w := range []io.Writer{nil, io.Discard} {
-		l, err := NewQueuedLog(w, QueueOptions{})
+		l, err := NewQueuedRecordWriter(w, QueueOptions{})
 		if l != nil || err != nil {
-			t.Errorf("NewQueuedLog(%v) = %v, %v; want nil, nil", w, l, err)
+			t.Errorf("NewQueuedRecordWriter(%v) = %v, %v; want nil, nil", w, l, err)
 		}
 		if err := l.Close(context.Background()); err != nil {
 			t.Error(err)
@@ -267,7 +267,7 @@ func TestQueuedLogRegistersOnce(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	for range 2 {
-		l, err := NewQueuedLog(&callWriter{}, QueueOptions{Registerer: reg})
+		l, err := NewQueuedRecordWriter(&callWriter{}, QueueOptions{Registerer: reg})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -283,7 +283,7 @@ func TestQueuedLogRegistersOnce(t *testing.T) {
 // blocked (a queue slot or a counter), and less than writing in place.
 func BenchmarkLogWrite(b *testing.B) {
 	r := fullRecord()
-	bench := func(b *testing.B, l *Log) {
+	bench := func(b *testing.B, l *RecordWriter) {
 		b.Helper()
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
@@ -292,9 +292,9 @@ func BenchmarkLogWrite(b *testing.B) {
 			}
 		})
 	}
-	newQueued := func(b *testing.B, w io.Writer) *Log {
+	newQueued := func(b *testing.B, w io.Writer) *RecordWriter {
 		b.Helper()
-		l, err := NewQueuedLog(w, QueueOptions{})
+		l, err := NewQueuedRecordWriter(w, QueueOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -305,7 +305,7 @@ func BenchmarkLogWrite(b *testing.B) {
 		})
 		return l
 	}
-	b.Run("in place, writer keeps up", func(b *testing.B) { bench(b, NewLog(discardWriter{})) })
+	b.Run("in place, writer keeps up", func(b *testing.B) { bench(b, NewRecordWriter(discardWriter{})) })
 	b.Run("queued, writer keeps up", func(b *testing.B) { bench(b, newQueued(b, discardWriter{})) })
 	b.Run("queued, writer fails", func(b *testing.B) { bench(b, newQueued(b, failingWriter{})) })
 	b.Run("queued, writer blocked", func(b *testing.B) {

@@ -1,4 +1,4 @@
-package policy
+package jsonscan
 
 import (
 	"bytes"
@@ -9,38 +9,44 @@ import (
 	"unicode/utf8"
 )
 
-// This file holds the single pass that both validates a body as JSON
-// (RFC 8259) and records the members of its top-level object. Doing both at
-// once is what keeps a decision within a small factor of one validating read
-// of the body: the members are where service_tier, model and the rest live,
-// and every one of them is recorded, duplicates included, because JSON
-// readers disagree on which duplicate wins.
-
-// maxDepth bounds nesting, as encoding/json does, so a body of ten million
+// MaxDepth bounds nesting, as encoding/json does, so a body of ten million
 // '[' cannot exhaust the stack.
-const maxDepth = 10000
+const MaxDepth = 10000
 
-// member is one "key": value pair of an object, as offsets into the document.
-type member struct {
-	keyStart, keyEnd int // the key token, quotes included
-	valStart, valEnd int // the value token
+// MaxKinds bounds the kinds of key a scan records (Keys.Kind's results).
+const MaxKinds = 16
+
+// Keys says which keys a scan records one by one.
+type Keys struct {
+	// Kind returns the kind of a key token (quotes included): 0 for a key
+	// the caller does not read, recorded in runs (see Object), else 1 to
+	// MaxKinds-1.
+	Kind func(tok []byte) int
+	// Max bounds the occurrences of each kind in one object: one more sets
+	// Object.TooMany and recording stops.
+	Max int
 }
 
-// object is a scanned JSON object: its span and its own members.
+// Member is one "key": value pair of an object, as offsets into the document.
+type Member struct {
+	KeyStart, KeyEnd int // the key token, quotes included
+	ValStart, ValEnd int // the value token
+}
+
+// Object is a scanned JSON object: its span and its own members.
 //
-// Members whose keys tiergate does not read are recorded as runs: one
-// member spans from the run's first key to its last value, which every
-// reader of members treats as one member it does not read, and which a
-// rebuild copies as it is. So what is recorded is bounded by the keys
-// tiergate reads, not by the body: a body of millions of "":0 members
-// would otherwise cost several times its size in members and edits.
-type object struct {
-	start, end int // the '{' and one past the '}'
-	members    []member
-	// tooMany is set when a key tiergate reads occurs more than
-	// maxOccurrences times in the object; recording stopped there, so
-	// members is incomplete and the body must be refused.
-	tooMany bool
+// Members whose keys the caller does not read (Keys.Kind 0) are recorded
+// as runs: one member spans from the run's first key to its last value,
+// which every reader of members treats as one member it does not read,
+// and which a rebuild copies as it is. So what is recorded is bounded by
+// the keys read, not by the body: a body of millions of "":0 members would
+// otherwise cost several times its size in members.
+type Object struct {
+	Start, End int // the '{' and one past the '}'
+	Members    []Member
+	// TooMany is set when a key kind occurs more than Keys.Max times in
+	// the object; recording stopped there, so Members is incomplete.
+	TooMany bool
 }
 
 // SyntaxError says where a body stops being valid JSON.
@@ -52,9 +58,11 @@ func (e *SyntaxError) Error() string {
 	return fmt.Sprintf("invalid JSON at byte %d", e.Offset)
 }
 
-// scanDocument validates data as one JSON text. When the text is an object,
-// obj receives its span and members and isObject is true.
-func scanDocument(data []byte, obj *object) (isObject bool, err error) {
+// Document validates data as one JSON text (RFC 8259). When the text is
+// an object, obj receives its span and the members keys says to record,
+// and isObject is true. Validating and recording in one pass keeps a
+// caller that judges members within a small factor of one validating read.
+func Document(data []byte, obj *Object, keys *Keys) (isObject bool, err error) {
 	i := skipWS(data, 0)
 	if i == len(data) {
 		return false, &SyntaxError{Offset: i}
@@ -62,7 +70,7 @@ func scanDocument(data []byte, obj *object) (isObject bool, err error) {
 	var ok bool
 	if data[i] == '{' {
 		isObject = true
-		i, ok = scanObject(data, i, obj, 1)
+		i, ok = scanObject(data, i, obj, keys, 1)
 	} else {
 		i, ok = validValue(data, i, 1)
 	}
@@ -75,16 +83,24 @@ func scanDocument(data []byte, obj *object) (isObject bool, err error) {
 	return isObject, nil
 }
 
-// scanNested records the members of an object value that the document scan
-// has already validated (a nested object such as a WebSocket frame's
-// "response"). It reports false if the value is not an object.
-func scanNested(data []byte, start, end int, obj *object) bool {
+// Nested records the members of an object value data[start:end] that
+// Document has already validated (a nested object such as a WebSocket
+// frame's "response"). It reports false if the value is not an object.
+func Nested(data []byte, start, end int, obj *Object, keys *Keys) bool {
 	if start >= end || data[start] != '{' {
 		return false
 	}
-	_, ok := scanObject(data[:end], start, obj, 1)
+	_, ok := scanObject(data[:end], start, obj, keys, 1)
 	return ok
 }
+
+// Value reads one value of a validated document starting exactly at d[i]
+// (no leading space), returning the offset just past it.
+func Value(d []byte, i int) (end int, ok bool) { return validValue(d, i, 1) }
+
+// SkipSpace returns the offset of the first byte at or after i that is not
+// JSON white space.
+func SkipSpace(d []byte, i int) int { return skipWS(d, i) }
 
 func skipWS(d []byte, i int) int {
 	for i < len(d) {
@@ -100,22 +116,22 @@ func skipWS(d []byte, i int) int {
 
 // scanObject reads the object at d[i] == '{'. With obj non-nil it records
 // the object's own members; nested values are validated, not recorded.
-func scanObject(d []byte, i int, obj *object, depth int) (int, bool) {
-	if depth > maxDepth {
+func scanObject(d []byte, i int, obj *Object, keys *Keys, depth int) (int, bool) {
+	if depth > MaxDepth {
 		return i, false
 	}
 	if obj != nil {
-		obj.start = i
+		obj.Start = i
 	}
 	i = skipWS(d, i+1)
 	if i < len(d) && d[i] == '}' {
 		if obj != nil {
-			obj.end = i + 1
+			obj.End = i + 1
 		}
 		return i + 1, true
 	}
-	var kinds [kindSession + 1]int // occurrences of each key read
-	run := false                   // the last member recorded is a run of unread keys
+	var kinds [MaxKinds]int // occurrences of each key read
+	run := false            // the last member recorded is a run of unread keys
 	for {
 		if i >= len(d) || d[i] != '"' {
 			return i, false
@@ -133,18 +149,18 @@ func scanObject(d []byte, i int, obj *object, depth int) (int, bool) {
 		if i, ok = validValue(d, vs, depth+1); !ok {
 			return i, false
 		}
-		if obj != nil && !obj.tooMany {
-			switch k := classifyKey(d[ks:ke]); {
-			case k == keyOther && run:
-				obj.members[len(obj.members)-1].valEnd = i
-			case k == keyOther:
-				obj.members = append(obj.members, member{keyStart: ks, keyEnd: ke, valStart: vs, valEnd: i})
+		if obj != nil && !obj.TooMany {
+			switch k := keys.Kind(d[ks:ke]); {
+			case k == 0 && run:
+				obj.Members[len(obj.Members)-1].ValEnd = i
+			case k == 0:
+				obj.Members = append(obj.Members, Member{KeyStart: ks, KeyEnd: ke, ValStart: vs, ValEnd: i})
 				run = true
-			case kinds[k] == maxOccurrences:
-				obj.tooMany = true
+			case kinds[k] == keys.Max:
+				obj.TooMany = true
 			default:
 				kinds[k]++
-				obj.members = append(obj.members, member{keyStart: ks, keyEnd: ke, valStart: vs, valEnd: i})
+				obj.Members = append(obj.Members, Member{KeyStart: ks, KeyEnd: ke, ValStart: vs, ValEnd: i})
 				run = false
 			}
 		}
@@ -156,7 +172,7 @@ func scanObject(d []byte, i int, obj *object, depth int) (int, bool) {
 			i = skipWS(d, i+1)
 		case '}':
 			if obj != nil {
-				obj.end = i + 1
+				obj.End = i + 1
 			}
 			return i + 1, true
 		default:
@@ -166,7 +182,7 @@ func scanObject(d []byte, i int, obj *object, depth int) (int, bool) {
 }
 
 func scanArray(d []byte, i int, depth int) (int, bool) {
-	if depth > maxDepth {
+	if depth > MaxDepth {
 		return i, false
 	}
 	i = skipWS(d, i+1)
@@ -201,7 +217,7 @@ func validValue(d []byte, i int, depth int) (int, bool) {
 	case c == '"':
 		return validString(d, i+1)
 	case c == '{':
-		return scanObject(d, i, nil, depth)
+		return scanObject(d, i, nil, nil, depth)
 	case c == '[':
 		return scanArray(d, i, depth)
 	case c == 't':
@@ -330,9 +346,9 @@ func isHex(c byte) bool {
 	return ('0' <= c && c <= '9') || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F')
 }
 
-// stringValue returns the content of the string token tok, unescaped, into
+// StringValue returns the content of the string token tok, unescaped, into
 // buf's storage when it fits. ok is false when tok is not a string.
-func stringValue(buf []byte, tok []byte) (s []byte, ok bool) {
+func StringValue(buf []byte, tok []byte) (s []byte, ok bool) {
 	if len(tok) < 2 || tok[0] != '"' {
 		return nil, false
 	}
@@ -340,12 +356,13 @@ func stringValue(buf []byte, tok []byte) (s []byte, ok bool) {
 	if bytes.IndexByte(raw, '\\') < 0 {
 		return raw, true
 	}
-	return unescape(buf[:0], raw)
+	return Unescape(buf[:0], raw)
 }
 
-// unescape appends the unescaped form of a validated string body to dst.
-// Lone surrogates become U+FFFD, as encoding/json reads them.
-func unescape(dst, raw []byte) ([]byte, bool) {
+// Unescape appends the unescaped form of a validated string body (the
+// bytes between the quotes) to dst. Lone surrogates become U+FFFD, as
+// encoding/json reads them.
+func Unescape(dst, raw []byte) ([]byte, bool) {
 	for i := 0; i < len(raw); {
 		c := raw[i]
 		if c != '\\' {

@@ -1,0 +1,126 @@
+package wsbridge
+
+import (
+	"bytes"
+	"strings"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/tidwall/gjson"
+	"github.com/tiergate/tiergate/policy"
+)
+
+// view returns b as a string without copying, for gjson. Nothing returned
+// from it may outlive b's next reuse: keep only copies.
+func view(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// mayNameSessionUpdate reports whether a frame could hold a type that
+// policy.TypeIs reads as session.update: it holds an escape, or the name
+// spelled out in some letter case. Cheap where it matters: an audio
+// append's base64 holds no '.', so one IndexByte pass answers for it.
+func mayNameSessionUpdate(frame []byte) bool {
+	if bytes.IndexByte(frame, '\\') >= 0 {
+		return true
+	}
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(frame[i:], '.')
+		if j < 0 {
+			return false
+		}
+		i += j
+		// "update" folds only to ASCII letters; "session" may carry the
+		// two-byte long s, so it is compared rune by rune.
+		if i+7 <= len(frame) && bytes.EqualFold(frame[i+1:i+7], []byte("update")) && hasSuffixFold(frame[:i], "session") {
+			return true
+		}
+	}
+}
+
+// hasSuffixFold reports whether b ends with the ASCII suffix under Unicode
+// simple case folding.
+func hasSuffixFold(b []byte, suffix string) bool {
+	for k := len(suffix) - 1; k >= 0; k-- {
+		r, n := utf8.DecodeLastRune(b)
+		if n == 0 || !strings.EqualFold(string(r), suffix[k:k+1]) {
+			return false
+		}
+		b = b[:len(b)-n]
+	}
+	return true
+}
+
+// frameMeta is what the session needs from a client frame beyond the
+// policy's verdict.
+type frameMeta struct {
+	// Of a response.create:
+	streamID string // the Responses WebSocket lane
+	eventID  string // the client's event id (Realtime)
+	named    bool   // the frame names a model (top level, or in response)
+	// Of a session.update (any "type" occurrence counts, with duplicate
+	// keys: a claim only adds candidates):
+	update  bool
+	claimed []string // every session.model, each occurrence
+}
+
+// readFrame reads a client frame the policy found to be valid JSON. A
+// response.create (policed) is always read; any other frame only when it
+// could be a session.update (mayNameSessionUpdate), so an audio append is
+// never parsed. The type is read as policy.TypeIs reads it: an upstream
+// that takes "Session.Update" for session.update changes the model too.
+func readFrame(frame []byte, policed bool) frameMeta {
+	var m frameMeta
+	if !policed && !mayNameSessionUpdate(frame) {
+		return m
+	}
+	// Keys are read as the policy reads them, folded (policy.KeyIs): an
+	// upstream's reader may take "Type" or "SESSION" for type and session.
+	var sessions []gjson.Result
+	gjson.Parse(view(frame)).ForEach(func(k, v gjson.Result) bool {
+		switch key := []byte(k.Raw); {
+		case policy.KeyIs(key, "type"):
+			m.update = m.update || v.Type == gjson.String && policy.TypeIs(v.Str, "session.update")
+		case k.Str == "stream_id":
+			if v.Type == gjson.String {
+				m.streamID = v.Str
+			}
+		case k.Str == "event_id":
+			if v.Type == gjson.String {
+				m.eventID = v.Str
+			}
+		case policy.KeyIs(key, "model"):
+			m.named = m.named || v.Type == gjson.String
+		case policy.KeyIs(key, "response"):
+			if v.IsObject() && len(stringModels(nil, v)) > 0 {
+				m.named = true
+			}
+		case policy.KeyIs(key, "session"):
+			if v.IsObject() {
+				sessions = append(sessions, v)
+			}
+		}
+		return true
+	})
+	if m.update {
+		for _, sess := range sessions {
+			m.claimed = stringModels(m.claimed, sess)
+		}
+	}
+	// Copies: the strings point into frame, whose buffer is reused.
+	m.streamID = strings.Clone(m.streamID)
+	m.eventID = strings.Clone(m.eventID)
+	return m
+}
+
+// stringModels appends (as copies) the string values of obj's members
+// that a reader may take for model.
+func stringModels(dst []string, obj gjson.Result) []string {
+	obj.ForEach(func(k, v gjson.Result) bool {
+		if v.Type == gjson.String && policy.KeyIs([]byte(k.Raw), "model") {
+			dst = append(dst, strings.Clone(v.Str))
+		}
+		return true
+	})
+	return dst
+}

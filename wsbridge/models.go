@@ -1,0 +1,158 @@
+package wsbridge
+
+import (
+	"net/url"
+	"strings"
+)
+
+// models tracks the model a session runs under (docs/contracts.md,
+// "WebSocket sessions and turns" and "Evaluation", step 6). Guarded by
+// session.mu.
+type models struct {
+	// current is the settled session model: ?model= at connect, then what
+	// the upstream reports in session.created and session.updated or, where
+	// the upstream reports none (the Responses API), the model of the last
+	// response.create that named one.
+	current string
+	// requested are the ?model= parameters of the connection beyond the
+	// first (the first is current): the upstream may run under any of
+	// them until it reports which, so each is a candidate until then.
+	requested []string
+	// reported is the model the upstream itself last reported; a Realtime
+	// turn's response names none, so its record takes this one.
+	reported string
+	// claims are the client's session.update frames the upstream has not
+	// answered yet, oldest first. Every model they claim is a candidate
+	// until the upstream confirms what the session runs under.
+	claims  []claim
+	claimed int // models in claims
+}
+
+type claim struct {
+	eventID string
+	models  []string
+}
+
+// maxClaimed bounds the session.update frames not yet answered, and the
+// models they claim: a client that sends more than the upstream answers is
+// refused rather than holding memory without end.
+const maxClaimed = 256
+
+// queryModels returns every model= parameter of a raw query as any
+// upstream's parser may read it: pairs split at '&' and at ';' (which
+// url.ParseQuery refuses, dropping the whole pair "x=1;model=m", while
+// older parsers split there), and a value whose escapes do not decode
+// kept as it is. The query goes upstream as sent, so each is a candidate.
+func queryModels(raw string) []string {
+	var out []string
+	for pair := range strings.FieldsFuncSeq(raw, func(r rune) bool { return r == '&' || r == ';' }) {
+		k, v, _ := strings.Cut(pair, "=")
+		if unescapeQuery(k) == "model" {
+			out = append(out, unescapeQuery(v))
+		}
+	}
+	return out
+}
+
+func unescapeQuery(s string) string {
+	if u, err := url.QueryUnescape(s); err == nil {
+		return u
+	}
+	return s
+}
+
+// connect takes the connection's ?model= parameters.
+func (m *models) connect(params []string) {
+	for _, p := range params {
+		if p == "" {
+			continue
+		}
+		if m.current == "" {
+			m.current = p
+		} else if len(m.requested) < maxClaimed {
+			m.requested = append(m.requested, p)
+		}
+	}
+}
+
+// candidates appends the models a frame that names none may run under.
+func (m *models) candidates(dst []string) []string {
+	if m.current != "" {
+		dst = append(dst, m.current)
+	}
+	dst = append(dst, m.requested...)
+	for _, c := range m.claims {
+		dst = append(dst, c.models...)
+	}
+	return dst
+}
+
+// claim notes a client session.update; false when too many are pending.
+// A frame that claims no model waits in line too, and is never dropped to
+// make room: each session.updated settles the oldest claim, so one missing
+// from the line would let an answer settle a later claim before the
+// upstream has answered it, and a model still to come would stop being
+// judged.
+func (m *models) claim(eventID string, claimed []string) bool {
+	if m.claimed+len(claimed) > maxClaimed || len(m.claims) >= maxClaimed {
+		return false
+	}
+	m.claims = append(m.claims, claim{eventID: eventID, models: claimed})
+	m.claimed += len(claimed)
+	return true
+}
+
+// reportedBy takes the upstream's session.created or session.updated. A
+// session.updated answers the oldest pending session.update, whose claim
+// it settles; one that names no model settles nothing (the claim stays a
+// candidate, the strict choice).
+func (m *models) reportedBy(model string, updated bool) {
+	if model == "" {
+		return
+	}
+	m.current, m.reported = model, model
+	m.requested = nil // the upstream has said which model it runs
+	if updated && len(m.claims) > 0 {
+		m.claimed -= len(m.claims[0].models)
+		m.claims[0] = claim{}
+		m.claims = m.claims[1:]
+		if len(m.claims) == 0 {
+			m.claims = nil
+		}
+	}
+}
+
+// refused drops the claim of a session.update the upstream answered with an
+// error (matched by the client's event_id); it reports whether one matched.
+// An event_id that several pending claims share names none of them for
+// certain, so none is dropped: a client that repeats an id must not get
+// another frame's claim dropped by the error its decoy draws.
+func (m *models) refused(eventID string) bool {
+	if eventID == "" {
+		return false
+	}
+	at := -1
+	for i, c := range m.claims {
+		if c.eventID == eventID {
+			if at >= 0 {
+				return true // ambiguous: answered, but nothing dropped
+			}
+			at = i
+		}
+	}
+	if at < 0 {
+		return false
+	}
+	m.claimed -= len(m.claims[at].models)
+	m.claims = append(m.claims[:at], m.claims[at+1:]...)
+	return true
+}
+
+// named takes the model a forwarded response.create named. It settles the
+// session model only where the upstream reports none: a Realtime session's
+// model is the upstream's to say.
+func (m *models) named(model string) {
+	if m.reported == "" && model != "" {
+		m.current = model
+	}
+}
