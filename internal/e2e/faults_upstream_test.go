@@ -167,7 +167,7 @@ func (f *faultUpstream) serveWS(w http.ResponseWriter, r *http.Request) {
 		if gjson.GetBytes(data, "type").Str != "response.create" {
 			continue
 		}
-		created := `{"type":"response.created","sequence_number":0,"response":{"id":"resp_fault","object":"response","status":"in_progress","model":"gpt-5.4"}}`
+		created := `{"type":"response.created","sequence_number":0,"response":{"id":"resp_` + fault + `","object":"response","status":"in_progress","model":"gpt-5.4"}}`
 		if err := c.Write(ctx, websocket.MessageText, []byte(created)); err != nil {
 			return
 		}
