@@ -38,6 +38,9 @@ type mixedLoad struct {
 	problems                    []string
 }
 
+// httpWorkers is how many goroutines send mixedLoad's HTTP requests.
+const httpWorkers = 8
+
 // loadCase is one kind of HTTP request and the answer it must get.
 type loadCase struct {
 	path, reply string
@@ -68,7 +71,6 @@ func (l *mixedLoad) fail(format string, args ...any) {
 // stopped (WebSocket sessions closed).
 func (l *mixedLoad) run(ctx context.Context) {
 	var wg sync.WaitGroup
-	const httpWorkers = 8
 	gap := time.Duration(int64(time.Second) * httpWorkers / int64(max(l.httpRate, 1)))
 	for w := range httpWorkers {
 		wg.Add(1)

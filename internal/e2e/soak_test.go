@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -31,6 +32,8 @@ const (
 	soakSlack     = 5
 	soakHTTPRate  = 40
 	soakWSWorkers = 2
+	// soakHTTPWorkers is mixedLoad's number of HTTP workers.
+	soakHTTPWorkers = httpWorkers
 )
 
 // soakSample is one reading of tiergate's /metrics.
@@ -96,7 +99,7 @@ func TestSoak(t *testing.T) {
 	}()
 	load.run(ctx)
 	wg.Wait()
-	t.Logf("load: %s in %v", load.report(), duration)
+	t.Logf("load (the warm-up included): %s; %v under load after the warm-up", load.report(), duration)
 	if sampleErr != nil {
 		t.Fatalf("sampling /metrics: %v", sampleErr)
 	}
@@ -128,18 +131,39 @@ func TestSoak(t *testing.T) {
 	if after < baseline-soakSlack {
 		t.Errorf("goroutines fell to %d from a baseline of %d: a listener or worker ended", after, baseline)
 	}
+	// Records: one per HTTP request and per WebSocket turn. A request or
+	// turn cut short when a load phase stopped has its record too (client
+	// closed) but was not counted by the load: at most one per worker per
+	// phase (warm-up and load).
+	counted := load.requests.Load() + load.wsTurns.Load()
+	inFlight := int64(2 * (soakHTTPWorkers + soakWSWorkers))
+	records := countLines(t, s.usageFile)
+	t.Logf("usage records: %d for %d requests and turns answered (and at most %d cut short)", records, counted, inFlight)
+	if records < counted || records > counted+inFlight {
+		t.Errorf("%d usage records for %d requests and turns answered, want between %d and %d", records, counted, counted, counted+inFlight)
+	}
 	if p := os.Getenv(soakCSVEnv); p != "" {
 		if err := os.WriteFile(p, soakCSV(samples), 0o644); err != nil {
 			t.Error(err)
 		}
 	}
 	if p := os.Getenv(soakSVGEnv); p != "" {
-		title := fmt.Sprintf("tiergate soak through Envoy %s: %v of mixed load, %d HTTP requests, %d WebSocket turns, %d failures",
+		title := fmt.Sprintf("tiergate soak through Envoy %s: %v of mixed load (+15 s warm-up), %d HTTP requests, %d WebSocket turns, %d failures",
 			envoyVersionLabel(), duration.Round(time.Second), load.requests.Load(), load.wsTurns.Load(), load.failures.Load())
 		if err := os.WriteFile(p, soakSVG(samples, title), 0o644); err != nil {
 			t.Error(err)
 		}
 	}
+}
+
+// countLines counts the lines of the file at path.
+func countLines(t *testing.T, path string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(bytes.Count(b, []byte("\n")))
 }
 
 // soakMean is the mean heap of the samples in [from, to).
