@@ -312,23 +312,3 @@ func (fs *faultStack) pprofGoroutines(t *testing.T) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
-
-// usageRecords returns every usage record written so far.
-func (fs *faultStack) usageRecords(t *testing.T) []map[string]any {
-	t.Helper()
-	b, err := os.ReadFile(fs.usageFile)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for _, l := range strings.Split(string(b), "\n") {
-		if l == "" {
-			continue
-		}
-		var rec map[string]any
-		if json.Unmarshal([]byte(l), &rec) == nil {
-			out = append(out, rec)
-		}
-	}
-	return out
-}
