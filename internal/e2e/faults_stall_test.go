@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,6 +41,8 @@ func TestFaultStall(t *testing.T) {
 	baseline := s.goroutines(t)
 
 	s.signal(t, syscall.SIGSTOP)
+	s.waitStopped(t)
+	stoppedAt := time.Now()
 	stopped := true
 	defer func() {
 		if stopped {
@@ -92,6 +97,10 @@ func TestFaultStall(t *testing.T) {
 			t.Errorf("request %s: the 504 came after %v, want within a second of the %v message_timeout", o.id, o.elapsed, shippedMessageTimeout)
 		}
 		s.up.none(t, o.id)
+		if at, ok := s.fake.arrivals.Load(o.id); ok {
+			t.Logf("request %s reached the provider %v after SIGSTOP; Envoy's access log: %s",
+				o.id, at.(time.Time).Sub(stoppedAt), s.accessLine(t, o.id).Raw)
+		}
 	}
 	t.Logf("%d requests during the stall; the first answered after %v (status %d, %q)", stalled,
 		outcomes[0].elapsed.Round(time.Millisecond), outcomes[0].status, outcomes[0].body)
@@ -100,6 +109,40 @@ func TestFaultStall(t *testing.T) {
 	t.Logf("goroutines: %d before the stall, %d after SIGCONT", baseline, after)
 	if got := s.send(t, s.h2, http.MethodPost, withID("/v1/responses", newID(t), ""), nil, []byte(body)); got.status != http.StatusOK {
 		t.Errorf("after the stall: status %d, want 200", got.status)
+	}
+}
+
+// waitStopped waits until every thread of tiergate is stopped: SIGSTOP
+// takes effect on each thread as the kernel next schedules it, which on a
+// loaded machine can be after a request has already been answered.
+func (fs *faultStack) waitStopped(t *testing.T) {
+	t.Helper()
+	tasks := filepath.Join("/proc", strconv.Itoa(fs.tg.cmd.Process.Pid), "task")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		stopped, threads := 0, 0
+		dirs, err := os.ReadDir(tasks)
+		if err != nil {
+			t.Fatalf("read tiergate's threads: %v", err)
+		}
+		for _, d := range dirs {
+			b, err := os.ReadFile(filepath.Join(tasks, d.Name(), "stat"))
+			if err != nil {
+				continue // the thread ended
+			}
+			threads++
+			// The state follows the command name in parentheses.
+			if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'T' {
+				stopped++
+			}
+		}
+		if threads > 0 && stopped == threads {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of tiergate's %d threads stopped 5s after SIGSTOP", stopped, threads)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

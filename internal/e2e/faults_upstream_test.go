@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,6 +34,8 @@ type faultUpstream struct {
 	// loadSeen counts the load's requests that reached the provider;
 	// unpoliced those among them that carried a tier the policy refuses.
 	loadSeen, unpoliced atomic.Int64
+	// arrivals holds when each request (by its e2e id) arrived.
+	arrivals sync.Map
 }
 
 // HTTP faults (the reply query parameter).
@@ -84,6 +87,7 @@ func startFaultUpstream(t *testing.T, certs testcert.Set) *faultUpstream {
 }
 
 func (f *faultUpstream) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	f.arrivals.Store(r.URL.Query().Get("e2e"), time.Now())
 	mode := r.URL.Query().Get("reply")
 	switch mode {
 	case replyReset, replySlow, replyServerError:
