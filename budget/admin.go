@@ -44,6 +44,7 @@ func (t *Tracker) Handler() http.Handler {
 				Spent:       amount(s.Spent),
 				Limit:       amount(s.Limit),
 				State:       state,
+				Shadow:      s.Shadow,
 			})
 		}
 		w.Header().Set("content-type", "application/json")

@@ -345,3 +345,32 @@ func TestMemoryDropsWindowsLongPast(t *testing.T) {
 		t.Errorf("a month's window that has not ended holds %d, want 7", got)
 	}
 }
+
+func TestAShadowBudgetShowsItsSpendStateAndShadowInBudgets(t *testing.T) {
+	t.Parallel()
+	f := newTrackerFixture(t, strings.Replace(trackerPolicy, "  on_exhausted: filter\n", "  on_exhausted: filter\n  shadow: true\n", 1), "2026-12-07T10:00:00Z")
+	p := f.pol.Load()
+	f.tracker.Account(p, f.charge("codex-fast", "gpt-5.5", policy.TierPriority, 2_500_000))
+	rec := httptest.NewRecorder()
+	f.tracker.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/budgets", nil))
+	var rows []struct {
+		Budget, State string
+		Spent         json.Number
+		Shadow        bool
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &rows); err != nil {
+		t.Fatalf("%v: %s", err, rec.Body)
+	}
+	shadows := 0
+	for _, r := range rows {
+		if r.Shadow {
+			shadows++
+			if r.Budget != "fast-daily" || r.State != StateExhausted || r.Spent != "2.5" {
+				t.Errorf("shadow row %+v, want fast-daily exhausted at 2.5", r)
+			}
+		}
+	}
+	if shadows != 1 {
+		t.Errorf("%d rows marked shadow, want fast-daily's only:\n%s", shadows, rec.Body)
+	}
+}

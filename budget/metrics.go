@@ -16,11 +16,23 @@ const (
 	metricLimit       = "tiergate_budget_limit"
 	metricActions     = "tiergate_budget_actions_total"
 	metricUnaccounted = "tiergate_budget_unaccounted_total"
+	metricStoreUp     = "tiergate_budget_store_up"
+	metricStoreErrors = "tiergate_budget_store_errors_total"
+	metricDropped     = "tiergate_budget_increments_dropped_total"
 )
 
 type metrics struct {
 	actions        *prometheus.CounterVec
 	unaccountedVec *prometheus.CounterVec
+	store          *storeMetrics
+}
+
+// storeMetrics are the shared store's health: they exist with the memory
+// store too (up, no errors), so alerts need no special case.
+type storeMetrics struct {
+	up      prometheus.Gauge
+	errors  *prometheus.CounterVec
+	dropped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, t *Tracker) (*metrics, error) {
@@ -33,8 +45,26 @@ func newMetrics(reg prometheus.Registerer, t *Tracker) (*metrics, error) {
 			Name: metricUnaccounted,
 			Help: "Finished requests and turns a budget applied to that added nothing to its spend, by reason: no_usage (the upstream reported no usage), no_price (no price for the model or tier), audio (a Realtime turn with audio tokens).",
 		}, []string{"budget", "reason"}),
+		store: &storeMetrics{
+			up: prometheus.NewGauge(prometheus.GaugeOpts{
+				Name: metricStoreUp,
+				Help: "1 when the budget store answers (always with the memory store), 0 while Redis is unreachable or refuses the credentials.",
+			}),
+			errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: metricStoreErrors,
+				Help: "Failed budget store operations, by op: connect (the client could not be set up: unreadable TLS files), incr (sending increments), incr_retry (increments sent again after an ambiguous failure: they may count twice), refresh (reading the totals back).",
+			}, []string{"op"}),
+			dropped: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: metricDropped,
+				Help: "Budget increments dropped because more distinct keys than the bound (10,000) were waiting for Redis.",
+			}),
+		},
 	}
-	for _, c := range []prometheus.Collector{m.actions, m.unaccountedVec, spendCollector{t}} {
+	m.store.up.Set(1)
+	for _, op := range storeOps {
+		m.store.errors.WithLabelValues(op)
+	}
+	for _, c := range []prometheus.Collector{m.actions, m.unaccountedVec, spendCollector{t}, m.store.up, m.store.errors, m.store.dropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register: %w", err)
 		}
@@ -104,6 +134,8 @@ type Status struct {
 	WindowEnd   time.Time
 	// Spent and Limit are in micro-units.
 	Spent, Limit int64
+	// Shadow: the budget acts on nothing (its state says what it would do).
+	Shadow bool
 }
 
 // Exhausted reports whether the spend has reached the limit: the budget
@@ -122,7 +154,7 @@ func (t *Tracker) Snapshot() []Status {
 	var out []Status
 	// The longest window is a month: every current window starts after
 	// this.
-	entries := t.store.Entries(now.AddDate(0, -1, -1))
+	entries := t.Store().Entries(now.AddDate(0, -1, -1))
 	for _, b := range p.Budgets() {
 		start, end := Bounds(b.Window, now)
 		spent := map[string]int64{}
@@ -140,7 +172,7 @@ func (t *Tracker) Snapshot() []Status {
 		}
 		slices.Sort(groups)
 		for _, g := range groups {
-			out = append(out, Status{Budget: b.Name, Group: g, WindowStart: start, WindowEnd: end, Spent: spent[g], Limit: b.Limit})
+			out = append(out, Status{Budget: b.Name, Group: g, WindowStart: start, WindowEnd: end, Spent: spent[g], Limit: b.Limit, Shadow: b.Shadow})
 		}
 	}
 	return out

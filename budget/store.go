@@ -38,7 +38,7 @@ type Store interface {
 	// Entries lists the counters of the windows that start at or after
 	// since, in no particular order.
 	Entries(since time.Time) []Entry
-	// Kind names the store in logs and /budgets ("memory").
+	// Kind names the store in logs ("memory", "redis").
 	Kind() string
 }
 

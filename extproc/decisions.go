@@ -33,6 +33,8 @@ type decisionKey struct {
 	requested, judged, sent policy.Tier
 	rule, group, model      string
 	budget                  string
+	shadowRule              string
+	shadowAction            policy.Action
 }
 
 // decision is what a decision's answers share. Its metadata is read-only
@@ -57,6 +59,7 @@ func (c *decisionCache) get(srv *Server, pol *policy.Policy, ep policy.Endpoint,
 		pol: pol, endpoint: ep, action: out.Action,
 		requested: out.Requested, judged: out.Tier, sent: out.Sent,
 		rule: out.Rule, group: out.Group, model: out.RequestModel, budget: out.Budget,
+		shadowRule: out.ShadowRule, shadowAction: out.ShadowAction,
 	}
 	cacheable := len(k.model)+len(k.group) <= maxCachedNames
 	var slot *atomic.Pointer[decision]
@@ -76,6 +79,10 @@ func (c *decisionCache) get(srv *Server, pol *policy.Policy, ep policy.Endpoint,
 	m.str("group", out.Group)
 	m.str("model", out.RequestModel)
 	m.str("budget", policy.BudgetLabel(out.Budget))
+	if out.ShadowRule != "" {
+		m.str("shadow_rule", out.ShadowRule)
+		m.str("shadow_action", out.ShadowAction.String())
+	}
 	d.metadata = m.appendTo(nil)
 	if cacheable {
 		slot.Store(d)

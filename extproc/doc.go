@@ -9,7 +9,10 @@
 // token usage and write one usage record per request. With budgets, the
 // request headers' arrival is the decision time: the body is judged with a
 // view of spend as of then, and the request's cost is added at its end to
-// the windows of that time (package budget keeps the spend).
+// the windows of that time (package budget keeps the spend). Shadow rules
+// and budgets decide nothing: their matches are counted, logged at info and
+// carried in the record and the dynamic metadata (shadow_rule,
+// shadow_action).
 //
 // It knows nothing of WebSockets, and the policy's semantics live in
 // package policy: this package translates between ext_proc messages and

@@ -66,7 +66,7 @@ func TestHostileRequestsThroughEnvoy(t *testing.T) {
 			name: "65 occurrences are refused", path: "/v1/responses",
 			body:   `{"model":"gpt-4o"` + strings.Repeat(`,"service_tier":"flex"`, 65) + `}`,
 			status: 400, outcome: outcomeInvalid,
-			clientBody: `{"error":{"message":"the body repeats service_tier, model or speed more than 64 times","type":"invalid_request_error","param":null,"code":"too_many_occurrences"}}`,
+			clientBody: `{"error":{"message":"the body repeats service_tier, model, speed or another key tiergate reads more than 64 times","type":"invalid_request_error","param":null,"code":"too_many_occurrences"}}`,
 		},
 		{
 			name: "an Azure deployment is a model candidate", path: "/openai/deployments/gpt-latest/chat/completions?api-version=1",
@@ -222,6 +222,68 @@ func TestFailOpenCorners(t *testing.T) {
 			}}}}}
 		if a := exchangeByHand(t, h, headers); a.GetModeOverride() == nil {
 			t.Fatalf("a GET upgrade was answered without a mode_override: %v", a)
+		}
+	})
+	t.Run("a content-encoding spread over several lines is read whole", func(t *testing.T) {
+		t.Parallel()
+		// The upstream undoes the codings of every line; tiergate read
+		// only the first, so "identity" then "br" waved through a body
+		// it could not decode, and "identity" then "gzip" was refused as
+		// invalid JSON instead of judged.
+		for _, tc := range []struct {
+			name      string
+			encodings []string
+			body      []byte
+			status    int
+		}{
+			{"an unsupported coding on the second line is refused", []string{"identity", "br"},
+				[]byte(`{"model":"gpt-4o","service_tier":"priority"}`), http.StatusUnsupportedMediaType},
+			{"gzip on the second line is decoded and judged", []string{"identity", "gzip"},
+				gz([]byte(`{"model":"gpt-5.5","service_tier":"priority"}`)), http.StatusForbidden},
+			{"gzip on two lines is decoded twice", []string{"gzip", "gzip"},
+				gz(gz([]byte(`{"model":"gpt-5.5","service_tier":"priority"}`))), http.StatusForbidden},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				h := newHarness(t, e2ePolicy)
+				hv := []*corev3.HeaderValue{{Key: ":path", RawValue: []byte("/v1/responses")}, {Key: ":method", RawValue: []byte("POST")}}
+				for _, e := range tc.encodings {
+					hv = append(hv, &corev3.HeaderValue{Key: "content-encoding", RawValue: []byte(e)})
+				}
+				headers := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+					Headers: &corev3.HeaderMap{Headers: hv}}}}
+				body := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+					RequestBody: &extprocv3.HttpBody{Body: tc.body, EndOfStream: true}}}
+				a := exchangeByHand(t, h, headers, body)
+				if ir := a.GetImmediateResponse(); ir == nil || int(ir.GetStatus().GetCode()) != tc.status {
+					t.Fatalf("answer %v, want an immediate %d", a, tc.status)
+				}
+			})
+		}
+	})
+	t.Run("a policed request whose body the filter will not send is refused at its headers", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, e2ePolicy)
+		first := &extprocv3.ProcessingRequest{
+			Request:        &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: requestHeaders("/v1/responses").GetRequestHeaders()},
+			ProtocolConfig: &extprocv3.ProtocolConfiguration{RequestBodyMode: filterv3.ProcessingMode_NONE},
+		}
+		a := exchangeByHand(t, h, first)
+		if ir := a.GetImmediateResponse(); ir == nil || ir.GetStatus().GetCode() != http.StatusInternalServerError {
+			t.Fatalf("answer %v, want an immediate 500: the body would go upstream unjudged", a)
+		}
+	})
+	t.Run("a request without a body passes with the body mode NONE", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, e2ePolicy)
+		hdrs := requestHeaders("/v1/responses").GetRequestHeaders()
+		hdrs.EndOfStream = true
+		first := &extprocv3.ProcessingRequest{
+			Request:        &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: hdrs},
+			ProtocolConfig: &extprocv3.ProtocolConfiguration{RequestBodyMode: filterv3.ProcessingMode_NONE},
+		}
+		if a := exchangeByHand(t, h, first); a.GetImmediateResponse() != nil {
+			t.Fatalf("answer %v, want the headers continued", a)
 		}
 	})
 	t.Run("a second body message is refused as misconfigured", func(t *testing.T) {

@@ -33,7 +33,7 @@ const (
 )
 
 // maxMetadataFields is the most fields one answer carries (the decision
-// has 8; the usage at most 10: status, the tier reported, five token
+// has 8, 10 with a shadow match; the usage at most 10: status, the tier reported, five token
 // counts, and cost, currency and price_tier).
 const maxMetadataFields = 12
 

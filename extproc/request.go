@@ -28,6 +28,10 @@ type exchange struct {
 	// sends the request body BUFFERED (protocol_config): only then is a
 	// body without end_of_stream whole, its trailers to follow.
 	buffered bool
+	// noBody is set when the stream's first message says the filter sends
+	// no request body at all (request_body_mode NONE): a policed request
+	// with a body would then go upstream unjudged.
+	noBody bool
 	// sawHeaders is set once the request headers have arrived.
 	sawHeaders bool
 	headers    *corev3.HeaderMap
@@ -76,6 +80,12 @@ func (x *exchange) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 		x.endpoint = policy.EndpointUnknown
 		return unpolicedHeadersAnswer
 	}
+	if x.noBody {
+		// The body will never be sent to be judged: answering these
+		// headers would let it through.
+		return x.misconfigured("request body mode is NONE on a policed path; refusing the request (set processing_mode.request_body_mode: BUFFERED)",
+			"tiergate is misconfigured: the request body must be BUFFERED")
+	}
 	x.pol = x.srv.opts.Store.Load()
 	if t := x.srv.opts.Budgets; t != nil && len(x.pol.Budgets()) > 0 {
 		x.decidedAt = t.Now()
@@ -114,15 +124,21 @@ func (x *exchange) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		Deployment: x.deployment,
 		Header:     x.header,
 		Beta:       headerValues(x.headers, "anthropic-beta"),
-		Body:       b.GetBody(),
-		MaxDecoded: x.srv.opts.MaxBodyBytes,
-		Buf:        a.out,
-		Spend:      spend,
+		// Every line: the upstream undoes the codings of all of them.
+		ContentEncoding: headerValues(x.headers, "content-encoding"),
+		Body:            b.GetBody(),
+		MaxDecoded:      x.srv.opts.MaxBodyBytes,
+		Buf:             a.out,
+		Spend:           spend,
 	})
 	x.decided = true
 	x.srv.opts.Budgets.Acted(&x.out.Decision)
 	d := x.srv.decisions.get(x.srv, x.pol, x.endpoint, &x.out)
 	d.counter.Inc()
+	if len(x.out.Shadows) > 0 {
+		x.srv.opts.Decisions.ObserveShadows(&x.out.Decision)
+		x.logShadows()
+	}
 	if x.out.Refused() {
 		return x.refuse(d)
 	}
@@ -187,6 +203,17 @@ func (x *exchange) refuse(d *decision) *extprocv3.ProcessingResponse {
 	}
 	resp.ProtoReflect().SetUnknown(d.metadata)
 	return resp
+}
+
+// logShadows logs each shadow match at info, with what was decided
+// instead: the log line an operator rolling out a rule looks for.
+func (x *exchange) logShadows() {
+	for _, s := range x.out.Shadows {
+		x.srv.log.Info("shadow match", "request_id", x.requestID, "endpoint", x.endpoint.String(),
+			"shadow_rule", s.Rule, "shadow_action", s.Action.String(), "shadow_budget", s.Budget,
+			"group", x.out.Group, "model", x.out.RequestModel, "service_tier", x.out.Tier.String(),
+			"action", x.out.Action.String(), "rule", x.out.Rule)
+	}
 }
 
 func (x *exchange) logDecision() {

@@ -308,7 +308,11 @@ func (x *exchange) record(status string, httpStatus int, u usage.Usage) *tiergat
 		Rule:                 x.out.Rule,
 		Budget:               policy.BudgetLabel(x.out.Budget),
 		PolicySha256:         x.pol.SHA256(),
+		ShadowRule:           x.out.ShadowRule,
 		Status:               status,
+	}
+	if x.out.ShadowRule != "" {
+		rec.ShadowAction = x.out.ShadowAction.String()
 	}
 	var firstOut time.Time
 	if r := x.resp; r != nil {

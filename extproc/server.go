@@ -120,6 +120,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 		if pc := req.GetProtocolConfig(); pc != nil {
 			// Sent on the stream's first message only.
 			x.buffered = pc.GetRequestBodyMode() == filterv3.ProcessingMode_BUFFERED
+			x.noBody = pc.GetRequestBodyMode() == filterv3.ProcessingMode_NONE
 		}
 		resp, phase, err := x.handle(req)
 		if err != nil {
@@ -200,6 +201,10 @@ func ServerOptions(maxMsg int) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		answerCodecOption(),
 		grpc.MaxRecvMsgSize(maxMsg),
+		// Stop waits for the handlers too, so that a stream cut at the end
+		// of the shutdown grace has written its usage record before serve
+		// flushes the log.
+		grpc.WaitForHandlers(true),
 		grpc.MaxSendMsgSize(maxMsg),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             5 * time.Second,

@@ -15,17 +15,18 @@ import (
 // under its own model.
 func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Result) {
 	top := &s.doc
+	if top.tooMany {
+		refuseTooMany(req, res)
+		return
+	}
 	tokens := betaTokens(req.Beta)
 	fast := false
 	for _, t := range tokens {
 		fast = fast || isFastModeToken(t)
 	}
 	models := s.models[:0]
-	type arrayMember struct {
-		member int
-		elems  []span
-	}
-	var fallbacks []arrayMember
+	var fallbacks []int          // the fallbacks members that hold arrays
+	var o object                 // a fallbacks entry
 	var fastEntryModels []string // the models of fallbacks asking for fast mode
 	fastEntryNoModel := false    // a fast fallback that names no model
 	var count occurrences
@@ -47,12 +48,12 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 			if val[0] != '[' {
 				break
 			}
-			elems := arrayElements(body, m.valStart)
-			for _, e := range elems {
-				var o object
+			for e := range arrayElements(body, m.valStart) {
+				o = object{members: o.members[:0]} // one buffer for every entry
 				if !scanNested(body, e.start, e.end, &o) {
 					continue
 				}
+				count.nested = count.nested || o.tooMany
 				entryFast, named := false, false
 				for _, om := range o.members {
 					s.work.visits++
@@ -73,7 +74,7 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 					break
 				}
 			}
-			fallbacks = append(fallbacks, arrayMember{member: i, elems: elems})
+			fallbacks = append(fallbacks, i)
 		}
 		if count.over() {
 			refuseTooMany(req, res)
@@ -132,9 +133,9 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 	edits := planSpeed(body, top, keep, forced, s)
 	for _, fb := range fallbacks {
 		var out []byte
-		pos := top.members[fb.member].valStart
-		for _, e := range fb.elems {
-			var o object
+		pos := top.members[fb].valStart
+		for e := range arrayElements(body, pos) {
+			o = object{members: o.members[:0]}
 			if !scanNested(body, e.start, e.end, &o) {
 				continue
 			}
@@ -149,11 +150,11 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 		if out == nil {
 			continue
 		}
-		out = append(out, body[pos:top.members[fb.member].valEnd]...)
+		out = append(out, body[pos:top.members[fb].valEnd]...)
 		if edits == nil {
 			edits = s.topEdits(len(top.members))
 		}
-		edits[fb.member].replace = out
+		edits[fb].replace = out
 	}
 	var adds []string
 	if forced && !anyOfKind(body, top, kindSpeed) {
@@ -224,25 +225,25 @@ func entryModels(dst []string, body []byte, o *object) []string {
 // span is a value's extent in a document.
 type span struct{ start, end int }
 
-// arrayElements returns the spans of the elements of the validated array
-// starting at body[start] == '['.
-func arrayElements(body []byte, start int) []span {
-	var out []span
-	i := skipWS(body, start+1)
-	if i < len(body) && body[i] == ']' {
-		return nil
-	}
-	for i < len(body) {
-		end, ok := validValue(body, i, 1)
-		if !ok {
-			return out
+// arrayElements yields the spans of the elements of the validated array
+// starting at body[start] == '['. It yields rather than returns them: an
+// array of a million zeros would cost eight times its size in spans.
+func arrayElements(body []byte, start int) func(yield func(span) bool) {
+	return func(yield func(span) bool) {
+		i := skipWS(body, start+1)
+		if i < len(body) && body[i] == ']' {
+			return
 		}
-		out = append(out, span{i, end})
-		i = skipWS(body, end)
-		if i >= len(body) || body[i] != ',' {
-			return out
+		for i < len(body) {
+			end, ok := validValue(body, i, 1)
+			if !ok || !yield(span{i, end}) {
+				return
+			}
+			i = skipWS(body, end)
+			if i >= len(body) || body[i] != ',' {
+				return
+			}
+			i = skipWS(body, i+1)
 		}
-		i = skipWS(body, i+1)
 	}
-	return out
 }

@@ -51,6 +51,9 @@ type Budget struct {
 	Action Action
 	// Groups are the groups it applies to; empty: every group.
 	Groups []string
+	// Shadow: the budget keeps its spend and acts on nothing; where it
+	// would act is reported as a shadow match.
+	Shadow bool
 	tiers  uint32 // bit set of Tier; 0 = every tier
 	models []pattern
 }
@@ -119,7 +122,9 @@ type SpendView interface {
 // each budget that applies to the caller's group, one of the candidate
 // models and the tier about to be sent, and whose spend has reached its
 // limit, acts. The strictest budget wins (block over filter; the first in
-// file order among equals). A rule's block stands as it is.
+// file order among equals). A rule's block stands as it is. A shadow
+// budget that applies is reported as a shadow match (pass under its limit,
+// its action at or above it) and acts on nothing.
 func (p *Policy) applyBudgets(d *Decision, view SpendView, models []string) {
 	if len(p.budgets) == 0 || view == nil || d.Action == ActionBlock {
 		return
@@ -136,7 +141,7 @@ func (p *Policy) applyBudgets(d *Decision, view SpendView, models []string) {
 	var secondsLeft int64
 	for i := range p.budgets {
 		b := &p.budgets[i]
-		if acting != nil && b.Action <= acting.Action {
+		if !b.Shadow && acting != nil && b.Action <= acting.Action {
 			continue
 		}
 		if !b.AppliesToGroup(bucket) || !b.CountsTier(tier) || !b.coversAny(p, models) {
@@ -146,6 +151,15 @@ func (p *Policy) applyBudgets(d *Decision, view SpendView, models []string) {
 			continue // nothing to remove
 		}
 		spent, left := view.Spent(b, bucket)
+		if b.Shadow {
+			// Reported, never acting: what it would do with this spend.
+			a := ActionPass
+			if spent >= b.Limit {
+				a = b.Action
+			}
+			d.shadow(ShadowMatch{Rule: b.Name, Action: a, Budget: true})
+			continue
+		}
 		if spent < b.Limit {
 			continue
 		}
@@ -289,6 +303,7 @@ func (l *loader) budget(path string, v any) *tiergatev1.Budget {
 			b.Limit = float64(micros) / MicrosPerUnit
 			l.limits[b] = micros
 		},
+		"shadow": func(p string, v any) { b.Shadow, _ = l.boolean(p, v) },
 		"on_exhausted": func(p string, v any) {
 			a := l.action(p, v)
 			if a == tiergatev1.Action_ACTION_PASS {
@@ -404,6 +419,7 @@ func compileBudgets(p *Policy, cfg *tiergatev1.Config, limits map[*tiergatev1.Bu
 			Limit:  limits[b],
 			Action: actionFromProto(b.OnExhausted),
 			Groups: b.Groups,
+			Shadow: b.Shadow,
 		}
 		if cb.Limit == 0 {
 			cb.Limit = int64(b.Limit*MicrosPerUnit + 0.5) // built from a Config, not a file

@@ -67,8 +67,8 @@ func TestBudgetConfigErrors(t *testing.T) {
 				"budgets[0].limit: required (the cap, in units of the price table's currency)",
 				"budgets[0].on_exhausted: required (filter or block)",
 			}},
-		{"an unknown budget field is refused", "budgets: [{name: b, window: day, limit: 1, on_exhausted: block, shadow: true}]\n",
-			[]string{"budgets[0].shadow: unknown field (known: groups, limit, models, name, on_exhausted, service_tiers, window)"}},
+		{"an unknown budget field is refused", "budgets: [{name: b, window: day, limit: 1, on_exhausted: block, shadows: true}]\n",
+			[]string{"budgets[0].shadows: unknown field (known: groups, limit, models, name, on_exhausted, service_tiers, shadow, window)"}},
 		{"a budget's reserved group is refused", "budgets: [{name: b, window: day, limit: 1, on_exhausted: block, groups: [other]}]\n",
 			[]string{`budgets[0].groups[0]: "other" is reserved (it names the spend and metrics of group header values the policy does not name)`}},
 	}

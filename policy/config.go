@@ -166,7 +166,8 @@ func (l *loader) parse(data []byte) *tiergatev1.Config {
 				})
 			}
 		},
-		"prices": func(path string, v any) { cfg.Prices = l.prices(path, v) },
+		"prices":       func(path string, v any) { cfg.Prices = l.prices(path, v) },
+		"budget_store": func(path string, v any) { cfg.BudgetStore = l.budgetStore(path, v) },
 	})
 	l.crossCheck(cfg)
 	l.crossCheckBudgets(cfg, pricesGiven(cfg))
@@ -202,6 +203,7 @@ func (l *loader) rule(path string, v any) *tiergatev1.Rule {
 				l.checkName(fmt.Sprintf("%s[%d]", p, i), g, "group name")
 			}
 		},
+		"shadow": func(p string, v any) { r.Shadow, _ = l.boolean(p, v) },
 		"endpoints": func(p string, v any) {
 			for i, item := range l.list(p, v) {
 				ip := fmt.Sprintf("%s[%d]", p, i)
@@ -344,6 +346,15 @@ func (l *loader) text(path string, v any) (string, bool) {
 		l.addf(path, "want a string, got %s", describe(v))
 	}
 	return s, ok
+}
+
+// boolean reads true or false.
+func (l *loader) boolean(path string, v any) (bool, bool) {
+	b, ok := v.(bool)
+	if !ok {
+		l.addf(path, "want true or false, got %s", describe(v))
+	}
+	return b, ok
 }
 
 // name reads a non-blank string.
@@ -517,6 +528,7 @@ func compile(cfg *tiergatev1.Config, limits map[*tiergatev1.Budget]int64) (*Poli
 		groupLabels: map[string]struct{}{},
 		groupHeader: strings.ToLower(cfg.GetIdentity().GetGroupHeader()),
 		prices:      compilePrices(cfg.GetPrices()),
+		budgetStore: compileBudgetStore(cfg.GetBudgetStore()),
 	}
 	for _, m := range cfg.GetPrices().GetModels() {
 		if !strings.HasSuffix(m.Model, "*") {
@@ -552,6 +564,7 @@ func compile(cfg *tiergatev1.Config, limits map[*tiergatev1.Budget]int64) (*Poli
 			fallback:    actionFromProto(r.FallbackAction),
 			fallbackMsg: r.FallbackErrorMessage,
 			groups:      r.Groups,
+			shadow:      r.Shadow,
 		}
 		if r.ServiceTier == tiergatev1.ServiceTier_SERVICE_TIER_ALL {
 			cr.all = true
@@ -573,6 +586,7 @@ func compile(cfg *tiergatev1.Config, limits map[*tiergatev1.Budget]int64) (*Poli
 			p.groupLabels[g] = struct{}{}
 		}
 		p.rules = append(p.rules, cr)
+		p.shadows = p.shadows || cr.shadow
 	}
 	compileBudgets(p, cfg, limits)
 	return p, nil

@@ -15,7 +15,7 @@ func TestConfigErrors(t *testing.T) {
 		want []string // every line expected, in any order
 	}{
 		{"an unknown key is refused", "rules: []\nrulez: []\n",
-			[]string{"rulez: unknown field (known: budgets, groups, identity, metrics, model_aliases, prices, rules)"}},
+			[]string{"rulez: unknown field (known: budget_store, budgets, groups, identity, metrics, model_aliases, prices, rules)"}},
 		{"a camelCase key is refused with its snake_case spelling", "rules: [{serviceTier: priority, service_tier: priority, action: block}]\n",
 			[]string{"rules[0].serviceTier: unknown field (did you mean service_tier? fields are written in snake_case)"}},
 		{"an unknown action names the place and the choices", "rules:\n- {service_tier: priority, action: pass}\n- {service_tier: priority, action: pass}\n- {service_tier: priority, action: blok}\n",

@@ -2,7 +2,10 @@ package policy
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tiergate/tiergate/internal/decimal"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
@@ -21,6 +24,7 @@ type fileRule struct {
 	FallbackErrorMessage string   `json:"fallback_error_message,omitempty"`
 	Groups               []string `json:"groups,omitempty"`
 	Endpoints            []string `json:"endpoints,omitempty"`
+	Shadow               bool     `json:"shadow,omitempty"`
 }
 
 type fileGroup struct {
@@ -37,6 +41,7 @@ type fileBudget struct {
 	Window       string      `json:"window"`
 	Limit        json.Number `json:"limit"`
 	OnExhausted  string      `json:"on_exhausted"`
+	Shadow       bool        `json:"shadow,omitempty"`
 }
 
 type fileConfig struct {
@@ -46,6 +51,9 @@ type fileConfig struct {
 	Identity     map[string]string `json:"identity,omitempty"`
 	ModelAliases map[string]string `json:"model_aliases,omitempty"`
 	Metrics      map[string]any    `json:"metrics,omitempty"`
+	// BudgetStore holds only addresses, names and paths: no password is
+	// ever in the file.
+	BudgetStore json.RawMessage `json:"budget_store,omitempty"`
 }
 
 // enumName spells a proto enum value as the policy file does.
@@ -68,6 +76,7 @@ func (p *Policy) RedactedJSON() ([]byte, error) {
 			ModelWhitelist:       r.ModelWhitelist,
 			FallbackErrorMessage: r.FallbackErrorMessage,
 			Groups:               r.Groups,
+			Shadow:               r.Shadow,
 		}
 		if r.FallbackAction != tiergatev1.Action_ACTION_UNSPECIFIED {
 			fr.FallbackAction = enumName(r.FallbackAction.String(), "ACTION_")
@@ -99,11 +108,19 @@ func (p *Policy) RedactedJSON() ([]byte, error) {
 			Window:      enumName(b.Window.String(), "BUDGET_WINDOW_"),
 			Limit:       json.Number(decimal.String(uint64(p.budgets[i].Limit), 6)),
 			OnExhausted: enumName(b.OnExhausted.String(), "ACTION_"),
+			Shadow:      b.Shadow,
 		}
 		for _, t := range b.ServiceTiers {
 			fb.ServiceTiers = append(fb.ServiceTiers, enumName(t.String(), "SERVICE_TIER_"))
 		}
 		out.Budgets = append(out.Budgets, fb)
+	}
+	if bs := cfg.GetBudgetStore(); bs != nil {
+		raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(bs)
+		if err != nil {
+			return nil, fmt.Errorf("budget_store: %w", err)
+		}
+		out.BudgetStore = raw
 	}
 	return json.Marshal(out)
 }

@@ -5,7 +5,10 @@
 // the policy file's price table (Cost, PriceRecord: exact, in integer units
 // of 10⁻¹² of the currency). Budgets are decided here too, as the last step
 // of evaluation, from a read-only SpendView the caller passes in with the
-// request; keeping spend is package budget's job, never this one's.
+// request; keeping spend is package budget's job, never this one's. Shadow
+// rules and budgets are judged in their place and reported on the decision
+// (ShadowRule, Shadows) without deciding anything. It also decodes policy
+// test files (LoadTests), as strictly as policy files.
 //
 // It knows nothing of gRPC, Envoy or WebSockets: callers hand it the
 // endpoint, the caller's identity, and the raw body or frame, and get back a

@@ -57,6 +57,9 @@ func FuzzApply(f *testing.F) {
 		`{"Model":"gpt-5.5","service-tier":"fast","service_tier":"default"}`,
 		`{"TYPE":"response.create","Response":{"ServiceTier":"priority","MODEL":"gpt-5.5"}}`,
 		`{"model":"gpt-4o","Speed":"fast","FALLBACKS":[{"model":"gpt-5.5","sPeed":"fast"}]}`,
+		`{"type":" Response.CREATE\u0000","model":"gpt-5.5\u0000x","service_tier":"\ufeffpriority\u0000"}`,
+		`{"a":1,"b":2,"service_tier":"flex","c":3,"service_tier\u0000":"fast","d":4}`,
+		`{"type":"response.create","model":"gpt-4o","response":{"x":1,"service_tier":"priority","y":2}}`,
 	} {
 		for i := range fuzzEndpoints {
 			f.Add([]byte(s), uint8(i), uint8(i))

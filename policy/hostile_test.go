@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"errors"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -107,6 +108,16 @@ func TestFoldedKeysAreOccurrences(t *testing.T) {
 			action: ActionBlock, status: 403,
 		},
 		{
+			name: "a key is read up to an escaped NUL, as a C-string reader reads it", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5.5","service_tier\u0000x":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a passed key cut at a NUL is renamed", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5","SERVICE_TIER\u0000":"fast"}`,
+			action: ActionPass, out: `{"model":"gpt-5","service_tier":"priority"}`,
+		},
+		{
 			name: "a passed folded key is renamed service_tier at its place", endpoint: EndpointResponses,
 			body:   `{"SERVICE_TIER":"priority","model":"gpt-5"}`,
 			action: ActionPass, out: `{"service_tier":"priority","model":"gpt-5"}`,
@@ -159,6 +170,111 @@ func TestFoldedKeysAreOccurrences(t *testing.T) {
 	})
 }
 
+func TestFrameTypesAreReadAsTiersAre(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, hostilePolicy)
+	runHostile(t, p, []hostileCase{
+		{
+			name: "an upper-case type is a response.create", endpoint: EndpointResponsesWS,
+			body:   `{"type":"RESPONSE.CREATE","model":"gpt-5.5","service_tier":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a type padded with white space is a response.create", endpoint: EndpointRealtime, session: []string{"gpt-5.5"},
+			body:   `{"type":" response.create\n","response":{"service_tier":"priority"}}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a type spelled with the long s is a response.create", endpoint: EndpointResponsesWS,
+			body:   `{"type":"re\u017fpon\u017fe.Create","model":"gpt-4o","service_tier":"priority"}`,
+			action: ActionFilter, out: `{"type":"re\u017fpon\u017fe.Create","model":"gpt-4o"}`,
+		},
+		{
+			name: "another type is still not policed", endpoint: EndpointResponsesWS,
+			body:   `{"type":"response.cancel","model":"gpt-5.5","service_tier":"priority"}`,
+			action: ActionPass,
+		},
+	})
+}
+
+func TestValuesAreTrimmedAsAnyUpstreamMightTrimThem(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, hostilePolicy)
+	runHostile(t, p, []hostileCase{
+		{
+			name: "a NUL after the tier is trimmed (Java's trim, a C reader)", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5.5","service_tier":"priority\u0000"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a unit separator before the tier is trimmed (Python's strip)", endpoint: EndpointChatCompletions,
+			body:   `{"model":"gpt-5.5","service_tier":"\u001fFast"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a byte order mark before the tier is trimmed (JavaScript's trim)", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-4o","service_tier":"\ufeffpriority"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a passed padded tier is written canonically", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5","service_tier":"\u0000priority\u0085"}`,
+			action: ActionPass, out: `{"model":"gpt-5","service_tier":"priority"}`,
+		},
+		{
+			name: "a control character after fast is fast mode", endpoint: EndpointMessages,
+			body:   `{"model":"gpt-4o","speed":"fast\u0000"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a control character after the type makes a response.create", endpoint: EndpointResponsesWS,
+			body:   `{"type":"response.create\u0000","model":"gpt-5.5","service_tier":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a tier is read up to a NUL, as a C-string reader reads it", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5.5","service_tier":"priority\u0000default"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "speed is read up to a NUL", endpoint: EndpointMessages,
+			body:   `{"model":"gpt-4o","speed":"fast\u0000standard"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a type is read up to a NUL", endpoint: EndpointResponsesWS,
+			body:   `{"type":"response.create\u0000x","model":"gpt-5.5","service_tier":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a model is judged as read up to a NUL", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5.5\u0000x","service_tier":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a padded model is judged as read trimmed", endpoint: EndpointChatCompletions,
+			body:   `{"model":"\u0000gpt-5.5 ","service_tier":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a claimed session model with a NUL is judged as read up to it", endpoint: EndpointRealtime,
+			session: []string{"gpt-4o", "gpt-5.5\u0000"},
+			body:    `{"type":"response.create","response":{"service_tier":"priority"}}`,
+			action:  ActionBlock, status: 403,
+		},
+		{
+			name: "a fallback's model is judged as read up to a NUL", endpoint: EndpointMessages,
+			body:   `{"model":"gpt-4o","fallbacks":[{"model":"gpt-5.5\u0000","speed":"fast"}]}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a zero-width space is no trim of any upstream's and stays unrecognised", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5.5","service_tier":"\u200bpriority"}`,
+			action: ActionPass,
+		},
+	})
+}
+
 func TestRealtimeForceAddsNoKey(t *testing.T) {
 	t.Parallel()
 	p := mustLoad(t, hostilePolicy)
@@ -190,6 +306,24 @@ func TestEveryModelCandidateIsJudged(t *testing.T) {
 			session: []string{"gpt-5.5"},
 			body:    `{"type":"response.create","response":{"model":"gpt-5","service_tier":"priority"}}`,
 			action:  ActionBlock, status: 403,
+		},
+		{
+			name: "a Realtime frame's top-level model joins the session model rather than replacing it", endpoint: EndpointRealtime,
+			session: []string{"gpt-5.5"},
+			body:    `{"type":"response.create","model":"gpt-5","response":{"service_tier":"priority"}}`,
+			action:  ActionBlock, status: 403,
+		},
+		{
+			name: "a Realtime frame's folded top-level model joins the session model too", endpoint: EndpointRealtime,
+			session: []string{"gpt-5.5"},
+			body:    `{"type":"response.create","MODEL":"gpt-5","service_tier":"priority"}`,
+			action:  ActionBlock, status: 403,
+		},
+		{
+			name: "a Responses WebSocket frame's top-level model is the one it runs under", endpoint: EndpointResponsesWS,
+			session: []string{"gpt-5.5"},
+			body:    `{"type":"response.create","model":"gpt-5","service_tier":"priority"}`,
+			action:  ActionPass,
 		},
 		{
 			name: "a frame's top-level model and response.model are both judged", endpoint: EndpointResponsesWS,
@@ -244,10 +378,21 @@ func TestTooManyOccurrencesAreRefused(t *testing.T) {
 		{"fallback entries' models count", EndpointMessages,
 			`{"model":"gpt-5","fallbacks":[` + strings.Repeat(`{"model":"gpt-5"},`, 64) + `{"model":"gpt-5"}]}`, true},
 		{"other keys are not limited", EndpointResponses, `{` + many("input", `"x"`, 1000) + `}`, false},
+		{"64 stream keys are read", EndpointChatCompletions, `{` + many("stream", `true`, 64) + `}`, false},
+		{"65 stream keys are refused", EndpointChatCompletions, `{` + many("stream", `true`, 65) + `}`, true},
+		{"65 folded type keys on a frame are refused", EndpointResponsesWS, `{` + many("Type", `"response.create"`, 65) + `}`, true},
+		{"65 type keys on a body are refused", EndpointResponses, `{` + many("type", `0`, 65) + `}`, true},
+		{"65 include_usage keys in stream_options are refused", EndpointChatCompletions,
+			`{"stream":true,"stream_options":{` + many("include_usage", `false`, 65) + `}}`, true},
+		{"65 service_tier keys under response are refused", EndpointResponsesWS,
+			`{"type":"response.create","response":{` + many("serviceTier", `"flex"`, 65) + `}}`, true},
+		{"65 fallbacks keys are refused", EndpointMessages, `{` + many("fallbacks", `[]`, 65) + `}`, true},
+		{"a fallbacks entry repeating a key 65 times is refused", EndpointMessages,
+			`{"fallbacks":[{` + many("type", `0`, 65) + `}]}`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			req := &Request{Endpoint: tc.endpoint}
+			req := &Request{Endpoint: tc.endpoint, EnsureUsage: true}
 			var res Result
 			if tc.endpoint == EndpointResponsesWS {
 				res = p.ApplyFrame(req, []byte(tc.body))
@@ -260,6 +405,80 @@ func TestTooManyOccurrencesAreRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMemoryIsBoundedByTheKeysRead holds what one decision allocates to
+// the size of the body: before members of keys tiergate does not read were
+// recorded as runs, a 16 MiB body of "":0 members allocated 755 MiB
+// (members and edits for each), enough for one request to kill a sidecar
+// with a 256 MiB limit. It is not parallel, so that no other test's
+// allocations are counted.
+func TestMemoryIsBoundedByTheKeysRead(t *testing.T) {
+	p := mustLoad(t, hostilePolicy)
+	const size = 4 << 20
+	for _, tc := range []struct {
+		name            string
+		ep              Endpoint
+		pre, unit, post string
+		status          int
+	}{
+		{"a flood of unread members", EndpointResponses, `{`, `"":0,`, `"model":"gpt-4o","service_tier":"priority"}`, 0},
+		{"a flood of a key read", EndpointResponses, `{`, `"type":0,`, `"model":"gpt-4o"}`, 400},
+		{"a flood of unread members under response", EndpointResponsesWS,
+			`{"type":"response.create","model":"gpt-4o","service_tier":"priority","response":{`, `"":0,`, `"":0}}`, 0},
+		{"a flood of unread members in stream_options", EndpointChatCompletions,
+			`{"model":"gpt-4o","stream":true,"stream_options":{`, `"":0,`, `"":0}}`, 0},
+		{"a flood of fallbacks elements", EndpointMessages, `{"model":"gpt-4o","speed":"fast","fallbacks":[`, `0,`, `0]}`, 0},
+		{"a flood of fallbacks entries", EndpointMessages, `{"model":"gpt-4o","speed":"fast","fallbacks":[`, `{"":0},`, `{}]}`, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := []byte(tc.pre + strings.Repeat(tc.unit, size/len(tc.unit)) + tc.post)
+			req := &Request{Endpoint: tc.ep, EnsureUsage: true}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			var res Result
+			if tc.ep == EndpointResponsesWS {
+				res = p.ApplyFrame(req, body)
+			} else {
+				res = p.Apply(req, body)
+			}
+			runtime.ReadMemStats(&after)
+			if res.Status != tc.status {
+				t.Fatalf("status %d (%v), want %d", res.Status, res.Err, tc.status)
+			}
+			// The rewritten body (twice, for a rewritten nested object; the
+			// race detector adds about one more) and small change; not
+			// members by the million (47 times the body before).
+			alloc := after.TotalAlloc - before.TotalAlloc
+			if alloc > 4*uint64(len(body)) {
+				t.Errorf("a %d-byte body allocated %d bytes", len(body), alloc)
+			}
+			t.Logf("%d-byte body: %d bytes allocated", len(body), alloc)
+		})
+	}
+}
+
+func TestRunsOfUnreadMembersRebuildExactly(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, hostilePolicy)
+	runHostile(t, p, []hostileCase{
+		{
+			name: "tiers between runs of other members are removed with their commas", endpoint: EndpointResponses,
+			body:   `{"a":1, "b":[2], "service_tier":"priority" ,"c":{"d":3},"e":4,"SERVICE_TIER":"flex","model":"gpt-4o","f":5}`,
+			action: ActionFilter, out: `{"a":1, "b":[2] ,"c":{"d":3},"e":4,"model":"gpt-4o","f":5}`,
+		},
+		{
+			name: "a tier first and last among other members", endpoint: EndpointResponses,
+			body:   `{"service_tier":"priority","a":1,"b":2,"model":"gpt-4o","c":3,"service_tier":"priority"}`,
+			action: ActionFilter, out: `{"a":1,"b":2,"model":"gpt-4o","c":3}`,
+		},
+		{
+			name: "a kept tier among other members keeps its place", endpoint: EndpointResponses,
+			body:   `{"a":1,"service_tier":"default","b":2,"c":3,"serviceTier":"fast","d":4,"model":"gpt-5"}`,
+			action: ActionPass, out: `{"a":1,"b":2,"c":3,"service_tier":"priority","d":4,"model":"gpt-5"}`,
+		},
+	})
 }
 
 // growthBody is a body of about n members at each level read, with the

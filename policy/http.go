@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/tiergate/tiergate/contentcoding"
 )
@@ -19,7 +20,12 @@ type HTTPRequest struct {
 	Header func(name string) string
 	// Beta holds every anthropic-beta header line.
 	Beta []string
-	Body []byte
+	// ContentEncoding holds every content-encoding header line. An
+	// upstream undoes the codings of all of them (RFC 9110 combines
+	// repeated lines into one list), so a body is decoded by the whole
+	// list, not by its first line. Nil: Header("content-encoding").
+	ContentEncoding []string
+	Body            []byte
 	// Spend is the view of budget spend as of the request's headers (nil:
 	// budgets do not act).
 	Spend SpendView
@@ -58,7 +64,7 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 		out.Action, out.Group, out.Body = ActionPass, group, body
 		return out
 	}
-	if enc := r.Header("content-encoding"); !contentcoding.Identity(enc) {
+	if enc := r.contentEncoding(); !contentcoding.Identity(enc) {
 		decoded, err := contentcoding.Decode(enc, body, r.MaxDecoded)
 		switch {
 		case errors.Is(err, contentcoding.ErrUnsupported):
@@ -85,7 +91,7 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 	switch {
 	case errors.Is(out.Err, ErrTooManyOccurrences):
 		return p.refuse(r.Endpoint, group, RefusalTooManyOccurrences,
-			"the body repeats service_tier, model or speed more than 64 times")
+			"the body repeats service_tier, model, speed or another key tiergate reads more than 64 times")
 	case out.Status == 400:
 		return p.refuse(r.Endpoint, group, RefusalInvalidJSON, "the request body is not valid JSON: "+out.Err.Error())
 	case out.Status == 403, out.Status == 429:
@@ -93,6 +99,17 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 		out.ErrorBody = ErrorBody(r.Endpoint, out.Refusal, out.Message)
 	}
 	return out
+}
+
+// contentEncoding returns the request's codings as one list.
+func (r *HTTPRequest) contentEncoding() string {
+	switch len(r.ContentEncoding) {
+	case 0:
+		return r.Header("content-encoding")
+	case 1:
+		return r.ContentEncoding[0]
+	}
+	return strings.Join(r.ContentEncoding, ",")
 }
 
 // HeaderEdit is one change to the request's headers that goes with an

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"unicode"
 	"unicode/utf8"
 )
@@ -84,6 +85,10 @@ func classifySlow(raw []byte) keyKind {
 	if !ok {
 		return keyOther
 	}
+	// A reader that keeps keys as C strings (cJSON) reads up to the NUL:
+	// "service_tier\u0000x" is service_tier to it. (A NUL can only come
+	// escaped, so only this path sees one.)
+	s = cString(s)
 	var buf [maxFoldedKey]byte
 	n := 0
 	for i := 0; i < len(s); {
@@ -162,4 +167,29 @@ func KeyIs(tok []byte, name string) bool {
 // so that a kept member needs no renaming.
 func canonicalKey(tok []byte, k keyKind) bool {
 	return len(tok) == len(kindNames[k])+2 && string(tok[1:len(tok)-1]) == kindNames[k]
+}
+
+// TypeIs reports whether a frame's type value (unescaped) names the event
+// type want, read as tier values are: trimmed (white space and control
+// characters) and case folded. An upstream that reads " Response.Create" as
+// response.create must not find an unpoliced one; one that refuses it
+// loses nothing when tiergate polices it. The WebSocket bridge reads
+// session.update frames with it.
+func TypeIs(value, want string) bool {
+	return typeIs([]byte(value), want)
+}
+
+func typeIs(v []byte, want string) bool {
+	// Read whole and up to a NUL, as tiers are (tierOfValue).
+	return bytes.EqualFold(bytes.TrimFunc(v, trimmed), []byte(want)) ||
+		bytes.EqualFold(bytes.TrimFunc(cString(v), trimmed), []byte(want))
+}
+
+// cString cuts an unescaped key or value at its first NUL, where a reader
+// that keeps strings as C strings stops reading it.
+func cString(b []byte) []byte {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i]
+	}
+	return b
 }

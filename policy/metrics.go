@@ -12,6 +12,7 @@ import (
 // and WebSocket frames alike.
 type DecisionMetrics struct {
 	decisions *prometheus.CounterVec
+	shadows   *prometheus.CounterVec
 	// counters keeps each series once resolved (decisionLabels →
 	// prometheus.Counter): every request and every client frame counts one,
 	// and resolving five label values hashes them each time. The keys are
@@ -35,10 +36,23 @@ func NewDecisionMetrics(reg prometheus.Registerer) (*DecisionMetrics, error) {
 		Name: "tiergate_policy_decisions_total",
 		Help: "Policy decisions on requests and WebSocket frames: endpoint, action (pass, filter, block), the tier judged (none when none was sent), the rule that decided (none when no rule matched), and the caller's group (bounded: other for groups the policy does not name), and the budget that acted (none when none did; a budget's block is a 429, not a policy refusal).",
 	}, []string{"endpoint", "action", "service_tier", "rule", "group", "budget"})}
-	if err := reg.Register(m.decisions); err != nil {
-		return nil, fmt.Errorf("register decision metrics: %w", err)
+	m.shadows = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tiergate_policy_shadow_decisions_total",
+		Help: "Matches of shadow rules and shadow budgets (shadow: true), which decide nothing: rule is the rule's label or the budget's name, action what it would have done (pass, filter, block). Every shadow match of a request or frame is counted.",
+	}, []string{"rule", "action"})
+	for _, c := range []prometheus.Collector{m.decisions, m.shadows} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register decision metrics: %w", err)
+		}
 	}
 	return m, nil
+}
+
+// ObserveShadows counts each shadow match of a decision.
+func (m *DecisionMetrics) ObserveShadows(d *Decision) {
+	for _, s := range d.Shadows {
+		m.shadows.WithLabelValues(s.Rule, s.Action.String()).Inc()
+	}
 }
 
 // Observe counts one decision made under p.

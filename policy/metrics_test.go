@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"strings"
 	"sync"
 	"testing"
 
@@ -53,5 +54,33 @@ func TestDecisionMetricsLabels(t *testing.T) {
 		if got := testutil.ToFloat64(m.decisions.WithLabelValues(tc.labels...)); got != tc.want {
 			t.Errorf("%v = %v, want %v", tc.labels, got, tc.want)
 		}
+	}
+}
+
+func TestShadowDecisionsAreCountedByRuleAndAction(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m, err := NewDecisionMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := mustLoad(t, budgetTestPrices+shadowPolicy)
+	for range 3 {
+		res := p.Apply(&Request{Endpoint: EndpointResponses, Group: "team-a", Spend: fixedSpend{}},
+			[]byte(`{"model":"gpt-5.5","service_tier":"priority"}`))
+		m.ObserveShadows(&res.Decision)
+	}
+	res := p.Apply(&Request{Endpoint: EndpointResponses}, []byte(`{"model":"gpt-4o","service_tier":"priority"}`))
+	m.ObserveShadows(&res.Decision)
+	want := `
+# HELP tiergate_policy_shadow_decisions_total Matches of shadow rules and shadow budgets (shadow: true), which decide nothing: rule is the rule's label or the budget's name, action what it would have done (pass, filter, block). Every shadow match of a request or frame is counted.
+# TYPE tiergate_policy_shadow_decisions_total counter
+tiergate_policy_shadow_decisions_total{action="block",rule="would-block-everything"} 3
+tiergate_policy_shadow_decisions_total{action="block",rule="would-block-priority"} 3
+tiergate_policy_shadow_decisions_total{action="filter",rule="would-block-priority"} 1
+tiergate_policy_shadow_decisions_total{action="pass",rule="team-a-shadow"} 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tiergate_policy_shadow_decisions_total"); err != nil {
+		t.Error(err)
 	}
 }

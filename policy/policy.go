@@ -21,7 +21,9 @@ type Policy struct {
 	modelLabels map[string]struct{}
 	groupLabels map[string]struct{}
 	budgets     []Budget
+	shadows     bool        // a rule or budget is a shadow
 	prices      *priceTable // nil: nothing is priced
+	budgetStore *RedisStore // nil: memory
 	config      *tiergatev1.Config
 	sha256      string
 	loadedAt    time.Time
@@ -39,6 +41,7 @@ type rule struct {
 	fallbackMsg string
 	groups      []string
 	endpoints   uint32 // bit set of Endpoint; 0 = every endpoint
+	shadow      bool   // reports what it would do, decides nothing
 }
 
 // pattern is one model_whitelist entry.
@@ -153,6 +156,60 @@ type Decision struct {
 	// RetryAfter is, when Budget refused the request, the whole seconds to
 	// the end of its window (the retry-after header).
 	RetryAfter int64
+	// ShadowRule and ShadowAction are the first shadow match (rules in
+	// order, then budgets): the record's and the metadata's shadow_rule and
+	// shadow_action. ShadowRule is "" when nothing matched.
+	ShadowRule   string
+	ShadowAction Action
+	// Shadows are every shadow match, in order, the first included: each
+	// is counted once. nil when none matched.
+	Shadows []ShadowMatch
+}
+
+// ShadowMatch is a shadow rule or budget that matched a request or frame:
+// what it would have done had it been enforced.
+type ShadowMatch struct {
+	// Rule is the rule's label or the budget's name.
+	Rule string
+	// Action is what it would have done. A shadow rule judged for several
+	// tiers or models reports the strictest of its verdicts; a shadow
+	// budget reports pass under its limit and on_exhausted at or above it.
+	Action Action
+	// Budget reports that Rule names a budget.
+	Budget bool
+}
+
+// shadow adds a match to d, which becomes the first one when none came
+// before.
+func (d *Decision) shadow(m ShadowMatch) {
+	if d.ShadowRule == "" {
+		d.ShadowRule, d.ShadowAction = m.Rule, m.Action
+	}
+	d.Shadows = append(d.Shadows, m)
+}
+
+// shadowHits collects, for one decision, the shadow rules that matched
+// (by index) with the strictest action each would have taken, in rule
+// order.
+type shadowHits []shadowHit
+
+type shadowHit struct {
+	rule   int
+	action Action
+}
+
+func (h *shadowHits) add(rule int, a Action) {
+	for i := range *h {
+		switch hit := &(*h)[i]; {
+		case hit.rule == rule:
+			hit.action = max(hit.action, a)
+			return
+		case hit.rule > rule:
+			*h = slices.Insert(*h, i, shadowHit{rule, a})
+			return
+		}
+	}
+	*h = append(*h, shadowHit{rule, a})
 }
 
 // verdict is one rule's answer for one tier and model.
@@ -193,6 +250,10 @@ func (p *Policy) evaluate(ep Endpoint, group string, tiers []Tier, models []stri
 		best.tier = tiers[len(tiers)-1]
 	}
 	best.model = p.MatchModel(models[len(models)-1])
+	var hits *shadowHits
+	if p.shadows {
+		hits = new(shadowHits)
+	}
 	var mbuf [16]string
 	matched := p.distinctModels(mbuf[:0], models)
 	var tbuf [TierUnrecognised + 1]Tier
@@ -203,9 +264,14 @@ func (p *Policy) evaluate(ep Endpoint, group string, tiers []Tier, models []stri
 			if w != nil {
 				w.judgements++
 			}
-			if v := p.judge(ep, group, t, m); v.action >= best.action {
+			if v := p.judgeAll(ep, group, t, m, hits); v.action >= best.action {
 				best = v
 			}
+		}
+	}
+	if hits != nil {
+		for _, h := range *hits {
+			d.shadow(ShadowMatch{Rule: p.rules[h.rule].label, Action: h.action})
 		}
 	}
 	d.Action, d.Tier, d.Model = best.action, best.tier, best.model
@@ -242,30 +308,60 @@ func distinctTiers(dst, tiers []Tier) []Tier {
 }
 
 // distinctModels appends each model of models, mapped through
-// model_aliases, once, in the order of their last occurrences.
+// model_aliases, once, in the order of their last occurrences. A model
+// that a lenient reader reads differently (modelReading) is judged under
+// that reading too.
 func (p *Policy) distinctModels(dst, models []string) []string {
 	var seen map[string]struct{}
 	if len(models) > 8 {
-		seen = make(map[string]struct{}, len(models))
+		seen = make(map[string]struct{}, 2*len(models))
 	}
 	for i := len(models) - 1; i >= 0; i-- {
-		m := p.MatchModel(models[i])
-		if seen != nil {
-			if _, dup := seen[m]; dup {
+		whole, cut := modelReadings(models[i])
+		for _, m := range [...]string{models[i], whole, cut} {
+			if m == "" && models[i] != "" {
+				continue // a reading that names no model
+			}
+			if m = p.MatchModel(m); seen != nil {
+				if _, dup := seen[m]; dup {
+					continue
+				}
+				seen[m] = struct{}{}
+			} else if slices.Contains(dst, m) {
 				continue
 			}
-			seen[m] = struct{}{}
-		} else if slices.Contains(dst, m) {
-			continue
+			dst = append(dst, m)
 		}
-		dst = append(dst, m)
 	}
 	slices.Reverse(dst)
 	return dst
 }
 
+// modelReadings returns a model name as lenient readers may read it:
+// trimmed as values are (trimmed), and up to its first NUL (a reader of C
+// strings), then trimmed. "gpt-5.5\u0000" and " gpt-5.5" run gpt-5.5
+// there, so they are judged as gpt-5.5 too. A reading equal to m is "".
+func modelReadings(m string) (whole, cut string) {
+	if whole = strings.TrimFunc(m, trimmed); whole == m {
+		whole = ""
+	}
+	if i := strings.IndexByte(m, 0); i >= 0 {
+		if cut = strings.TrimFunc(m[:i], trimmed); cut == m || cut == whole {
+			cut = ""
+		}
+	}
+	return whole, cut
+}
+
 // judge runs the rules for one tier occurrence and one model.
 func (p *Policy) judge(ep Endpoint, group string, t Tier, model string) verdict {
+	return p.judgeAll(ep, group, t, model, nil)
+}
+
+// judgeAll is judge that also adds to hits (when non-nil) each shadow rule
+// met before the rule that decides. A shadow rule is evaluated in its
+// place and then passed over, as if it had not matched.
+func (p *Policy) judgeAll(ep Endpoint, group string, t Tier, model string, hits *shadowHits) verdict {
 	v := verdict{action: ActionPass, tier: t, model: model}
 	if !t.Concrete() {
 		return v // a missing or unrecognised tier matches no rule
@@ -281,14 +377,21 @@ func (p *Policy) judge(ep Endpoint, group string, t Tier, model string) verdict 
 		if len(r.groups) > 0 && !slices.Contains(r.groups, group) {
 			continue
 		}
-		if r.whitelisted(model) {
-			v.action, v.rule, v.msg = r.action, r, r.message
-			return v
+		a, msg := r.action, r.message
+		if !r.whitelisted(model) {
+			if !r.hasFallback {
+				continue
+			}
+			a, msg = r.fallback, r.fallbackMsg
 		}
-		if r.hasFallback {
-			v.action, v.rule, v.msg = r.fallback, r, r.fallbackMsg
-			return v
+		if r.shadow {
+			if hits != nil {
+				hits.add(i, a)
+			}
+			continue
 		}
+		v.action, v.rule, v.msg = a, r, msg
+		return v
 	}
 	return v
 }

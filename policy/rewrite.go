@@ -177,6 +177,13 @@ func (p *Policy) applyFrameCounted(req *Request, frame []byte) (Result, work) {
 		res.Decision = Decision{Group: req.Group, Action: ActionBlock}
 		return res, s.work
 	}
+	if s.doc.tooMany {
+		// Its type members were not all recorded: it may be a
+		// response.create, and is refused as one would be.
+		res.Policed = true
+		refuseTooMany(req, &res)
+		return res, s.work
+	}
 	if !isObj || !hasStringMember(frame, &s.doc, kindType, "response.create") {
 		return res, s.work
 	}
@@ -195,6 +202,10 @@ type nestedResponse struct {
 // the top level and, on frames, in every "response" object.
 func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result, frame bool) {
 	top := &s.doc
+	if top.tooMany {
+		refuseTooMany(req, res)
+		return
+	}
 	tiers := s.tiers[:0]
 	models := s.models[:0]
 	var nested []nestedResponse
@@ -225,6 +236,7 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 			var o object
 			if scanNested(body, m.valStart, m.valEnd, &o) {
 				nested = append(nested, nestedResponse{member: i, obj: o})
+				count.nested = count.nested || o.tooMany
 			}
 		}
 		if count.over() {
@@ -260,7 +272,10 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 			res.RequestModel = models[topModels-1]
 		}
 	}
-	if topModels == 0 && frame {
+	// A Realtime response.create has no top-level model (PROTOCOLS.md §4):
+	// the upstream runs it under the session model whatever the frame
+	// names there, so the session's models stay candidates beside it.
+	if frame && (topModels == 0 || req.Endpoint == EndpointRealtime) {
 		models = append(models, req.SessionModels...)
 		if res.RequestModel == "" && len(req.SessionModels) > 0 {
 			res.RequestModel = req.SessionModels[len(req.SessionModels)-1]
@@ -291,7 +306,10 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 			if topEdits == nil {
 				topEdits = s.topEdits(len(top.members))
 			}
-			topEdits[n.member].replace = rebuild(nil, body, &n.obj, e, nil)
+			// Sized up front: a large object grown by appends costs
+			// twice its size.
+			buf := make([]byte, 0, n.obj.end-n.obj.start)
+			topEdits[n.member].replace = rebuild(buf, body, &n.obj, e, nil)
 		}
 	}
 	var adds []string
@@ -302,8 +320,12 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 		adds = append(adds, `"service_tier":`+res.Sent.quoted())
 	}
 	if req.EnsureUsage && req.Endpoint == EndpointChatCompletions && stream == 1 {
-		var added bool
-		topEdits, adds, added = ensureIncludeUsage(body, top, topEdits, adds, s)
+		var added, tooMany bool
+		topEdits, adds, added, tooMany = ensureIncludeUsage(body, top, topEdits, adds, s)
+		if tooMany {
+			refuseTooMany(req, res)
+			return
+		}
 		res.UsageAdded = added
 	}
 	s.emit(req, body, topEdits, adds, res)
@@ -315,14 +337,19 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 const maxOccurrences = 64
 
 // ErrTooManyOccurrences is Result.Err for a body or frame with more than 64
-// occurrences of service_tier, model or speed at the levels read.
-var ErrTooManyOccurrences = errors.New("more than 64 occurrences of service_tier, model or speed")
+// occurrences of service_tier, model or speed at the levels read, or more
+// than 64 of any other key tiergate reads in one object (which would
+// otherwise be recorded without bound).
+var ErrTooManyOccurrences = errors.New("more than 64 occurrences of service_tier, model, speed or another key read")
 
 // occurrences counts the raw (folded) occurrences of the keys judged.
-type occurrences struct{ tiers, models, speeds int }
+type occurrences struct {
+	tiers, models, speeds int
+	nested                bool // a nested object read repeats a key too often
+}
 
 func (c *occurrences) over() bool {
-	return c.tiers > maxOccurrences || c.models > maxOccurrences || c.speeds > maxOccurrences
+	return c.tiers > maxOccurrences || c.models > maxOccurrences || c.speeds > maxOccurrences || c.nested
 }
 
 // refuseTooMany refuses a body or frame that carries too many occurrences.
@@ -477,9 +504,10 @@ func rebuild(dst, src []byte, obj *object, edits []edit, adds []string) []byte {
 }
 
 // ensureIncludeUsage makes every stream_options carry include_usage: true,
-// adding the member when there is none.
-func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s *scratch) ([]edit, []string, bool) {
-	seen, added := false, false
+// adding the member when there is none. tooMany reports a stream_options
+// that repeats a key too often to be rewritten.
+func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s *scratch) (_ []edit, _ []string, added, tooMany bool) {
+	seen := false
 	for i, m := range top.members {
 		if classifyKey(body[m.keyStart:m.keyEnd]) != kindStreamOptions {
 			continue
@@ -493,6 +521,9 @@ func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s
 		case val[0] == '{':
 			var o object
 			scanNested(body, m.valStart, m.valEnd, &o)
+			if o.tooMany {
+				return edits, adds, false, true
+			}
 			ok, n := true, 0
 			for _, om := range o.members {
 				if classifyKey(body[om.keyStart:om.keyEnd]) == kindIncludeUsage {
@@ -507,7 +538,8 @@ func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s
 			for j, om := range o.members {
 				oe[j].remove = classifyKey(body[om.keyStart:om.keyEnd]) == kindIncludeUsage
 			}
-			repl = rebuild(nil, body, &o, oe, []string{`"include_usage":true`})
+			add := `"include_usage":true`
+			repl = rebuild(make([]byte, 0, o.end-o.start+len(add)+1), body, &o, oe, []string{add})
 		default:
 			continue // not an object: the upstream will refuse it
 		}
@@ -521,7 +553,7 @@ func ensureIncludeUsage(body []byte, top *object, edits []edit, adds []string, s
 		adds = append(adds, `"stream_options":{"include_usage":true}`)
 		added = true
 	}
-	return edits, adds, added
+	return edits, adds, added, false
 }
 
 // tierOfValue reads a service_tier value token: a string is normalised,
@@ -535,7 +567,14 @@ func tierOfValue(val []byte) Tier {
 	if !ok {
 		return TierUnrecognised
 	}
-	return parseTierBytes(s)
+	// Read whole and trimmed (Java's trim drops a NUL at either end), or
+	// up to a NUL (a C reader): a tier name holds no NUL, so at most one
+	// reading names a tier, and that is the one judged.
+	t := parseTierBytes(s)
+	if c := cString(s); !t.Concrete() && len(c) < len(s) {
+		t = parseTierBytes(c)
+	}
+	return t
 }
 
 // parseTierBytes is ParseTier for a byte slice, without allocating in the
@@ -544,7 +583,7 @@ func parseTierBytes(b []byte) Tier {
 	if len(b) <= 16 {
 		var buf [16]byte
 		n := 0
-		for _, c := range bytes.TrimSpace(b) {
+		for _, c := range bytes.TrimFunc(b, trimmed) {
 			if c >= 0x80 {
 				return ParseTier(string(b))
 			}
@@ -569,13 +608,13 @@ func anyOfKind(body []byte, obj *object, k keyKind) bool {
 	return false
 }
 
-// hasStringMember reports whether any member of kind k has the string value
-// want (after unescaping).
+// hasStringMember reports whether any member of kind k has a string value
+// that names want (after unescaping, as TypeIs reads it).
 func hasStringMember(body []byte, obj *object, k keyKind, want string) bool {
 	for _, m := range obj.members {
 		if classifyKey(body[m.keyStart:m.keyEnd]) == k {
 			var buf [32]byte
-			if v, ok := stringValue(buf[:0], body[m.valStart:m.valEnd]); ok && string(v) == want {
+			if v, ok := stringValue(buf[:0], body[m.valStart:m.valEnd]); ok && typeIs(v, want) {
 				return true
 			}
 		}
@@ -600,9 +639,14 @@ func isFastModeToken(t string) bool {
 	return len(t) >= len("fast-mode-") && strings.EqualFold(t[:len("fast-mode-")], "fast-mode-")
 }
 
-// isFastSpeed reads a speed value: fast (trimmed, any case) is fast mode.
+// isFastSpeed reads a speed value: fast (trimmed as tiers are, any case) is
+// fast mode.
 func isFastSpeed(val []byte) bool {
 	var buf [32]byte
 	s, ok := stringValue(buf[:0], val)
-	return ok && strings.EqualFold(string(bytes.TrimSpace(s)), "fast")
+	return ok && (isFast(s) || isFast(cString(s)))
+}
+
+func isFast(s []byte) bool {
+	return strings.EqualFold(string(bytes.TrimFunc(s, trimmed)), "fast")
 }

@@ -27,9 +27,20 @@ type member struct {
 }
 
 // object is a scanned JSON object: its span and its own members.
+//
+// Members whose keys tiergate does not read are recorded as runs: one
+// member spans from the run's first key to its last value, which every
+// reader of members treats as one member it does not read, and which a
+// rebuild copies as it is. So what is recorded is bounded by the keys
+// tiergate reads, not by the body: a body of millions of "":0 members
+// would otherwise cost several times its size in members and edits.
 type object struct {
 	start, end int // the '{' and one past the '}'
 	members    []member
+	// tooMany is set when a key tiergate reads occurs more than
+	// maxOccurrences times in the object; recording stopped there, so
+	// members is incomplete and the body must be refused.
+	tooMany bool
 }
 
 // SyntaxError says where a body stops being valid JSON.
@@ -103,6 +114,8 @@ func scanObject(d []byte, i int, obj *object, depth int) (int, bool) {
 		}
 		return i + 1, true
 	}
+	var kinds [kindSession + 1]int // occurrences of each key read
+	run := false                   // the last member recorded is a run of unread keys
 	for {
 		if i >= len(d) || d[i] != '"' {
 			return i, false
@@ -120,8 +133,20 @@ func scanObject(d []byte, i int, obj *object, depth int) (int, bool) {
 		if i, ok = validValue(d, vs, depth+1); !ok {
 			return i, false
 		}
-		if obj != nil {
-			obj.members = append(obj.members, member{keyStart: ks, keyEnd: ke, valStart: vs, valEnd: i})
+		if obj != nil && !obj.tooMany {
+			switch k := classifyKey(d[ks:ke]); {
+			case k == keyOther && run:
+				obj.members[len(obj.members)-1].valEnd = i
+			case k == keyOther:
+				obj.members = append(obj.members, member{keyStart: ks, keyEnd: ke, valStart: vs, valEnd: i})
+				run = true
+			case kinds[k] == maxOccurrences:
+				obj.tooMany = true
+			default:
+				kinds[k]++
+				obj.members = append(obj.members, member{keyStart: ks, keyEnd: ke, valStart: vs, valEnd: i})
+				run = false
+			}
 		}
 		if i = skipWS(d, i); i >= len(d) {
 			return i, false

@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -52,15 +53,25 @@ func (t Tier) Concrete() bool { return t >= TierPriority && t <= TierUltrafast }
 func (t Tier) quoted() string { return `"` + t.String() + `"` }
 
 // ParseTier normalises a tier name as a client may write it: surrounding
-// white space trimmed, case folded, fast read as priority. Anything else is
-// TierUnrecognised; the empty string (after trimming) too.
+// white space and control characters trimmed (trimmed), case folded, fast
+// read as priority. Anything else is TierUnrecognised; the empty string
+// (after trimming) too.
 func ParseTier(s string) Tier {
-	s = strings.TrimSpace(s)
+	s = strings.TrimFunc(s, trimmed)
 	if len(s) > 4*len("ultrafast") {
 		// No folding shrinks a rune to less than a quarter of its bytes.
 		return TierUnrecognised
 	}
 	return tierByName(asciiLower(s))
+}
+
+// trimmed reports whether an upstream's trim may remove r from the ends
+// of a value, so that tiergate trims it too: Unicode white space (Go's and
+// Python's trims), every control character (Java's String.trim drops all
+// of C0, NUL included; a C reader stops at NUL) and the byte order mark
+// (JavaScript's trim). "priority\u0000" is priority.
+func trimmed(r rune) bool {
+	return unicode.IsSpace(r) || unicode.IsControl(r) || r == '\uFEFF'
 }
 
 // tierByName maps a trimmed, lower-cased name to its tier.

@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 plugin="$(go tool -n protoc-gen-go)"
 protoc --plugin=protoc-gen-go="$plugin" --proto_path=proto --go_out=. --go_opt=module=github.com/tiergate/tiergate \
-  proto/tiergate/v1/config.proto proto/tiergate/v1/usage.proto
+  proto/tiergate/v1/config.proto proto/tiergate/v1/usage.proto proto/tiergate/v1/policytest.proto

@@ -8,8 +8,11 @@
 //     Realtime, with the wire shapes of PROTOCOLS.md;
 //   - removing the usage-only final chunk that tiergate itself asked a Chat
 //     Completions stream for (ChatStreamFilter);
-//   - the usage record's JSON line (AppendRecord, Log) and reading one back
+//   - the usage record's JSON line (AppendRecord) and reading one back
 //     (ParseRecord), the cost written as an exact decimal;
+//   - the usage log (Log): written in place, or through a bounded queue
+//     (NewQueuedLog) so that a writer that fails or blocks costs records,
+//     counted in tiergate_usage_records_dropped_total, never request time;
 //   - the token and cost counters (Metrics).
 //
 // It must know nothing of gRPC, Envoy or WebSockets: callers hand it bytes (a

@@ -1,9 +1,7 @@
 package usage
 
 import (
-	"io"
 	"strconv"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -23,13 +21,18 @@ import (
 // decimal (0.0012345), never through a float.
 //
 // time, endpoint, action, status, duration_ms and stream are always written;
-// other strings are left out when empty and optional fields when unset, so an
-// unknown token count is absent rather than 0.
+// other strings are left out when empty, turn when 0 (an HTTP request) and
+// optional fields when unset, so an unknown token count is absent rather
+// than 0.
 func AppendRecord(dst []byte, r *tiergatev1.UsageRecord) []byte {
 	dst = append(dst, `{"time":`...)
 	dst = appendString(dst, r.GetTime())
 	dst = appendNonEmpty(dst, `,"request_id":`, r.GetRequestId())
 	dst = appendNonEmpty(dst, `,"response_id":`, r.GetResponseId())
+	if n := r.GetTurn(); n > 0 {
+		dst = append(dst, `,"turn":`...)
+		dst = strconv.AppendUint(dst, uint64(n), 10)
+	}
 	dst = append(dst, `,"endpoint":`...)
 	dst = appendString(dst, r.GetEndpoint())
 	dst = appendNonEmpty(dst, `,"group":`, r.GetGroup())
@@ -70,6 +73,8 @@ func AppendRecord(dst []byte, r *tiergatev1.UsageRecord) []byte {
 		dst = strconv.AppendUint(dst, uint64(*r.HttpStatus), 10)
 	}
 	dst = appendNonEmpty(dst, `,"budget":`, r.GetBudget())
+	dst = appendNonEmpty(dst, `,"shadow_rule":`, r.GetShadowRule())
+	dst = appendNonEmpty(dst, `,"shadow_action":`, r.GetShadowAction())
 	return append(dst, "}\n"...)
 }
 
@@ -159,42 +164,4 @@ func appendString(dst []byte, s string) []byte {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
-}
-
-// Log writes usage records, one JSON line each, to an io.Writer (stdout or a
-// file). It is safe for concurrent use: each record is encoded and written
-// with a single Write call under a lock, so lines from concurrent requests
-// never interleave whatever the writer.
-//
-// A nil *Log writes nothing, so a disabled log (--usage-log off) needs no
-// checks at the call sites.
-type Log struct {
-	mu  sync.Mutex
-	w   io.Writer
-	buf []byte
-}
-
-// NewLog returns a Log writing to w. For a nil w or io.Discard it returns
-// nil, the Log that writes nothing and does not encode either.
-func NewLog(w io.Writer) *Log {
-	if w == nil || w == io.Discard {
-		return nil
-	}
-	return &Log{w: w}
-}
-
-// Write writes r as one line. An error is the writer's; the record is lost,
-// and the caller may count it.
-func (l *Log) Write(r *tiergatev1.UsageRecord) error {
-	if l == nil {
-		return nil
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = AppendRecord(l.buf[:0], r)
-	_, err := l.w.Write(l.buf)
-	if cap(l.buf) > 64<<10 {
-		l.buf = nil // one huge record should not pin its buffer
-	}
-	return err
 }

@@ -73,6 +73,11 @@ func TestAppendRecord(t *testing.T) {
 			want: `{"time":"","endpoint":"realtime","action":"","cost_unpriced_reason":"audio","duration_ms":0,"stream":false,"status":""}` + "\n",
 		},
 		{
+			name: "a WebSocket turn carries its number in the session after its response id",
+			r:    &tiergatev1.UsageRecord{Time: "t", RequestId: "req-ws", ResponseId: "resp_2", Turn: 2, Endpoint: "responses_ws", Action: "pass", Stream: true, Status: "completed"},
+			want: `{"time":"t","request_id":"req-ws","response_id":"resp_2","turn":2,"endpoint":"responses_ws","action":"pass","duration_ms":0,"stream":true,"status":"completed"}` + "\n",
+		},
+		{
 			name: "an empty record keeps the always-present fields and drops the rest",
 			r:    &tiergatev1.UsageRecord{},
 			want: `{"time":"","endpoint":"","action":"","duration_ms":0,"stream":false,"status":""}` + "\n",
@@ -340,7 +345,7 @@ func TestParseRecordRefusals(t *testing.T) {
 
 func TestParseRecordIgnoresNewerFields(t *testing.T) {
 	t.Parallel()
-	r, err := ParseRecord([]byte(`{"endpoint":"responses","budget":"team-a-daily","cost":1.5,"turn":3}`))
+	r, err := ParseRecord([]byte(`{"endpoint":"responses","budget":"team-a-daily","cost":1.5,"from_a_newer_tiergate":3}`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,9 @@
 // package policy's; usage parsing, records and token counters are package
 // usage's; spend is package budget's (each response.create is judged with a
 // view of it taken at the frame's arrival, and each turn's cost is added
-// at its end, to the windows of that arrival). It must not buffer without bound: each direction holds at most
+// at its end, to the windows of that arrival). A frame's shadow matches are
+// counted and logged at info, and the first goes into its turn's record. It
+// must not buffer without bound: each direction holds at most
 // one message, and a slow reader slows its sender. It knows nothing of
 // ext_proc.
 package wsbridge

@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/tiergate/tiergate/policy"
 )
 
 // FuzzSessionUpdateClaims checks the bridge's side of the invariant: a
@@ -27,6 +29,8 @@ func FuzzSessionUpdateClaims(f *testing.F) {
 		`{"type":"session\u002eupdate","ſession":{"MODEL":"x"}}`,
 		`{"t-y-p-e":"session.update","Session":{"m_o_d_e_l":"y"},"session":{"model":"z"}}`,
 		`{"type":"response.create","session":{"model":"gpt-5.5"}}`,
+		`{"type":" Session.Update","session":{"model":"gpt-5.5"}}`,
+		`{"type":"\u017fession.UPDATE","session":{"model":"gpt-5.5"}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -39,7 +43,7 @@ func FuzzSessionUpdateClaims(f *testing.F) {
 		meta := readFrame(frame, false)
 		for _, r := range sessionReaders {
 			typ, model, ok := r.read(frame)
-			if !ok || typ != "session.update" || model == "" {
+			if !ok || !policy.TypeIs(typ, "session.update") || model == "" {
 				continue
 			}
 			if !meta.update || !slices.Contains(meta.claimed, model) {

@@ -46,6 +46,36 @@ func TestHostileFramesThroughTheBridge(t *testing.T) {
 			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
 		},
 		{
+			name: "a session.update whose type differs in case and space is a claim",
+			path: PathRealtime + "?model=gpt-4o",
+			steps: []hostileStep{
+				{client: `{"type":" Session.UPDATE","event_id":"u1","session":{"model":"gpt-5.5"}}`},
+			},
+			last:   `{"type":"response.create","response":{"service_tier":"priority"}}`,
+			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
+		},
+		{
+			name: "a session.update spelled with the long s is a claim",
+			path: PathRealtime + "?model=gpt-4o",
+			steps: []hostileStep{
+				{client: `{"type":"ſession.update","event_id":"u1","session":{"model":"gpt-5.5"}}`},
+			},
+			last:   `{"type":"response.create","response":{"service_tier":"priority"}}`,
+			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
+		},
+		{
+			name:   "an upper-case response.create is policed",
+			path:   PathResponses,
+			last:   `{"type":"Response.Create","model":"gpt-5.5","service_tier":"priority"}`,
+			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
+		},
+		{
+			name:   "a Realtime frame's top-level model does not replace the session's",
+			path:   PathRealtime + "?model=gpt-5.5",
+			last:   `{"type":"response.create","model":"gpt-4o","response":{"service_tier":"priority"}}`,
+			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
+		},
+		{
 			name:   "a folded type makes a frame a response.create",
 			path:   PathResponses,
 			last:   `{"TYPE":"response.create","model":"gpt-5.5","service_tier":"priority"}`,
@@ -62,6 +92,32 @@ func TestHostileFramesThroughTheBridge(t *testing.T) {
 			path:   PathRealtime + "?model=gpt-4o&model=gpt-5.5",
 			last:   `{"type":"response.create","response":{"service_tier":"priority"}}`,
 			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
+		},
+		{
+			name:   "a ?model= after a semicolon is a candidate",
+			path:   PathRealtime + "?x=1;model=gpt-5.5",
+			last:   `{"type":"response.create","response":{"service_tier":"priority"}}`,
+			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
+		},
+		{
+			name:   "a ?model= that a semicolon joins to another pair is a candidate",
+			path:   PathRealtime + "?model=gpt-4o&model=gpt-5.5;x=1",
+			last:   `{"type":"response.create","response":{"service_tier":"priority"}}`,
+			status: 403, code: "policy_violation", closeCode: websocket.StatusPolicyViolation, message: blocked55,
+		},
+		{
+			name:   "a frame led by a byte order mark is refused as invalid JSON",
+			path:   PathResponses,
+			last:   "\ufeff" + `{"type":"response.create","model":"gpt-5.5","service_tier":"priority"}`,
+			status: 400, code: "invalid_json", closeCode: websocket.StatusInvalidFramePayloadData,
+			message: "the frame is not valid JSON: invalid JSON at byte 0",
+		},
+		{
+			name:   "a frame repeating the type 65 times is refused",
+			path:   PathResponses,
+			last:   `{"model":"gpt-5.5"` + strings.Repeat(`,"type":"response.create"`, 65) + `}`,
+			status: 400, code: "too_many_occurrences", closeCode: websocket.StatusPolicyViolation,
+			message: "the frame repeats service_tier, model, speed or another key tiergate reads more than 64 times",
 		},
 		{
 			name: "an error that repeats an event_id drops no other claim",
@@ -85,7 +141,7 @@ func TestHostileFramesThroughTheBridge(t *testing.T) {
 			path:   PathResponses,
 			last:   `{"type":"response.create","model":"gpt-4o"` + strings.Repeat(`,"service_tier":"flex"`, 65) + `}`,
 			status: 400, code: "too_many_occurrences", closeCode: websocket.StatusPolicyViolation,
-			message: "the frame repeats service_tier, model or speed more than 64 times",
+			message: "the frame repeats service_tier, model, speed or another key tiergate reads more than 64 times",
 		},
 		{
 			name:      "force adds no tier to a Realtime frame",

@@ -296,6 +296,10 @@ func (s *session) police(frame []byte, ob *[]byte) (body []byte, ok bool) {
 	if res.Policed {
 		s.b.opts.Decisions.Observe(pol, s.ep, &res.Decision)
 		s.b.opts.Budgets.Acted(&res.Decision)
+		if len(res.Shadows) > 0 {
+			s.b.opts.Decisions.ObserveShadows(&res.Decision)
+			s.logShadows(&res)
+		}
 		if res.Status != 0 {
 			s.refuse(&res)
 			return nil, false
@@ -319,6 +323,7 @@ func (s *session) police(frame []byte, ob *[]byte) (body []byte, ok bool) {
 			model: res.RequestModel, group: res.Group,
 			requested: res.Requested, sent: res.Sent, action: res.Action, rule: res.Rule, pol: pol,
 			budget: res.Budget, decidedAt: decidedAt,
+			shadowRule: res.ShadowRule, shadowAction: res.ShadowAction,
 		}) {
 			s.mu.Unlock()
 			s.refuseOverload(group, "too many response.create frames are waiting for the upstream's response.created")
@@ -330,6 +335,17 @@ func (s *session) police(frame []byte, ob *[]byte) (body []byte, ok bool) {
 	}
 	s.mu.Unlock()
 	return res.Body, true
+}
+
+// logShadows logs each shadow match of a frame at info, with what was
+// decided instead.
+func (s *session) logShadows(res *policy.Result) {
+	for _, m := range res.Shadows {
+		s.b.log.Info("shadow match", "request_id", s.requestID, "endpoint", s.em.endpoint,
+			"shadow_rule", m.Rule, "shadow_action", m.Action.String(), "shadow_budget", m.Budget,
+			"group", res.Group, "model", res.RequestModel, "service_tier", res.Tier.String(),
+			"action", res.Action.String(), "rule", res.Rule)
+	}
 }
 
 // writeFailed ends the session after a write to one side failed. The

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/coder/websocket"
@@ -41,6 +43,9 @@ type session struct {
 	// (so the close handshakes complete and late events are accounted) but
 	// forward nothing more.
 	stopRelay atomic.Bool
+	// records numbers the session's usage records (their turn field), from
+	// 1; the pumps, the timers and Shutdown all write records.
+	records atomic.Uint32
 
 	// Owned by the client pump.
 	groupPol *policy.Policy // the policy group was resolved under
@@ -79,7 +84,7 @@ func newSession(b *Bridge, ep policy.Endpoint, r *http.Request, client, up *webs
 		u2cDone:   make(chan struct{}),
 	}
 	if r.URL.RawQuery != "" {
-		s.models.connect(r.URL.Query()["model"])
+		s.models.connect(queryModels(r.URL.RawQuery))
 	}
 	return s
 }
@@ -212,6 +217,29 @@ type claim struct {
 // refused rather than holding memory without end.
 const maxClaimed = 256
 
+// queryModels returns every model= parameter of a raw query as any
+// upstream's parser may read it: pairs split at '&' and at ';' (which
+// url.ParseQuery refuses, dropping the whole pair "x=1;model=m", while
+// older parsers split there), and a value whose escapes do not decode
+// kept as it is. The query goes upstream as sent, so each is a candidate.
+func queryModels(raw string) []string {
+	var out []string
+	for pair := range strings.FieldsFuncSeq(raw, func(r rune) bool { return r == '&' || r == ';' }) {
+		k, v, _ := strings.Cut(pair, "=")
+		if unescapeQuery(k) == "model" {
+			out = append(out, unescapeQuery(v))
+		}
+	}
+	return out
+}
+
+func unescapeQuery(s string) string {
+	if u, err := url.QueryUnescape(s); err == nil {
+		return u
+	}
+	return s
+}
+
 // connect takes the connection's ?model= parameters.
 func (m *models) connect(params []string) {
 	for _, p := range params {
@@ -314,7 +342,40 @@ func view(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
-var sessionUpdateType = []byte("session.update")
+// mayNameSessionUpdate reports whether a frame could hold a type that
+// policy.TypeIs reads as session.update: it holds an escape, or the name
+// spelled out in some letter case. Cheap where it matters: an audio
+// append's base64 holds no '.', so one IndexByte pass answers for it.
+func mayNameSessionUpdate(frame []byte) bool {
+	if bytes.IndexByte(frame, '\\') >= 0 {
+		return true
+	}
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(frame[i:], '.')
+		if j < 0 {
+			return false
+		}
+		i += j
+		// "update" folds only to ASCII letters; "session" may carry the
+		// two-byte long s, so it is compared rune by rune.
+		if i+7 <= len(frame) && bytes.EqualFold(frame[i+1:i+7], []byte("update")) && hasSuffixFold(frame[:i], "session") {
+			return true
+		}
+	}
+}
+
+// hasSuffixFold reports whether b ends with the ASCII suffix under Unicode
+// simple case folding.
+func hasSuffixFold(b []byte, suffix string) bool {
+	for k := len(suffix) - 1; k >= 0; k-- {
+		r, n := utf8.DecodeLastRune(b)
+		if n == 0 || !strings.EqualFold(string(r), suffix[k:k+1]) {
+			return false
+		}
+		b = b[:len(b)-n]
+	}
+	return true
+}
 
 // frameMeta is what the session needs from a client frame beyond the
 // policy's verdict.
@@ -331,11 +392,12 @@ type frameMeta struct {
 
 // readFrame reads a client frame the policy found to be valid JSON. A
 // response.create (policed) is always read; any other frame only when it
-// could be a session.update: without a backslash, that type would be
-// spelled out in its bytes, so an audio append is never parsed.
+// could be a session.update (mayNameSessionUpdate), so an audio append is
+// never parsed. The type is read as policy.TypeIs reads it: an upstream
+// that takes "Session.Update" for session.update changes the model too.
 func readFrame(frame []byte, policed bool) frameMeta {
 	var m frameMeta
-	if !policed && !bytes.Contains(frame, sessionUpdateType) && bytes.IndexByte(frame, '\\') < 0 {
+	if !policed && !mayNameSessionUpdate(frame) {
 		return m
 	}
 	// Keys are read as the policy reads them, folded (policy.KeyIs): an
@@ -344,7 +406,7 @@ func readFrame(frame []byte, policed bool) frameMeta {
 	gjson.Parse(view(frame)).ForEach(func(k, v gjson.Result) bool {
 		switch key := []byte(k.Raw); {
 		case policy.KeyIs(key, "type"):
-			m.update = m.update || v.Type == gjson.String && v.Str == "session.update"
+			m.update = m.update || v.Type == gjson.String && policy.TypeIs(v.Str, "session.update")
 		case k.Str == "stream_id":
 			if v.Type == gjson.String {
 				m.streamID = v.Str

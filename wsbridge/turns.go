@@ -43,6 +43,10 @@ type turn struct {
 	action          policy.Action
 	rule            string
 	budget          string // the budget that acted on its frame, "" for none
+	// shadowRule and shadowAction are the frame's first shadow match
+	// (shadowRule "" for none).
+	shadowRule   string
+	shadowAction policy.Action
 	// decidedAt is the decision time on the budgets' clock, zero when the
 	// policy had no budgets: the turn's cost goes to the windows that
 	// contain it, however long the turn runs.
@@ -454,6 +458,7 @@ func (s *session) turnRecord(t *turn, pol *policy.Policy, group, status string, 
 	rec := &tiergatev1.UsageRecord{
 		RequestId:            s.requestID,
 		ResponseId:           t.responseID,
+		Turn:                 s.records.Add(1),
 		Endpoint:             s.em.endpoint,
 		Group:                group,
 		Model:                t.model,
@@ -463,8 +468,12 @@ func (s *session) turnRecord(t *turn, pol *policy.Policy, group, status string, 
 		Rule:                 t.rule,
 		Budget:               policy.BudgetLabel(t.budget),
 		PolicySha256:         pol.SHA256(),
+		ShadowRule:           t.shadowRule,
 		Stream:               true,
 		Status:               status,
+	}
+	if t.shadowRule != "" {
+		rec.ShadowAction = t.shadowAction.String()
 	}
 	usage.Stamp(rec, t.start, t.firstToken, now, httpStatus)
 	u.Fill(rec)
@@ -484,7 +493,7 @@ func (s *session) refuse(res *policy.Result) {
 	refusal, msg := policy.RefusalPolicy, res.Message
 	switch {
 	case errors.Is(res.Err, policy.ErrTooManyOccurrences):
-		refusal, msg = policy.RefusalTooManyOccurrences, "the frame repeats service_tier, model or speed more than 64 times"
+		refusal, msg = policy.RefusalTooManyOccurrences, "the frame repeats service_tier, model, speed or another key tiergate reads more than 64 times"
 	case res.Budget != "":
 		refusal = policy.RefusalBudget
 	case res.Status == 400:
@@ -496,7 +505,7 @@ func (s *session) refuse(res *policy.Result) {
 	s.refuseWith(refusal, msg, &turn{
 		start: time.Now(), model: res.RequestModel, group: res.Group,
 		requested: res.Requested, sent: policy.TierNone, action: res.Action, rule: res.Rule,
-		budget: res.Budget,
+		budget: res.Budget, shadowRule: res.ShadowRule, shadowAction: res.ShadowAction,
 	}, res.Tier, res.RetryAfter)
 }
 

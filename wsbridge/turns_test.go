@@ -37,7 +37,7 @@ func TestTurnAccounting(t *testing.T) {
 				`{"type":"response.create","model":"gpt-5.5","service_tier":"fast"} -> response.completed`,
 			},
 			records: []map[string]any{{
-				"request_id": "req-42", "response_id": "resp_1", "endpoint": "responses_ws", "group": "codex-fast",
+				"request_id": "req-42", "response_id": "resp_1", "turn": 1.0, "endpoint": "responses_ws", "group": "codex-fast",
 				"model": "gpt-5.5", "response_model": "gpt-5.5-2026-01-01",
 				"service_tier_requested": "priority", "service_tier_sent": "priority", "service_tier_reported": "priority",
 				"action": "pass", "rule": "fast-group", "status": "completed", "stream": true,
@@ -73,8 +73,8 @@ func TestTurnAccounting(t *testing.T) {
 				`{"type":"response.create","model":"gpt-5.5"} -> response.completed`,
 			},
 			records: []map[string]any{
-				{"status": "upstream_error", "http_status": 400.0, "model": "gpt-5.4", "response_id": nil, "input_tokens": nil},
-				{"status": "completed", "model": "gpt-5.5", "response_id": "resp_1"}, // the error took no id
+				{"status": "upstream_error", "http_status": 400.0, "model": "gpt-5.4", "response_id": nil, "input_tokens": nil, "turn": 1.0},
+				{"status": "completed", "model": "gpt-5.5", "response_id": "resp_1", "turn": 2.0}, // the error took no id
 			},
 		},
 		{

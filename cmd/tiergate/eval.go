@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/tiergate/tiergate/internal/decimal"
 	"github.com/tiergate/tiergate/policy"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
 	"github.com/tiergate/tiergate/usage"
@@ -30,6 +29,9 @@ type evalDecision struct {
 	Action               string            `json:"action"`
 	Rule                 string            `json:"rule"`
 	Message              string            `json:"message"`
+	Budget               string            `json:"budget"`
+	ShadowRule           string            `json:"shadow_rule,omitempty"`
+	ShadowAction         string            `json:"shadow_action,omitempty"`
 	Status               int               `json:"status"`
 	SetHeaders           map[string]string `json:"set_headers,omitempty"`
 	RemoveHeaders        []string          `json:"remove_headers,omitempty"`
@@ -50,19 +52,27 @@ func runEval(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	path := fs.String("path", "", "request path, e.g. /v1/responses (required)")
 	maxBody := fs.Int64("max-body-bytes", defaultMaxBody, "largest body, compressed or decompressed")
 	usageJSON := fs.String("usage", "", `the response's usage as record fields, to price the request, e.g. {"input_tokens":1000,"output_tokens":200,"service_tier_reported":"default"}`)
-	var headers headerFlags
+	var headers, spentFlags headerFlags
 	fs.Var(&headers, "header", "request header as name=value (repeatable)")
+	fs.Var(&spentFlags, "budget-spent", "spend already counted on a budget for the caller's group this window, as NAME=AMOUNT in currency units (repeatable; other budgets have spent nothing)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *path == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: tiergate eval [--config FILE] --path /v1/responses [--header k=v]... [--usage JSON] < body.json")
+		fmt.Fprintln(stderr, "usage: tiergate eval [--config FILE] --path /v1/responses [--header k=v]... [--budget-spent NAME=AMOUNT]... [--usage JSON] < body.json")
 		return exitCode(exitError)
 	}
 	p, err := loadPolicy(*config)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitCode(exitError)
+	}
+	spent := map[string]int64{}
+	for _, spec := range spentFlags {
+		if err := parseSpent(p, spec, spent); err != nil {
+			fmt.Fprintf(stderr, "tiergate eval: --budget-spent %v\n", err)
+			return exitCode(exitError)
+		}
 	}
 	var used *tiergatev1.UsageRecord
 	if *usageJSON != "" {
@@ -88,61 +98,12 @@ func runEval(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if int64(len(body)) > *maxBody {
 		return fmt.Errorf("body larger than --max-body-bytes (%d)", *maxBody)
 	}
-	ep, deployment := policy.ParsePath(*path)
-	dec := evalDecision{Endpoint: ep.String(), Action: "pass", ServiceTierRequested: "none", ServiceTierSent: "none"}
-	if ep == policy.EndpointUnknown {
-		// Not policed: the ext_proc server lets it through untouched.
-		_, _ = stdout.Write(body)
-		return writeDecision(stderr, dec, exitForwarded)
+	res := decideOffline(p, &offlineRequest{path: *path, header: hdr, body: body, spent: spent, used: used, maxBody: *maxBody})
+	_, _ = stdout.Write(res.body)
+	if res.refused {
+		return writeDecision(stderr, res.decision, exitRefused)
 	}
-	get := func(name string) string {
-		if v := hdr[name]; len(v) > 0 {
-			return v[0]
-		}
-		return ""
-	}
-	out := p.DecideHTTP(&policy.HTTPRequest{
-		Endpoint: ep, Deployment: deployment, Header: get, Beta: hdr["anthropic-beta"], Body: body, MaxDecoded: *maxBody,
-	})
-	dec.Group, dec.Model = out.Group, out.RequestModel
-	dec.ServiceTierRequested, dec.ServiceTierSent = out.Requested.String(), out.Sent.String()
-	dec.Action, dec.Rule, dec.Message = out.Action.String(), out.Rule, out.Message
-	if used != nil && !out.Refused() {
-		priceEval(&dec, p, used)
-	}
-	if out.Refused() {
-		dec.Status = out.Refusal.Status()
-		_, _ = stdout.Write(out.ErrorBody)
-		return writeDecision(stderr, dec, exitRefused)
-	}
-	for _, e := range out.HeaderEdits(nil) {
-		if e.Remove {
-			dec.RemoveHeaders = append(dec.RemoveHeaders, e.Name)
-			continue
-		}
-		if dec.SetHeaders == nil {
-			dec.SetHeaders = map[string]string{}
-		}
-		dec.SetHeaders[e.Name] = e.Value
-	}
-	_, _ = stdout.Write(out.Body)
-	return writeDecision(stderr, dec, exitForwarded)
-}
-
-// priceEval prices the decided request with the usage given: its model and
-// the tier sent are the decision's, the tokens and any tier reported are
-// the usage's. A refused request costs nothing and is not priced.
-func priceEval(dec *evalDecision, p *policy.Policy, used *tiergatev1.UsageRecord) {
-	used.Model, used.ServiceTierSent, used.Status = dec.Model, dec.ServiceTierSent, usage.StatusCompleted
-	c, ok := p.PriceRecord(used, false)
-	switch {
-	case !ok:
-	case c.Unpriced != "":
-		dec.CostUnpricedReason = c.Unpriced
-	default:
-		n := json.Number(decimal.String(c.Pico, 12))
-		dec.Cost, dec.Currency, dec.PriceTier = &n, c.Currency, c.Tier.String()
-	}
+	return writeDecision(stderr, res.decision, exitForwarded)
 }
 
 func writeDecision(w io.Writer, d evalDecision, code int) error {

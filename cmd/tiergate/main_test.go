@@ -196,6 +196,12 @@ func TestEval(t *testing.T) {
 			decision: map[string]any{"status": 415.0},
 		},
 		{
+			name: "every content-encoding line counts", args: []string{"--path", "/v1/chat/completions", "--header", "content-encoding=identity", "--header", "content-encoding=br"},
+			body: []byte(`{"model":"gpt-4o"}`), code: 3,
+			stdout:   `{"error":{"message":"content-encoding \"identity,br\" is not supported; send the body uncompressed, gzip or deflate","type":"invalid_request_error","param":null,"code":"unsupported_content_encoding"}}`,
+			decision: map[string]any{"status": 415.0},
+		},
+		{
 			name: "invalid JSON is refused with 400 in Anthropic's shape", args: []string{"--path", "/v1/messages"},
 			body: readFile(t, "invalid.json"), code: 3,
 			stdout:   `{"type":"error","error":{"type":"invalid_request_error","message":"the request body is not valid JSON: invalid JSON at byte 44"}}`,
@@ -306,6 +312,20 @@ func startServe(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *sy
 // startServeEnv is startServe with env added to the environment.
 func startServeEnv(t *testing.T, env []string, args ...string) (*exec.Cmd, map[string]string, *syncbuf.Buffer) {
 	t.Helper()
+	cmd, addrs, usage, _ := startServeFull(t, env, args...)
+	return cmd, addrs, usage
+}
+
+// startServeLogged is startServe that also returns serve's log (stderr),
+// kept as it is written.
+func startServeLogged(t *testing.T, args ...string) (*exec.Cmd, map[string]string, *syncbuf.Buffer) {
+	t.Helper()
+	cmd, addrs, _, log := startServeFull(t, nil, args...)
+	return cmd, addrs, log
+}
+
+func startServeFull(t *testing.T, env []string, args ...string) (*exec.Cmd, map[string]string, *syncbuf.Buffer, *syncbuf.Buffer) {
+	t.Helper()
 	for _, l := range []string{"--admin-listen", "--extproc-listen", "--ws-listen"} {
 		if !slices.Contains(args, l) {
 			args = append(args, l, "127.0.0.1:0")
@@ -331,9 +351,11 @@ func startServeEnv(t *testing.T, env []string, args ...string) (*exec.Cmd, map[s
 	addrs := map[string]string{}
 	ready := make(chan struct{})
 	lines := make(chan string, 100)
+	log := &syncbuf.Buffer{}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			_, _ = log.Write(append(sc.Bytes(), '\n'))
 			var l struct{ Msg, Listener, Address string }
 			if json.Unmarshal(sc.Bytes(), &l) != nil {
 				continue
@@ -367,7 +389,7 @@ func startServeEnv(t *testing.T, env []string, args ...string) (*exec.Cmd, map[s
 	case <-time.After(20 * time.Second):
 		t.Fatalf("serve did not log its listeners")
 	}
-	return cmd, addrs, usage
+	return cmd, addrs, usage, log
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -385,7 +407,7 @@ func TestServeAdminAndShutdown(t *testing.T) {
 	t.Parallel()
 	cmd, addrs, _ := startServe(t, "--config", "testdata/good.yaml")
 	base := "http://" + addrs["admin"]
-	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ok"} {
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": `{"status":"ok"}`} {
 		if code, body := get(t, base+path); code != 200 || strings.TrimSpace(body) != want {
 			t.Errorf("%s = %d %q", path, code, body)
 		}

@@ -91,7 +91,7 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 
 	fams := exportedFamilies(page)
 	for _, want := range []string{"tiergate_policy_decisions_total", "tiergate_extproc_requests_total", "tiergate_extproc_message_duration_seconds", "tiergate_config_info",
-		"tiergate_cost_total", "tiergate_cost_unpriced_total"} {
+		"tiergate_cost_total", "tiergate_cost_unpriced_total", "tiergate_policy_shadow_decisions_total"} {
 		if !fams[want] {
 			t.Errorf("/metrics lacks %s", want)
 		}

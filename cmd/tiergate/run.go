@@ -29,7 +29,10 @@ commands:
   serve     run the ext_proc server, the WebSocket bridge and the admin listener
   validate  check policy files: tiergate validate FILE...
   eval      show what a request becomes: tiergate eval --path /v1/responses < body.json
+  test      run policy tests: tiergate test FILE...
+  replay    re-decide usage logs under a policy: tiergate replay --config FILE [--json] [--simulate-budgets] USAGE.jsonl...
   cost      re-price usage logs: tiergate cost --config FILE [--json] USAGE.jsonl...
+  drain     Envoy's preStop hook: drain Envoy and tiergate's sessions, wait for requests in flight
   version   print the version
 
 Run 'tiergate <command> -h' for a command's flags.
@@ -51,6 +54,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runEval(args[1:], stdin, stdout, stderr)
 	case "cost":
 		err = runCost(args[1:], stdout, stderr)
+	case "test":
+		err = runTest(args[1:], stdout, stderr)
+	case "replay":
+		err = runReplay(args[1:], stdout, stderr)
+	case "drain":
+		err = runDrain(ctx, args[1:], stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "tiergate", version())
 		return nil

@@ -39,6 +39,7 @@ type serveConfig struct {
 	pprof         bool
 	ws            wsConfig
 	usageLog      string
+	usageQueue    int
 	logLevel      string
 	shutdownGrace time.Duration
 	gcHeadroom    string
@@ -64,6 +65,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9464", "address of /metrics, /healthz, /readyz and /policy (in Kubernetes bind :9464)")
 	fs.BoolVar(&c.pprof, "pprof", false, "also serve Go's runtime profiles at /debug/pprof/ on the admin listener (off by default: they show internals, and a profile being taken costs CPU)")
 	fs.StringVar(&c.usageLog, "usage-log", "stdout", "where usage records go, one JSON object per line: stdout, a file path, or off")
+	fs.IntVar(&c.usageQueue, "usage-log-queue", usage.DefaultQueueSize, "how many usage records may wait for a slow or blocked --usage-log writer; beyond it records are dropped and counted (tiergate_usage_records_dropped_total), never waited for")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug (one line per decision), info (one line per block), warn or error; logs go to stderr as JSON")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long open streams and sessions may run on before they are closed")
 	fs.StringVar(&c.gcHeadroom, "gc-headroom", "16MiB", "least heap growth between garbage collections (GOGC is set to max(100, headroom/max(live heap, 4MiB)) after each one): the live heap is a few MiB, so Go's default of growing by the live heap collects dozens of times a second under load; 0 leaves GOGC alone, and GOGC in the environment turns this default off")
@@ -73,6 +75,9 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if c.usageQueue < 1 {
+		return nil, fmt.Errorf("--usage-log-queue: %d, want at least 1", c.usageQueue)
 	}
 	c.explicit = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { c.explicit[f.Name] = true })
@@ -203,7 +208,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer closeUsage()
-	usageLog := usage.NewLog(usageOut)
+	// Queued: a usage log that blocks (stdout nobody reads) or fails costs
+	// records, counted, never request time.
+	usageLog, err := usage.NewQueuedLog(usageOut, usage.QueueOptions{Size: cfg.usageQueue, Registerer: reg, Log: log})
+	if err != nil {
+		return err
+	}
 	decisions, err := policy.NewDecisionMetrics(reg)
 	if err != nil {
 		return err
@@ -212,10 +222,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	budgets, err := budget.New(budget.NewMemory(), store.Load, reg, budget.Options{})
+	budgets, err := budget.New(budget.NewMemory(), store.Load, reg, budget.Options{Log: log})
 	if err != nil {
 		return err
 	}
+	defer budgets.Close() // for an early return; closed again below, harmlessly
 	budgetsInForce(log, budgets, p)
 
 	// Everything that can refuse the flags or the environment comes before
@@ -265,7 +276,25 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}()
 
 	rd := &readiness{}
-	admin := &http.Server{Handler: adminHandler(reg, store, budgets, source, rd, cfg.pprof), ReadHeaderTimeout: 10 * time.Second}
+	// Envoy's preStop hook (tiergate drain) starts the WebSocket sessions'
+	// grace while Envoy still runs, so that the sessions still open when it
+	// ends are closed with 1001 and recorded, not cut when Envoy exits.
+	// ext_proc keeps serving: Envoy sends requests until its listeners close.
+	var drainOnce sync.Once
+	drainBridge := func() {
+		drainOnce.Do(func() {
+			rd.draining.Store(true)
+			log.Info("draining WebSocket sessions (tiergate drain)", "grace", cfg.shutdownGrace.String())
+			go func() {
+				ctx, done := context.WithTimeout(context.Background(), cfg.shutdownGrace)
+				defer done()
+				if err := bridge.Shutdown(ctx); err != nil {
+					log.Warn("drain grace over; closed the remaining WebSocket sessions with 1001", "err", err)
+				}
+			}()
+		})
+	}
+	admin := &http.Server{Handler: adminHandler(reg, store, budgets, source, rd, cfg.pprof, drainBridge), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("listening", "listener", "admin", "address", listenerAddress(adminLn))
 	wg.Add(1)
 	go func() {
@@ -340,11 +369,32 @@ wait:
 		_ = wsServer.Shutdown(shutdownCtx)
 	}()
 	drain.Wait()
+	// Every stream and session has written its record by now (the gRPC
+	// server waits for its handlers); the queue gets what is left of the
+	// grace, and at least flushFloor, to reach the writer.
+	flushCtx, flushDone := context.WithTimeout(context.Background(), max(time.Until(deadlineOf(shutdownCtx)), flushFloor))
+	if err := usageLog.Close(flushCtx); err != nil {
+		log.Error("usage log not flushed", "err", err)
+	}
+	flushDone()
 	cancel()
 	_ = admin.Shutdown(shutdownCtx)
 	wg.Wait()
+	// After the drain: the requests that finished in it have added their
+	// spend, and Close makes one last attempt to send it to Redis.
+	budgets.Close()
 	log.Info("stopped")
 	return runErr
+}
+
+// flushFloor is the least time the usage queue gets to flush at shutdown,
+// even when draining used the whole grace: the records of the streams and
+// sessions the grace cut are written last.
+const flushFloor = time.Second
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
 }
 
 func listenerAddress(ln net.Listener) string {
@@ -354,13 +404,15 @@ func listenerAddress(ln net.Listener) string {
 	return ln.Addr().String()
 }
 
-// budgetsInForce starts p's budget counters at zero and says, whenever a
-// policy with budgets comes into force, what the memory store guarantees:
-// spend is this replica's alone and is lost on restart, so N replicas let a
-// group spend up to N times a limit.
+// budgetsInForce puts p's budget store in force (reconnecting when its
+// settings changed), starts p's budget counters at zero and says, whenever
+// a policy with budgets and no shared store comes into force, what the
+// memory store guarantees: spend is this replica's alone and is lost on
+// restart, so N replicas let a group spend up to N times a limit.
 func budgetsInForce(log *slog.Logger, budgets *budget.Tracker, p *policy.Policy) {
+	budgets.Configure(p.BudgetStore())
 	budgets.Prepare(p)
-	if n := len(p.Budgets()); n > 0 {
+	if n := len(p.Budgets()); n > 0 && p.BudgetStore() == nil {
 		log.Warn("budgets keep spend in memory: each replica counts only what it served and forgets it on restart, so with N replicas a group may spend up to N times a limit",
 			"budgets", n, "store", "memory")
 	}

@@ -3,12 +3,15 @@ package check
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -28,7 +31,7 @@ import (
 
 // kustomizations are every kustomization root under k8s/ (components are
 // rendered through the overlays that use them).
-var kustomizations = []string{"../base", "../overlays/example"}
+var kustomizations = []string{"../base", "../overlays/example", "../overlays/shared-budgets"}
 
 // decoder decodes strictly: unknown and duplicate fields are errors.
 var decoder = func() runtime.Decoder {
@@ -224,6 +227,15 @@ func TestManifests(t *testing.T) {
 					t.Fatal("without a startupProbe the kubelet starts Envoy before tiergate is ready")
 				}
 			})
+			t.Run("Envoy's preStop drains it through tiergate drain, and the drain fits the grace period", func(t *testing.T) {
+				dir, file := filepath.Split(flagValue(ev.Args, "--config-path"))
+				cm := configMap(r, volume(pod, mountAt(t, ev, filepath.Clean(dir)).Name).ConfigMap.Name)
+				admin, err := envoy.ClusterAddress([]byte(cm.Data[file]), envoy.AdminCluster)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkShutdown(t, pod, tg, ev, admin)
+			})
 			t.Run("both containers run locked down", func(t *testing.T) {
 				psc := pod.Spec.SecurityContext
 				if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
@@ -293,6 +305,68 @@ func TestManifests(t *testing.T) {
 			})
 		})
 	}
+}
+
+// checkShutdown holds the pod's shutdown sequence together (docs/deployment.md,
+// "Shutdown"): Envoy's preStop hook runs `tiergate drain` from a binary an init
+// container installed on a volume both mount; the hook talks to Envoy's
+// admin address (envoy.yaml's envoy_admin cluster) and tiergate's admin port; Envoy's drain time and
+// tiergate's grace end within the hook's bound, and the bound plus the two
+// exits within terminationGracePeriodSeconds.
+func checkShutdown(t *testing.T, pod corev1.PodTemplateSpec, tg, ev corev1.Container, envoyAdmin string) {
+	t.Helper()
+	ls := ev.Lifecycle
+	if ls == nil || ls.PreStop == nil || ls.PreStop.Exec == nil {
+		t.Fatal("Envoy has no exec preStop hook: on SIGTERM it closes every connection at once")
+	}
+	cmd := ls.PreStop.Exec.Command
+	if len(cmd) < 2 || cmd[1] != "drain" {
+		t.Fatalf("Envoy's preStop runs %q, want tiergate drain", cmd)
+	}
+	hookMount := mountAt(t, ev, filepath.Dir(cmd[0]))
+	if volume(pod, hookMount.Name).EmptyDir == nil {
+		t.Fatalf("the hook's binary is on volume %s, not an emptyDir", hookMount.Name)
+	}
+	installed := false
+	for _, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy == nil && flagValue(c.Args, "--install") == cmd[0] {
+			m := mountAt(t, c, filepath.Dir(cmd[0]))
+			installed = m.Name == hookMount.Name && slices.Contains(c.Args, "drain")
+		}
+	}
+	if !installed {
+		t.Fatalf("no init container runs tiergate drain --install %s on the volume Envoy mounts", cmd[0])
+	}
+	args := cmd[2:]
+	if got := flagValue(args, "--envoy-admin"); got != "http://"+envoyAdmin {
+		t.Errorf("the hook drains Envoy at %q, want its admin address http://%s (envoy.yaml's %s cluster)", got, envoyAdmin, envoy.AdminCluster)
+	}
+	_, tgPort, _ := strings.Cut(flagValue(tg.Args, "--admin-listen"), ":")
+	if got := flagValue(args, "--tiergate-admin"); got != "http://127.0.0.1:"+tgPort {
+		t.Errorf("the hook asks tiergate at %q, but tiergate's admin listens on port %s", got, tgPort)
+	}
+	timeout := duration(t, flagValue(args, "--timeout"))
+	drainTime := duration(t, flagValue(ev.Args, "--drain-time-s")+"s")
+	grace := duration(t, flagValue(tg.Args, "--shutdown-grace"))
+	if drainTime >= timeout {
+		t.Errorf("Envoy's drain time %v does not end within the hook's --timeout %v", drainTime, timeout)
+	}
+	if grace >= timeout {
+		t.Errorf("tiergate's --shutdown-grace %v does not end within the hook's --timeout %v: sessions would be cut by Envoy's exit, not closed with 1001", grace, timeout)
+	}
+	tgps := time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
+	if margin := 10 * time.Second; timeout+margin > tgps {
+		t.Errorf("terminationGracePeriodSeconds %v leaves less than %v after the hook's %v for Envoy's and tiergate's exits", tgps, margin, timeout)
+	}
+}
+
+func duration(t *testing.T, s string) time.Duration {
+	t.Helper()
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		t.Fatalf("duration %q: %v", s, err)
+	}
+	return d
 }
 
 func container(t *testing.T, cs []corev1.Container, name string) corev1.Container {
@@ -421,4 +495,100 @@ func countRules(r *monitoringv1.PrometheusRule) int {
 		n += len(g.Rules)
 	}
 	return n
+}
+
+// TestRedisBudgetStoreIsWired renders the overlay that uses the
+// redis-budget-store component: the policy's budget_store reads its
+// password from a key of a Secret mounted (as a directory, read-only) into
+// tiergate, and a NetworkPolicy selecting the pods lets them reach the
+// Redis address, in its namespace, on its port.
+func TestRedisBudgetStoreIsWired(t *testing.T) {
+	r := render(t, "../overlays/shared-budgets")
+	pod := one[*appsv1.Deployment](t, r).Spec.Template
+	tg := container(t, append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...), "tiergate")
+	cfgPath := flagValue(tg.Args, "--config")
+	dir, file := filepath.Split(cfgPath)
+	cm := configMap(r, volume(pod, mountAt(t, tg, filepath.Clean(dir)).Name).ConfigMap.Name)
+	p, err := policy.Load([]byte(cm.Data[file]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := p.BudgetStore()
+	if store == nil {
+		t.Fatal("the shared-budgets policy has no budget_store")
+	}
+	if len(p.Budgets()) == 0 {
+		t.Error("the shared-budgets policy has no budgets to share")
+	}
+
+	t.Run("the password file is a key of a Secret mounted read-only into tiergate", func(t *testing.T) {
+		if store.PasswordFile == "" {
+			t.Fatal("budget_store.redis has no password_file")
+		}
+		m := mountAt(t, tg, filepath.Dir(store.PasswordFile))
+		if !m.ReadOnly || m.SubPath != "" {
+			t.Errorf("mount %s: readOnly %t subPath %q; want read-only, whole directory (a subPath is never updated on rotation)", m.Name, m.ReadOnly, m.SubPath)
+		}
+		v := volume(pod, m.Name)
+		if v.Secret == nil {
+			t.Fatalf("volume %s is not a Secret", m.Name)
+		}
+		var secret *corev1.Secret
+		for _, s := range all[*corev1.Secret](r) {
+			if s.Name == v.Secret.SecretName {
+				secret = s
+			}
+		}
+		if secret == nil {
+			t.Fatalf("Secret %s is not rendered", v.Secret.SecretName)
+		}
+		key := filepath.Base(store.PasswordFile)
+		if _, ok := secret.StringData[key]; !ok {
+			if _, ok := secret.Data[key]; !ok {
+				t.Errorf("Secret %s has no key %s", secret.Name, key)
+			}
+		}
+	})
+
+	t.Run("a NetworkPolicy lets the pods reach Redis", func(t *testing.T) {
+		host, portText, err := net.SplitHostPort(store.Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port, err := strconv.Atoi(portText)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A Service name: <service>.<namespace>.svc[.cluster.local].
+		var namespace string
+		if parts := strings.Split(host, "."); len(parts) >= 3 && parts[2] == "svc" {
+			namespace = parts[1]
+		}
+		allowed := false
+		for _, n := range all[*networkingv1.NetworkPolicy](r) {
+			if !labels.SelectorFromSet(n.Spec.PodSelector.MatchLabels).Matches(labels.Set(pod.Labels)) {
+				continue
+			}
+			for _, rule := range n.Spec.Egress {
+				portOK := false
+				for _, p := range rule.Ports {
+					if p.Port != nil && p.Port.IntValue() == port && (p.Protocol == nil || *p.Protocol == corev1.ProtocolTCP) {
+						portOK = true
+					}
+				}
+				toOK := namespace == "" && len(rule.To) == 0
+				for _, peer := range rule.To {
+					if peer.NamespaceSelector != nil && labels.SelectorFromSet(peer.NamespaceSelector.MatchLabels).Matches(labels.Set{"kubernetes.io/metadata.name": namespace}) {
+						toOK = true
+					}
+				}
+				if portOK && toOK {
+					allowed = true
+				}
+			}
+		}
+		if !allowed {
+			t.Errorf("no NetworkPolicy egress rule for the pods reaches %s (namespace %q, port %d)", store.Address, namespace, port)
+		}
+	})
 }

@@ -321,7 +321,11 @@ type Config struct {
 	// Spend caps per caller group. Each budget needs `prices:` in the same
 	// file: spend is the cost of what went through, and a budget with nothing
 	// to price it by would never move.
-	Budgets       []*Budget `protobuf:"bytes,7,rep,name=budgets,proto3" json:"budgets,omitempty"`
+	Budgets []*Budget `protobuf:"bytes,7,rep,name=budgets,proto3" json:"budgets,omitempty"`
+	// Where budget spend is kept. Absent: in memory, per replica (correct for
+	// one replica only, lost on restart). A reload that changes it reconnects
+	// and keeps the increments not yet sent.
+	BudgetStore   *BudgetStore `protobuf:"bytes,8,opt,name=budget_store,json=budgetStore,proto3" json:"budget_store,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -405,6 +409,254 @@ func (x *Config) GetBudgets() []*Budget {
 	return nil
 }
 
+func (x *Config) GetBudgetStore() *BudgetStore {
+	if x != nil {
+		return x.BudgetStore
+	}
+	return nil
+}
+
+// BudgetStore names the shared store budgets keep their spend in.
+type BudgetStore struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required: Redis, shared by every replica.
+	Redis         *RedisStore `protobuf:"bytes,1,opt,name=redis,proto3" json:"redis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetStore) Reset() {
+	*x = BudgetStore{}
+	mi := &file_tiergate_v1_config_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetStore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetStore) ProtoMessage() {}
+
+func (x *BudgetStore) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_config_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetStore.ProtoReflect.Descriptor instead.
+func (*BudgetStore) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BudgetStore) GetRedis() *RedisStore {
+	if x != nil {
+		return x.Redis
+	}
+	return nil
+}
+
+// RedisStore keeps budget spend in Redis, one integer counter of
+// micro-units (10⁻⁶ of the currency) per budget, group and window, under
+// the key `<key_prefix>{<budget>}:<group>:<window start as YYYY-MM-DD>`.
+// Each finished request adds its cost with INCRBY and EXPIRE (to the
+// window's end plus a day) in one MULTI; increments are sent at least once
+// (an ambiguous failure is retried and counted in
+// tiergate_budget_store_errors_total{op="incr_retry"}).
+//
+// The request path never waits on Redis: decisions read a local view,
+// refreshed every `refresh`, plus this replica's own increments not yet
+// sent. While Redis is unreachable, increments are merged per key and kept
+// (at most 10,000 keys; past that they are dropped and counted in
+// tiergate_budget_increments_dropped_total), then sent when it is back.
+// Redis trouble never fails /readyz; its JSON says `budget_store: ok`,
+// `unreachable` or `auth_failed`.
+type RedisStore struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required: host:port.
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// TLS to Redis. Absent: plaintext. `tls: {}` verifies the server against
+	// the system's roots under the address's host name.
+	Tls *RedisTLS `protobuf:"bytes,2,opt,name=tls,proto3" json:"tls,omitempty"`
+	// The ACL user. Empty: the default user.
+	Username string `protobuf:"bytes,3,opt,name=username,proto3" json:"username,omitempty"`
+	// A file holding the password (a mounted Secret); read at each new
+	// connection, so a rotated Secret applies without a restart. Trailing
+	// line breaks are ignored. Not with password_env.
+	PasswordFile string `protobuf:"bytes,4,opt,name=password_file,json=passwordFile,proto3" json:"password_file,omitempty"`
+	// An environment variable holding the password. Not with password_file.
+	PasswordEnv string `protobuf:"bytes,5,opt,name=password_env,json=passwordEnv,proto3" json:"password_env,omitempty"`
+	// Prepended to every key (`tiergate:`), so several deployments can share
+	// one Redis. May not contain `{` or `}` (the budget's name is the key's
+	// hash tag).
+	KeyPrefix string `protobuf:"bytes,6,opt,name=key_prefix,json=keyPrefix,proto3" json:"key_prefix,omitempty"`
+	// How often the local view is read back from Redis: a Go duration
+	// between 10ms and 1m. Default: 1s. Other replicas' spend shows in a
+	// decision at most this late (plus the time to send it).
+	Refresh       string `protobuf:"bytes,7,opt,name=refresh,proto3" json:"refresh,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedisStore) Reset() {
+	*x = RedisStore{}
+	mi := &file_tiergate_v1_config_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedisStore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedisStore) ProtoMessage() {}
+
+func (x *RedisStore) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_config_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedisStore.ProtoReflect.Descriptor instead.
+func (*RedisStore) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RedisStore) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *RedisStore) GetTls() *RedisTLS {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+func (x *RedisStore) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *RedisStore) GetPasswordFile() string {
+	if x != nil {
+		return x.PasswordFile
+	}
+	return ""
+}
+
+func (x *RedisStore) GetPasswordEnv() string {
+	if x != nil {
+		return x.PasswordEnv
+	}
+	return ""
+}
+
+func (x *RedisStore) GetKeyPrefix() string {
+	if x != nil {
+		return x.KeyPrefix
+	}
+	return ""
+}
+
+func (x *RedisStore) GetRefresh() string {
+	if x != nil {
+		return x.Refresh
+	}
+	return ""
+}
+
+// RedisTLS sets up TLS to Redis.
+type RedisTLS struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A PEM file of the CA certificates to trust. Empty: the system's roots.
+	CaFile string `protobuf:"bytes,1,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
+	// The name the server's certificate must carry. Empty: the address's
+	// host.
+	ServerName string `protobuf:"bytes,2,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
+	// A client certificate and its key (PEM files), for Redis with
+	// tls-auth-clients. Both or neither.
+	CertFile      string `protobuf:"bytes,3,opt,name=cert_file,json=certFile,proto3" json:"cert_file,omitempty"`
+	KeyFile       string `protobuf:"bytes,4,opt,name=key_file,json=keyFile,proto3" json:"key_file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedisTLS) Reset() {
+	*x = RedisTLS{}
+	mi := &file_tiergate_v1_config_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedisTLS) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedisTLS) ProtoMessage() {}
+
+func (x *RedisTLS) ProtoReflect() protoreflect.Message {
+	mi := &file_tiergate_v1_config_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedisTLS.ProtoReflect.Descriptor instead.
+func (*RedisTLS) Descriptor() ([]byte, []int) {
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RedisTLS) GetCaFile() string {
+	if x != nil {
+		return x.CaFile
+	}
+	return ""
+}
+
+func (x *RedisTLS) GetServerName() string {
+	if x != nil {
+		return x.ServerName
+	}
+	return ""
+}
+
+func (x *RedisTLS) GetCertFile() string {
+	if x != nil {
+		return x.CertFile
+	}
+	return ""
+}
+
+func (x *RedisTLS) GetKeyFile() string {
+	if x != nil {
+		return x.KeyFile
+	}
+	return ""
+}
+
 // Prices is the price table. tiergate ships none: see docs/prices.yaml for
 // an example to check against the providers' pages before use.
 //
@@ -439,7 +691,7 @@ type Prices struct {
 
 func (x *Prices) Reset() {
 	*x = Prices{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[1]
+	mi := &file_tiergate_v1_config_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +703,7 @@ func (x *Prices) String() string {
 func (*Prices) ProtoMessage() {}
 
 func (x *Prices) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[1]
+	mi := &file_tiergate_v1_config_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +716,7 @@ func (x *Prices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prices.ProtoReflect.Descriptor instead.
 func (*Prices) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{1}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Prices) GetCurrency() string {
@@ -511,7 +763,7 @@ type ModelPrices struct {
 
 func (x *ModelPrices) Reset() {
 	*x = ModelPrices{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[2]
+	mi := &file_tiergate_v1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +775,7 @@ func (x *ModelPrices) String() string {
 func (*ModelPrices) ProtoMessage() {}
 
 func (x *ModelPrices) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[2]
+	mi := &file_tiergate_v1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +788,7 @@ func (x *ModelPrices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelPrices.ProtoReflect.Descriptor instead.
 func (*ModelPrices) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ModelPrices) GetModel() string {
@@ -580,7 +832,7 @@ type TierPrices struct {
 
 func (x *TierPrices) Reset() {
 	*x = TierPrices{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[3]
+	mi := &file_tiergate_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +844,7 @@ func (x *TierPrices) String() string {
 func (*TierPrices) ProtoMessage() {}
 
 func (x *TierPrices) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[3]
+	mi := &file_tiergate_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +857,7 @@ func (x *TierPrices) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TierPrices.ProtoReflect.Descriptor instead.
 func (*TierPrices) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{3}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TierPrices) GetInput() float64 {
@@ -656,7 +908,9 @@ func (x *TierPrices) GetOutput() float64 {
 //
 // The spend a decision reads is what this replica knows at that moment:
 // requests still in flight are not in it, so a group may overshoot by what it
-// has in flight when the limit is crossed.
+// has in flight when the limit is crossed. Without budget_store each replica
+// knows only its own spend; with it, also the other replicas' as of the last
+// refresh (see RedisStore).
 type Budget struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required, unique among budgets, and not the name of a rule. Letters,
@@ -682,14 +936,22 @@ type Budget struct {
 	Limit float64 `protobuf:"fixed64,6,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Required. `filter` (send the request without a tier) or `block` (refuse
 	// it with 429). `pass` is not allowed.
-	OnExhausted   Action `protobuf:"varint,7,opt,name=on_exhausted,json=onExhausted,proto3,enum=tiergate.v1.Action" json:"on_exhausted,omitempty"`
+	OnExhausted Action `protobuf:"varint,7,opt,name=on_exhausted,json=onExhausted,proto3,enum=tiergate.v1.Action" json:"on_exhausted,omitempty"`
+	// A shadow budget keeps its spend (shown in /budgets with its state) and
+	// acts on nothing. Every request it applies to is counted in
+	// tiergate_policy_shadow_decisions_total{rule=<budget name>, action}:
+	// `pass` while under the limit, on_exhausted once at or above it; and,
+	// when no shadow rule matched first, it is named in the record's and the
+	// metadata's shadow_rule and shadow_action. Use it to see when a budget
+	// would start acting before it does.
+	Shadow        bool `protobuf:"varint,8,opt,name=shadow,proto3" json:"shadow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Budget) Reset() {
 	*x = Budget{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[4]
+	mi := &file_tiergate_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +963,7 @@ func (x *Budget) String() string {
 func (*Budget) ProtoMessage() {}
 
 func (x *Budget) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[4]
+	mi := &file_tiergate_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +976,7 @@ func (x *Budget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Budget.ProtoReflect.Descriptor instead.
 func (*Budget) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{4}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Budget) GetName() string {
@@ -766,6 +1028,13 @@ func (x *Budget) GetOnExhausted() Action {
 	return Action_ACTION_UNSPECIFIED
 }
 
+func (x *Budget) GetShadow() bool {
+	if x != nil {
+		return x.Shadow
+	}
+	return false
+}
+
 // Rule decides what happens to requests that ask for a service tier.
 type Rule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -801,14 +1070,24 @@ type Rule struct {
 	// with no group.
 	Groups []string `protobuf:"bytes,8,rep,name=groups,proto3" json:"groups,omitempty"`
 	// Endpoints this rule applies to. Empty: all of them.
-	Endpoints     []Endpoint `protobuf:"varint,9,rep,packed,name=endpoints,proto3,enum=tiergate.v1.Endpoint" json:"endpoints,omitempty"`
+	Endpoints []Endpoint `protobuf:"varint,9,rep,packed,name=endpoints,proto3,enum=tiergate.v1.Endpoint" json:"endpoints,omitempty"`
+	// A shadow rule is evaluated in its place but decides nothing: each time
+	// it matches (pass included) the match is counted in
+	// tiergate_policy_shadow_decisions_total{rule, action} with the action it
+	// would have taken and logged at info, and evaluation goes on to the next
+	// rule as if it had not matched. The first shadow match of a request or
+	// frame (rules in order, then shadow budgets) is written to its usage
+	// record and dynamic metadata as shadow_rule and shadow_action. When a
+	// request is judged for several tiers or models, a shadow rule reports the
+	// strictest action it would have taken over them.
+	Shadow        bool `protobuf:"varint,10,opt,name=shadow,proto3" json:"shadow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[5]
+	mi := &file_tiergate_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +1099,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[5]
+	mi := &file_tiergate_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +1112,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Rule) GetName() string {
@@ -899,6 +1178,13 @@ func (x *Rule) GetEndpoints() []Endpoint {
 	return nil
 }
 
+func (x *Rule) GetShadow() bool {
+	if x != nil {
+		return x.Shadow
+	}
+	return false
+}
+
 // Group gives a caller group a forced tier or identifies it by API key.
 type Group struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -924,7 +1210,7 @@ type Group struct {
 
 func (x *Group) Reset() {
 	*x = Group{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[6]
+	mi := &file_tiergate_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1222,7 @@ func (x *Group) String() string {
 func (*Group) ProtoMessage() {}
 
 func (x *Group) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[6]
+	mi := &file_tiergate_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1235,7 @@ func (x *Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Group.ProtoReflect.Descriptor instead.
 func (*Group) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Group) GetName() string {
@@ -987,7 +1273,7 @@ type Identity struct {
 
 func (x *Identity) Reset() {
 	*x = Identity{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[7]
+	mi := &file_tiergate_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1285,7 @@ func (x *Identity) String() string {
 func (*Identity) ProtoMessage() {}
 
 func (x *Identity) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[7]
+	mi := &file_tiergate_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1298,7 @@ func (x *Identity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Identity.ProtoReflect.Descriptor instead.
 func (*Identity) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Identity) GetGroupHeader() string {
@@ -1035,7 +1321,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_tiergate_v1_config_proto_msgTypes[8]
+	mi := &file_tiergate_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1333,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_tiergate_v1_config_proto_msgTypes[8]
+	mi := &file_tiergate_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1346,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_tiergate_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Metrics) GetModels() []string {
@@ -1074,7 +1360,7 @@ var File_tiergate_v1_config_proto protoreflect.FileDescriptor
 
 const file_tiergate_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x18tiergate/v1/config.proto\x12\vtiergate.v1\"\xa9\x03\n" +
+	"\x18tiergate/v1/config.proto\x12\vtiergate.v1\"\xe6\x03\n" +
 	"\x06Config\x12'\n" +
 	"\x05rules\x18\x01 \x03(\v2\x11.tiergate.v1.RuleR\x05rules\x12*\n" +
 	"\x06groups\x18\x02 \x03(\v2\x12.tiergate.v1.GroupR\x06groups\x121\n" +
@@ -1082,10 +1368,29 @@ const file_tiergate_v1_config_proto_rawDesc = "" +
 	"\rmodel_aliases\x18\x04 \x03(\v2%.tiergate.v1.Config.ModelAliasesEntryR\fmodelAliases\x12.\n" +
 	"\ametrics\x18\x05 \x01(\v2\x14.tiergate.v1.MetricsR\ametrics\x12+\n" +
 	"\x06prices\x18\x06 \x01(\v2\x13.tiergate.v1.PricesR\x06prices\x12-\n" +
-	"\abudgets\x18\a \x03(\v2\x13.tiergate.v1.BudgetR\abudgets\x1a?\n" +
+	"\abudgets\x18\a \x03(\v2\x13.tiergate.v1.BudgetR\abudgets\x12;\n" +
+	"\fbudget_store\x18\b \x01(\v2\x18.tiergate.v1.BudgetStoreR\vbudgetStore\x1a?\n" +
 	"\x11ModelAliasesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"k\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"<\n" +
+	"\vBudgetStore\x12-\n" +
+	"\x05redis\x18\x01 \x01(\v2\x17.tiergate.v1.RedisStoreR\x05redis\"\xec\x01\n" +
+	"\n" +
+	"RedisStore\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12'\n" +
+	"\x03tls\x18\x02 \x01(\v2\x15.tiergate.v1.RedisTLSR\x03tls\x12\x1a\n" +
+	"\busername\x18\x03 \x01(\tR\busername\x12#\n" +
+	"\rpassword_file\x18\x04 \x01(\tR\fpasswordFile\x12!\n" +
+	"\fpassword_env\x18\x05 \x01(\tR\vpasswordEnv\x12\x1d\n" +
+	"\n" +
+	"key_prefix\x18\x06 \x01(\tR\tkeyPrefix\x12\x18\n" +
+	"\arefresh\x18\a \x01(\tR\arefresh\"|\n" +
+	"\bRedisTLS\x12\x17\n" +
+	"\aca_file\x18\x01 \x01(\tR\x06caFile\x12\x1f\n" +
+	"\vserver_name\x18\x02 \x01(\tR\n" +
+	"serverName\x12\x1b\n" +
+	"\tcert_file\x18\x03 \x01(\tR\bcertFile\x12\x19\n" +
+	"\bkey_file\x18\x04 \x01(\tR\akeyFile\"k\n" +
 	"\x06Prices\x12\x1a\n" +
 	"\bcurrency\x18\x01 \x01(\tR\bcurrency\x12\x13\n" +
 	"\x05as_of\x18\x02 \x01(\tR\x04asOf\x120\n" +
@@ -1109,7 +1414,7 @@ const file_tiergate_v1_config_proto_rawDesc = "" +
 	"cacheWrite\x88\x01\x01\x12\x16\n" +
 	"\x06output\x18\x04 \x01(\x01R\x06outputB\x0f\n" +
 	"\r_cached_inputB\x0e\n" +
-	"\f_cache_write\"\x8c\x02\n" +
+	"\f_cache_write\"\xa4\x02\n" +
 	"\x06Budget\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06groups\x18\x02 \x03(\tR\x06groups\x12=\n" +
@@ -1117,7 +1422,8 @@ const file_tiergate_v1_config_proto_rawDesc = "" +
 	"\x06models\x18\x04 \x03(\tR\x06models\x121\n" +
 	"\x06window\x18\x05 \x01(\x0e2\x19.tiergate.v1.BudgetWindowR\x06window\x12\x14\n" +
 	"\x05limit\x18\x06 \x01(\x01R\x05limit\x126\n" +
-	"\fon_exhausted\x18\a \x01(\x0e2\x13.tiergate.v1.ActionR\vonExhausted\"\x93\x03\n" +
+	"\fon_exhausted\x18\a \x01(\x0e2\x13.tiergate.v1.ActionR\vonExhausted\x12\x16\n" +
+	"\x06shadow\x18\b \x01(\bR\x06shadow\"\xab\x03\n" +
 	"\x04Rule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\fservice_tier\x18\x02 \x01(\x0e2\x18.tiergate.v1.ServiceTierR\vserviceTier\x12+\n" +
@@ -1127,7 +1433,9 @@ const file_tiergate_v1_config_proto_rawDesc = "" +
 	"\x0ffallback_action\x18\x06 \x01(\x0e2\x13.tiergate.v1.ActionR\x0efallbackAction\x124\n" +
 	"\x16fallback_error_message\x18\a \x01(\tR\x14fallbackErrorMessage\x12\x16\n" +
 	"\x06groups\x18\b \x03(\tR\x06groups\x123\n" +
-	"\tendpoints\x18\t \x03(\x0e2\x15.tiergate.v1.EndpointR\tendpoints\"\x89\x01\n" +
+	"\tendpoints\x18\t \x03(\x0e2\x15.tiergate.v1.EndpointR\tendpoints\x12\x16\n" +
+	"\x06shadow\x18\n" +
+	" \x01(\bR\x06shadow\"\x89\x01\n" +
 	"\x05Group\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12F\n" +
 	"\x12force_service_tier\x18\x02 \x01(\x0e2\x18.tiergate.v1.ServiceTierR\x10forceServiceTier\x12$\n" +
@@ -1176,50 +1484,56 @@ func file_tiergate_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_tiergate_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_tiergate_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_tiergate_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_tiergate_v1_config_proto_goTypes = []any{
 	(BudgetWindow)(0),   // 0: tiergate.v1.BudgetWindow
 	(ServiceTier)(0),    // 1: tiergate.v1.ServiceTier
 	(Action)(0),         // 2: tiergate.v1.Action
 	(Endpoint)(0),       // 3: tiergate.v1.Endpoint
 	(*Config)(nil),      // 4: tiergate.v1.Config
-	(*Prices)(nil),      // 5: tiergate.v1.Prices
-	(*ModelPrices)(nil), // 6: tiergate.v1.ModelPrices
-	(*TierPrices)(nil),  // 7: tiergate.v1.TierPrices
-	(*Budget)(nil),      // 8: tiergate.v1.Budget
-	(*Rule)(nil),        // 9: tiergate.v1.Rule
-	(*Group)(nil),       // 10: tiergate.v1.Group
-	(*Identity)(nil),    // 11: tiergate.v1.Identity
-	(*Metrics)(nil),     // 12: tiergate.v1.Metrics
-	nil,                 // 13: tiergate.v1.Config.ModelAliasesEntry
-	nil,                 // 14: tiergate.v1.ModelPrices.TiersEntry
-	nil,                 // 15: tiergate.v1.ModelPrices.MultipliersEntry
+	(*BudgetStore)(nil), // 5: tiergate.v1.BudgetStore
+	(*RedisStore)(nil),  // 6: tiergate.v1.RedisStore
+	(*RedisTLS)(nil),    // 7: tiergate.v1.RedisTLS
+	(*Prices)(nil),      // 8: tiergate.v1.Prices
+	(*ModelPrices)(nil), // 9: tiergate.v1.ModelPrices
+	(*TierPrices)(nil),  // 10: tiergate.v1.TierPrices
+	(*Budget)(nil),      // 11: tiergate.v1.Budget
+	(*Rule)(nil),        // 12: tiergate.v1.Rule
+	(*Group)(nil),       // 13: tiergate.v1.Group
+	(*Identity)(nil),    // 14: tiergate.v1.Identity
+	(*Metrics)(nil),     // 15: tiergate.v1.Metrics
+	nil,                 // 16: tiergate.v1.Config.ModelAliasesEntry
+	nil,                 // 17: tiergate.v1.ModelPrices.TiersEntry
+	nil,                 // 18: tiergate.v1.ModelPrices.MultipliersEntry
 }
 var file_tiergate_v1_config_proto_depIdxs = []int32{
-	9,  // 0: tiergate.v1.Config.rules:type_name -> tiergate.v1.Rule
-	10, // 1: tiergate.v1.Config.groups:type_name -> tiergate.v1.Group
-	11, // 2: tiergate.v1.Config.identity:type_name -> tiergate.v1.Identity
-	13, // 3: tiergate.v1.Config.model_aliases:type_name -> tiergate.v1.Config.ModelAliasesEntry
-	12, // 4: tiergate.v1.Config.metrics:type_name -> tiergate.v1.Metrics
-	5,  // 5: tiergate.v1.Config.prices:type_name -> tiergate.v1.Prices
-	8,  // 6: tiergate.v1.Config.budgets:type_name -> tiergate.v1.Budget
-	6,  // 7: tiergate.v1.Prices.models:type_name -> tiergate.v1.ModelPrices
-	14, // 8: tiergate.v1.ModelPrices.tiers:type_name -> tiergate.v1.ModelPrices.TiersEntry
-	15, // 9: tiergate.v1.ModelPrices.multipliers:type_name -> tiergate.v1.ModelPrices.MultipliersEntry
-	1,  // 10: tiergate.v1.Budget.service_tiers:type_name -> tiergate.v1.ServiceTier
-	0,  // 11: tiergate.v1.Budget.window:type_name -> tiergate.v1.BudgetWindow
-	2,  // 12: tiergate.v1.Budget.on_exhausted:type_name -> tiergate.v1.Action
-	1,  // 13: tiergate.v1.Rule.service_tier:type_name -> tiergate.v1.ServiceTier
-	2,  // 14: tiergate.v1.Rule.action:type_name -> tiergate.v1.Action
-	2,  // 15: tiergate.v1.Rule.fallback_action:type_name -> tiergate.v1.Action
-	3,  // 16: tiergate.v1.Rule.endpoints:type_name -> tiergate.v1.Endpoint
-	1,  // 17: tiergate.v1.Group.force_service_tier:type_name -> tiergate.v1.ServiceTier
-	7,  // 18: tiergate.v1.ModelPrices.TiersEntry.value:type_name -> tiergate.v1.TierPrices
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	12, // 0: tiergate.v1.Config.rules:type_name -> tiergate.v1.Rule
+	13, // 1: tiergate.v1.Config.groups:type_name -> tiergate.v1.Group
+	14, // 2: tiergate.v1.Config.identity:type_name -> tiergate.v1.Identity
+	16, // 3: tiergate.v1.Config.model_aliases:type_name -> tiergate.v1.Config.ModelAliasesEntry
+	15, // 4: tiergate.v1.Config.metrics:type_name -> tiergate.v1.Metrics
+	8,  // 5: tiergate.v1.Config.prices:type_name -> tiergate.v1.Prices
+	11, // 6: tiergate.v1.Config.budgets:type_name -> tiergate.v1.Budget
+	5,  // 7: tiergate.v1.Config.budget_store:type_name -> tiergate.v1.BudgetStore
+	6,  // 8: tiergate.v1.BudgetStore.redis:type_name -> tiergate.v1.RedisStore
+	7,  // 9: tiergate.v1.RedisStore.tls:type_name -> tiergate.v1.RedisTLS
+	9,  // 10: tiergate.v1.Prices.models:type_name -> tiergate.v1.ModelPrices
+	17, // 11: tiergate.v1.ModelPrices.tiers:type_name -> tiergate.v1.ModelPrices.TiersEntry
+	18, // 12: tiergate.v1.ModelPrices.multipliers:type_name -> tiergate.v1.ModelPrices.MultipliersEntry
+	1,  // 13: tiergate.v1.Budget.service_tiers:type_name -> tiergate.v1.ServiceTier
+	0,  // 14: tiergate.v1.Budget.window:type_name -> tiergate.v1.BudgetWindow
+	2,  // 15: tiergate.v1.Budget.on_exhausted:type_name -> tiergate.v1.Action
+	1,  // 16: tiergate.v1.Rule.service_tier:type_name -> tiergate.v1.ServiceTier
+	2,  // 17: tiergate.v1.Rule.action:type_name -> tiergate.v1.Action
+	2,  // 18: tiergate.v1.Rule.fallback_action:type_name -> tiergate.v1.Action
+	3,  // 19: tiergate.v1.Rule.endpoints:type_name -> tiergate.v1.Endpoint
+	1,  // 20: tiergate.v1.Group.force_service_tier:type_name -> tiergate.v1.ServiceTier
+	10, // 21: tiergate.v1.ModelPrices.TiersEntry.value:type_name -> tiergate.v1.TierPrices
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_tiergate_v1_config_proto_init() }
@@ -1227,14 +1541,14 @@ func file_tiergate_v1_config_proto_init() {
 	if File_tiergate_v1_config_proto != nil {
 		return
 	}
-	file_tiergate_v1_config_proto_msgTypes[3].OneofWrappers = []any{}
+	file_tiergate_v1_config_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tiergate_v1_config_proto_rawDesc), len(file_tiergate_v1_config_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   12,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

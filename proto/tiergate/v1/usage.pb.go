@@ -35,6 +35,12 @@ type UsageRecord struct {
 	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// The upstream's response id (resp_..., chatcmpl-..., msg_...), when seen.
 	ResponseId string `protobuf:"bytes,3,opt,name=response_id,json=responseId,proto3" json:"response_id,omitempty"`
+	// A WebSocket record's number in its session, from 1, in the order the
+	// session's records are written (turns, and the refused frame that ends
+	// a session); 0 and absent for an HTTP request. With request_id it names
+	// the record uniquely, even for a turn whose response id was never seen.
+	// (31 and 32 are shadow_rule and shadow_action, DESIGN.md.)
+	Turn uint32 `protobuf:"varint,33,opt,name=turn,proto3" json:"turn,omitempty"`
 	// chat_completions, responses, messages, responses_ws or realtime.
 	Endpoint string `protobuf:"bytes,4,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
 	// The caller's group; empty when it has none.
@@ -100,7 +106,14 @@ type UsageRecord struct {
 	HttpStatus *uint32 `protobuf:"varint,21,opt,name=http_status,json=httpStatus,proto3,oneof" json:"http_status,omitempty"`
 	// The budget that acted on the request or turn (filtered its tier or
 	// refused it with 429); "none" when none did.
-	Budget        string `protobuf:"bytes,30,opt,name=budget,proto3" json:"budget,omitempty"`
+	Budget string `protobuf:"bytes,30,opt,name=budget,proto3" json:"budget,omitempty"`
+	// The first shadow rule or shadow budget that matched the request or the
+	// turn's frame (rules in order, then budgets); empty when none did.
+	// Shadow rules and budgets decide nothing: this says what would have
+	// happened had it been enforced.
+	ShadowRule string `protobuf:"bytes,31,opt,name=shadow_rule,json=shadowRule,proto3" json:"shadow_rule,omitempty"`
+	// What shadow_rule would have done: pass, filter or block.
+	ShadowAction  string `protobuf:"bytes,32,opt,name=shadow_action,json=shadowAction,proto3" json:"shadow_action,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -154,6 +167,13 @@ func (x *UsageRecord) GetResponseId() string {
 		return x.ResponseId
 	}
 	return ""
+}
+
+func (x *UsageRecord) GetTurn() uint32 {
+	if x != nil {
+		return x.Turn
+	}
+	return 0
 }
 
 func (x *UsageRecord) GetEndpoint() string {
@@ -331,17 +351,32 @@ func (x *UsageRecord) GetBudget() string {
 	return ""
 }
 
+func (x *UsageRecord) GetShadowRule() string {
+	if x != nil {
+		return x.ShadowRule
+	}
+	return ""
+}
+
+func (x *UsageRecord) GetShadowAction() string {
+	if x != nil {
+		return x.ShadowAction
+	}
+	return ""
+}
+
 var File_tiergate_v1_usage_proto protoreflect.FileDescriptor
 
 const file_tiergate_v1_usage_proto_rawDesc = "" +
 	"\n" +
-	"\x17tiergate/v1/usage.proto\x12\vtiergate.v1\"\x9b\t\n" +
+	"\x17tiergate/v1/usage.proto\x12\vtiergate.v1\"\xf5\t\n" +
 	"\vUsageRecord\x12\x12\n" +
 	"\x04time\x18\x01 \x01(\tR\x04time\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12\x1f\n" +
 	"\vresponse_id\x18\x03 \x01(\tR\n" +
-	"responseId\x12\x1a\n" +
+	"responseId\x12\x12\n" +
+	"\x04turn\x18! \x01(\rR\x04turn\x12\x1a\n" +
 	"\bendpoint\x18\x04 \x01(\tR\bendpoint\x12\x14\n" +
 	"\x05group\x18\x05 \x01(\tR\x05group\x12\x14\n" +
 	"\x05model\x18\x06 \x01(\tR\x05model\x12%\n" +
@@ -370,7 +405,10 @@ const file_tiergate_v1_usage_proto_rawDesc = "" +
 	"\x06status\x18\x14 \x01(\tR\x06status\x12$\n" +
 	"\vhttp_status\x18\x15 \x01(\rH\aR\n" +
 	"httpStatus\x88\x01\x01\x12\x16\n" +
-	"\x06budget\x18\x1e \x01(\tR\x06budgetB\x0f\n" +
+	"\x06budget\x18\x1e \x01(\tR\x06budget\x12\x1f\n" +
+	"\vshadow_rule\x18\x1f \x01(\tR\n" +
+	"shadowRule\x12#\n" +
+	"\rshadow_action\x18  \x01(\tR\fshadowActionB\x0f\n" +
 	"\r_input_tokensB\x16\n" +
 	"\x14_cached_input_tokensB\x1b\n" +
 	"\x19_cache_write_input_tokensB\x10\n" +
