@@ -16,7 +16,7 @@ func envoyVersionLabel() string { return envoyrig.PinnedVersion() }
 // dependency for one picture.
 func soakSVG(samples []soakSample, title string) []byte {
 	const (
-		width, panelH, left, right, top, gap = 900, 170, 70, 20, 50, 45
+		width, panelH, left, right, top, gap = 930, 170, 70, 50, 50, 45
 	)
 	panels := []struct {
 		name, unit string
@@ -32,7 +32,7 @@ func soakSVG(samples []soakSample, title string) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="13" font-weight="bold">%s</text>`+"\n", left, html.EscapeString(title))
+	fmt.Fprintf(&b, `<text x="%d" y="22" font-weight="bold">%s</text>`+"\n", left, html.EscapeString(title))
 	var end float64
 	if n := len(samples); n > 0 {
 		end = samples[n-1].at.Minutes()
