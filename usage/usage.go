@@ -64,7 +64,8 @@ const (
 	// StatusClientClosed: the client (or tiergate's shutdown) ended it
 	// before the response did.
 	StatusClientClosed = "client_closed"
-	// StatusUpstreamClosed: the upstream closed, or was lost, before the
+	// StatusUpstreamClosed: the upstream closed, was lost, or (on a
+	// WebSocket) stopped answering until the idle timeout, before the
 	// response ended.
 	StatusUpstreamClosed = "upstream_closed"
 	// StatusUpstreamError: the upstream answered with an error instead of

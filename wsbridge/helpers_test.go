@@ -27,6 +27,12 @@ import (
 	"github.com/tiergate/tiergate/usage"
 )
 
+// eventWait bounds a wait for an event or frame that should come. It is a
+// guard against a hang, not a speed check: under the race detector, on two
+// cores shared with other test packages, relaying a 10 MiB frame has taken
+// over 10 s.
+const eventWait = 30 * time.Second
+
 // TestMain fails the package if any session, bridge or WebSocket goroutine
 // outlives the tests: every test closes what it opened.
 func TestMain(m *testing.M) {
@@ -202,7 +208,7 @@ func send(t testing.TB, c *websocket.Conn, frame string) {
 // next reads one event; a failed read fails the test.
 func next(t testing.TB, c *websocket.Conn) gjson.Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), eventWait)
 	defer cancel()
 	_, data, err := c.Read(ctx)
 	if err != nil {
@@ -231,7 +237,7 @@ func until(t testing.TB, c *websocket.Conn, typ string) []gjson.Result {
 // -1 when it ended without one), and every event read before it.
 func closed(t testing.TB, c *websocket.Conn) (websocket.CloseError, []gjson.Result) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), eventWait)
 	defer cancel()
 	var evs []gjson.Result
 	for {
@@ -304,7 +310,7 @@ func frameTexts(fs []fakeFrame) []string {
 // waitFrames waits until the upstream connection has received n frames.
 func waitFrames(t testing.TB, fc *fakeConn, n int) []fakeFrame {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(eventWait)
 	for {
 		fs := fc.received()
 		if len(fs) >= n {

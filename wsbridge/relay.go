@@ -61,9 +61,12 @@ const (
 )
 
 var (
+	// A turn still open at the idle timeout is one the upstream stopped
+	// answering (the client asked and is waiting), so it is recorded as
+	// the upstream's failure, not the client's.
 	causeIdle = endCause{
 		toClient: closeMsg{websocket.StatusPolicyViolation, reasonIdle}, toUpstream: closeMsg{websocket.StatusPolicyViolation, reasonIdle},
-		turnStatus: usage.StatusClientClosed, label: int(websocket.StatusPolicyViolation), why: "idle",
+		turnStatus: usage.StatusUpstreamClosed, label: int(websocket.StatusPolicyViolation), why: "idle",
 	}
 	causeMaxSession = endCause{
 		toClient: closeMsg{websocket.StatusGoingAway, reasonMaxSession}, toUpstream: closeMsg{websocket.StatusGoingAway, reasonMaxSession},

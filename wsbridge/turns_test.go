@@ -262,7 +262,11 @@ func TestTurnsCutShort(t *testing.T) {
 		upClose     websocket.StatusCode // what the upstream must see (-1: nothing)
 		upWhy       string
 		status      string
+		opts        func(*Options)
 	}{
+		{name: "the upstream stalling mid-turn past the idle timeout gives both sides 1008 and records upstream_closed", control: "hang",
+			clientClose: websocket.StatusPolicyViolation, clientWhy: "idle timeout", upClose: websocket.StatusPolicyViolation, upWhy: "idle timeout",
+			status: "upstream_closed", opts: func(o *Options) { o.IdleTimeout = 300 * time.Millisecond }},
 		{name: "the upstream dropping mid-turn gives the client 1011 and records upstream_closed", control: "drop",
 			clientClose: websocket.StatusInternalError, clientWhy: "upstream connection lost", upClose: -1, status: "upstream_closed"},
 		{name: "the upstream closing mid-turn passes its code on and records upstream_closed", control: "close:4001",
@@ -275,7 +279,11 @@ func TestTurnsCutShort(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			h := newHarness(t, testPolicy)
+			var mods []func(*Options)
+			if tc.opts != nil {
+				mods = append(mods, tc.opts)
+			}
+			h := newHarness(t, testPolicy, mods...)
 			c, _ := h.dial(t, PathResponses, nil)
 			fc := h.up.next(t)
 			send(t, c, `{"type":"response.create","model":"gpt-5.4","service_tier":"priority","metadata":{"fake":"`+tc.control+`"}}`)
