@@ -8,7 +8,7 @@ import (
 	"github.com/tiergate/tiergate/internal/decimal"
 )
 
-// budgetJSON is one row of /budgets (DESIGN.md, Budgets).
+// budgetJSON is one row of /budgets (docs/contracts.md, "Budgets").
 type budgetJSON struct {
 	Budget      string      `json:"budget"`
 	Group       string      `json:"group"`

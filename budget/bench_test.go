@@ -13,6 +13,13 @@ import (
 // BenchmarkRequestPath is what a budget adds to one request: reading the
 // group's spend for the decision, and adding the request's cost at its end.
 func BenchmarkRequestPath(b *testing.B) {
+	tr, p := benchTracker(b)
+	requestPath(b, tr, p)
+}
+
+// benchTracker is a tracker over trackerPolicy, with spend in memory.
+func benchTracker(b *testing.B) (*Tracker, *policy.Policy) {
+	b.Helper()
 	p, err := policy.Load([]byte(trackerPolicy))
 	if err != nil {
 		b.Fatal(err)
@@ -21,9 +28,17 @@ func BenchmarkRequestPath(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return tr, p
+}
+
+// requestPath runs the request path against tr: the view of codex-fast's
+// spend on the first budget of p, then a charge of its cost.
+func requestPath(b *testing.B, tr *Tracker, p *policy.Policy) {
+	b.Helper()
 	bud := &p.Budgets()[0]
 	c := Charge{Group: "codex-fast", Cost: policy.Cost{Model: "gpt-5.5", Tier: policy.TierPriority, Pico: 1_234_567_890}}
 	b.ReportAllocs()
+	b.ResetTimer()
 	for b.Loop() {
 		now := tr.Now()
 		v := tr.View(now)
@@ -42,14 +57,7 @@ func BenchmarkRequestPathRedis(b *testing.B) {
 	for _, state := range []string{"up", "down"} {
 		b.Run("redis_"+state, func(b *testing.B) {
 			srv := redistest.Start(b, redistest.Options{})
-			p, err := policy.Load([]byte(trackerPolicy))
-			if err != nil {
-				b.Fatal(err)
-			}
-			tr, err := New(NewMemory(), func() *policy.Policy { return p }, prometheus.NewRegistry(), Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
+			tr, p := benchTracker(b)
 			tr.Configure(&policy.RedisStore{Address: srv.Addr, Refresh: policy.DefaultRefresh})
 			b.Cleanup(tr.Close)
 			for deadline := time.Now().Add(5 * time.Second); tr.StoreStatus() != StatusOK; time.Sleep(5 * time.Millisecond) {
@@ -66,19 +74,7 @@ func BenchmarkRequestPathRedis(b *testing.B) {
 					}
 				}
 			}
-			bud := &p.Budgets()[0]
-			c := Charge{Group: "codex-fast", Cost: policy.Cost{Model: "gpt-5.5", Tier: policy.TierPriority, Pico: 1_234_567_890}}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for b.Loop() {
-				now := tr.Now()
-				v := tr.View(now)
-				if s, _ := v.Spent(bud, "codex-fast"); s < 0 {
-					b.Fatal("negative spend")
-				}
-				c.At = now
-				tr.Account(p, c)
-			}
+			requestPath(b, tr, p)
 		})
 	}
 }

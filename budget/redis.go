@@ -29,7 +29,7 @@ const (
 )
 
 // DefaultMaxPending is how many distinct keys may hold increments not yet
-// sent to Redis (DESIGN.md, Budgets, Stores); past it new keys' increments
+// sent to Redis (docs/contracts.md, "Budgets"); past it new keys' increments
 // are dropped and counted.
 const DefaultMaxPending = 10_000
 
@@ -530,8 +530,9 @@ func (r *Redis) setStatus(s string, err error, attrs ...any) {
 }
 
 // redisKey is a counter's key: <prefix>{<budget>}:<group>:<YYYY-MM-DD>
-// (DESIGN.md). The braces make the budget a hash tag; the store itself
-// talks to one Redis endpoint, whose MULTI and MGET span several budgets.
+// (docs/contracts.md, "Budgets"). The braces make the budget a hash tag;
+// the store itself talks to one Redis endpoint, whose MULTI and MGET span
+// several budgets.
 func redisKey(prefix string, k Key) string {
 	return prefix + "{" + k.Budget + "}:" + k.Group + ":" + time.Unix(k.Start, 0).UTC().Format(time.DateOnly)
 }

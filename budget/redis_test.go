@@ -337,14 +337,7 @@ func TestStoreFailuresAreClear(t *testing.T) {
 	userPW := write("user", "user-password\n")
 	rightPW := write("right", "right-password\n")
 	otherCAFile := write("other-ca.pem", string(otherCA.CAPEM))
-	closed := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}()
+	closed := redistest.ClosedAddr(t)
 	// os.Setenv, not t.Setenv, which forbids t.Parallel: the variable's
 	// name is this test's alone.
 	if err := os.Setenv("TIERGATE_TEST_REDIS_PASSWORD", "right-password"); err != nil {
@@ -409,14 +402,7 @@ func TestStoreFailuresAreClear(t *testing.T) {
 func TestAReconfigurationKeepsPendingIncrements(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{})
-	closed := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}()
+	closed := redistest.ClosedAddr(t)
 	f := newRedisFixture(t, redisCfg(closed), Options{})
 	r := f.redis(t)
 	now := time.Now()

@@ -37,9 +37,11 @@ func budgetBenchServer(tb testing.TB, yaml string) *Server {
 	return newTestServer(tb, reg, opts)
 }
 
-// wholeExchange is one whole request without gRPC's transport: the request
-// judged, the response's usage read, the record priced and written and, with
-// budgets, the cost accounted; the answers encoded.
+// wholeExchange is tiergate's own share of one request's stream, without
+// gRPC's transport: each of msgs answered (the request judged and, when
+// msgs carry the response, its usage read, the record priced and written
+// and, with budgets, the cost accounted), the answers encoded by the
+// server's codec, the stream closed.
 func wholeExchange(tb testing.TB, srv *Server, msgs []*extprocv3.ProcessingRequest) {
 	x := &exchange{srv: srv}
 	for _, m := range msgs {

@@ -14,10 +14,10 @@ import (
 	"github.com/tiergate/tiergate/policy"
 )
 
-// budgetsPolicy prices priority at 2 and 4 per million input and output
-// tokens: a response of 500 input and 250 output tokens at priority costs
-// 0.002, team-a's whole daily priority budget.
-const budgetsPolicy = `
+// budgetPrices prices priority at 2 and 4 per million input and output
+// tokens, so a response of priorityResponse (500 input and 250 output
+// tokens at priority) costs 0.002; callers are named by x-tiergate-group.
+const budgetPrices = `
 identity: {group_header: x-tiergate-group}
 prices:
   currency: USD
@@ -26,7 +26,11 @@ prices:
     tiers:
       default: {input: 1, output: 2}
       priority: {input: 2, output: 4}
-groups: [{name: team-a}, {name: team-b}, {name: team-c}]
+`
+
+// budgetsPolicy: priorityResponse's 0.002 is team-a's whole daily priority
+// budget.
+const budgetsPolicy = budgetPrices + `groups: [{name: team-a}, {name: team-b}, {name: team-c}]
 budgets:
 - name: team-a-priority
   groups: [team-a, team-b]
@@ -58,6 +62,15 @@ func budgetHarness(t *testing.T, now string) (*harness, *atomic.Int64) {
 // budgetHarnessTracker is budgetHarness that also returns the tracker.
 func budgetHarnessTracker(t *testing.T, now string) (*harness, *atomic.Int64, *budget.Tracker) {
 	t.Helper()
+	return trackedHarness(t, budgetsPolicy, now, nil)
+}
+
+// trackedHarness is a harness over policyYAML whose server keeps spend
+// with a clock starting at now (RFC 3339) that the test may move, and
+// answers with priorityResponse. configure, when given, adjusts the
+// server's options further.
+func trackedHarness(t *testing.T, policyYAML, now string, configure func(*Options)) (*harness, *atomic.Int64, *budget.Tracker) {
+	t.Helper()
 	var clock atomic.Int64
 	start, err := time.Parse(time.RFC3339, now)
 	if err != nil {
@@ -65,7 +78,7 @@ func budgetHarnessTracker(t *testing.T, now string) (*harness, *atomic.Int64, *b
 	}
 	clock.Store(start.UnixNano())
 	var tr *budget.Tracker
-	h := newHarnessWith(t, budgetsPolicy, func(o *Options, reg *prometheus.Registry) {
+	h := newHarnessWith(t, policyYAML, func(o *Options, reg *prometheus.Registry) {
 		var err error
 		tr, err = budget.New(budget.NewMemory(), o.Store.Load, reg, budget.Options{
 			Now: func() time.Time { return time.Unix(0, clock.Load()).UTC() },
@@ -74,6 +87,9 @@ func budgetHarnessTracker(t *testing.T, now string) (*harness, *atomic.Int64, *b
 			t.Fatal(err)
 		}
 		o.Budgets = tr
+		if configure != nil {
+			configure(o)
+		}
 	})
 	h.setResponse(priorityResponse)
 	return h, &clock, tr

@@ -47,9 +47,9 @@ func responseMessages() (*extprocv3.ProcessingRequest, *extprocv3.ProcessingRequ
 
 // BenchmarkPricing is one whole request under a pass policy, its JSON
 // response carrying usage and its record written, without and with a
-// price table (DESIGN.md: pricing happens once per record, at the
-// response's end). "none-again" repeats "none" in the same run, so the
-// difference between the two is the run's noise.
+// price table (docs/contracts.md, "Cost": pricing happens once per
+// record, at the response's end). "none-again" repeats "none" in the same
+// run, so the difference between the two is the run's noise.
 func BenchmarkPricing(b *testing.B) {
 	rh, rb := responseMessages()
 	h, body := benchMessages(benchBody("priority"))

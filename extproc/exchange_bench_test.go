@@ -38,26 +38,6 @@ func benchBody(tier string) []byte {
 	return []byte(`{"model":"gpt-5.5","service_tier":"` + tier + `","input":"` + string(bytes.Repeat([]byte("x"), 1900)) + `","stream":true}`)
 }
 
-// exchangeOnce is tiergate's own share of one request's stream, without
-// gRPC's transport: the headers and the body answered, the answers encoded
-// by the server's codec, the stream closed.
-func exchangeOnce(tb testing.TB, srv *Server, h, b *extprocv3.ProcessingRequest) {
-	x := &exchange{srv: srv}
-	for _, m := range []*extprocv3.ProcessingRequest{h, b} {
-		resp, _, err := x.handle(m)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		wire, err := benchCodec.Marshal(x.outgoing(resp))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		wire.Free()
-		x.sent()
-	}
-	x.close()
-}
-
 var benchCodec = newAnswerCodec()
 
 // BenchmarkExchange is tiergate's own cost per request in the ext_proc
@@ -67,10 +47,11 @@ func BenchmarkExchange(b *testing.B) {
 	srv := benchServer(b)
 	for _, tier := range []string{"priority", "flex"} {
 		h, body := benchMessages(benchBody(tier))
+		msgs := []*extprocv3.ProcessingRequest{h, body}
 		b.Run(tier, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				exchangeOnce(b, srv, h, body)
+				wholeExchange(b, srv, msgs)
 			}
 		})
 	}
@@ -91,8 +72,9 @@ func TestExchangeAllocatesLittle(t *testing.T) {
 	}{{"priority", 10}, {"flex", 10}} {
 		t.Run(tc.tier, func(t *testing.T) {
 			h, body := benchMessages(benchBody(tc.tier))
-			exchangeOnce(t, srv, h, body) // fill the pool
-			allocs := testing.AllocsPerRun(50, func() { exchangeOnce(t, srv, h, body) })
+			msgs := []*extprocv3.ProcessingRequest{h, body}
+			wholeExchange(t, srv, msgs) // fill the pool
+			allocs := testing.AllocsPerRun(50, func() { wholeExchange(t, srv, msgs) })
 			if raceEnabled {
 				t.Logf("%.0f allocations per request under -race (not checked)", allocs)
 				return

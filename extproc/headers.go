@@ -55,9 +55,9 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 }
 
 // addBudgetHeaders adds to a budget's 429 what a client needs to stop and
-// come back (DESIGN.md, Budgets): when the window ends, that an automatic
-// retry will not help (OpenAI's SDKs read x-should-retry), and which budget
-// refused.
+// come back (docs/contracts.md, "Error shapes"): when the window ends,
+// that an automatic retry will not help (OpenAI's SDKs read
+// x-should-retry), and which budget refused.
 func addBudgetHeaders(resp *extprocv3.ProcessingResponse, name string, retryAfter int64) {
 	h := resp.GetImmediateResponse().Headers
 	h.SetHeaders = append(h.SetHeaders,

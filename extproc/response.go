@@ -3,6 +3,7 @@ package extproc
 import (
 	"bytes"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -181,7 +182,7 @@ func (x *exchange) finish(status string, resp *extprocv3.ProcessingResponse) {
 	}
 	if status == statusFromEnd {
 		switch {
-		case httpStatus >= 400:
+		case httpStatus >= http.StatusBadRequest:
 			status = usage.StatusUpstreamError
 		case u.Status != "":
 			status = u.Status
@@ -191,7 +192,7 @@ func (x *exchange) finish(status string, resp *extprocv3.ProcessingResponse) {
 			status = usage.StatusCompleted
 		}
 	}
-	if reason != "" && httpStatus < 400 {
+	if reason != "" && httpStatus < http.StatusBadRequest {
 		x.srv.metrics.usageUnknown.WithLabelValues(x.endpoint.String(), reason).Inc()
 	}
 	x.recorded = true

@@ -4,11 +4,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tidwall/gjson"
 
 	"github.com/tiergate/tiergate/budget"
@@ -19,16 +17,7 @@ import (
 // priorityResponse costs 0.002), with a shadow rule that would block
 // priority before the rule that filters it, and a shadow budget over
 // team-a's priority spend that the first response exhausts.
-const shadowPolicy = `
-identity: {group_header: x-tiergate-group}
-prices:
-  currency: USD
-  models:
-  - model: "*"
-    tiers:
-      default: {input: 1, output: 2}
-      priority: {input: 2, output: 4}
-groups: [{name: team-a}]
+const shadowPolicy = budgetPrices + `groups: [{name: team-a}]
 rules:
 - name: would-block-priority
   service_tier: priority
@@ -56,20 +45,9 @@ budgets:
 func shadowHarness(t *testing.T) (h *harness, logs *syncbuf.Buffer, tr *budget.Tracker) {
 	t.Helper()
 	logs = &syncbuf.Buffer{}
-	var clock atomic.Int64
-	clock.Store(time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC).UnixNano())
-	h = newHarnessWith(t, shadowPolicy, func(o *Options, reg *prometheus.Registry) {
-		var err error
-		tr, err = budget.New(budget.NewMemory(), o.Store.Load, reg, budget.Options{
-			Now: func() time.Time { return time.Unix(0, clock.Load()).UTC() },
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		o.Budgets = tr
+	h, _, tr = trackedHarness(t, shadowPolicy, "2026-12-07T10:00:00Z", func(o *Options) {
 		o.Log = slog.New(slog.NewJSONHandler(logs, nil))
 	})
-	h.setResponse(priorityResponse)
 	return h, logs, tr
 }
 

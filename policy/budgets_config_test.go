@@ -75,15 +75,7 @@ func TestBudgetConfigErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Load([]byte(budgetTestPrices + tc.file))
-			var ce *ConfigError
-			if !errors.As(err, &ce) {
-				t.Fatalf("Load returned %v, want a *ConfigError", err)
-			}
-			got := strings.Split(err.Error(), "\n")
-			if strings.Join(got, "\n") != strings.Join(sortedCopy(tc.want, got), "\n") {
-				t.Errorf("problems:\n%s\nwant (any order):\n%s", err, strings.Join(tc.want, "\n"))
-			}
+			checkProblems(t, budgetTestPrices+tc.file, tc.want)
 		})
 	}
 }
@@ -95,6 +87,36 @@ func TestABudgetNeedsPrices(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Errorf("Load = %v, want %q", err, want)
 	}
+}
+
+// checkProblems checks that file is refused with a *ConfigError whose
+// lines are want, in any order.
+func checkProblems(t *testing.T, file string, want []string) {
+	t.Helper()
+	_, err := Load([]byte(file))
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("Load returned %v, want a *ConfigError", err)
+	}
+	got := strings.Split(err.Error(), "\n")
+	if strings.Join(got, "\n") != strings.Join(sortedCopy(want, got), "\n") {
+		t.Errorf("problems:\n%s\nwant (any order):\n%s", err, strings.Join(want, "\n"))
+	}
+}
+
+// problemLines returns the problems of err, one line each; the test fails
+// unless err is a *ConfigError.
+func problemLines(t *testing.T, err error) []string {
+	t.Helper()
+	ce, ok := err.(*ConfigError)
+	if !ok {
+		t.Fatalf("err = %v, want a ConfigError", err)
+	}
+	var got []string
+	for _, p := range ce.Problems {
+		got = append(got, p.String())
+	}
+	return got
 }
 
 // sortedCopy returns want in got's order when both hold the same lines, so

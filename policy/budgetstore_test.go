@@ -2,8 +2,6 @@ package policy
 
 import (
 	"encoding/json"
-	"errors"
-	"strings"
 	"testing"
 	"time"
 )
@@ -43,15 +41,7 @@ func TestBudgetStoreConfigErrors(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Load([]byte(tc.file))
-			var ce *ConfigError
-			if !errors.As(err, &ce) {
-				t.Fatalf("Load returned %v, want a *ConfigError", err)
-			}
-			got := strings.Split(err.Error(), "\n")
-			if strings.Join(got, "\n") != strings.Join(sortedCopy(tc.want, got), "\n") {
-				t.Errorf("problems:\n%s\nwant (any order):\n%s", err, strings.Join(tc.want, "\n"))
-			}
+			checkProblems(t, tc.file, tc.want)
 		})
 	}
 }

@@ -90,7 +90,7 @@ func priceTier(sent, reported string) Tier {
 	}
 }
 
-// Cost prices b with the policy's price table (DESIGN.md, "Cost").
+// Cost prices b with the policy's price table (docs/contracts.md, "Cost").
 func (p *Policy) Cost(b *Billable) Cost {
 	c := Cost{Currency: p.Currency(), Tier: priceTier(b.TierSent, b.TierReported)}
 	c.Model = b.Model

@@ -53,7 +53,7 @@ func endpointForPath(path string) Endpoint {
 // Azure-style (/openai/deployments/x/chat/completions) and gateway prefixes
 // are policed too, and returns the deployment an Azure-style path names
 // ("" for none). The query string is ignored. The path is first normalised
-// as a lenient upstream would route it (DESIGN.md, "ext_proc server"): ';'
+// as a lenient upstream would route it (README, "The ext_proc server"): ';'
 // parameters dropped, percent-encoding decoded once, '.' and '..' segments
 // resolved, empty segments and trailing slashes removed, and the endpoint
 // matched without regard to case. So /v1/responses/, /V1/Responses and

@@ -3,12 +3,11 @@ package policy
 import (
 	"bytes"
 	"encoding/json"
-	"strings"
 	"testing"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
+	"github.com/tiergate/tiergate/internal/foldedjson"
 	"github.com/tiergate/tiergate/internal/jsonscan"
 )
 
@@ -171,62 +170,18 @@ func readStructFolded(out []byte) (tier, model, nested []byte) {
 	return v.ServiceTier, v.Model, nested
 }
 
-// readV2CaseInsensitive models encoding/json/v2 with case-insensitive
-// name matching (MatchCaseInsensitiveNames, duplicates allowed): a key
-// matches a field when the two are equal under Unicode case folding once
-// every '_' and '-' is removed, and the last matching key wins. (Go 1.26
-// ships v2 only under GOEXPERIMENT=jsonv2, so its rule is written out.)
+// readV2CaseInsensitive reads as encoding/json/v2 with case-insensitive
+// name matching does (see package foldedjson).
 func readV2CaseInsensitive(out []byte) (tier, model, nested []byte) {
-	members := v2Members(out)
+	members := foldedjson.Members(out)
 	if members == nil {
 		return nil, nil, nil
 	}
 	tier, model = members["servicetier"], members["model"]
 	if r := members["response"]; r != nil {
-		nested = v2Members(r)["servicetier"]
+		nested = foldedjson.Members(r)["servicetier"]
 	}
 	return tier, model, nested
-}
-
-// v2Members reads a JSON object's members, keyed by their names with '_'
-// and '-' removed and case folded, the last of each kept. nil when the
-// document is not an object.
-func v2Members(doc []byte) map[string]json.RawMessage {
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil
-	}
-	m := map[string]json.RawMessage{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil
-		}
-		var val json.RawMessage
-		if err := dec.Decode(&val); err != nil {
-			return nil
-		}
-		m[foldV2(tok.(string))] = val
-	}
-	return m
-}
-
-// foldV2 removes '_' and '-' and folds each rune to the smallest of its
-// simple folding orbit, so that names equal under strings.EqualFold map to
-// one key.
-func foldV2(name string) string {
-	var b strings.Builder
-	for _, r := range name {
-		if r == '_' || r == '-' {
-			continue
-		}
-		smallest := r
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			smallest = min(smallest, f)
-		}
-		b.WriteRune(unicode.ToLower(smallest))
-	}
-	return b.String()
 }
 
 func readLastWins(out []byte) (tier, model, nested []byte) {
@@ -292,14 +247,14 @@ func checkAnthropicOutput(t *testing.T, p *Policy, res Result, out []byte) {
 			}
 		}
 	}
-	if v2 := v2Members(out); v2 != nil {
+	if v2 := foldedjson.Members(out); v2 != nil {
 		if isFastSpeed(v2["speed"]) {
 			t.Fatalf("fast mode survives for encoding/json/v2: %s", out)
 		}
 		var fbs []json.RawMessage
 		if json.Unmarshal(v2["fallbacks"], &fbs) == nil {
 			for _, fb := range fbs {
-				if isFastSpeed(v2Members(fb)["speed"]) {
+				if isFastSpeed(foldedjson.Members(fb)["speed"]) {
 					t.Fatalf("fast mode survives in fallbacks for encoding/json/v2: %s", out)
 				}
 			}

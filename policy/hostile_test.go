@@ -9,7 +9,7 @@ import (
 )
 
 // These tests hold the classes of input that hostile testing found to slip
-// past the policy (DESIGN.md, Evaluation steps 1, 4 and 6).
+// past the policy (docs/contracts.md, "Evaluation", steps 1, 4 and 6).
 
 const hostilePolicy = `
 rules:

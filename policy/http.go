@@ -53,7 +53,8 @@ type HTTPOutcome struct {
 // DecideHTTP decides an HTTP request: resolves the caller's group, decodes
 // a compressed body and applies the policy. A streamed Chat Completions request is made to
 // ask for its usage (Request.EnsureUsage), which the server needs to account
-// it. A request without a body passes untouched (DESIGN.md).
+// it. A request without a body passes untouched (docs/contracts.md,
+// "Evaluation").
 func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 	group := r.Group
 	if group == "" {

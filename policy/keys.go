@@ -14,7 +14,8 @@ import (
 // simple case folding (SERVICE_TIER, ſervice_tier), and encoding/json/v2's
 // case-insensitive matching also ignores '_' and '-' (serviceTier,
 // service-tier). So every key is compared after JSON unescaping, simple
-// folding and removal of '_' and '-' (DESIGN.md, Evaluation 1), and every
+// folding and removal of '_' and '-' (docs/contracts.md, "Evaluation", step
+// 1), and every
 // key that matches is an occurrence.
 
 // keyKind names a key tiergate reads.

@@ -15,7 +15,7 @@ import (
 // Everything a server says with a refusal comes from its kind, through one
 // table: the HTTP status (also the status of the WebSocket error event),
 // the close code that ends the session, the error code and the error type
-// of each dialect (DESIGN.md, Error shapes).
+// of each dialect (docs/contracts.md, "Error shapes").
 type Refusal uint8
 
 // Refusals. Blocked ones (Blocked) are decisions; the others are input
@@ -102,7 +102,7 @@ func (r Refusal) Code() string { return r.kind().code }
 func (r Refusal) Blocked() bool { return r.kind().blocked }
 
 // Body renders the JSON error body tiergate answers an HTTP request with,
-// in the endpoint's own dialect (DESIGN.md, Error shapes).
+// in the endpoint's own dialect (docs/contracts.md, "Error shapes").
 func (r Refusal) Body(ep Endpoint, message string) []byte {
 	k := r.kind()
 	var v any

@@ -207,7 +207,8 @@ func (p *Policy) applyOpenAI(req *Request, body []byte, s *scratch, res *Result,
 			res.RequestModel = models[rd.topModels-1]
 		}
 	}
-	// A Realtime response.create has no top-level model (PROTOCOLS.md §4):
+	// A Realtime response.create has no top-level model (docs/contracts.md,
+	// "Wire facts"):
 	// the upstream runs it under the session model whatever the frame
 	// names there, so the session's models stay candidates beside it.
 	if frame && (rd.topModels == 0 || req.Endpoint == EndpointRealtime) {
@@ -331,7 +332,7 @@ func rewriteOpenAI(req *Request, body []byte, s *scratch, res *Result, rd *openA
 	var adds []string
 	// Force adds a key only where none was sent, and never to a Realtime
 	// frame: Realtime has no service_tier parameter, and an unknown one may
-	// fail the turn (DESIGN.md, Evaluation 6).
+	// fail the turn (docs/contracts.md, "Evaluation", step 6).
 	if res.Forced && res.Action == ActionPass && !rd.carried && req.Endpoint != EndpointRealtime {
 		adds = append(adds, `"service_tier":`+res.Sent.quoted())
 	}
@@ -348,7 +349,8 @@ func rewriteOpenAI(req *Request, body []byte, s *scratch, res *Result, rd *openA
 }
 
 // maxOccurrences bounds the occurrences of service_tier, model or speed a
-// body or frame may carry at the levels read (DESIGN.md, Evaluation 4):
+// body or frame may carry at the levels read (docs/contracts.md,
+// "Evaluation", step 4):
 // every occurrence is judged, and no honest client repeats a key 65 times.
 const maxOccurrences = 64
 

@@ -189,14 +189,7 @@ func TestShadowConfig(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := Load([]byte(tc.file))
-			ce, ok := err.(*ConfigError)
-			if !ok {
-				t.Fatalf("err = %v, want a ConfigError", err)
-			}
-			var got []string
-			for _, p := range ce.Problems {
-				got = append(got, p.String())
-			}
+			got := problemLines(t, err)
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("problems\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}

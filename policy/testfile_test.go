@@ -74,14 +74,7 @@ func TestLoadTestsIsStrict(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := LoadTests([]byte(tc.file))
-			ce, ok := err.(*ConfigError)
-			if !ok {
-				t.Fatalf("err = %v, want a ConfigError", err)
-			}
-			var got []string
-			for _, p := range ce.Problems {
-				got = append(got, p.String())
-			}
+			got := problemLines(t, err)
 			if len(got) != len(tc.want) || !slices.ContainsFunc(got, func(g string) bool { return strings.HasPrefix(g, tc.want[0]) }) {
 				t.Fatalf("problems\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}

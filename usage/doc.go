@@ -5,7 +5,8 @@
 //   - parsing token usage out of response bodies (ParseJSON), SSE streams
 //     read incrementally chunk by chunk (SSE), and WebSocket server events
 //     (ParseEvent), for Chat Completions, Responses, Anthropic Messages and
-//     Realtime, with the wire shapes of PROTOCOLS.md;
+//     Realtime, with the wire shapes docs/contracts.md ("Wire facts") sets
+//     out;
 //   - removing the usage-only final chunk that tiergate itself asked a Chat
 //     Completions stream for (ChatStreamFilter);
 //   - the usage record's JSON line (AppendRecord) and reading one back

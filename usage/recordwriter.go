@@ -15,7 +15,7 @@ import (
 )
 
 // RecordsDroppedMetric is the name of the counter of usage records that
-// were not written (DESIGN.md, usage records).
+// were not written (README, "Usage records").
 const RecordsDroppedMetric = "tiergate_usage_records_dropped_total"
 
 // Reasons a record is dropped: the values of RecordsDroppedMetric's reason

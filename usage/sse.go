@@ -18,7 +18,7 @@ const DefaultMaxEvent = 4 << 20
 // partial line is copied except the data of records that can carry usage.
 // Memory is bounded by the maxEvent given to NewSSE.
 //
-// Per dialect it reads (PROTOCOLS.md):
+// Per dialect it reads (docs/contracts.md, "Wire facts"):
 //   - ChatCompletions: every chunk; the last non-null usage wins; id, model
 //     and service_tier from the chunks; finish_reason gives the status.
 //   - Responses: response.completed, response.incomplete and response.failed

@@ -16,11 +16,11 @@ type API uint8
 // The HTTP dialects. The zero API is none of them: parsing with it reports
 // nothing, so a forgotten endpoint cannot be misread as another.
 const (
-	// ChatCompletions is POST /v1/chat/completions (PROTOCOLS.md §1).
+	// ChatCompletions is POST /v1/chat/completions.
 	ChatCompletions API = iota + 1
-	// Responses is POST /v1/responses and /v1/responses/compact (§2).
+	// Responses is POST /v1/responses and /v1/responses/compact.
 	Responses
-	// Messages is Anthropic's POST /v1/messages (§5).
+	// Messages is Anthropic's POST /v1/messages.
 	Messages
 )
 
@@ -38,7 +38,8 @@ func (a API) String() string {
 	return ""
 }
 
-// Status values of a usage record (DESIGN.md lists them). The first four
+// Status values of a usage record (docs/contracts.md, "Usage records",
+// lists them). The first four
 // are the upstream's, read into Usage.Status; the Responses and Realtime
 // APIs may report others, passed through as the upstream spelled them. The
 // rest are what the ext_proc server and the bridge record for a request or

@@ -11,10 +11,10 @@ import (
 	"github.com/tiergate/tiergate/budget"
 )
 
-// wsBudgetPolicy prices one turn of the fake upstream (120 input tokens,
-// 20 cached, 45 output) at 0.0021 at priority and 0.00021 at default: each
-// more than its budget's limit.
-const wsBudgetPolicy = `
+// wsTurnPrices prices one turn of the fake upstream (120 input tokens, 20
+// cached, 45 output) at 0.0021 at priority and 0.00021 at default; callers
+// are named by x-tiergate-group.
+const wsTurnPrices = `
 identity: {group_header: x-tiergate-group}
 prices:
   currency: USD
@@ -23,7 +23,11 @@ prices:
     tiers:
       default: {input: 1, output: 2}
       priority: {input: 10, output: 20}
-groups: [{name: team-a}, {name: team-c}]
+`
+
+// wsBudgetPolicy: one turn at priority, or at default, costs more than its
+// budget's limit.
+const wsBudgetPolicy = wsTurnPrices + `groups: [{name: team-a}, {name: team-c}]
 budgets:
 - name: team-a-priority
   groups: [team-a]
@@ -59,28 +63,39 @@ func withBudgets(t *testing.T, now string) func(*Options) {
 	}
 }
 
+// priorityFrame is a Responses response.create asking for priority.
+const priorityFrame = `{"type":"response.create","model":"gpt-5.5","service_tier":"priority","input":"hi"}`
+
+// twoPriorityTurns runs two turns of priorityFrame in one session as
+// team-a, then ends the session, and returns what reached the upstream and
+// the two records.
+func twoPriorityTurns(t *testing.T, h *harness) (upstream []string, recs []map[string]any) {
+	t.Helper()
+	c, _ := h.dial(t, PathResponses, withHeader("x-tiergate-group", "team-a"))
+	fc := h.up.next(t)
+	for range 2 {
+		send(t, c, priorityFrame)
+		until(t, c, "response.completed")
+	}
+	upstream = frameTexts(waitFrames(t, fc, 2))
+	_ = c.Close(websocket.StatusNormalClosure, "")
+	h.waitSessions(t)
+	recs = h.records()
+	if len(recs) != 2 {
+		t.Fatalf("%d records, want 2", len(recs))
+	}
+	return upstream, recs
+}
+
 func TestBudgetJudgesEveryResponseCreate(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, wsBudgetPolicy, withBudgets(t, "2026-12-07T23:00:00Z"))
-	c, _ := h.dial(t, PathResponses, withHeader("x-tiergate-group", "team-a"))
-	fc := h.up.next(t)
-	frame := `{"type":"response.create","model":"gpt-5.5","service_tier":"priority","input":"hi"}`
-	send(t, c, frame)
-	until(t, c, "response.completed")
-	send(t, c, frame)
-	until(t, c, "response.completed")
-	got := frameTexts(waitFrames(t, fc, 2))
-	if got[0] != frame {
+	got, recs := twoPriorityTurns(t, h)
+	if got[0] != priorityFrame {
 		t.Errorf("the first turn went upstream as %s, want it untouched", got[0])
 	}
 	if want := `{"type":"response.create","model":"gpt-5.5","input":"hi"}`; got[1] != want {
 		t.Errorf("the turn after the budget ran out went upstream as %s, want %s", got[1], want)
-	}
-	_ = c.Close(websocket.StatusNormalClosure, "")
-	h.waitSessions(t)
-	recs := h.records()
-	if len(recs) != 2 {
-		t.Fatalf("%d records, want 2", len(recs))
 	}
 	checkRecord(t, recs[0], map[string]any{"action": "pass", "service_tier_sent": "priority", "budget": "none"})
 	checkRecord(t, recs[1], map[string]any{"action": "filter", "service_tier_sent": "none", "budget": "team-a-priority"})

@@ -18,7 +18,8 @@ import (
 )
 
 // fakeUpstream plays api.openai.com's two WebSocket protocols as
-// PROTOCOLS.md §3 and §4 describe them, faithfully enough that the openai
+// docs/contracts.md ("Wire facts", "WebSocket sessions and turns")
+// describes them, faithfully enough that the openai
 // npm clients accept it:
 //
 //   - Responses (/v1/responses): each response.create is answered with
@@ -297,7 +298,7 @@ func obj(kv ...any) []byte {
 // omit drops a member from obj when true.
 type omit bool
 
-// ---- Responses over WebSocket (PROTOCOLS.md §3) ----
+// ---- Responses over WebSocket ----
 
 // responsesTurn is one response.create as the fake answers it.
 type responsesTurn struct {
@@ -446,7 +447,7 @@ func (fc *fakeConn) flood(rt responsesTurn, n, size int) {
 	}
 }
 
-// ---- Realtime (PROTOCOLS.md §4) ----
+// ---- Realtime ----
 
 func (fc *fakeConn) sessionEvent(typ string) []byte {
 	session := obj("type", "realtime", "object", "realtime.session", "id", "sess_1", "model", fc.sessionModel,

@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"slices"
-	"strings"
 	"testing"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 
+	"github.com/tiergate/tiergate/internal/foldedjson"
 	"github.com/tiergate/tiergate/policy"
 )
 
@@ -69,12 +68,12 @@ var sessionReaders = []struct {
 		return v.Type, v.Session.Model, err == nil
 	}},
 	{"encoding/json/v2 case-insensitive", func(b []byte) (string, string, bool) {
-		top := foldedMembers(b)
+		top := foldedjson.Members(b)
 		var typ, model string
 		if json.Unmarshal(top["type"], &typ) != nil {
 			return "", "", false
 		}
-		_ = json.Unmarshal(foldedMembers(top["session"])["model"], &model)
+		_ = json.Unmarshal(foldedjson.Members(top["session"])["model"], &model)
 		return typ, model, true
 	}},
 	{"gjson", func(b []byte) (string, string, bool) {
@@ -96,38 +95,4 @@ var sessionReaders = []struct {
 		_ = json.Unmarshal(sess["model"], &model)
 		return typ, model, true
 	}},
-}
-
-// foldedMembers models encoding/json/v2's case-insensitive matching: an
-// object's members keyed by name with '_' and '-' removed and case folded,
-// the last of each kept; nil when doc is not an object.
-func foldedMembers(doc []byte) map[string]json.RawMessage {
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil
-	}
-	m := map[string]json.RawMessage{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil
-		}
-		var val json.RawMessage
-		if dec.Decode(&val) != nil {
-			return nil
-		}
-		var b strings.Builder
-		for _, r := range tok.(string) {
-			if r == '_' || r == '-' {
-				continue
-			}
-			smallest := r
-			for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-				smallest = min(smallest, f)
-			}
-			b.WriteRune(unicode.ToLower(smallest))
-		}
-		m[b.String()] = val
-	}
-	return m
 }

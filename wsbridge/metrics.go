@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tiergate/tiergate/policy"
@@ -156,7 +157,7 @@ func (e *epMetrics) turn(status string) {
 // closeCodeLabel bounds a close code for use as a label: the codes RFC 6455
 // and IANA define keep their number, application codes are "other".
 func closeCodeLabel(code int) string {
-	if code >= 1000 && code <= 1015 {
+	if code >= int(websocket.StatusNormalClosure) && code <= int(websocket.StatusTLSHandshake) {
 		return strconv.Itoa(code)
 	}
 	return "other"

@@ -5,8 +5,9 @@ import (
 	"strings"
 )
 
-// models tracks the model a session runs under (DESIGN.md, "Session model"
-// and Evaluation 6). Guarded by session.mu.
+// models tracks the model a session runs under (docs/contracts.md,
+// "WebSocket sessions and turns" and "Evaluation", step 6). Guarded by
+// session.mu.
 type models struct {
 	// current is the settled session model: ?model= at connect, then what
 	// the upstream reports in session.created and session.updated or, where

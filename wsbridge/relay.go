@@ -66,15 +66,15 @@ var (
 	// the upstream's failure, not the client's.
 	causeIdle = endCause{
 		toClient: closeMsg{websocket.StatusPolicyViolation, reasonIdle}, toUpstream: closeMsg{websocket.StatusPolicyViolation, reasonIdle},
-		turnStatus: usage.StatusUpstreamClosed, label: 1008, why: "idle",
+		turnStatus: usage.StatusUpstreamClosed, label: int(websocket.StatusPolicyViolation), why: "idle",
 	}
 	causeMaxSession = endCause{
 		toClient: closeMsg{websocket.StatusGoingAway, reasonMaxSession}, toUpstream: closeMsg{websocket.StatusGoingAway, reasonMaxSession},
-		turnStatus: usage.StatusClientClosed, label: 1001, why: "max_session",
+		turnStatus: usage.StatusClientClosed, label: int(websocket.StatusGoingAway), why: "max_session",
 	}
 	causeShutdown = endCause{
 		toClient: closeMsg{websocket.StatusGoingAway, reasonShutdown}, toUpstream: closeMsg{websocket.StatusGoingAway, reasonShutdown},
-		turnStatus: usage.StatusClientClosed, label: 1001, why: "shutdown",
+		turnStatus: usage.StatusClientClosed, label: int(websocket.StatusGoingAway), why: "shutdown",
 	}
 )
 
@@ -101,10 +101,10 @@ func readCause(from side, err error) endCause {
 			c.label, c.why = int(ce.Code), "client_closed"
 		case tooBig: // the client was sent 1009 by the read
 			c.toUpstream = closeMsg{websocket.StatusGoingAway, reasonClientBig}
-			c.label, c.why = 1009, "client_message_too_big"
+			c.label, c.why = int(websocket.StatusMessageTooBig), "client_message_too_big"
 		default:
 			c.toUpstream = closeMsg{websocket.StatusInternalError, reasonClientLost}
-			c.label, c.why = 1006, "client_lost"
+			c.label, c.why = int(websocket.StatusAbnormalClosure), "client_lost"
 		}
 		return c
 	}
@@ -116,10 +116,10 @@ func readCause(from side, err error) endCause {
 		c.label, c.why = int(code), "upstream_closed"
 	case tooBig:
 		c.toClient = closeMsg{websocket.StatusInternalError, reasonUpBig}
-		c.label, c.why = 1011, "upstream_message_too_big"
+		c.label, c.why = int(websocket.StatusInternalError), "upstream_message_too_big"
 	default:
 		c.toClient = closeMsg{websocket.StatusInternalError, reasonUpLost}
-		c.label, c.why = 1011, "upstream_lost"
+		c.label, c.why = int(websocket.StatusInternalError), "upstream_lost"
 	}
 	return c
 }
@@ -129,7 +129,7 @@ func readCause(from side, err error) endCause {
 func lostCause(to side, timedOut bool) endCause {
 	if to == sideClient {
 		c := endCause{toUpstream: closeMsg{websocket.StatusInternalError, reasonClientLost},
-			turnStatus: usage.StatusClientClosed, label: 1006, why: "client_lost"}
+			turnStatus: usage.StatusClientClosed, label: int(websocket.StatusAbnormalClosure), why: "client_lost"}
 		if timedOut {
 			c.toUpstream = closeMsg{websocket.StatusGoingAway, reasonClientSlow}
 			c.why = "client_write_timeout"
@@ -137,7 +137,7 @@ func lostCause(to side, timedOut bool) endCause {
 		return c
 	}
 	c := endCause{toClient: closeMsg{websocket.StatusInternalError, reasonUpLost},
-		turnStatus: usage.StatusUpstreamClosed, label: 1011, why: "upstream_lost"}
+		turnStatus: usage.StatusUpstreamClosed, label: int(websocket.StatusInternalError), why: "upstream_lost"}
 	if timedOut {
 		c.toClient.reason = reasonUpSlow
 		c.why = "upstream_write_timeout"
@@ -159,15 +159,30 @@ func refusalCause(code websocket.StatusCode, message string) endCause {
 // sendable maps a received close code to one that can be sent on.
 func sendable(code websocket.StatusCode) websocket.StatusCode {
 	switch {
-	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014, code >= 3000 && code <= 4999:
+	case code >= websocket.StatusNormalClosure && code <= websocket.StatusUnsupportedData,
+		code >= websocket.StatusInvalidFramePayloadData && code <= websocket.StatusBadGateway,
+		code >= firstApplicationCode && code <= lastApplicationCode:
 		return code
 	}
 	return websocket.StatusInternalError
 }
 
-// maxReason is the longest close reason a close frame holds (125 bytes of
-// payload less the 2-byte code).
-const maxReason = 123
+// The close codes RFC 6455 section 7.4.2 leaves to libraries and
+// applications (3000-3999 registered with IANA, 4000-4999 private): a peer
+// may send them, so they are passed on as they are.
+const (
+	firstApplicationCode websocket.StatusCode = 3000
+	lastApplicationCode  websocket.StatusCode = 4999
+)
+
+// A control frame's payload is at most 125 bytes (RFC 6455 section 5.5), and
+// a close frame's payload starts with its 2-byte code, so maxReason is the
+// longest close reason a close frame holds.
+const (
+	maxControlPayload = 125
+	closeCodeBytes    = 2
+	maxReason         = maxControlPayload - closeCodeBytes
+)
 
 // truncateReason cuts s to maxReason bytes without splitting a UTF-8
 // sequence.

@@ -469,10 +469,10 @@ func refuseDraining(w http.ResponseWriter, em *epMetrics) {
 }
 
 // writeError answers with an error body in the OpenAI shape
-// (PROTOCOLS.md §6).
+// (docs/contracts.md, "Error shapes").
 func writeError(w http.ResponseWriter, status int, code, message string) {
 	typ := "invalid_request_error"
-	if status >= 500 {
+	if status >= http.StatusInternalServerError {
 		typ = "server_error"
 	}
 	type detail struct {

@@ -4,23 +4,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/coder/websocket"
 	"github.com/tidwall/gjson"
 )
 
 // wsShadowPolicy prices a fake upstream turn at 0.0021 at priority (see
-// wsBudgetPolicy), above the shadow budget's limit: the first turn
-// exhausts it.
-const wsShadowPolicy = `
-identity: {group_header: x-tiergate-group}
-prices:
-  currency: USD
-  models:
-  - model: "*"
-    tiers:
-      default: {input: 1, output: 2}
-      priority: {input: 10, output: 20}
-groups: [{name: team-a}]
+// wsTurnPrices), above the shadow budget's limit: the first turn exhausts
+// it.
+const wsShadowPolicy = wsTurnPrices + `groups: [{name: team-a}]
 rules:
 - name: would-block-priority
   service_tier: priority
@@ -43,23 +33,11 @@ budgets:
 func TestShadowMatchesOnResponseCreateFrames(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, wsShadowPolicy, withBudgets(t, "2026-12-07T10:00:00Z"))
-	c, _ := h.dial(t, PathResponses, withHeader("x-tiergate-group", "team-a"))
-	fc := h.up.next(t)
-	frame := `{"type":"response.create","model":"gpt-5.5","service_tier":"priority","input":"hi"}`
-	send(t, c, frame)
-	until(t, c, "response.completed")
-	send(t, c, frame)
-	until(t, c, "response.completed")
-	for i, got := range frameTexts(waitFrames(t, fc, 2)) {
-		if got != frame {
+	upstream, recs := twoPriorityTurns(t, h)
+	for i, got := range upstream {
+		if got != priorityFrame {
 			t.Errorf("turn %d went upstream as %s, want it untouched: shadows decide nothing", i+1, got)
 		}
-	}
-	_ = c.Close(websocket.StatusNormalClosure, "")
-	h.waitSessions(t)
-	recs := h.records()
-	if len(recs) != 2 {
-		t.Fatalf("%d records, want 2", len(recs))
 	}
 	for _, rec := range recs {
 		checkRecord(t, rec, map[string]any{"action": "pass", "rule": nil, "budget": "none",

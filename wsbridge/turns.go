@@ -13,7 +13,8 @@ import (
 	"github.com/tiergate/tiergate/usage"
 )
 
-// Turn accounting (DESIGN.md, "WebSocket bridge"). Each response.create that
+// Turn accounting, as docs/contracts.md ("WebSocket sessions and turns")
+// states it. Each response.create that
 // reaches the upstream waits, in order and per stream_id lane, for the next
 // response.created; a response.created with none waiting is a turn the
 // server started (Realtime server VAD). A turn is keyed by its response id

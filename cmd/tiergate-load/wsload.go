@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // Modes of `tiergate-load ws`.
@@ -375,7 +377,7 @@ func (d *wsDriver) hold(ctx context.Context, rep *wsReport) error {
 // closeSession closes with a normal closure, waiting (briefly) for the
 // peer's close frame as a well-behaved client does.
 func closeSession(s *wsSession) {
-	_ = s.c.Close(1000, "")
+	_ = s.c.Close(websocket.StatusNormalClosure, "")
 }
 
 // memory reads the target's heap (--admin) and RSS (--pid).

@@ -19,8 +19,8 @@ import (
 	"github.com/tiergate/tiergate/wsbridge"
 )
 
-// fakeUpstream plays the Responses API's WebSocket mode (PROTOCOLS.md §3)
-// as cheaply as it can: each response.create is answered with
+// fakeUpstream plays the Responses API's WebSocket mode (docs/contracts.md,
+// "Wire facts") as cheaply as it can: each response.create is answered with
 // response.created, one response.output_text.delta and response.completed
 // carrying usage and the service_tier billed. It is the far end of every
 // benchmark session, and with the clients it is the "direct" baseline, so
@@ -79,8 +79,9 @@ func (f *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// The three events of a turn, in the shapes of PROTOCOLS.md §2 and §3
-// (type first, as the API sends it).
+// The three events of a turn, in the shapes the Responses API sends over SSE
+// and WebSocket alike (docs/contracts.md, "Wire facts"), type first, as the
+// API sends it.
 func appendCreated(b []byte, id uint64, _ bool) []byte {
 	b = append(b, `{"type":"response.created","sequence_number":0,"response":{"id":"resp_`...)
 	b = strconv.AppendUint(b, id, 10)

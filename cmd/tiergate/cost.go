@@ -1,27 +1,22 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/bits"
-	"os"
 	"slices"
 	"text/tabwriter"
 
 	"github.com/tiergate/tiergate/internal/decimal"
 	"github.com/tiergate/tiergate/policy"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
-	"github.com/tiergate/tiergate/usage"
 )
 
-// costRow is one group, model and tier priced (DESIGN.md, CLI: tiergate
-// cost --json), with the tokens that were priced.
+// costRow is one group, model and tier priced (docs/contracts.md, "Cost":
+// tiergate cost --json), with the tokens that were priced.
 type costRow struct {
 	Group                 string      `json:"group"`
 	Model                 string      `json:"model"`
@@ -43,75 +38,54 @@ type costReport struct {
 	Rows     []*costRow  `json:"rows"`
 }
 
-// maxRecordLine bounds one usage log line (a record is a few hundred bytes;
-// a model name from a client can make it longer).
-const maxRecordLine = 1 << 20
-
 // runCost re-prices usage logs with a policy's price table: one row per
 // group, model and tier priced, then the total. Blocked and refused
 // records count nowhere; records that cannot be priced are counted.
 func runCost(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("cost", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	config := fs.String("config", "", "policy file whose prices re-price the log (required)")
-	asJSON := fs.Bool("json", false, "write the report as one JSON object")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tiergate cost --config FILE [--json] USAGE.jsonl...")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	cmd := newLogCommand("cost", "policy file whose prices re-price the log (required)",
+		"tiergate cost --config FILE [--json] USAGE.jsonl...", stderr)
+	p, err := cmd.parse(args)
+	if err != nil {
 		return err
 	}
-	if *config == "" || fs.NArg() == 0 {
-		fs.Usage()
-		return exitCode(exitError)
-	}
-	p, err := loadPolicy(*config)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitCode(exitError)
-	}
 	if !p.Priced() {
-		fmt.Fprintf(stderr, "tiergate cost: %s has no prices section\n", *config)
+		fmt.Fprintf(stderr, "tiergate cost: %s has no prices section\n", *cmd.config)
 		return exitCode(exitError)
 	}
 	rep := &costReport{Currency: p.Currency()}
 	rows := map[[3]string]*costRow{}
 	var total uint64
-	for _, name := range fs.Args() {
-		err := eachRecord(name, func(rec *tiergatev1.UsageRecord) error {
-			c, priced := p.PriceRecord(rec, rec.GetCostUnpricedReason() == policy.UnpricedAudio)
-			switch {
-			case !priced: // blocked or refused: nothing was used
-				return nil
-			case c.Unpriced != "":
-				rep.Unpriced++
-				return nil
-			}
-			k := [3]string{rec.GetGroup(), c.Model, c.Tier.String()}
-			r := rows[k]
-			if r == nil {
-				r = &costRow{Group: k[0], Model: k[1], ServiceTier: k[2]}
-				rows[k] = r
-				rep.Rows = append(rep.Rows, r)
-			}
-			r.Requests++
-			r.InputTokens += rec.GetInputTokens()
-			r.CachedInputTokens += rec.GetCachedInputTokens()
-			r.CacheWriteInputTokens += rec.GetCacheWriteInputTokens()
-			r.OutputTokens += rec.GetOutputTokens()
-			var carry, carry2 uint64
-			r.pico, carry = bits.Add64(r.pico, c.Pico, 0)
-			total, carry2 = bits.Add64(total, c.Pico, 0)
-			if carry != 0 || carry2 != 0 {
-				return errors.New("the total cost overflows")
-			}
+	err = cmd.eachRecord(func(rec *tiergatev1.UsageRecord) error {
+		c, priced := p.PriceRecord(rec, rec.GetCostUnpricedReason() == policy.UnpricedAudio)
+		switch {
+		case !priced: // blocked or refused: nothing was used
 			return nil
-		})
-		if err != nil {
-			fmt.Fprintf(stderr, "tiergate cost: %v\n", err)
-			return exitCode(exitError)
+		case c.Unpriced != "":
+			rep.Unpriced++
+			return nil
 		}
+		k := [3]string{rec.GetGroup(), c.Model, c.Tier.String()}
+		r := rows[k]
+		if r == nil {
+			r = &costRow{Group: k[0], Model: k[1], ServiceTier: k[2]}
+			rows[k] = r
+			rep.Rows = append(rep.Rows, r)
+		}
+		r.Requests++
+		r.InputTokens += rec.GetInputTokens()
+		r.CachedInputTokens += rec.GetCachedInputTokens()
+		r.CacheWriteInputTokens += rec.GetCacheWriteInputTokens()
+		r.OutputTokens += rec.GetOutputTokens()
+		var carry, carry2 uint64
+		r.pico, carry = bits.Add64(r.pico, c.Pico, 0)
+		total, carry2 = bits.Add64(total, c.Pico, 0)
+		if carry != 0 || carry2 != 0 {
+			return errors.New("the total cost overflows")
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	slices.SortFunc(rep.Rows, func(a, b *costRow) int {
 		return cmp.Or(cmp.Compare(a.Group, b.Group), cmp.Compare(a.Model, b.Model), cmp.Compare(a.ServiceTier, b.ServiceTier))
@@ -123,16 +97,7 @@ func runCost(args []string, stdout, stderr io.Writer) error {
 	if rep.Rows == nil {
 		rep.Rows = []*costRow{}
 	}
-	if *asJSON {
-		b, err := json.Marshal(rep)
-		if err != nil {
-			return fmt.Errorf("encode report: %w", err)
-		}
-		fmt.Fprintf(stdout, "%s\n", b)
-		return nil
-	}
-	writeCostTable(stdout, rep)
-	return nil
+	return cmd.write(stdout, rep, func(w io.Writer) { writeCostTable(w, rep) })
 }
 
 // writeCostTable writes the report as aligned columns, then the total.
@@ -149,33 +114,4 @@ func writeCostTable(w io.Writer, rep *costReport) {
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(w, "total %s %s\nunpriced records %d\n", rep.Total, rep.Currency, rep.Unpriced)
-}
-
-// eachRecord calls f with every record of a usage log, naming the line of
-// any that cannot be read. Blank lines are skipped.
-func eachRecord(name string, f func(*tiergatev1.UsageRecord) error) error {
-	file, err := os.Open(name)
-	if err != nil {
-		return err
-	}
-	defer file.Close()
-	sc := bufio.NewScanner(file)
-	sc.Buffer(make([]byte, 0, 64<<10), maxRecordLine)
-	for n := 1; sc.Scan(); n++ {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 {
-			continue
-		}
-		rec, err := usage.ParseRecord(line)
-		if err != nil {
-			return fmt.Errorf("%s:%d: %w", name, n, err)
-		}
-		if err := f(rec); err != nil {
-			return fmt.Errorf("%s:%d: %w", name, n, err)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	return nil
 }

@@ -18,8 +18,7 @@ import (
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
 )
 
-// Exit statuses of `tiergate test` (DESIGN.md, "Shadow rules, tests,
-// replay").
+// Exit statuses of `tiergate test` (docs/contracts.md, "CLI").
 const (
 	exitTestFailed    = 1
 	exitTestMalformed = 2

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -154,14 +153,7 @@ func TestServeStaysReadyWhateverRedisDoes(t *testing.T) {
 	if err := os.WriteFile(otherCA, testcert.New(t).CAPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	closed := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}()
+	closed := redistest.ClosedAddr(t)
 	cases := []struct {
 		name, policy, state, logWant string
 	}{
@@ -212,14 +204,7 @@ func waitReady(t *testing.T, admin, state string) {
 func TestAReloadThatMovesTheStoreKeepsPendingSpend(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{Password: "s3cret"})
-	closed := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}()
+	closed := redistest.ClosedAddr(t)
 	before, err := os.ReadFile(writeSharedPolicy(t, closed, "s3cret"))
 	if err != nil {
 		t.Fatal(err)

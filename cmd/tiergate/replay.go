@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -20,10 +19,10 @@ import (
 	"github.com/tiergate/tiergate/usage"
 )
 
-// replayReport is tiergate replay's --json output (DESIGN.md, "Shadow
-// rules, tests, replay"). CostUnknown counts the replayed records whose
-// cost before or after cannot be known: one blocked before that would now
-// pass used no tokens to price, and one without usage has none.
+// replayReport is tiergate replay's --json output (docs/contracts.md, "Shadow
+// rules, tests and replay"). CostUnknown counts the replayed records whose
+// cost before or after cannot be known: one blocked before that would now pass
+// used no tokens to price, and one without usage has none.
 type replayReport struct {
 	Records       uint64       `json:"records"`
 	Replayed      uint64       `json:"replayed"`
@@ -58,26 +57,12 @@ type replayRow struct {
 // runReplay re-decides usage logs under a policy file and reports what
 // would have been decided differently.
 func runReplay(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	config := fs.String("config", "", "the policy to replay the logs under (required)")
-	asJSON := fs.Bool("json", false, "write the report as one JSON object")
-	simulate := fs.Bool("simulate-budgets", false, "accumulate each replayed record's cost into the budgets, in order, so a budget exhausted partway acts on the later records (default: budgets start at zero spend and stay there)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tiergate replay --config FILE [--json] [--simulate-budgets] USAGE.jsonl...")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *config == "" || fs.NArg() == 0 {
-		fs.Usage()
-		return exitCode(exitError)
-	}
-	p, err := loadPolicy(*config)
+	cmd := newLogCommand("replay", "the policy to replay the logs under (required)",
+		"tiergate replay --config FILE [--json] [--simulate-budgets] USAGE.jsonl...", stderr)
+	simulate := cmd.fs.Bool("simulate-budgets", false, "accumulate each replayed record's cost into the budgets, in order, so a budget exhausted partway acts on the later records (default: budgets start at zero spend and stay there)")
+	p, err := cmd.parse(args)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitCode(exitError)
+		return err
 	}
 	rp := &replayer{p: p, report: &replayReport{}, rows: map[replayKey]*replayRow{}}
 	if *simulate {
@@ -86,23 +71,11 @@ func runReplay(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("budgets: %w", err)
 		}
 	}
-	for _, name := range fs.Args() {
-		if err := eachRecord(name, rp.replay); err != nil {
-			fmt.Fprintf(stderr, "tiergate replay: %v\n", err)
-			return exitCode(exitError)
-		}
+	if err := cmd.eachRecord(rp.replay); err != nil {
+		return err
 	}
 	rep := rp.finish()
-	if *asJSON {
-		b, err := json.Marshal(rep)
-		if err != nil {
-			return fmt.Errorf("encode report: %w", err)
-		}
-		fmt.Fprintf(stdout, "%s\n", b)
-		return nil
-	}
-	writeReplayTable(stdout, rep)
-	return nil
+	return cmd.write(stdout, rep, func(w io.Writer) { writeReplayTable(w, rep) })
 }
 
 type replayKey struct{ from, to, ruleBefore, ruleAfter, group string }

@@ -15,8 +15,8 @@ type exitCode int
 
 func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
-// Exit statuses of `tiergate eval` (DESIGN.md, CLI); validate and eval
-// also end a usage error with exitError, as they do a bad flag.
+// Exit statuses of `tiergate eval` (docs/contracts.md, "CLI"); validate
+// and eval also end a usage error with exitError, as they do a bad flag.
 const (
 	exitForwarded = 0
 	exitError     = 1

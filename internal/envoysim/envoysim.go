@@ -98,7 +98,7 @@ type stream struct {
 
 func (s *stream) exchange(req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
 	if err := s.s.Send(req); err != nil {
-		return nil, local(500, "ext_proc send: %v", err)
+		return nil, local(http.StatusInternalServerError, "ext_proc send: %v", err)
 	}
 	type result struct {
 		r   *extprocv3.ProcessingResponse
@@ -109,11 +109,11 @@ func (s *stream) exchange(req *extprocv3.ProcessingRequest) (*extprocv3.Processi
 	select {
 	case res := <-ch:
 		if res.err != nil {
-			return nil, local(500, "ext_proc recv: %v", res.err)
+			return nil, local(http.StatusInternalServerError, "ext_proc recv: %v", res.err)
 		}
 		return res.r, nil
 	case <-time.After(s.timeout):
-		return nil, local(504, "ext_proc message timeout")
+		return nil, local(http.StatusGatewayTimeout, "ext_proc message timeout")
 	}
 }
 
@@ -137,7 +137,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	cs, err := p.Client.Process(ctx)
 	if err != nil {
-		return local(500, "ext_proc open: %v", err)
+		return local(http.StatusInternalServerError, "ext_proc open: %v", err)
 	}
 	defer func() { _ = cs.CloseSend() }()
 	timeout := p.MessageTimeout
@@ -148,7 +148,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) error {
 
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		return local(400, "read body: %v", err)
+		return local(http.StatusBadRequest, "read body: %v", err)
 	}
 	hdr := requestHeaderMap(r)
 	// Envoy encodes the filter's protocol configuration in the stream's
@@ -174,7 +174,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		hr, ok := resp.Response.(*extprocv3.ProcessingResponse_RequestHeaders)
 		if !ok {
-			return local(500, "ext_proc answered request headers with %T", resp.Response)
+			return local(http.StatusInternalServerError, "ext_proc answered request headers with %T", resp.Response)
 		}
 		if err := applyHeaderMutation(hdr, hr.RequestHeaders.GetResponse().GetHeaderMutation()); err != nil {
 			return err
@@ -207,11 +207,11 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		br, ok := resp.Response.(*extprocv3.ProcessingResponse_RequestBody)
 		if !ok {
-			return local(500, "ext_proc answered the request body with %T", resp.Response)
+			return local(http.StatusInternalServerError, "ext_proc answered the request body with %T", resp.Response)
 		}
 		common := br.RequestBody.GetResponse()
 		if common.GetStatus() == extprocv3.CommonResponse_CONTINUE_AND_REPLACE {
-			return local(500, "CONTINUE_AND_REPLACE on a buffered body")
+			return local(http.StatusInternalServerError, "CONTINUE_AND_REPLACE on a buffered body")
 		}
 		if err := applyHeaderMutation(hdr, common.GetHeaderMutation()); err != nil {
 			return err
@@ -226,7 +226,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) error {
 			// Envoy keeps content-length in BUFFERED mode and rejects a
 			// mutation whose length does not match it.
 			if cl := get(hdr, "content-length"); cl != "" && cl != strconv.Itoa(len(body)) {
-				return local(500, "body mutation of %d bytes with content-length %s", len(body), cl)
+				return local(http.StatusInternalServerError, "body mutation of %d bytes with content-length %s", len(body), cl)
 			}
 		}
 		p.keepMetadata(resp)
@@ -234,7 +234,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) error {
 
 	up, err := p.forward(ctx, r, hdr, body)
 	if err != nil {
-		return local(503, "upstream: %v", err)
+		return local(http.StatusServiceUnavailable, "upstream: %v", err)
 	}
 	defer up.Body.Close()
 	return p.relayResponse(w, st, up, respHeaders, respBody)
@@ -254,7 +254,7 @@ func (p *Proxy) relayResponse(w http.ResponseWriter, st *stream, up *http.Respon
 		}
 		hr, ok := resp.Response.(*extprocv3.ProcessingResponse_ResponseHeaders)
 		if !ok {
-			return local(500, "ext_proc answered response headers with %T", resp.Response)
+			return local(http.StatusInternalServerError, "ext_proc answered response headers with %T", resp.Response)
 		}
 		if err := applyHeaderMutation(rh, hr.ResponseHeaders.GetResponse().GetHeaderMutation()); err != nil {
 			return err
@@ -353,7 +353,7 @@ func (p *Proxy) writeImmediate(w http.ResponseWriter, ir *extprocv3.ImmediateRes
 	}
 	status := int(ir.GetStatus().GetCode())
 	if status == 0 {
-		status = 200
+		status = http.StatusOK
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(ir.GetBody())
@@ -436,7 +436,7 @@ func applyHeaderMutation(m *corev3.HeaderMap, mu *extprocv3.HeaderMutation) erro
 		return nil
 	}
 	if err := CheckHeaderMutation(mu); err != nil {
-		return local(500, "%v", err)
+		return local(http.StatusInternalServerError, "%v", err)
 	}
 	for _, name := range mu.RemoveHeaders {
 		kept := m.Headers[:0]

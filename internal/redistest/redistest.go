@@ -63,8 +63,8 @@ func Binary(t testing.TB) string {
 
 // Start starts a server and stops it when the test ends. Its data is
 // appended to a file fsynced on every write (appendonly yes, appendfsync
-// always), so Stop and Restart lose nothing, as DESIGN.md's advice for
-// production Redis has it.
+// always), so Stop and Restart lose nothing, as docs/deployment.md advises
+// for production Redis.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	s := &Server{t: t, opts: opts, dir: t.TempDir()}
@@ -73,6 +73,15 @@ func Start(t testing.TB, opts Options) *Server {
 	s.Restart()
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// ClosedAddr returns a loopback address nothing listens on: a Redis that
+// is down, for tests of what the store does without one. (The port was
+// free a moment ago; another test taking it in between is as unlikely as
+// with any free port.)
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	return "127.0.0.1:" + strconv.Itoa(freePort(t))
 }
 
 func freePort(t testing.TB) int {

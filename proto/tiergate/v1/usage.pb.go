@@ -39,7 +39,7 @@ type UsageRecord struct {
 	// session's records are written (turns, and the refused frame that ends
 	// a session); 0 and absent for an HTTP request. With request_id it names
 	// the record uniquely, even for a turn whose response id was never seen.
-	// (31 and 32 are shadow_rule and shadow_action, DESIGN.md.)
+	// (31 and 32 are shadow_rule and shadow_action, below.)
 	Turn uint32 `protobuf:"varint,33,opt,name=turn,proto3" json:"turn,omitempty"`
 	// chat_completions, responses, messages, responses_ws or realtime.
 	Endpoint string `protobuf:"bytes,4,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
