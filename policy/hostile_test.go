@@ -633,6 +633,12 @@ func TestKeyIsFoldsAsGoReaders(t *testing.T) {
 		{`"streamOptions"`, "stream_options", true},
 		{`"` + strings.Repeat("_", 100) + `model"`, "model", true},
 		{`"` + strings.Repeat("x", 100) + `"`, "model", false},
+		// Not key tokens at all: gjson gives "" as the key of a frame that
+		// is not an object.
+		{``, "type", false},
+		{`"`, "type", false},
+		{`type`, "type", false},
+		{`"type`, "type", false},
 	}
 	for _, tc := range cases {
 		if got := KeyIs([]byte(tc.tok), tc.name); got != tc.want {

@@ -56,8 +56,14 @@ const maxFoldedKey = 16
 
 // classifyKey returns the kind of the key token tok (quotes included).
 // Plain ASCII keys, nearly all of them, are folded byte by byte without
-// allocating; escapes and non-ASCII runes take the slower path.
+// allocating; escapes and non-ASCII runes take the slower path. Anything
+// that is not a quoted token is no key tiergate reads: gjson, which the
+// bridge reads frames with, hands an empty key for a frame that is not an
+// object.
 func classifyKey(tok []byte) keyKind {
+	if len(tok) < 2 || tok[0] != '"' || tok[len(tok)-1] != '"' {
+		return keyOther
+	}
 	raw := tok[1 : len(tok)-1]
 	var buf [maxFoldedKey]byte
 	n := 0

@@ -151,6 +151,16 @@ func TestHostileFramesThroughTheBridge(t *testing.T) {
 			forwarded: `{"type":"response.create","response":{"instructions":"x"}}`,
 		},
 		{
+			// gjson hands a frame that is not an object to its iterator with
+			// an empty key; reading that key as a key token took the process
+			// down.
+			name:      "a frame that is a bare JSON string naming session.update is relayed",
+			path:      PathRealtime + "?model=gpt-4o",
+			steps:     []hostileStep{{client: `"session.update"`}},
+			last:      `{"type":"response.create","response":{"instructions":"x"}}`,
+			forwarded: `{"type":"response.create","response":{"instructions":"x"}}`,
+		},
+		{
 			name:      "force still renames a key a Realtime client sent",
 			path:      PathRealtime + "?model=gpt-4o",
 			header:    []string{"X-Tiergate-Group", "codex-fast"},
