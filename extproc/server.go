@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -103,9 +104,18 @@ func (s *Server) Register(g *grpc.Server) {
 // Process handles one HTTP request's stream: it answers every message in
 // order and writes the request's usage record when the stream ends, however
 // it ends.
-func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err error) {
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
+	// grpc-go does not recover a handler's panic: one bad input would take
+	// the process, and with it every request in the pod, down. The stream
+	// fails instead, and Envoy fails that one request closed.
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("ext_proc stream panicked; the request fails closed", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = status.Error(codes.Internal, "tiergate: internal error")
+		}
+	}()
 	x := &exchange{srv: s, start: time.Now()}
 	defer x.close()
 	for {

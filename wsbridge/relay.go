@@ -3,7 +3,9 @@ package wsbridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -58,6 +60,7 @@ const (
 	reasonUpSlow     = "upstream not reading"
 	reasonClientBig  = "client message exceeds the read limit"
 	reasonUpBig      = "upstream message exceeds the read limit"
+	reasonInternal   = "tiergate internal error"
 )
 
 var (
@@ -71,6 +74,13 @@ var (
 	causeMaxSession = endCause{
 		toClient: closeMsg{websocket.StatusGoingAway, reasonMaxSession}, toUpstream: closeMsg{websocket.StatusGoingAway, reasonMaxSession},
 		turnStatus: usage.StatusClientClosed, label: int(websocket.StatusGoingAway), why: "max_session",
+	}
+	// causeInternal ends a session whose pump panicked: tiergate's own
+	// failure, so both sides get 1011 and the turns it cuts are recorded
+	// as cancelled.
+	causeInternal = endCause{
+		toClient: closeMsg{websocket.StatusInternalError, reasonInternal}, toUpstream: closeMsg{websocket.StatusInternalError, reasonInternal},
+		turnStatus: usage.StatusCancelled, label: int(websocket.StatusInternalError), why: "internal_error",
 	}
 	causeShutdown = endCause{
 		toClient: closeMsg{websocket.StatusGoingAway, reasonShutdown}, toUpstream: closeMsg{websocket.StatusGoingAway, reasonShutdown},
@@ -197,9 +207,22 @@ func truncateReason(s string) string {
 	return s[:i]
 }
 
+// survivePanic, deferred by each pump, ends the session with 1011 when the
+// pump panics. Nothing else recovers a session's goroutines, so without it
+// one bad frame would take the process, and every session and request in
+// the pod, down with it.
+func (s *session) survivePanic(pump string) {
+	if r := recover(); r != nil {
+		s.b.log.Error("WebSocket pump panicked; the session ends with 1011", "pump", pump, "request_id", s.requestID,
+			"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		s.end(causeInternal)
+	}
+}
+
 // clientToUpstream is the client's pump: read a frame, police it, write
 // it upstream (or refuse it and end the session).
 func (s *session) clientToUpstream() {
+	defer s.survivePanic("client_to_upstream")
 	for {
 		typ, r, err := s.client.Reader(context.Background())
 		if err != nil {
@@ -235,6 +258,7 @@ func (s *session) clientToUpstream() {
 // upstreamToClient is the upstream's pump: read an event, account it,
 // write it to the client.
 func (s *session) upstreamToClient() {
+	defer s.survivePanic("upstream_to_client")
 	for {
 		typ, r, err := s.upstream.Reader(context.Background())
 		if err != nil {
