@@ -32,6 +32,13 @@ var (
 	}}
 )
 
+// withMetadata returns a copy of the shared answer base to carry dynamic
+// metadata: the copy shares base's (immutable) oneof, so that answerCodec
+// writes its known fields from base's canned wire form.
+func withMetadata(base *extprocv3.ProcessingResponse) *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: base.Response}
+}
+
 // Most headers a body answer sets (anthropic-beta, accept-encoding,
 // content-length) and removes (anthropic-beta, content-encoding).
 const (

@@ -9,6 +9,7 @@ import (
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
@@ -139,10 +140,46 @@ func (a *bodyAnswer) appendWire(b []byte) []byte {
 // it holds. Any codec can send it; answerCodec sends it faster.
 func (a *bodyAnswer) ProtoReflect() protoreflect.Message { return a.resp.ProtoReflect() }
 
+// The other answers that go out for every policed request (to its headers,
+// to the response's headers and chunks) are shared messages that never
+// change, or such a message plus the usage metadata (withMetadata). Their
+// wire forms are written once, by proto.Marshal, and sent from there.
+
+// cannedWire maps the oneof of each shared answer to the answer's wire form.
+var cannedWire = func() map[any][]byte {
+	m := map[any][]byte{}
+	for _, a := range []*extprocv3.ProcessingResponse{
+		policedHeadersAnswer, plainBodyAnswer, plainResponseHeadersAnswer, plainResponseBodyAnswer,
+	} {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(a)
+		if err != nil {
+			panic(fmt.Sprintf("extproc: encoding a shared answer: %v", err))
+		}
+		m[a.Response] = b
+	}
+	return m
+}()
+
+// cannedForm returns the wire form of resp's known fields when they are
+// exactly a shared answer's: resp is one, or a withMetadata copy of one
+// (whose metadata is an unknown field, appended by the caller).
+// TestCannedFormCoversEveryField keeps the list of fields checked here
+// complete.
+func cannedForm(resp *extprocv3.ProcessingResponse) ([]byte, bool) {
+	if resp.DynamicMetadata != nil || resp.TypedDynamicMetadata != nil || resp.ModeOverride != nil ||
+		resp.OverrideMessageTimeout != nil || resp.RequestDrain || resp.RequestDrainRequests ||
+		resp.RequestDrainResponses || resp.ServerWindowUpdate != nil {
+		return nil, false
+	}
+	b, ok := cannedWire[resp.Response]
+	return b, ok
+}
+
 // answerCodec is gRPC's proto codec, except that a *bodyAnswer is written
 // by its own appendWire, into a buffer from gRPC's pool as gRPC's codec
-// does for messages of its size, and that Envoy's messages are read by
-// decodeRequest (requestwire.go).
+// does for messages of its size, a shared answer is sent from its canned
+// wire form, and Envoy's messages are read by decodeRequest
+// (requestwire.go).
 type answerCodec struct{ proto encoding.CodecV2 }
 
 func newAnswerCodec() answerCodec {
@@ -154,6 +191,11 @@ func (c answerCodec) Name() string { return grpcproto.Name }
 func (c answerCodec) Marshal(v any) (mem.BufferSlice, error) {
 	a, ok := v.(*bodyAnswer)
 	if !ok {
+		if resp, ok := v.(*extprocv3.ProcessingResponse); ok {
+			if known, ok := cannedForm(resp); ok {
+				return cannedAnswer(known, resp.ProtoReflect().GetUnknown()), nil
+			}
+		}
 		return c.proto.Marshal(v)
 	}
 	size := a.wireSize()
@@ -172,6 +214,18 @@ func (c answerCodec) Marshal(v any) (mem.BufferSlice, error) {
 		return nil, sizeError(len(*buf), size)
 	}
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
+}
+
+// cannedAnswer is a shared answer's wire form followed by the answer's
+// unknown fields (its metadata), as proto.Marshal writes them: known fields
+// first. The canned bytes themselves are sent as they are; gRPC only reads
+// them.
+func cannedAnswer(known, unknown []byte) mem.BufferSlice {
+	if len(unknown) == 0 {
+		return mem.BufferSlice{mem.SliceBuffer(known)}
+	}
+	b := make([]byte, 0, len(known)+len(unknown))
+	return mem.BufferSlice{mem.SliceBuffer(append(append(b, known...), unknown...))}
 }
 
 // sizeError reports a body answer whose sizing and writing disagree, which

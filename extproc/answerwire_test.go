@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // TestBodyAnswerWireForm: the body answer's own wire form is byte for byte
@@ -81,5 +86,123 @@ func TestBodyAnswerWireForm(t *testing.T) {
 				t.Errorf("the wire form does not decode to the answer's body: %v", err)
 			}
 		})
+	}
+}
+
+// TestCannedAnswersAreWhatProtoWrites: every shared answer, alone and as a
+// withMetadata copy carrying metadata, goes out byte for byte as
+// proto.Marshal writes it, and so does a copy with any other field set
+// (which cannedForm must leave to protobuf-go).
+func TestCannedAnswersAreWhatProtoWrites(t *testing.T) {
+	t.Parallel()
+	var meta metadataFields
+	meta.str("status", "completed")
+	meta.num("input_tokens", 1200)
+	for _, base := range []struct {
+		name string
+		resp *extprocv3.ProcessingResponse
+	}{
+		{"request headers of a policed request", policedHeadersAnswer},
+		{"a request body passed as it is", plainBodyAnswer},
+		{"response headers", plainResponseHeadersAnswer},
+		{"a response chunk", plainResponseBodyAnswer},
+	} {
+		for _, tc := range []struct {
+			name   string
+			canned bool
+			build  func() *extprocv3.ProcessingResponse
+		}{
+			{"shared", true, func() *extprocv3.ProcessingResponse { return base.resp }},
+			{"with metadata", true, func() *extprocv3.ProcessingResponse {
+				r := withMetadata(base.resp)
+				meta.attach(r)
+				return r
+			}},
+			{"with a mode override", false, func() *extprocv3.ProcessingResponse {
+				r := withMetadata(base.resp)
+				r.ModeOverride = unpolicedMode
+				return r
+			}},
+			{"with a message timeout", false, func() *extprocv3.ProcessingResponse {
+				r := withMetadata(base.resp)
+				r.OverrideMessageTimeout = durationpb.New(20 * time.Second)
+				return r
+			}},
+			{"with structured metadata", false, func() *extprocv3.ProcessingResponse {
+				r := withMetadata(base.resp)
+				r.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{"k": structpb.NewStringValue("v")}}
+				return r
+			}},
+			{"with typed metadata", false, func() *extprocv3.ProcessingResponse {
+				r := withMetadata(base.resp)
+				r.TypedDynamicMetadata = map[string]*anypb.Any{"ns": {TypeUrl: "type.googleapis.com/x"}}
+				return r
+			}},
+			{"with a drain request", false, func() *extprocv3.ProcessingResponse {
+				r := withMetadata(base.resp)
+				r.RequestDrain = true
+				return r
+			}},
+			{"with a drain of requests", false, func() *extprocv3.ProcessingResponse {
+				r := withMetadata(base.resp)
+				r.RequestDrainRequests = true
+				return r
+			}},
+			{"with a drain of responses", false, func() *extprocv3.ProcessingResponse {
+				r := withMetadata(base.resp)
+				r.RequestDrainResponses = true
+				return r
+			}},
+			{"with a window update", false, func() *extprocv3.ProcessingResponse {
+				r := withMetadata(base.resp)
+				r.ServerWindowUpdate = &extprocv3.ProcessingResponse_ServerWindowUpdate{}
+				return r
+			}},
+		} {
+			t.Run(base.name+", "+tc.name, func(t *testing.T) {
+				t.Parallel()
+				resp := tc.build()
+				if _, canned := cannedForm(resp); canned != tc.canned {
+					t.Fatalf("cannedForm says canned %v, want %v", canned, tc.canned)
+				}
+				want, err := proto.Marshal(resp)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sent, err := newAnswerCodec().Marshal(resp)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := sent.Materialize(); !bytes.Equal(got, want) {
+					t.Fatalf("answerCodec wrote\n %x\nproto.Marshal\n %x", got, want)
+				}
+			})
+		}
+	}
+}
+
+// TestCannedFormCoversEveryField: cannedForm checks every field of
+// ProcessingResponse outside its oneof. A field added by a newer
+// go-control-plane fails this until cannedForm checks it too.
+func TestCannedFormCoversEveryField(t *testing.T) {
+	t.Parallel()
+	checked := map[protoreflect.Name]bool{
+		"dynamic_metadata": true, "typed_dynamic_metadata": true, "mode_override": true,
+		"override_message_timeout": true, "request_drain": true, "request_drain_requests": true,
+		"request_drain_responses": true, "server_window_update": true,
+	}
+	fields := (&extprocv3.ProcessingResponse{}).ProtoReflect().Descriptor().Fields()
+	for i := range fields.Len() {
+		f := fields.Get(i)
+		if f.ContainingOneof() != nil {
+			continue
+		}
+		if !checked[f.Name()] {
+			t.Errorf("ProcessingResponse.%s is not checked by cannedForm", f.Name())
+		}
+		delete(checked, f.Name())
+	}
+	for name := range checked {
+		t.Errorf("cannedForm checks %s, which ProcessingResponse no longer has", name)
 	}
 }

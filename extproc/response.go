@@ -57,12 +57,16 @@ func apiFor(ep policy.Endpoint) usage.API {
 	return 0
 }
 
+// plainResponseHeadersAnswer passes the response's headers unchanged.
+// Shared, and so never modified: headers that end the response get an
+// answer of their own, carrying the usage metadata (withMetadata).
+var plainResponseHeadersAnswer = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+	ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}},
+}}
+
 func (x *exchange) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
-		ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}},
-	}}
 	if !x.decided {
-		return resp
+		return plainResponseHeadersAnswer
 	}
 	get := headerGetter(h.GetHeaders())
 	r := &responseState{api: apiFor(x.endpoint), maxJSON: x.srv.opts.MaxUsageBytes}
@@ -82,9 +86,11 @@ func (x *exchange) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processi
 		r.decoder = newStreamDecoder(enc, r.take)
 	}
 	x.resp = r
-	if h.GetEndOfStream() {
-		x.finish(statusFromEnd, resp)
+	if !h.GetEndOfStream() {
+		return plainResponseHeadersAnswer
 	}
+	resp := withMetadata(plainResponseHeadersAnswer)
+	x.finish(statusFromEnd, resp)
 	return resp
 }
 
@@ -105,8 +111,8 @@ func (r *responseState) take(p []byte) {
 }
 
 // plainResponseBodyAnswer passes a response chunk unchanged. Shared, and so
-// never modified: a chunk that is changed, or the last (which carries the
-// usage metadata), gets its own answer.
+// never modified: a chunk that is changed gets its own answer, and so does
+// the last, which carries the usage metadata (withMetadata).
 var plainResponseBodyAnswer = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
 	ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{}},
 }}
@@ -148,9 +154,14 @@ func (x *exchange) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 	if mutation == nil && !b.GetEndOfStream() {
 		return plainResponseBodyAnswer
 	}
-	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
-		ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{BodyMutation: mutation}},
-	}}
+	var resp *extprocv3.ProcessingResponse
+	if mutation == nil {
+		resp = withMetadata(plainResponseBodyAnswer)
+	} else {
+		resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+			ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{BodyMutation: mutation}},
+		}}
+	}
 	if b.GetEndOfStream() {
 		x.finish(statusFromEnd, resp)
 	}
