@@ -39,12 +39,22 @@ type Metrics struct {
 	cost     *prometheus.CounterVec
 	unpriced *prometheus.CounterVec
 
-	// mu guards costSeries: each cost series resolved once (every priced
-	// request adds to one, and resolving four label values hashes them each
-	// time). Bounded as the series are: by the labels' bounds.
-	mu         sync.RWMutex
-	costSeries map[[4]string]prometheus.Counter
+	// mu guards costSeries and tokenSeries: each series resolved once
+	// (every request adds to up to five token series and a priced one to a
+	// cost series, and resolving their label values validates and hashes
+	// them each time). Bounded as the series are: by the labels' bounds.
+	mu          sync.RWMutex
+	costSeries  map[[4]string]prometheus.Counter
+	tokenSeries map[[4]string]*tokenCounters
 }
+
+// tokenCounters are the series of one endpoint, model, tier and group, by
+// token type (tokenTypes' order), each resolved when it is first counted,
+// so that a type never reported has no series.
+type tokenCounters [len(tokenTypes)]prometheus.Counter
+
+// tokenTypes are the values of the token counter's type label.
+var tokenTypes = [...]string{TokenInput, TokenCachedInput, TokenCacheWriteInput, TokenOutput, TokenReasoning}
 
 // NewMetrics registers the token counter on reg (never the global registry,
 // so that tests and embedded servers stay isolated). Registering on a
@@ -150,18 +160,39 @@ func (m *Metrics) Add(endpoint, model, tier, group string, u Usage) {
 	if m == nil {
 		return
 	}
-	for _, c := range [...]struct {
-		typ string
-		n   int64
-	}{
-		{TokenInput, u.InputTokens},
-		{TokenCachedInput, u.CachedInputTokens},
-		{TokenCacheWriteInput, u.CacheWriteInputTokens},
-		{TokenOutput, u.OutputTokens},
-		{TokenReasoning, u.ReasoningTokens},
-	} {
-		if c.n >= 0 {
-			m.tokens.WithLabelValues(endpoint, model, tier, group, c.typ).Add(float64(c.n))
-		}
+	counts := [len(tokenTypes)]int64{u.InputTokens, u.CachedInputTokens, u.CacheWriteInputTokens, u.OutputTokens, u.ReasoningTokens}
+	k := [4]string{endpoint, model, tier, group}
+	var series tokenCounters
+	m.mu.RLock()
+	if s := m.tokenSeries[k]; s != nil {
+		series = *s
 	}
+	m.mu.RUnlock()
+	for i, n := range counts {
+		if n < 0 {
+			continue
+		}
+		if series[i] == nil {
+			series[i] = m.tokenSeriesOf(k, i)
+		}
+		series[i].Add(float64(n))
+	}
+}
+
+// tokenSeriesOf resolves and keeps the series of k for token type i.
+func (m *Metrics) tokenSeriesOf(k [4]string, i int) prometheus.Counter {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.tokenSeries[k]
+	if s == nil {
+		if m.tokenSeries == nil {
+			m.tokenSeries = map[[4]string]*tokenCounters{}
+		}
+		s = new(tokenCounters)
+		m.tokenSeries[k] = s
+	}
+	if s[i] == nil {
+		s[i] = m.tokens.WithLabelValues(k[0], k[1], k[2], k[3], tokenTypes[i])
+	}
+	return s[i]
 }

@@ -2,6 +2,7 @@ package usage
 
 import (
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +47,15 @@ tiergate_tokens_total{endpoint="responses",group="team-a",model="gpt-5.5",servic
 			count: 2,
 		},
 		{
+			name: "a type unknown at first gets its series when a later response reports it",
+			adds: []Usage{known(10, -1, -1, -1, "", "", "", ""), known(5, 3, -1, -1, "", "", "", "")},
+			want: `
+tiergate_tokens_total{endpoint="responses",group="team-a",model="gpt-5.5",service_tier="priority",type="cached_input"} 3
+tiergate_tokens_total{endpoint="responses",group="team-a",model="gpt-5.5",service_tier="priority",type="input"} 15
+`,
+			count: 2,
+		},
+		{
 			name:  "a usage with nothing known makes no series at all",
 			adds:  []Usage{Unknown()},
 			count: 0,
@@ -73,6 +83,65 @@ tiergate_tokens_total{endpoint="responses",group="team-a",model="gpt-5.5",servic
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestMetricsAddConcurrently: responses counted at once from many goroutines,
+// into series resolved for the first time as they go, lose nothing (and,
+// under -race, share the series cache safely).
+func TestMetricsAddConcurrently(t *testing.T) {
+	t.Parallel()
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const goroutines, each = 8, 200
+	groups := []string{"team-a", "team-b", "team-c"}
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				u := known(2, -1, 1, -1, "", "", "", "")
+				if (g+i)%2 == 0 {
+					u.CachedInputTokens = 1 // half the responses report cached input
+				}
+				m.Add("responses", "gpt-5.5", "priority", groups[i%len(groups)], u)
+			}
+		})
+	}
+	wg.Wait()
+	sum := func(typ string) float64 {
+		total := 0.0
+		for _, g := range groups {
+			total += testutil.ToFloat64(m.tokens.WithLabelValues("responses", "gpt-5.5", "priority", g, typ))
+		}
+		return total
+	}
+	for _, tc := range []struct {
+		typ  string
+		want float64
+	}{
+		{TokenInput, 2 * goroutines * each},
+		{TokenOutput, goroutines * each},
+		{TokenCachedInput, goroutines * each / 2},
+	} {
+		if got := sum(tc.typ); got != tc.want {
+			t.Errorf("%s: %v tokens counted, want %v", tc.typ, got, tc.want)
+		}
+	}
+}
+
+// BenchmarkMetricsAdd is one response's counting: four known counts into
+// series resolved before.
+func BenchmarkMetricsAdd(b *testing.B) {
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	u := known(1200, 800, 300, 100, "", "", "", "")
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Add("responses", "gpt-5.5", "priority", "team-a", u)
 	}
 }
 
