@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tiergate/tiergate/internal/pricetest"
 	"github.com/tiergate/tiergate/internal/redistest"
 	"github.com/tiergate/tiergate/internal/syncbuf"
 	"github.com/tiergate/tiergate/internal/testcert"
@@ -177,14 +178,7 @@ func TestTwoStoresEnforceOneBudgetWithinARefresh(t *testing.T) {
 }
 
 // outagePolicy has one budget and eight groups, each with its own key.
-const outagePolicy = `
-prices:
-  currency: USD
-  models:
-  - model: "*"
-    tiers:
-      default: {input: 1, output: 2}
-identity: {group_header: x-tiergate-group}
+var outagePolicy = pricetest.Table() + `identity: {group_header: x-tiergate-group}
 groups: [{name: g1}, {name: g2}, {name: g3}, {name: g4}, {name: g5}, {name: x1}, {name: x2}, {name: x3}]
 budgets:
 - name: all-weekly

@@ -11,26 +11,18 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/tiergate/tiergate/budget"
+	"github.com/tiergate/tiergate/internal/pricetest"
 	"github.com/tiergate/tiergate/policy"
 )
 
 // budgetPrices prices priority at 2 and 4 per million input and output
 // tokens, so a response of priorityResponse (500 input and 250 output
 // tokens at priority) costs 0.002; callers are named by x-tiergate-group.
-const budgetPrices = `
-identity: {group_header: x-tiergate-group}
-prices:
-  currency: USD
-  models:
-  - model: "*"
-    tiers:
-      default: {input: 1, output: 2}
-      priority: {input: 2, output: 4}
-`
+var budgetPrices = "identity: {group_header: x-tiergate-group}\n" + pricetest.Table("priority: {input: 2, output: 4}")
 
 // budgetsPolicy: priorityResponse's 0.002 is team-a's whole daily priority
 // budget.
-const budgetsPolicy = budgetPrices + `groups: [{name: team-a}, {name: team-b}, {name: team-c}]
+var budgetsPolicy = budgetPrices + `groups: [{name: team-a}, {name: team-b}, {name: team-c}]
 budgets:
 - name: team-a-priority
   groups: [team-a, team-b]

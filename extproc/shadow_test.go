@@ -17,7 +17,7 @@ import (
 // priorityResponse costs 0.002), with a shadow rule that would block
 // priority before the rule that filters it, and a shadow budget over
 // team-a's priority spend that the first response exhausts.
-const shadowPolicy = budgetPrices + `groups: [{name: team-a}]
+var shadowPolicy = budgetPrices + `groups: [{name: team-a}]
 rules:
 - name: would-block-priority
   service_tier: priority

@@ -10,7 +10,7 @@ import (
 // wsShadowPolicy prices a fake upstream turn at 0.0021 at priority (see
 // wsTurnPrices), above the shadow budget's limit: the first turn exhausts
 // it.
-const wsShadowPolicy = wsTurnPrices + `groups: [{name: team-a}]
+var wsShadowPolicy = wsTurnPrices + `groups: [{name: team-a}]
 rules:
 - name: would-block-priority
   service_tier: priority
