@@ -274,20 +274,7 @@ func TestTheRequestPathNeverWaitsOnRedis(t *testing.T) {
 	t.Parallel()
 	// A server that accepts connections and never answers: every send and
 	// refresh waits for its timeout.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-		}
-	}()
+	ln := serveLoopback(t, func(c net.Conn) { t.Cleanup(func() { c.Close() }) })
 	f := newRedisFixture(t, redisCfg(ln.Addr().String()), Options{})
 	b := f.budget(t, "all-weekly")
 	start := time.Now()
@@ -489,11 +476,19 @@ type execCutter struct {
 
 func newExecCutter(t *testing.T, target string) *execCutter {
 	t.Helper()
+	p := &execCutter{target: target}
+	p.ln = serveLoopback(t, func(c net.Conn) { go p.serve(c) })
+	return p
+}
+
+// serveLoopback listens on a free loopback port until the test ends and
+// hands each connection to serve, on the goroutine that accepts them.
+func serveLoopback(t *testing.T, serve func(net.Conn)) net.Listener {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &execCutter{ln: ln, target: target}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -501,10 +496,10 @@ func newExecCutter(t *testing.T, target string) *execCutter {
 			if err != nil {
 				return
 			}
-			go p.serve(c)
+			serve(c)
 		}
 	}()
-	return p
+	return ln
 }
 
 func (p *execCutter) serve(client net.Conn) {
