@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/tiergate/tiergate/internal/recordtest"
 )
 
 // costPolicy filters priority for team-a, forces it for vip, and prices
@@ -89,15 +91,7 @@ func TestCostThroughEnvoy(t *testing.T) {
 			}
 			h.record(1)
 			line := h.usageLog.Lines()[0]
-			if got := gjson.Get(line, "cost").Raw; got != tc.wantCost {
-				t.Errorf("cost %q, want %q\n%s", got, tc.wantCost, line)
-			}
-			if got := gjson.Get(line, "price_tier").Str; got != tc.wantTier {
-				t.Errorf("price_tier %q, want %q", got, tc.wantTier)
-			}
-			if got := gjson.Get(line, "cost_unpriced_reason").Str; got != tc.wantWhy {
-				t.Errorf("cost_unpriced_reason %q, want %q", got, tc.wantWhy)
-			}
+			recordtest.CheckCost(t, line, tc.wantCost, tc.wantTier, tc.wantWhy)
 			if got := gjson.Get(line, "policy_sha256").Str; len(got) != 64 {
 				t.Errorf("policy_sha256 %q, want the policy's digest", got)
 			}

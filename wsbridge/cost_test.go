@@ -6,6 +6,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/tidwall/gjson"
+
+	"github.com/tiergate/tiergate/internal/recordtest"
 )
 
 // pricedPolicy is testPolicy with prices; the expected costs below are
@@ -96,15 +98,7 @@ func TestTurnCost(t *testing.T) {
 				t.Fatalf("%d records, want 1:\n%s", len(lines), h.usage.String())
 			}
 			line := lines[0]
-			if got := gjson.Get(line, "cost").Raw; got != tc.cost {
-				t.Errorf("cost %q, want %q\n%s", got, tc.cost, line)
-			}
-			if got := gjson.Get(line, "price_tier").Str; got != tc.tier {
-				t.Errorf("price_tier %q, want %q", got, tc.tier)
-			}
-			if got := gjson.Get(line, "cost_unpriced_reason").Str; got != tc.reason {
-				t.Errorf("cost_unpriced_reason %q, want %q", got, tc.reason)
-			}
+			recordtest.CheckCost(t, line, tc.cost, tc.tier, tc.reason)
 			if got := gjson.Get(line, "currency").Str; (tc.cost != "") != (got == "EUR") {
 				t.Errorf("currency %q with cost %q", got, tc.cost)
 			}
