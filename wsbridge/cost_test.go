@@ -1,7 +1,6 @@
 package wsbridge
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/coder/websocket"
@@ -105,9 +104,7 @@ func TestTurnCost(t *testing.T) {
 			if got := gjson.Get(line, "policy_sha256").Str; got != h.store.Load().SHA256() {
 				t.Errorf("policy_sha256 %q, want %q", got, h.store.Load().SHA256())
 			}
-			if text := gatherText(t, h); !strings.Contains(text, tc.metric) {
-				t.Errorf("metrics lack %s", tc.metric)
-			}
+			checkSeries(t, gatherText(t, h), tc.metric)
 		})
 	}
 }
@@ -117,13 +114,9 @@ func TestTurnCost(t *testing.T) {
 func TestUnpricedSeriesStartAtZero(t *testing.T) {
 	t.Parallel()
 	text := gatherText(t, newHarness(t, testPolicy))
-	for _, want := range []string{
+	checkSeries(t, text,
 		`tiergate_cost_unpriced_total{endpoint="responses_ws",reason="no_usage"} 0`,
 		`tiergate_cost_unpriced_total{endpoint="responses_ws",reason="no_price"} 0`,
 		`tiergate_cost_unpriced_total{endpoint="realtime",reason="audio"} 0`,
-	} {
-		if !strings.Contains(text, want) {
-			t.Errorf("metrics lack %s", want)
-		}
-	}
+	)
 }
