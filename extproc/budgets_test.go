@@ -157,10 +157,7 @@ func TestBudgetRefusesWithA429(t *testing.T) {
 		t.Fatalf("first request: status %d: %s", resp.StatusCode, b)
 	}
 	h.record(1)
-	resp, b := h.do("POST", "/v1/chat/completions", hdr, []byte(`{"model":"gpt-5.5","messages":[]}`))
-	if resp.StatusCode != http.StatusTooManyRequests {
-		t.Fatalf("status %d, want 429: %s", resp.StatusCode, b)
-	}
+	resp, b := h.doStatus("POST", "/v1/chat/completions", hdr, []byte(`{"model":"gpt-5.5","messages":[]}`), http.StatusTooManyRequests)
 	for k, want := range map[string]string{"retry-after": "3600", "x-should-retry": "false", "x-tiergate-budget": "team-c-hard", "content-type": "application/json"} {
 		if got := resp.Header.Get(k); got != want {
 			t.Errorf("%s: %q, want %q", k, got, want)

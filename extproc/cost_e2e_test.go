@@ -82,10 +82,7 @@ func TestCostThroughEnvoy(t *testing.T) {
 			if tc.group != "" {
 				hdr["x-tiergate-group"] = tc.group
 			}
-			resp, _ := h.do(http.MethodPost, "/v1/chat/completions", hdr, []byte(tc.body))
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("status %d", resp.StatusCode)
-			}
+			h.doStatus(http.MethodPost, "/v1/chat/completions", hdr, []byte(tc.body), http.StatusOK)
 			if up := h.upstream(); len(up) != 1 || gjson.GetBytes(up[0].body, "service_tier").Str != tc.sentTier {
 				t.Fatalf("upstream saw %q, want tier %q", up, tc.sentTier)
 			}

@@ -263,10 +263,7 @@ func TestDynamicMetadataOnRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, e2ePolicy)
-			resp, _ := h.do("POST", "/v1/responses", tc.header, []byte(tc.body))
-			if resp.StatusCode != tc.status {
-				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
-			}
+			h.doStatus("POST", "/v1/responses", tc.header, []byte(tc.body), tc.status)
 			md := h.proxy.Metadata()
 			if len(md) != 1 {
 				t.Fatalf("got %d metadata messages, want the decision alone", len(md))
