@@ -12,6 +12,7 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
+	"github.com/tiergate/tiergate/internal/compresstest"
 	"github.com/tiergate/tiergate/policy"
 )
 
@@ -232,9 +233,9 @@ func TestFailOpenCorners(t *testing.T) {
 			{"an unsupported coding on the second line is refused", []string{"identity", "br"},
 				[]byte(`{"model":"gpt-4o","service_tier":"priority"}`), http.StatusUnsupportedMediaType},
 			{"gzip on the second line is decoded and judged", []string{"identity", "gzip"},
-				gz([]byte(`{"model":"gpt-5.5","service_tier":"priority"}`)), http.StatusForbidden},
+				compresstest.Gzip([]byte(`{"model":"gpt-5.5","service_tier":"priority"}`)), http.StatusForbidden},
 			{"gzip on two lines is decoded twice", []string{"gzip", "gzip"},
-				gz(gz([]byte(`{"model":"gpt-5.5","service_tier":"priority"}`))), http.StatusForbidden},
+				compresstest.Gzip(compresstest.Gzip([]byte(`{"model":"gpt-5.5","service_tier":"priority"}`))), http.StatusForbidden},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()
