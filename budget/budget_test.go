@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tiergate/tiergate/internal/pricetest"
 	"github.com/tiergate/tiergate/policy"
 )
 
@@ -77,14 +78,7 @@ func TestToMicrosRoundsHalfToEven(t *testing.T) {
 	}
 }
 
-const trackerPolicy = `
-prices:
-  currency: USD
-  models:
-  - model: "*"
-    tiers:
-      default: {input: 1, output: 2}
-identity: {group_header: x-tiergate-group}
+var trackerPolicy = pricetest.Table() + `identity: {group_header: x-tiergate-group}
 groups: [{name: codex-fast}, {name: team-a}]
 budgets:
 - name: fast-daily

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tiergate/tiergate/internal/pricetest"
 	"github.com/tiergate/tiergate/internal/redistest"
 	"github.com/tiergate/tiergate/internal/syncbuf"
 	"github.com/tiergate/tiergate/internal/testcert"
@@ -177,14 +178,7 @@ func TestTwoStoresEnforceOneBudgetWithinARefresh(t *testing.T) {
 }
 
 // outagePolicy has one budget and eight groups, each with its own key.
-const outagePolicy = `
-prices:
-  currency: USD
-  models:
-  - model: "*"
-    tiers:
-      default: {input: 1, output: 2}
-identity: {group_header: x-tiergate-group}
+var outagePolicy = pricetest.Table() + `identity: {group_header: x-tiergate-group}
 groups: [{name: g1}, {name: g2}, {name: g3}, {name: g4}, {name: g5}, {name: x1}, {name: x2}, {name: x3}]
 budgets:
 - name: all-weekly
@@ -254,9 +248,9 @@ func TestRedisStoppedAndRestartedUnderLoad(t *testing.T) {
 	c := srv.Client()
 	defer c.Close()
 	retries := testutil.ToFloat64(f.tracker.metrics.store.errors.WithLabelValues(opIncrRetry))
-	start, _ := Bounds(policy.WindowWeek, time.Now())
+	now := time.Now()
 	for i, g := range groups {
-		key := redisKey("tg:", Key{Budget: "all-weekly", Group: g, Start: start.Unix()})
+		key := weeklyKey(g, now)
 		got, err := c.Get(context.Background(), key).Int64()
 		want := sent[i].Load()
 		switch {
@@ -269,7 +263,7 @@ func TestRedisStoppedAndRestartedUnderLoad(t *testing.T) {
 		}
 	}
 	for _, g := range []string{"x1", "x2", "x3"} {
-		key := redisKey("tg:", Key{Budget: "all-weekly", Group: g, Start: start.Unix()})
+		key := weeklyKey(g, now)
 		if n, _ := c.Exists(context.Background(), key).Result(); n != 0 {
 			t.Errorf("%s exists: a dropped increment reached Redis", key)
 		}
@@ -280,20 +274,7 @@ func TestTheRequestPathNeverWaitsOnRedis(t *testing.T) {
 	t.Parallel()
 	// A server that accepts connections and never answers: every send and
 	// refresh waits for its timeout.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-		}
-	}()
+	ln := serveLoopback(t, func(c net.Conn) { t.Cleanup(func() { c.Close() }) })
 	f := newRedisFixture(t, redisCfg(ln.Addr().String()), Options{})
 	b := f.budget(t, "all-weekly")
 	start := time.Now()
@@ -421,8 +402,7 @@ func TestAReconfigurationKeepsPendingIncrements(t *testing.T) {
 	waitFor(t, 5*time.Second, "the pending increment did not reach the new Redis", func() bool { return r.Pending() == 0 })
 	c := srv.Client()
 	defer c.Close()
-	start, _ := Bounds(policy.WindowWeek, now)
-	key := redisKey("tg:", Key{Budget: "all-weekly", Group: "team-a", Start: start.Unix()})
+	key := weeklyKey("team-a", now)
 	if got, err := c.Get(context.Background(), key).Int64(); err != nil || got != 11 {
 		t.Errorf("GET %s = %d, %v; want 11", key, got, err)
 	}
@@ -456,12 +436,11 @@ func TestAKeyRedisRefusesDoesNotResendTheOthers(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{})
 	now := time.Now()
-	start, _ := Bounds(policy.WindowWeek, now)
 	c := srv.Client()
 	defer c.Close()
 	// Someone wrote a string where team-a's weekly counter goes: INCRBY on
 	// it fails inside the MULTI, the other INCRBYs are applied.
-	poisoned := redisKey("tg:", Key{Budget: "all-weekly", Group: "team-a", Start: start.Unix()})
+	poisoned := weeklyKey("team-a", now)
 	if err := c.Set(context.Background(), poisoned, "not a number", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +450,7 @@ func TestAKeyRedisRefusesDoesNotResendTheOthers(t *testing.T) {
 	r := f.redis(t)
 	waitFor(t, 5*time.Second, "the refused key did not stay pending alone", func() bool { return r.Pending() == 1 })
 	time.Sleep(200 * time.Millisecond) // several refresh ticks, each sending what is pending again
-	good := redisKey("tg:", Key{Budget: "all-weekly", Group: "codex-fast", Start: start.Unix()})
+	good := weeklyKey("codex-fast", now)
 	if got, err := c.Get(context.Background(), good).Int64(); err != nil || got != 4 {
 		t.Errorf("GET %s = %d, %v; want 4, sent once", good, got, err)
 	}
@@ -495,11 +474,19 @@ type execCutter struct {
 
 func newExecCutter(t *testing.T, target string) *execCutter {
 	t.Helper()
+	p := &execCutter{target: target}
+	p.ln = serveLoopback(t, func(c net.Conn) { go p.serve(c) })
+	return p
+}
+
+// serveLoopback listens on a free loopback port until the test ends and
+// hands each connection to serve, on the goroutine that accepts them.
+func serveLoopback(t *testing.T, serve func(net.Conn)) net.Listener {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &execCutter{ln: ln, target: target}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -507,10 +494,10 @@ func newExecCutter(t *testing.T, target string) *execCutter {
 			if err != nil {
 				return
 			}
-			go p.serve(c)
+			serve(c)
 		}
 	}()
-	return p
+	return ln
 }
 
 func (p *execCutter) serve(client net.Conn) {
@@ -573,8 +560,7 @@ func TestAnAmbiguousSendIsRetriedAndCounted(t *testing.T) {
 	}
 	c := srv.Client()
 	defer c.Close()
-	start, _ := Bounds(policy.WindowWeek, now)
-	key := redisKey("tg:", Key{Budget: "all-weekly", Group: "team-a", Start: start.Unix()})
+	key := weeklyKey("team-a", now)
 	// At least once: Redis applied the first MULTI, and the retry again.
 	if got, err := c.Get(context.Background(), key).Int64(); err != nil || got != 10 {
 		t.Errorf("GET %s = %d, %v; want 10 (the 5 applied, then sent again)", key, got, err)
@@ -597,8 +583,7 @@ func TestCloseSendsWhatIsPending(t *testing.T) {
 	f.tracker.Account(f.pol, charge("team-a", "gpt-4o", policy.TierDefault, 8*PicosPerMicro, now))
 	c := srv.Client()
 	defer c.Close()
-	start, _ := Bounds(policy.WindowWeek, now)
-	key := redisKey("tg:", Key{Budget: "all-weekly", Group: "team-a", Start: start.Unix()})
+	key := weeklyKey("team-a", now)
 	time.Sleep(50 * time.Millisecond)
 	if n, _ := c.Exists(context.Background(), key).Result(); n != 0 {
 		t.Fatal("the increment was sent before Close; the test proves nothing")
@@ -607,4 +592,11 @@ func TestCloseSendsWhatIsPending(t *testing.T) {
 	if got, err := c.Get(context.Background(), key).Int64(); err != nil || got != 8 {
 		t.Errorf("after Close, GET %s = %d, %v; want 8", key, got, err)
 	}
+}
+
+// weeklyKey is the Redis key (prefix "tg:") of group's spend on the
+// all-weekly budget in the week of now.
+func weeklyKey(group string, now time.Time) string {
+	start, _ := Bounds(policy.WindowWeek, now)
+	return redisKey("tg:", Key{Budget: "all-weekly", Group: group, Start: start.Unix()})
 }

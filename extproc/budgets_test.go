@@ -11,26 +11,18 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/tiergate/tiergate/budget"
+	"github.com/tiergate/tiergate/internal/pricetest"
 	"github.com/tiergate/tiergate/policy"
 )
 
 // budgetPrices prices priority at 2 and 4 per million input and output
 // tokens, so a response of priorityResponse (500 input and 250 output
 // tokens at priority) costs 0.002; callers are named by x-tiergate-group.
-const budgetPrices = `
-identity: {group_header: x-tiergate-group}
-prices:
-  currency: USD
-  models:
-  - model: "*"
-    tiers:
-      default: {input: 1, output: 2}
-      priority: {input: 2, output: 4}
-`
+var budgetPrices = "identity: {group_header: x-tiergate-group}\n" + pricetest.Table("priority: {input: 2, output: 4}")
 
 // budgetsPolicy: priorityResponse's 0.002 is team-a's whole daily priority
 // budget.
-const budgetsPolicy = budgetPrices + `groups: [{name: team-a}, {name: team-b}, {name: team-c}]
+var budgetsPolicy = budgetPrices + `groups: [{name: team-a}, {name: team-b}, {name: team-c}]
 budgets:
 - name: team-a-priority
   groups: [team-a, team-b]
@@ -165,10 +157,7 @@ func TestBudgetRefusesWithA429(t *testing.T) {
 		t.Fatalf("first request: status %d: %s", resp.StatusCode, b)
 	}
 	h.record(1)
-	resp, b := h.do("POST", "/v1/chat/completions", hdr, []byte(`{"model":"gpt-5.5","messages":[]}`))
-	if resp.StatusCode != http.StatusTooManyRequests {
-		t.Fatalf("status %d, want 429: %s", resp.StatusCode, b)
-	}
+	resp, b := h.doStatus("POST", "/v1/chat/completions", hdr, []byte(`{"model":"gpt-5.5","messages":[]}`), http.StatusTooManyRequests)
 	for k, want := range map[string]string{"retry-after": "3600", "x-should-retry": "false", "x-tiergate-budget": "team-c-hard", "content-type": "application/json"} {
 		if got := resp.Header.Get(k); got != want {
 			t.Errorf("%s: %q, want %q", k, got, want)

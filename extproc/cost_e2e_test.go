@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/tiergate/tiergate/internal/recordtest"
 )
 
 // costPolicy filters priority for team-a, forces it for vip, and prices
@@ -80,24 +82,13 @@ func TestCostThroughEnvoy(t *testing.T) {
 			if tc.group != "" {
 				hdr["x-tiergate-group"] = tc.group
 			}
-			resp, _ := h.do(http.MethodPost, "/v1/chat/completions", hdr, []byte(tc.body))
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("status %d", resp.StatusCode)
-			}
+			h.doStatus(http.MethodPost, "/v1/chat/completions", hdr, []byte(tc.body), http.StatusOK)
 			if up := h.upstream(); len(up) != 1 || gjson.GetBytes(up[0].body, "service_tier").Str != tc.sentTier {
 				t.Fatalf("upstream saw %q, want tier %q", up, tc.sentTier)
 			}
 			h.record(1)
 			line := h.usageLog.Lines()[0]
-			if got := gjson.Get(line, "cost").Raw; got != tc.wantCost {
-				t.Errorf("cost %q, want %q\n%s", got, tc.wantCost, line)
-			}
-			if got := gjson.Get(line, "price_tier").Str; got != tc.wantTier {
-				t.Errorf("price_tier %q, want %q", got, tc.wantTier)
-			}
-			if got := gjson.Get(line, "cost_unpriced_reason").Str; got != tc.wantWhy {
-				t.Errorf("cost_unpriced_reason %q, want %q", got, tc.wantWhy)
-			}
+			recordtest.CheckCost(t, line, tc.wantCost, tc.wantTier, tc.wantWhy)
 			if got := gjson.Get(line, "policy_sha256").Str; len(got) != 64 {
 				t.Errorf("policy_sha256 %q, want the policy's digest", got)
 			}

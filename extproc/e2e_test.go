@@ -1,9 +1,6 @@
 package extproc
 
 import (
-	"bytes"
-	"compress/gzip"
-	"compress/zlib"
 	"context"
 	"fmt"
 	"strconv"
@@ -13,6 +10,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tiergate/tiergate/internal/compresstest"
 	"github.com/tiergate/tiergate/policy"
 )
 
@@ -27,22 +25,6 @@ rules:
 - {name: no-fast-haiku, service_tier: priority, action: block, model_whitelist: ["claude-haiku-*"], endpoints: [messages]}
 - {name: strip, service_tier: priority, action: filter}
 `
-
-func zl(b []byte) []byte {
-	var buf bytes.Buffer
-	w := zlib.NewWriter(&buf)
-	_, _ = w.Write(b)
-	_ = w.Close()
-	return buf.Bytes()
-}
-
-func gz(b []byte) []byte {
-	var buf bytes.Buffer
-	w := gzip.NewWriter(&buf)
-	_, _ = w.Write(b)
-	_ = w.Close()
-	return buf.Bytes()
-}
 
 // TestRequestPolicyThroughEnvoy drives each endpoint and action through a
 // real gRPC connection, with envoysim applying tiergate's answers as Envoy
@@ -123,7 +105,7 @@ func TestRequestPolicyThroughEnvoy(t *testing.T) {
 		{
 			name: "a gzip body is decoded, policed and forwarded decoded", method: "POST", path: "/v1/chat/completions",
 			header: map[string]string{"content-encoding": "gzip"},
-			body:   gz([]byte(`{"model":"gpt-4o","service_tier":"priority"}`)),
+			body:   compresstest.Gzip([]byte(`{"model":"gpt-4o","service_tier":"priority"}`)),
 			status: 200, upstream: `{"model":"gpt-4o"}`, upHeader: map[string]string{"Content-Encoding": ""}, outcome: outcomeRewritten,
 		},
 		{
@@ -151,21 +133,13 @@ func TestRequestPolicyThroughEnvoy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, e2ePolicy)
-			resp, body := h.do(tc.method, tc.path, tc.header, tc.body)
-			if resp.StatusCode != tc.status {
-				t.Fatalf("status %d, want %d; body %s", resp.StatusCode, tc.status, body)
-			}
+			resp, body := h.doStatus(tc.method, tc.path, tc.header, tc.body, tc.status)
 			ups := h.upstream()
 			if tc.clientBody != "" {
-				if string(body) != tc.clientBody {
-					t.Errorf("client body:\n got %s\nwant %s", body, tc.clientBody)
-				}
 				if ct := resp.Header.Get("content-type"); ct != "application/json" {
 					t.Errorf("content-type %q", ct)
 				}
-				if len(ups) != 0 {
-					t.Fatalf("the upstream received %d requests, want none", len(ups))
-				}
+				checkRefused(t, body, tc.clientBody, ups)
 			} else {
 				if len(ups) != 1 {
 					t.Fatalf("the upstream received %d requests, want 1", len(ups))

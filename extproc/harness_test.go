@@ -192,6 +192,29 @@ func (h *harness) do(method, path string, header map[string]string, body []byte)
 	return resp, b
 }
 
+// doStatus is do for a request whose status the test knows: any other
+// fails the test at once.
+func (h *harness) doStatus(method, path string, header map[string]string, body []byte, status int) (*http.Response, []byte) {
+	h.t.Helper()
+	resp, b := h.do(method, path, header, body)
+	if resp.StatusCode != status {
+		h.t.Fatalf("status %d, want %d; body %s", resp.StatusCode, status, b)
+	}
+	return resp, b
+}
+
+// checkRefused checks that the client got want, the body of its refusal,
+// and that nothing reached the upstream.
+func checkRefused(t *testing.T, body []byte, want string, ups []upstreamRequest) {
+	t.Helper()
+	if string(body) != want {
+		t.Errorf("client body:\n got %s\nwant %s", body, want)
+	}
+	if len(ups) != 0 {
+		t.Fatalf("the upstream received %d requests, want none", len(ups))
+	}
+}
+
 // lastRecord waits for the n-th usage record (1-based).
 func (h *harness) record(n int) map[string]any {
 	h.t.Helper()

@@ -12,6 +12,7 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
+	"github.com/tiergate/tiergate/internal/compresstest"
 	"github.com/tiergate/tiergate/policy"
 )
 
@@ -108,18 +109,10 @@ func TestHostileRequestsThroughEnvoy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, e2ePolicy)
-			resp, body := h.do("POST", tc.path, tc.header, []byte(tc.body))
-			if resp.StatusCode != tc.status {
-				t.Fatalf("status %d, want %d; body %s", resp.StatusCode, tc.status, body)
-			}
+			_, body := h.doStatus("POST", tc.path, tc.header, []byte(tc.body), tc.status)
 			ups := h.upstream()
 			if tc.clientBody != "" {
-				if string(body) != tc.clientBody {
-					t.Errorf("client body:\n got %s\nwant %s", body, tc.clientBody)
-				}
-				if len(ups) != 0 {
-					t.Fatalf("the upstream received %d requests, want none", len(ups))
-				}
+				checkRefused(t, body, tc.clientBody, ups)
 			} else if len(ups) != 1 || string(ups[0].body) != tc.upstream {
 				t.Fatalf("upstream got %v, want one request with %s", ups, tc.upstream)
 			}
@@ -240,9 +233,9 @@ func TestFailOpenCorners(t *testing.T) {
 			{"an unsupported coding on the second line is refused", []string{"identity", "br"},
 				[]byte(`{"model":"gpt-4o","service_tier":"priority"}`), http.StatusUnsupportedMediaType},
 			{"gzip on the second line is decoded and judged", []string{"identity", "gzip"},
-				gz([]byte(`{"model":"gpt-5.5","service_tier":"priority"}`)), http.StatusForbidden},
+				compresstest.Gzip([]byte(`{"model":"gpt-5.5","service_tier":"priority"}`)), http.StatusForbidden},
 			{"gzip on two lines is decoded twice", []string{"gzip", "gzip"},
-				gz(gz([]byte(`{"model":"gpt-5.5","service_tier":"priority"}`))), http.StatusForbidden},
+				compresstest.Gzip(compresstest.Gzip([]byte(`{"model":"gpt-5.5","service_tier":"priority"}`))), http.StatusForbidden},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()

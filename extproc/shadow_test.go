@@ -17,7 +17,7 @@ import (
 // priorityResponse costs 0.002), with a shadow rule that would block
 // priority before the rule that filters it, and a shadow budget over
 // team-a's priority spend that the first response exhausts.
-const shadowPolicy = budgetPrices + `groups: [{name: team-a}]
+var shadowPolicy = budgetPrices + `groups: [{name: team-a}]
 rules:
 - name: would-block-priority
   service_tier: priority
@@ -54,10 +54,7 @@ func shadowHarness(t *testing.T) (h *harness, logs *syncbuf.Buffer, tr *budget.T
 func TestAShadowRuleThatWouldBlockLeavesTheRequestToTheNextRule(t *testing.T) {
 	t.Parallel()
 	h, logs, _ := shadowHarness(t)
-	resp, b := h.do("POST", "/v1/responses", nil, []byte(`{"model":"gpt-5.5","service_tier":"priority"}`))
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d, want the request forwarded: %s", resp.StatusCode, b)
-	}
+	h.doStatus("POST", "/v1/responses", nil, []byte(`{"model":"gpt-5.5","service_tier":"priority"}`), http.StatusOK)
 	if got := string(h.upstream()[0].body); got != `{"model":"gpt-5.5"}` {
 		t.Errorf("upstream body %s, want priority filtered by strip-priority", got)
 	}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tidwall/gjson"
+
+	"github.com/tiergate/tiergate/internal/compresstest"
 )
 
 const chatStream = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"service_tier\":\"default\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"},\"finish_reason\":null}],\"usage\":null}\r\n\r\n" +
@@ -101,7 +103,7 @@ func TestUsageAccounting(t *testing.T) {
 			respond: func(w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("content-type", "text/event-stream")
 				w.Header().Set("content-encoding", "gzip")
-				writeChunks(w, gz([]byte(responsesStream)), 3, 17, 5)
+				writeChunks(w, compresstest.Gzip([]byte(responsesStream)), 3, 17, 5)
 			},
 			clientSees: func(t *testing.T, b []byte) {
 				zr, err := gzip.NewReader(bytes.NewReader(b))
@@ -125,7 +127,7 @@ func TestUsageAccounting(t *testing.T) {
 			respond: func(w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("content-type", "application/json")
 				w.Header().Set("content-encoding", "deflate, gzip")
-				writeChunks(w, gz(zl([]byte(`{"id":"resp_7","object":"response","status":"completed","model":"gpt-5.5-2026","usage":{"input_tokens":21,"output_tokens":3}}`))), 4, 9)
+				writeChunks(w, compresstest.Gzip(compresstest.Zlib([]byte(`{"id":"resp_7","object":"response","status":"completed","model":"gpt-5.5-2026","usage":{"input_tokens":21,"output_tokens":3}}`))), 4, 9)
 			},
 			record: map[string]any{"response_id": "resp_7", "input_tokens": 21.0, "output_tokens": 3.0, "status": "completed"},
 		},
@@ -135,7 +137,7 @@ func TestUsageAccounting(t *testing.T) {
 			respond: func(w http.ResponseWriter, _ *http.Request) {
 				w.Header().Set("content-type", "text/event-stream")
 				w.Header().Set("content-encoding", "gzip, identity")
-				writeChunks(w, gz([]byte(responsesStream)), 11)
+				writeChunks(w, compresstest.Gzip([]byte(responsesStream)), 11)
 			},
 			record: map[string]any{"response_id": "resp_1", "input_tokens": 37.0, "output_tokens": 11.0, "status": "completed"},
 		},
@@ -263,10 +265,7 @@ func TestDynamicMetadataOnRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t, e2ePolicy)
-			resp, _ := h.do("POST", "/v1/responses", tc.header, []byte(tc.body))
-			if resp.StatusCode != tc.status {
-				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
-			}
+			h.doStatus("POST", "/v1/responses", tc.header, []byte(tc.body), tc.status)
 			md := h.proxy.Metadata()
 			if len(md) != 1 {
 				t.Fatalf("got %d metadata messages, want the decision alone", len(md))

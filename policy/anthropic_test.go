@@ -85,12 +85,8 @@ groups:
 			if res.Action != tc.action || res.Refusal.Status() != tc.status {
 				t.Fatalf("action=%v status=%d, want %v %d", res.Action, res.Refusal.Status(), tc.action, tc.status)
 			}
-			want := tc.out
-			if want == "" {
-				want = tc.body
-			}
-			if tc.status == 0 && string(res.Body) != want {
-				t.Errorf("body = %s, want %s", res.Body, want)
+			if tc.status == 0 {
+				checkBody(t, res.Body, tc.body, tc.out)
 			}
 			if res.BetaChanged != tc.betaMod || res.Beta != tc.beta2 {
 				t.Errorf("beta = %q (changed %v), want %q (changed %v)", res.Beta, res.BetaChanged, tc.beta2, tc.betaMod)

@@ -8,17 +8,12 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tiergate/tiergate/internal/pricetest"
 )
 
 // budgetTestPrices is a price table for policies with budgets, which need one.
-const budgetTestPrices = `prices:
-  currency: USD
-  models:
-  - model: "*"
-    tiers:
-      default: {input: 1, output: 2}
-      priority: {input: 2, output: 4}
-`
+var budgetTestPrices = pricetest.Table("priority: {input: 2, output: 4}")
 
 func TestBudgetConfigErrors(t *testing.T) {
 	t.Parallel()

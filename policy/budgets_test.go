@@ -138,13 +138,7 @@ func TestBudgetEvaluation(t *testing.T) {
 			if tc.action == ActionFilter && res.Sent != TierNone {
 				t.Errorf("sent %v after a budget filter, want none", res.Sent)
 			}
-			want := tc.out
-			if want == "" {
-				want = tc.body
-			}
-			if string(res.Body) != want {
-				t.Errorf("body = %s, want %s", res.Body, want)
-			}
+			checkBody(t, res.Body, tc.body, tc.out)
 		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/tiergate/tiergate/internal/recordtest"
 	"github.com/tiergate/tiergate/policy"
 	tiergatev1 "github.com/tiergate/tiergate/proto/tiergate/v1"
 	"github.com/tiergate/tiergate/usage"
@@ -116,16 +117,7 @@ func TestCostOfEachUsageShape(t *testing.T) {
 				t.Fatal("PriceRecord did not price the record")
 			}
 			line := usage.AppendRecord(nil, rec)
-			got := gjson.GetBytes(line, "cost")
-			if got.Raw != c.wantCost {
-				t.Errorf("cost = %q, want %q\n%s", got.Raw, c.wantCost, line)
-			}
-			if tier := gjson.GetBytes(line, "price_tier").Str; tier != c.wantTier {
-				t.Errorf("price_tier = %q, want %q", tier, c.wantTier)
-			}
-			if r := gjson.GetBytes(line, "cost_unpriced_reason").Str; r != c.wantReason {
-				t.Errorf("cost_unpriced_reason = %q, want %q", r, c.wantReason)
-			}
+			recordtest.CheckCost(t, string(line), c.wantCost, c.wantTier, c.wantReason)
 			if cur := gjson.GetBytes(line, "currency").Str; (c.wantCost != "") != (cur == "USD") {
 				t.Errorf("currency = %q with cost %q", cur, c.wantCost)
 			}

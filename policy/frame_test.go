@@ -81,12 +81,8 @@ groups: [{name: forced, force_service_tier: flex}]
 				t.Fatalf("policed=%v action=%v status=%d rule=%q, want %v %v %d %q",
 					res.Policed, res.Action, res.Refusal.Status(), res.Rule, tc.policed, tc.action, tc.status, tc.rule)
 			}
-			want := tc.out
-			if want == "" {
-				want = tc.frame
-			}
-			if tc.status == 0 && string(res.Body) != want {
-				t.Errorf("frame = %s, want %s", res.Body, want)
+			if tc.status == 0 {
+				checkBody(t, res.Body, tc.frame, tc.out)
 			}
 			if tc.reqModel != "" && res.RequestModel != tc.reqModel {
 				t.Errorf("request model = %q, want %q", res.RequestModel, tc.reqModel)

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strings"
+	"testing"
 )
 
 func sha256Hex(s string) string {
@@ -12,3 +13,16 @@ func sha256Hex(s string) string {
 }
 
 func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }
+
+// checkBody checks the body a decision sends on: out, or in itself when
+// out is "" (the case expects it unchanged).
+func checkBody(t *testing.T, got []byte, in, out string) {
+	t.Helper()
+	want := out
+	if want == "" {
+		want = in
+	}
+	if string(got) != want {
+		t.Errorf("body = %s\n want %s", got, want)
+	}
+}

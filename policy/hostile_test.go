@@ -56,13 +56,7 @@ func runHostile(t *testing.T, p *Policy, cases []hostileCase) {
 			if tc.status != 0 {
 				return
 			}
-			want := tc.out
-			if want == "" {
-				want = tc.body
-			}
-			if string(res.Body) != want {
-				t.Errorf("body = %s\n want %s", res.Body, want)
-			}
+			checkBody(t, res.Body, tc.body, tc.out)
 		})
 	}
 }

@@ -2,11 +2,12 @@ package policy
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tiergate/tiergate/internal/compresstest"
 )
 
 // TestDecideHTTPAsTheServerForwards: what DecideHTTP decides is what both
@@ -63,14 +64,7 @@ func TestDecideHTTPAsTheServerForwards(t *testing.T) {
 func TestDecideHTTPRefusesWhatItCannotRead(t *testing.T) {
 	t.Parallel()
 	p := Default()
-	gzipped := func(b []byte) []byte {
-		var buf bytes.Buffer
-		w := gzip.NewWriter(&buf)
-		_, _ = w.Write(b)
-		_ = w.Close()
-		return buf.Bytes()
-	}
-	bomb := gzipped(append([]byte(`{"model":"gpt-5.5","input":"`), bytes.Repeat([]byte("a"), 1<<20)...))
+	bomb := compresstest.Gzip(append([]byte(`{"model":"gpt-5.5","input":"`), bytes.Repeat([]byte("a"), 1<<20)...))
 	for _, tc := range []struct {
 		name, encoding string
 		body           []byte
@@ -81,7 +75,7 @@ func TestDecideHTTPRefusesWhatItCannotRead(t *testing.T) {
 		{"a bomb", "gzip", bomb, 400, "invalid_json", "the decompressed body is too large"},
 		{"corrupt gzip", "gzip", []byte("not gzip at all"), 400, "invalid_json", "the body could not be decompressed"},
 		{"invalid JSON", "", []byte(`{"model":`), 400, "invalid_json", "the request body is not valid JSON"},
-		{"invalid JSON inside gzip", "gzip", gzipped([]byte(`{"model":`)), 400, "invalid_json", "the request body is not valid JSON"},
+		{"invalid JSON inside gzip", "gzip", compresstest.Gzip([]byte(`{"model":`)), 400, "invalid_json", "the request body is not valid JSON"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -9,25 +9,17 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/tiergate/tiergate/budget"
+	"github.com/tiergate/tiergate/internal/pricetest"
 )
 
 // wsTurnPrices prices one turn of the fake upstream (120 input tokens, 20
 // cached, 45 output) at 0.0021 at priority and 0.00021 at default; callers
 // are named by x-tiergate-group.
-const wsTurnPrices = `
-identity: {group_header: x-tiergate-group}
-prices:
-  currency: USD
-  models:
-  - model: "*"
-    tiers:
-      default: {input: 1, output: 2}
-      priority: {input: 10, output: 20}
-`
+var wsTurnPrices = "identity: {group_header: x-tiergate-group}\n" + pricetest.Table("priority: {input: 10, output: 20}")
 
 // wsBudgetPolicy: one turn at priority, or at default, costs more than its
 // budget's limit.
-const wsBudgetPolicy = wsTurnPrices + `groups: [{name: team-a}, {name: team-c}]
+var wsBudgetPolicy = wsTurnPrices + `groups: [{name: team-a}, {name: team-c}]
 budgets:
 - name: team-a-priority
   groups: [team-a]

@@ -1,11 +1,12 @@
 package wsbridge
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/coder/websocket"
 	"github.com/tidwall/gjson"
+
+	"github.com/tiergate/tiergate/internal/recordtest"
 )
 
 // pricedPolicy is testPolicy with prices; the expected costs below are
@@ -96,24 +97,14 @@ func TestTurnCost(t *testing.T) {
 				t.Fatalf("%d records, want 1:\n%s", len(lines), h.usage.String())
 			}
 			line := lines[0]
-			if got := gjson.Get(line, "cost").Raw; got != tc.cost {
-				t.Errorf("cost %q, want %q\n%s", got, tc.cost, line)
-			}
-			if got := gjson.Get(line, "price_tier").Str; got != tc.tier {
-				t.Errorf("price_tier %q, want %q", got, tc.tier)
-			}
-			if got := gjson.Get(line, "cost_unpriced_reason").Str; got != tc.reason {
-				t.Errorf("cost_unpriced_reason %q, want %q", got, tc.reason)
-			}
+			recordtest.CheckCost(t, line, tc.cost, tc.tier, tc.reason)
 			if got := gjson.Get(line, "currency").Str; (tc.cost != "") != (got == "EUR") {
 				t.Errorf("currency %q with cost %q", got, tc.cost)
 			}
 			if got := gjson.Get(line, "policy_sha256").Str; got != h.store.Load().SHA256() {
 				t.Errorf("policy_sha256 %q, want %q", got, h.store.Load().SHA256())
 			}
-			if text := gatherText(t, h); !strings.Contains(text, tc.metric) {
-				t.Errorf("metrics lack %s", tc.metric)
-			}
+			checkSeries(t, gatherText(t, h), tc.metric)
 		})
 	}
 }
@@ -123,13 +114,9 @@ func TestTurnCost(t *testing.T) {
 func TestUnpricedSeriesStartAtZero(t *testing.T) {
 	t.Parallel()
 	text := gatherText(t, newHarness(t, testPolicy))
-	for _, want := range []string{
+	checkSeries(t, text,
 		`tiergate_cost_unpriced_total{endpoint="responses_ws",reason="no_usage"} 0`,
 		`tiergate_cost_unpriced_total{endpoint="responses_ws",reason="no_price"} 0`,
 		`tiergate_cost_unpriced_total{endpoint="realtime",reason="audio"} 0`,
-	} {
-		if !strings.Contains(text, want) {
-			t.Errorf("metrics lack %s", want)
-		}
-	}
+	)
 }

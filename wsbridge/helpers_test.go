@@ -339,3 +339,14 @@ func gatherText(t testing.TB, h *harness) string {
 	}
 	return b.String()
 }
+
+// checkSeries checks that the metrics text holds each of want, a series
+// with its value as the text exposition writes it.
+func checkSeries(t testing.TB, text string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(text, w) {
+			t.Errorf("metrics lack %s", w)
+		}
+	}
+}

@@ -1,14 +1,10 @@
 package wsbridge
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/tidwall/gjson"
 
+	"github.com/tiergate/tiergate/internal/nodeclients"
 	"github.com/tiergate/tiergate/internal/testcert"
 )
 
@@ -32,14 +29,6 @@ const nodeDir = "testdata/node"
 // it fails rather than skips, so CI cannot pass without running it.
 func TestNodeClients(t *testing.T) {
 	t.Parallel()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("node is not installed: this test runs the openai npm clients (Node 20 or later)")
-	}
-	if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "openai", "package.json")); err != nil {
-		t.Fatal("the Node test's packages are missing: run `npm ci --prefix wsbridge/testdata/node` from the repository root")
-	}
-
 	h := newHarness(t, testPolicy)
 	certs := testcert.New(t)
 	caPEM, cert := certs.CAPEM, certs.Cert
@@ -55,34 +44,14 @@ func TestNodeClients(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "script.mjs")
-	cmd.Dir = nodeDir
-	cmd.Env = []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + t.TempDir(),
-		"NODE_EXTRA_CA_CERTS=" + caFile,
-		"TIERGATE_BASE_URL=https://" + srv.Listener.Addr().String() + "/v1",
+	saw, stdout := nodeclients.Run(t, ctx, nodeDir,
+		"NODE_EXTRA_CA_CERTS="+caFile,
+		"TIERGATE_BASE_URL=https://"+srv.Listener.Addr().String()+"/v1",
 		"OPENAI_API_KEY=sk-node",
-	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("node script.mjs: %v\nstderr:\n%s\nstdout:\n%s", err, stderr.String(), stdout.String())
-	}
-
-	t.Logf("the clients saw:\n%s", stdout.String())
+	)
+	t.Logf("the clients saw:\n%s", stdout)
 
 	// What each client saw.
-	saw := map[string][]gjson.Result{}
-	sc := bufio.NewScanner(&stdout)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if !json.Valid(sc.Bytes()) {
-			t.Fatalf("the script printed a line that is not JSON: %s", sc.Text())
-		}
-		line := gjson.ParseBytes(sc.Bytes())
-		saw[line.Get("client").Str] = append(saw[line.Get("client").Str], line)
-	}
 	checkNodeClient(t, "responses", saw["responses"],
 		[]string{"response.created", "response.output_text.delta", "response.completed", "response.created", "response.output_text.delta", "response.completed", "error"},
 		websocket.StatusPolicyViolation, "service_tier=priority is not allowed for model gpt-5.5")

@@ -72,9 +72,7 @@ func TestCloseCodesPassThrough(t *testing.T) {
 			}
 			h.waitSessions(t)
 			want := fmt.Sprintf(`tiergate_ws_sessions_total{close_code=%q,endpoint="responses_ws"} 1`, tc.label)
-			if text := gatherText(t, h); !strings.Contains(text, want) {
-				t.Errorf("metrics lack %s", want)
-			}
+			checkSeries(t, gatherText(t, h), want)
 		})
 	}
 }

@@ -167,11 +167,7 @@ func TestTurnAccounting(t *testing.T) {
 				}
 			}
 			text := gatherText(t, h)
-			for _, want := range tc.tokens {
-				if !strings.Contains(text, want) {
-					t.Errorf("metrics lack %s", want)
-				}
-			}
+			checkSeries(t, text, tc.tokens...)
 		})
 	}
 }

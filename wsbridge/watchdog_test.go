@@ -5,13 +5,13 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/tiergate/tiergate/internal/wsfake"
 	"github.com/tiergate/tiergate/usage"
 )
 
@@ -25,15 +25,11 @@ func TestWriteWatchdog(t *testing.T) {
 		t.Parallel()
 		// An upstream that accepts and then reads nothing.
 		stop := make(chan struct{})
-		deaf := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c, err := websocket.Accept(w, r, nil)
-			if err != nil {
-				return
-			}
+		deaf := wsfake.Serve(t, func(_ context.Context, c *websocket.Conn) {
 			<-stop
 			_ = c.CloseNow()
-		}))
-		t.Cleanup(func() { close(stop); deaf.Close() })
+		})
+		t.Cleanup(func() { close(stop) })
 		h := newHarness(t, testPolicy, func(o *Options) {
 			o.Upstream = "ws://" + deaf.Listener.Addr().String()
 			o.WriteTimeout = timeout

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tiergate/tiergate/internal/envoyrig"
+	"github.com/tiergate/tiergate/internal/freeport"
 	"github.com/tiergate/tiergate/internal/syncbuf"
 	"github.com/tiergate/tiergate/internal/testcert"
 )
@@ -119,7 +120,7 @@ func TestDriverSendsWhatEnvoySends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	listen, admin := freeLocalAddr(t), freeLocalAddr(t)
+	listen, admin := freeport.Addr(t), freeport.Addr(t)
 	upAddr := strings.TrimPrefix(up.URL, "https://")
 	config, err := envoyrig.Rewrite(shipped, envoyrig.Options{
 		Admin:      admin,
@@ -210,16 +211,6 @@ func headerNames(m *extprocv3.ProcessingRequest) []string {
 	}
 	sort.Strings(names)
 	return names
-}
-
-func freeLocalAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func waitReady(t *testing.T, url string, log *syncbuf.Buffer) {

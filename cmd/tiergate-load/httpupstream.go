@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"net/http"
 	"strconv"
 	"sync/atomic"
-	"time"
 )
 
 // upstreamResponse is the stand-in provider's answer to every request: a
@@ -81,19 +79,8 @@ func runHTTPUpstream(ctx context.Context, args []string, _, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: &httpUpstream{}, ReadHeaderTimeout: 10 * time.Second}
 	log.Info("listening", "listener", "http-upstream", "address", ln.Addr().String())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	if err := srv.Close(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serveUntil(ctx, ln, &httpUpstream{})
 }
 
 // runBody prints the Responses body the extproc driver sends, for an HTTP

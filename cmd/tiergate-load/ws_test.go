@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tiergate/tiergate/internal/syncbuf"
+	"github.com/tiergate/tiergate/internal/wsfake"
 	"github.com/tiergate/tiergate/policy"
 	"github.com/tiergate/tiergate/usage"
 	"github.com/tiergate/tiergate/wsbridge"
@@ -218,18 +218,13 @@ func TestABrokenSessionIsDialledAnew(t *testing.T) {
 	// frame: each turn breaks its session, and the next must dial anew
 	// rather than write into the closed one.
 	var accepted atomic.Int64
-	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
+	target := wsfake.Serve(t, func(ctx context.Context, c *websocket.Conn) {
 		accepted.Add(1)
-		if _, _, err := c.Read(r.Context()); err == nil {
+		if _, _, err := c.Read(ctx); err == nil {
 			_ = c.Close(websocket.StatusInternalError, "broken on purpose")
 		}
 		_ = c.CloseNow()
-	}))
-	t.Cleanup(target.Close)
+	})
 	const turns = 6
 	rep, err := runWSRound(t, "--target", "ws"+strings.TrimPrefix(target.URL, "http")+"/v1/responses",
 		"--mode", "latency", "--turns", strconv.Itoa(turns), "--warmup-turns", "0")

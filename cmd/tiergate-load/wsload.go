@@ -115,7 +115,7 @@ func runWS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		slog.New(slog.NewJSONHandler(stderr, nil)).Info("listening", "listener", "ws-upstream", "address", ln.Addr().String())
 		upCtx, stopUp := context.WithCancel(context.Background())
 		served := make(chan error, 1)
-		go func() { served <- serveWS(upCtx, ln, &fakeUpstream{failEvery: cfg.failEvery}) }()
+		go func() { served <- serveUntil(upCtx, ln, &fakeUpstream{failEvery: cfg.failEvery}) }()
 		defer func() { stopUp(); <-served }()
 		if cfg.target == "" {
 			cfg.target = "ws://" + ln.Addr().String() + "/v1/responses"

@@ -115,7 +115,7 @@ func runWSRelay(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	log.Info("listening", "listener", "ws-relay", "address", ln.Addr().String(), "upstream", *upstream)
-	go func() { errc <- serveWS(ctx, ln, newMinimalRelay(*upstream)) }()
+	go func() { errc <- serveUntil(ctx, ln, newMinimalRelay(*upstream)) }()
 	select {
 	case err := <-errc:
 		return err

@@ -126,10 +126,11 @@ func readAll(r io.Reader, buf []byte) ([]byte, error) {
 	}
 }
 
-// serveWS serves h on ln over HTTP/1.1 until ctx ends. Sessions are
-// hijacked connections, which http.Server.Close does not end: each
-// handler above ends when its peer closes.
-func serveWS(ctx context.Context, ln net.Listener, h http.Handler) error {
+// serveUntil serves h on ln over HTTP/1.1 until ctx ends, for the stand-in
+// providers and the relay. WebSocket sessions are hijacked connections,
+// which http.Server.Close does not end: each handler ends when its peer
+// closes.
+func serveUntil(ctx context.Context, ln net.Listener, h http.Handler) error {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -138,8 +139,11 @@ func serveWS(ctx context.Context, ln net.Listener, h http.Handler) error {
 		return err
 	case <-ctx.Done():
 	}
-	_ = srv.Close()
+	err := srv.Close()
 	<-errc
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
 	return nil
 }
 
@@ -162,5 +166,5 @@ func runWSUpstream(ctx context.Context, args []string, _, stderr io.Writer) erro
 		return err
 	}
 	slog.New(slog.NewJSONHandler(stderr, nil)).Info("listening", "listener", "ws-upstream", "address", ln.Addr().String())
-	return serveWS(ctx, ln, &fakeUpstream{failEvery: *failEvery})
+	return serveUntil(ctx, ln, &fakeUpstream{failEvery: *failEvery})
 }

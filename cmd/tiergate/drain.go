@@ -161,12 +161,17 @@ func runDrain(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 }
 
-func post(ctx context.Context, client *http.Client, u string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+// adminRequest sends a request with no body to an admin API.
+func adminRequest(ctx context.Context, client *http.Client, method, u string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	resp, err := client.Do(req)
+	return client.Do(req)
+}
+
+func post(ctx context.Context, client *http.Client, u string) error {
+	resp, err := adminRequest(ctx, client, http.MethodPost, u)
 	if err != nil {
 		return err
 	}
@@ -179,11 +184,7 @@ func post(ctx context.Context, client *http.Client, u string) error {
 }
 
 func getJSON(ctx context.Context, client *http.Client, u string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
+	resp, err := adminRequest(ctx, client, http.MethodGet, u)
 	if err != nil {
 		return err
 	}

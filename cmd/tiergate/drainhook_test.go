@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tiergate/tiergate/budget"
+	"github.com/tiergate/tiergate/internal/wsfake"
 	"github.com/tiergate/tiergate/policy"
 )
 
@@ -112,19 +113,13 @@ func TestAdminDrainOnlyFromLoopback(t *testing.T) {
 // flushed before the exit.
 func TestSIGTERMRecordsTheTurnsItCuts(t *testing.T) {
 	t.Parallel()
-	stalled := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
+	stalled := wsfake.Serve(t, func(ctx context.Context, c *websocket.Conn) {
+		if _, _, err := c.Read(ctx); err != nil {
 			return
 		}
-		defer c.CloseNow()
-		if _, _, err := c.Read(r.Context()); err != nil {
-			return
-		}
-		_ = c.Write(r.Context(), websocket.MessageText, []byte(`{"type":"response.created","response":{"id":"resp_cut","status":"in_progress","model":"gpt-5.5"}}`))
-		_, _, _ = c.Read(r.Context()) // and never answers
-	}))
-	t.Cleanup(stalled.Close)
+		_ = c.Write(ctx, websocket.MessageText, []byte(`{"type":"response.created","response":{"id":"resp_cut","status":"in_progress","model":"gpt-5.5"}}`))
+		_, _, _ = c.Read(ctx) // and never answers
+	})
 	cmd, addrs, stdout := startServe(t, "--ws-upstream", "ws"+strings.TrimPrefix(stalled.URL, "http"), "--shutdown-grace", "1s")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/tiergate/tiergate/envoy"
+	"github.com/tiergate/tiergate/internal/compresstest"
 	"github.com/tiergate/tiergate/internal/gcsettings"
 	"github.com/tiergate/tiergate/internal/syncbuf"
 )
@@ -126,14 +126,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func gzipped(t *testing.T, b []byte) []byte {
-	var buf bytes.Buffer
-	w := gzip.NewWriter(&buf)
-	w.Write(b)
-	w.Close()
-	return buf.Bytes()
-}
-
 func TestEval(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -177,7 +169,7 @@ func TestEval(t *testing.T) {
 		},
 		{
 			name: "a gzip body is decoded, policed and forwarded decoded", args: []string{"--path", "/v1/chat/completions", "--header", "content-encoding=gzip"},
-			body: gzipped(t, readFile(t, "chat-priority.json")), code: 0,
+			body: compresstest.Gzip(readFile(t, "chat-priority.json")), code: 0,
 			// As the server forwards it: decoded, and (being streamed) asking
 			// for its usage, which the server reads and takes out again.
 			stdout: `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}`,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"regexp"
@@ -13,11 +12,12 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"sigs.k8s.io/yaml"
+
+	"github.com/tiergate/tiergate/internal/wsfake"
 )
 
 var metricName = regexp.MustCompile(`\btiergate_[a-z0-9_]+`)
@@ -164,13 +164,7 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 // response.create with one turn and its usage.
 func fakeResponsesUpstream(t *testing.T) string {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		ctx := r.Context()
+	srv := wsfake.Serve(t, func(ctx context.Context, c *websocket.Conn) {
 		for {
 			if _, _, err := c.Read(ctx); err != nil {
 				return
@@ -185,8 +179,7 @@ func fakeResponsesUpstream(t *testing.T) string {
 				}
 			}
 		}
-	}))
-	t.Cleanup(srv.Close)
+	})
 	return "ws" + strings.TrimPrefix(srv.URL, "http")
 }
 

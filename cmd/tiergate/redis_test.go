@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tiergate/tiergate/internal/kubeletdir"
+	"github.com/tiergate/tiergate/internal/pricetest"
 	"github.com/tiergate/tiergate/internal/redistest"
 	"github.com/tiergate/tiergate/internal/testcert"
 )
@@ -23,14 +24,7 @@ import (
 // sharedBudgetPolicy blocks callers with no group once they have spent
 // 0.00002: one request of 10 input and 5 output tokens at 1 and 2 per
 // million.
-const sharedBudgetPolicy = `
-prices:
-  currency: USD
-  models:
-  - model: "*"
-    tiers:
-      default: {input: 1, output: 2}
-budgets:
+var sharedBudgetPolicy = pricetest.Table() + `budgets:
 - name: everyone-daily
   window: day
   limit: 0.00002

@@ -2,42 +2,17 @@ package contentcoding
 
 import (
 	"bytes"
-	"compress/flate"
-	"compress/gzip"
-	"compress/zlib"
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/tiergate/tiergate/internal/compresstest"
 )
-
-func gz(b []byte) []byte {
-	var buf bytes.Buffer
-	w := gzip.NewWriter(&buf)
-	w.Write(b)
-	w.Close()
-	return buf.Bytes()
-}
-
-func zl(b []byte) []byte {
-	var buf bytes.Buffer
-	w := zlib.NewWriter(&buf)
-	w.Write(b)
-	w.Close()
-	return buf.Bytes()
-}
-
-func raw(b []byte) []byte {
-	var buf bytes.Buffer
-	w, _ := flate.NewWriter(&buf, flate.DefaultCompression)
-	w.Write(b)
-	w.Close()
-	return buf.Bytes()
-}
 
 // emptyMembers is n gzip members that each decode to nothing: a gzip
 // stream whose size is n times a member's header and trailer.
 func emptyMembers(n int) []byte {
-	return bytes.Repeat(gz(nil), n)
+	return bytes.Repeat(compresstest.Gzip(nil), n)
 }
 
 func TestDecode(t *testing.T) {
@@ -53,20 +28,20 @@ func TestDecode(t *testing.T) {
 	}{
 		{"identity passes through", "", body, 1 << 20, body, nil},
 		{"explicit identity passes through", "identity", body, 1 << 20, body, nil},
-		{"gzip is decoded", "gzip", gz(body), 1 << 20, body, nil},
-		{"gzip is decoded whatever its case", " GZIP ", gz(body), 1 << 20, body, nil},
-		{"zlib deflate is decoded", "deflate", zl(body), 1 << 20, body, nil},
-		{"raw deflate is decoded", "deflate", raw(body), 1 << 20, body, nil},
-		{"stacked codings are undone in reverse", "deflate, gzip", gz(zl(body)), 1 << 20, body, nil},
+		{"gzip is decoded", "gzip", compresstest.Gzip(body), 1 << 20, body, nil},
+		{"gzip is decoded whatever its case", " GZIP ", compresstest.Gzip(body), 1 << 20, body, nil},
+		{"zlib deflate is decoded", "deflate", compresstest.Zlib(body), 1 << 20, body, nil},
+		{"raw deflate is decoded", "deflate", compresstest.Deflate(body), 1 << 20, body, nil},
+		{"stacked codings are undone in reverse", "deflate, gzip", compresstest.Gzip(compresstest.Zlib(body)), 1 << 20, body, nil},
 		{"brotli is unsupported", "br", body, 1 << 20, nil, ErrUnsupported},
-		{"a bomb is cut off at the limit", "gzip", gz(bytes.Repeat([]byte("a"), 1<<20)), 1 << 16, nil, ErrTooLarge},
-		{"a body of exactly the limit passes", "gzip", gz(bytes.Repeat([]byte("a"), 1<<16)), 1 << 16, bytes.Repeat([]byte("a"), 1<<16), nil},
-		{"a body one byte over the limit is cut off", "gzip", gz(bytes.Repeat([]byte("a"), 1<<16+1)), 1 << 16, nil, ErrTooLarge},
+		{"a bomb is cut off at the limit", "gzip", compresstest.Gzip(bytes.Repeat([]byte("a"), 1<<20)), 1 << 16, nil, ErrTooLarge},
+		{"a body of exactly the limit passes", "gzip", compresstest.Gzip(bytes.Repeat([]byte("a"), 1<<16)), 1 << 16, bytes.Repeat([]byte("a"), 1<<16), nil},
+		{"a body one byte over the limit is cut off", "gzip", compresstest.Gzip(bytes.Repeat([]byte("a"), 1<<16+1)), 1 << 16, nil, ErrTooLarge},
 		// The inner layer yields nothing, so only a bound on the outer one
 		// stops the outer from inflating without end.
-		{"a stacked bomb is cut off in its middle layer", "gzip, gzip", gz(emptyMembers(20000)), 1 << 16, nil, ErrTooLarge},
-		{"a stacked bomb under deflate is cut off too", "gzip, deflate", zl(emptyMembers(20000)), 1 << 16, nil, ErrTooLarge},
-		{"stacked codings within the limit pass", "gzip, gzip", gz(gz(body)), 1 << 16, body, nil},
+		{"a stacked bomb is cut off in its middle layer", "gzip, gzip", compresstest.Gzip(emptyMembers(20000)), 1 << 16, nil, ErrTooLarge},
+		{"a stacked bomb under deflate is cut off too", "gzip, deflate", compresstest.Zlib(emptyMembers(20000)), 1 << 16, nil, ErrTooLarge},
+		{"stacked codings within the limit pass", "gzip, gzip", compresstest.Gzip(compresstest.Gzip(body)), 1 << 16, body, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/tiergate/tiergate/internal/envoyrig"
+	"github.com/tiergate/tiergate/internal/freeport"
 	"github.com/tiergate/tiergate/internal/syncbuf"
 )
 
@@ -145,13 +146,13 @@ func testFailClosed(t *testing.T, s *stack) {
 	if strings.HasPrefix(o.Clusters["tiergate_extproc"], "unix://") {
 		o.Clusters["tiergate_extproc"] = "unix://" + filepath.Join(s.dir, "nobody.sock")
 	} else {
-		o.Clusters["tiergate_extproc"] = freeAddr(t) // nothing listens there
+		o.Clusters["tiergate_extproc"] = freeport.Addr(t) // nothing listens there
 	}
-	listen, admin := freeAddr(t), freeAddr(t)
+	listen, admin := freeport.Addr(t), freeport.Addr(t)
 	o.Admin = admin
 	o.Listeners = map[string]string{"llm_ingress": listen}
 	if _, ok := s.opts.Listeners["pod_health"]; ok {
-		o.Listeners["pod_health"] = freeAddr(t)
+		o.Listeners["pod_health"] = freeport.Addr(t)
 	}
 	cfg, err := envoyrig.Rewrite(s.shipped, o)
 	if err != nil {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -88,61 +87,58 @@ func (s *stack) clients() []struct {
 // carries id, waiting for it (Envoy writes it when the stream ends).
 func (s *stack) accessLine(t *testing.T, id string) gjson.Result {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var found []gjson.Result
-		for _, l := range s.accessLog.Lines() {
-			if !json.Valid([]byte(l)) {
-				continue
-			}
-			r := gjson.Parse(l)
-			if strings.Contains(r.Get("path").Str, "e2e="+id+"&") || strings.HasSuffix(r.Get("path").Str, "e2e="+id) {
-				found = append(found, r)
-			}
-		}
-		if len(found) > 1 {
-			t.Fatalf("%d access log lines for %s", len(found), id)
-		}
-		if len(found) == 1 {
-			return found[0]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no access log line for %s in:\n%s", id, tail(s.accessLog.String(), 4000))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return waitForLine(t, "access log line for "+id, s.accessLog.Lines, func(r gjson.Result) bool {
+		return strings.Contains(r.Get("path").Str, "e2e="+id+"&") || strings.HasSuffix(r.Get("path").Str, "e2e="+id)
+	})
 }
 
 // usageRecords returns tiergate's usage records for requestID, waiting
 // for the first; a second one would be a double count.
 func (s *stack) usageRecord(t *testing.T, requestID string) gjson.Result {
 	t.Helper()
+	r := waitForLine(t, "usage record for request "+requestID, s.usageLines, func(r gjson.Result) bool {
+		return r.Get("request_id").Str == requestID
+	})
+	// A second record written late would still be a double count.
+	time.Sleep(50 * time.Millisecond)
+	if n := s.countUsage(requestID); n != 1 {
+		t.Fatalf("%d usage records for request %s, want one", n, requestID)
+	}
+	return r
+}
+
+// usageLines returns the lines of tiergate's usage log as it stands.
+func (s *stack) usageLines() []string {
+	b, _ := os.ReadFile(s.usageFile)
+	return strings.Split(string(b), "\n")
+}
+
+// waitForLine waits up to 10 s for the JSON line, among those lines reads
+// afresh each time, that match accepts, and fails the test if there are
+// two: a request or turn has one access log line and one usage record.
+// what names the line in failures.
+func waitForLine(t *testing.T, what string, lines func() []string, match func(gjson.Result) bool) gjson.Result {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var found []gjson.Result
-		if f, err := os.Open(s.usageFile); err == nil {
-			sc := bufio.NewScanner(f)
-			sc.Buffer(nil, 1<<20)
-			for sc.Scan() {
-				if r := gjson.ParseBytes(sc.Bytes()); r.Get("request_id").Str == requestID {
-					found = append(found, r)
-				}
+		read := lines()
+		for _, l := range read {
+			if !json.Valid([]byte(l)) {
+				continue
 			}
-			f.Close()
+			if r := gjson.Parse(l); match(r) {
+				found = append(found, r)
+			}
 		}
 		if len(found) > 1 {
-			t.Fatalf("%d usage records for request %s, want one", len(found), requestID)
+			t.Fatalf("%s: %d found, want one", what, len(found))
 		}
 		if len(found) == 1 {
-			// A second record written late would still be a double count.
-			time.Sleep(50 * time.Millisecond)
-			if n := s.countUsage(requestID); n != 1 {
-				t.Fatalf("%d usage records for request %s, want one", n, requestID)
-			}
 			return found[0]
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no usage record for request %s", requestID)
+			t.Fatalf("no %s in:\n%s", what, tail(strings.Join(read, "\n"), 4000))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tiergate/tiergate/internal/envoyrig"
+	"github.com/tiergate/tiergate/internal/freeport"
 	"github.com/tiergate/tiergate/internal/syncbuf"
 	"github.com/tiergate/tiergate/internal/testcert"
 )
@@ -101,8 +102,8 @@ func startPod(t *testing.T, o podOptions) *pod {
 	dir := t.TempDir()
 	p := &pod{usageFile: filepath.Join(dir, "usage.jsonl")}
 	sock := filepath.Join(dir, "extproc.sock")
-	wsAddr := freeAddr(t)
-	p.tiergateAdmin = freeAddr(t)
+	wsAddr := freeport.Addr(t)
+	p.tiergateAdmin = freeport.Addr(t)
 	usageLog := p.usageFile
 	if o.usageStdout {
 		usageLog = "stdout"
@@ -121,10 +122,10 @@ func startPod(t *testing.T, o podOptions) *pod {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.listen, p.envoyAdmin = freeAddr(t), freeAddr(t)
+	p.listen, p.envoyAdmin = freeport.Addr(t), freeport.Addr(t)
 	config, err := envoyrig.Rewrite(shipped, envoyrig.Options{
 		Admin:     p.envoyAdmin,
-		Listeners: map[string]string{"llm_ingress": p.listen, "pod_health": freeAddr(t)},
+		Listeners: map[string]string{"llm_ingress": p.listen, "pod_health": freeport.Addr(t)},
 		Clusters: map[string]string{
 			"tiergate_extproc": "unix://" + sock, "tiergate_ws": wsAddr, "openai": o.upstream, "anthropic": o.upstream,
 		},

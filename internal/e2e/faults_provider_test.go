@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -153,24 +152,7 @@ func TestFaultProvider(t *testing.T) {
 // response is responseID; a second one would be a double count.
 func (s *stack) turnRecord(t *testing.T, responseID string) gjson.Result {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		b, _ := os.ReadFile(s.usageFile)
-		var found []gjson.Result
-		for _, l := range strings.Split(string(b), "\n") {
-			if r := gjson.Parse(l); r.Get("response_id").Str == responseID {
-				found = append(found, r)
-			}
-		}
-		if len(found) > 1 {
-			t.Fatalf("%d usage records for the turn %s, want one", len(found), responseID)
-		}
-		if len(found) == 1 {
-			return found[0]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no usage record for the turn %s", responseID)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return waitForLine(t, "usage record for the turn "+responseID, s.usageLines, func(r gjson.Result) bool {
+		return r.Get("response_id").Str == responseID
+	})
 }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,9 +17,8 @@ import (
 	"time"
 
 	"github.com/tiergate/tiergate/internal/envoyrig"
+	"github.com/tiergate/tiergate/internal/freeport"
 	"github.com/tiergate/tiergate/internal/kubeletdir"
-	"github.com/tiergate/tiergate/internal/syncbuf"
-	"github.com/tiergate/tiergate/internal/testcert"
 )
 
 // faultStack is a stack whose tiergate the test controls from outside:
@@ -59,18 +57,9 @@ type tgProcess struct {
 // of faults_upstream_test.go.
 func startFaultStack(t *testing.T, policyYAML string, o faultOptions) *faultStack {
 	t.Helper()
-	dir := t.TempDir()
-	base := &stack{
-		dir:       dir,
-		certs:     testcert.NewFor(t, "api.openai.com", "api.anthropic.com"),
-		accessLog: &syncbuf.Buffer{}, envoyLog: &syncbuf.Buffer{}, tgLog: &syncbuf.Buffer{},
-		usageFile: filepath.Join(dir, "usage.jsonl"),
-	}
+	base, certFile, keyFile := newStack(t)
 	fs := &faultStack{stack: base}
-	base.caFile = writeFile(t, dir, "ca.pem", base.certs.CAPEM)
-	certFile := writeFile(t, dir, "cert.pem", base.certs.CertPEM)
-	keyFile := writeFile(t, dir, "key.pem", base.certs.KeyPEM)
-	volDir := filepath.Join(dir, "policy")
+	volDir := filepath.Join(base.dir, "policy")
 	if err := os.Mkdir(volDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -84,9 +73,9 @@ func startFaultStack(t *testing.T, policyYAML string, o faultOptions) *faultStac
 	base.up = fs.fake.upstream
 	base.ws = fs.fake.ws
 
-	fs.extproc = freeAddr(t)
-	wsAddr := freeAddr(t)
-	admin := freeAddr(t)
+	fs.extproc = freeport.Addr(t)
+	wsAddr := freeport.Addr(t)
+	admin := freeport.Addr(t)
 	fs.adminURL = "http://" + admin
 	fs.tgArgs = append([]string{"serve",
 		"--config", vol.File(),
@@ -104,20 +93,7 @@ func startFaultStack(t *testing.T, policyYAML string, o faultOptions) *faultStac
 	if err != nil {
 		t.Fatal(err)
 	}
-	listen, envoyAdmin := freeAddr(t), freeAddr(t)
-	base.opts = envoyrig.Options{
-		Admin:     envoyAdmin,
-		Listeners: map[string]string{envoyrig.IngressListener: listen},
-		Clusters: map[string]string{
-			"tiergate_extproc": fs.extproc,
-			"tiergate_ws":      wsAddr,
-			"openai":           fs.fake.addr,
-			"anthropic":        fs.fake.addr,
-		},
-		UpstreamCA:     base.caFile,
-		DownstreamTLS:  &envoyrig.TLSFiles{Cert: certFile, Key: keyFile},
-		IdentityHeader: identityHeader,
-	}
+	base.opts = base.envoyOptions(t, fs.extproc, wsAddr, fs.fake.addr, certFile, keyFile)
 	base.shipped = shipped
 	if base.config, err = envoyrig.Rewrite(shipped, base.opts); err != nil {
 		t.Fatal(err)
@@ -125,18 +101,8 @@ func startFaultStack(t *testing.T, policyYAML string, o faultOptions) *faultStac
 	if o.streamIdleTimeout > 0 {
 		base.config = setStreamIdleTimeout(t, base.config, o.streamIdleTimeout)
 	}
-	base.url = "https://" + listen
-	base.adminURL = "http://" + envoyAdmin
-	startEnvoy(t, base.adminURL, writeFile(t, dir, "envoy.json", base.config), base.accessLog, base.envoyLog)
-
-	tlsConf := &tls.Config{RootCAs: base.certs.Pool}
-	h1 := &http.Transport{TLSClientConfig: tlsConf.Clone(), DisableCompression: true, MaxIdleConnsPerHost: 64,
-		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
-	h2 := &http.Transport{TLSClientConfig: tlsConf.Clone(), DisableCompression: true, ForceAttemptHTTP2: true}
-	t.Cleanup(h1.CloseIdleConnections)
-	t.Cleanup(h2.CloseIdleConnections)
-	base.h1 = &http.Client{Transport: h1, Timeout: 30 * time.Second}
-	base.h2 = &http.Client{Transport: h2, Timeout: 30 * time.Second}
+	base.launchEnvoy(t)
+	base.dialClients(t, 30*time.Second, 64)
 	return fs
 }
 
@@ -248,32 +214,43 @@ func scrape(adminURL string, prefixes ...string) (map[string]float64, error) {
 		return nil, fmt.Errorf("scrape %s: %w", adminURL, err)
 	}
 	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
+	out, _, err := readSamples(resp.Body, func(line string) bool {
+		for _, p := range prefixes {
+			if strings.HasPrefix(line, p) {
+				return true
+			}
+		}
+		return false
+	})
+	return out, err
+}
+
+// readSamples reads a Prometheus text exposition: each sample whose line
+// keep accepts, keyed by the line up to its value. Lines keep accepts whose
+// value is no number are returned in bad, for the caller to fail on or
+// pass over.
+func readSamples(r io.Reader, keep func(line string) bool) (samples map[string]float64, bad []string, err error) {
+	samples = map[string]float64{}
+	sc := bufio.NewScanner(r)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		keep := false
-		for _, p := range prefixes {
-			keep = keep || strings.HasPrefix(line, p)
-		}
-		if !keep {
+		if strings.HasPrefix(line, "#") || !keep(line) {
 			continue
 		}
 		i := strings.LastIndexByte(line, ' ')
 		if i < 0 {
+			bad = append(bad, line)
 			continue
 		}
 		v, err := strconv.ParseFloat(line[i+1:], 64)
 		if err != nil {
+			bad = append(bad, line)
 			continue
 		}
-		out[line[:i]] = v
+		samples[line[:i]] = v
 	}
-	return out, sc.Err()
+	return samples, bad, sc.Err()
 }
 
 // goroutines reads tiergate's go_goroutines.

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,20 +94,15 @@ func metricValues(t *testing.T, admin, name string) map[string]float64 {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	samples, bad, _ := readSamples(resp.Body, func(line string) bool {
+		return strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ")
+	})
+	if len(bad) > 0 {
+		t.Fatalf("samples with no value: %q", bad)
+	}
 	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("%s: %v", line, err)
-		}
-		out[line[len(name):i]] = v
+	for series, v := range samples {
+		out[series[len(name):]] = v
 	}
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tiergate/tiergate/internal/freeport"
 	"github.com/tiergate/tiergate/internal/syncbuf"
 	"github.com/tiergate/tiergate/internal/testcert"
 )
@@ -22,7 +23,7 @@ import (
 func freeRun(t *testing.T) int {
 	t.Helper()
 	for range 50 {
-		base, _ := strconv.Atoi(strings.TrimPrefix(freeAddr(t), "127.0.0.1:"))
+		base := freeport.Port(t)
 		if base > 65000 {
 			continue
 		}

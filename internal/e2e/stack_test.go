@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tiergate/tiergate/internal/envoyrig"
+	"github.com/tiergate/tiergate/internal/freeport"
 	"github.com/tiergate/tiergate/internal/syncbuf"
 	"github.com/tiergate/tiergate/internal/testcert"
 )
@@ -136,69 +136,96 @@ type stack struct {
 // startStack runs bs with tiergate under policyYAML.
 func startStack(t *testing.T, bs bootstrap, policyYAML string) *stack {
 	t.Helper()
-	dir := t.TempDir()
-	s := &stack{
-		dir:       dir,
-		certs:     testcert.NewFor(t, "api.openai.com", "api.anthropic.com"),
-		accessLog: &syncbuf.Buffer{}, envoyLog: &syncbuf.Buffer{}, tgLog: &syncbuf.Buffer{},
-		usageFile: filepath.Join(dir, "usage.jsonl"),
-	}
-	s.caFile = writeFile(t, dir, "ca.pem", s.certs.CAPEM)
-	certFile := writeFile(t, dir, "cert.pem", s.certs.CertPEM)
-	keyFile := writeFile(t, dir, "key.pem", s.certs.KeyPEM)
-	policyFile := writeFile(t, dir, "policy.yaml", []byte(policyYAML))
+	s, certFile, keyFile := newStack(t)
+	policyFile := writeFile(t, s.dir, "policy.yaml", []byte(policyYAML))
 
 	s.up = startUpstream(t, s.certs)
 	s.ws = startWSUpstream(t)
 
-	extprocFlag := freeAddr(t)
+	extprocFlag := freeport.Addr(t)
 	extprocEP := extprocFlag
 	shipped, err := os.ReadFile(bs.file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if strings.Contains(string(shipped), "pipe:") {
-		sock := filepath.Join(dir, "extproc.sock")
+		sock := filepath.Join(s.dir, "extproc.sock")
 		extprocFlag, extprocEP = "unix://"+sock, "unix://"+sock
 	}
-	wsAddr := freeAddr(t)
+	wsAddr := freeport.Addr(t)
 	startTiergate(t, s, policyFile, extprocFlag, wsAddr)
 
-	listen, admin := freeAddr(t), freeAddr(t)
-	o := envoyrig.Options{
-		Admin:     admin,
-		Listeners: map[string]string{"llm_ingress": listen},
+	s.shipped = shipped
+	s.opts = s.envoyOptions(t, extprocEP, wsAddr, s.up.addr, certFile, keyFile)
+	if bs.pod {
+		s.opts.Listeners["pod_health"] = freeport.Addr(t)
+	}
+	if s.config, err = envoyrig.Rewrite(shipped, s.opts); err != nil {
+		t.Fatal(err)
+	}
+	s.launchEnvoy(t)
+	s.dialClients(t, 60*time.Second, 0)
+	return s
+}
+
+// newStack makes a stack's directory, its certificates (for the providers'
+// hosts), its logs and the certificate files Envoy's listener reads.
+func newStack(t *testing.T) (s *stack, certFile, keyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	s = &stack{
+		dir:       dir,
+		certs:     testcert.NewFor(t, "api.openai.com", "api.anthropic.com"),
+		accessLog: &syncbuf.Buffer{}, envoyLog: &syncbuf.Buffer{}, tgLog: &syncbuf.Buffer{},
+		usageFile: filepath.Join(dir, "usage.jsonl"),
+	}
+	s.caFile = writeFile(t, dir, "ca.pem", s.certs.CAPEM)
+	certFile = writeFile(t, dir, "cert.pem", s.certs.CertPEM)
+	keyFile = writeFile(t, dir, "key.pem", s.certs.KeyPEM)
+	return s, certFile, keyFile
+}
+
+// envoyOptions give Envoy's ingress listener and admin API free addresses,
+// send ext_proc to extproc and the bridge's upgrades to wsAddr, and both
+// providers to provider, trusted by the stack's CA.
+func (s *stack) envoyOptions(t *testing.T, extproc, wsAddr, provider, certFile, keyFile string) envoyrig.Options {
+	t.Helper()
+	return envoyrig.Options{
+		Admin:     freeport.Addr(t),
+		Listeners: map[string]string{envoyrig.IngressListener: freeport.Addr(t)},
 		Clusters: map[string]string{
-			"tiergate_extproc": extprocEP,
+			"tiergate_extproc": extproc,
 			"tiergate_ws":      wsAddr,
-			"openai":           s.up.addr,
-			"anthropic":        s.up.addr,
+			"openai":           provider,
+			"anthropic":        provider,
 		},
 		UpstreamCA:     s.caFile,
 		DownstreamTLS:  &envoyrig.TLSFiles{Cert: certFile, Key: keyFile},
 		IdentityHeader: identityHeader,
 	}
-	if bs.pod {
-		o.Listeners["pod_health"] = freeAddr(t)
-	}
-	s.config, err = envoyrig.Rewrite(shipped, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.shipped, s.opts = shipped, o
-	s.url = "https://" + listen
-	s.adminURL = "http://" + admin
-	startEnvoy(t, s.adminURL, writeFile(t, dir, "envoy.json", s.config), s.accessLog, s.envoyLog)
+}
 
+// launchEnvoy starts Envoy on s.config, listening where s.opts say.
+func (s *stack) launchEnvoy(t *testing.T) {
+	t.Helper()
+	s.url = "https://" + s.opts.Listeners[envoyrig.IngressListener]
+	s.adminURL = "http://" + s.opts.Admin
+	startEnvoy(t, s.adminURL, writeFile(t, s.dir, "envoy.json", s.config), s.accessLog, s.envoyLog)
+}
+
+// dialClients makes the stack's HTTP/1.1 and HTTP/2 clients, trusting its
+// CA, each request bounded by timeout; maxIdle, when not 0, is how many
+// idle HTTP/1.1 connections a client keeps.
+func (s *stack) dialClients(t *testing.T, timeout time.Duration, maxIdle int) {
+	t.Helper()
 	tlsConf := &tls.Config{RootCAs: s.certs.Pool}
-	h1 := &http.Transport{TLSClientConfig: tlsConf.Clone(), DisableCompression: true,
+	h1 := &http.Transport{TLSClientConfig: tlsConf.Clone(), DisableCompression: true, MaxIdleConnsPerHost: maxIdle,
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}
 	h2 := &http.Transport{TLSClientConfig: tlsConf.Clone(), DisableCompression: true, ForceAttemptHTTP2: true}
 	t.Cleanup(h1.CloseIdleConnections)
 	t.Cleanup(h2.CloseIdleConnections)
-	s.h1 = &http.Client{Transport: h1, Timeout: 60 * time.Second}
-	s.h2 = &http.Client{Transport: h2, Timeout: 60 * time.Second}
-	return s
+	s.h1 = &http.Client{Transport: h1, Timeout: timeout}
+	s.h2 = &http.Client{Transport: h2, Timeout: timeout}
 }
 
 func writeFile(t *testing.T, dir, name string, data []byte) string {
@@ -210,20 +237,9 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 	return p
 }
 
-// freeAddr returns a 127.0.0.1 address with a port free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func startTiergate(t *testing.T, s *stack, policyFile, extproc, wsAddr string) {
 	t.Helper()
-	admin := freeAddr(t)
+	admin := freeport.Addr(t)
 	cmd := exec.Command(tiergateBin, "serve",
 		"--config", policyFile,
 		"--extproc-listen", extproc,

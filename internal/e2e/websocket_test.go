@@ -1,15 +1,10 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +12,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/tidwall/gjson"
+
+	"github.com/tiergate/tiergate/internal/nodeclients"
 )
 
 // wsDial opens a WebSocket through Envoy (wss, HTTP/1.1 upgrade).
@@ -169,41 +166,14 @@ func identityHeaderCanonical() string { return http.CanonicalHeaderKey(identityH
 // testNodeClients runs the openai npm package's ResponsesWS and Realtime
 // clients (wsbridge/testdata/node) through Envoy over wss.
 func testNodeClients(t *testing.T, s *stack) {
-	nodeDir := filepath.Join("..", "..", "wsbridge", "testdata", "node")
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("node is not installed: this test runs the openai npm clients (Node 20 or later)")
-	}
-	if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "openai", "package.json")); err != nil {
-		t.Fatal("the Node test's packages are missing: scripts/test installs them (npm ci --prefix wsbridge/testdata/node)")
-	}
 	before := s.ws.count()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "script.mjs")
-	cmd.Dir = nodeDir
-	cmd.Env = []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + t.TempDir(),
-		"NODE_EXTRA_CA_CERTS=" + s.caFile,
-		"TIERGATE_BASE_URL=" + s.url + "/v1",
-		"OPENAI_API_KEY=" + keyPlain,
-	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("node script.mjs: %v\nstderr:\n%s\nstdout:\n%s", err, stderr.String(), stdout.String())
-	}
-	saw := map[string][]gjson.Result{}
-	sc := bufio.NewScanner(&stdout)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if !json.Valid(sc.Bytes()) {
-			t.Fatalf("the script printed a line that is not JSON: %s", sc.Text())
-		}
-		l := gjson.ParseBytes(sc.Bytes())
-		saw[l.Get("client").Str] = append(saw[l.Get("client").Str], l)
-	}
+	saw, _ := nodeclients.Run(t, ctx, filepath.Join("..", "..", "wsbridge", "testdata", "node"),
+		"NODE_EXTRA_CA_CERTS="+s.caFile,
+		"TIERGATE_BASE_URL="+s.url+"/v1",
+		"OPENAI_API_KEY="+keyPlain,
+	)
 	for _, tc := range []struct {
 		client string
 		events []string

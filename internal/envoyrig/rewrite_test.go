@@ -91,22 +91,10 @@ func TestRewriteKeepsTheRest(t *testing.T) {
 			if err := envoy.ValidateBootstrap(out); err != nil {
 				t.Fatalf("the rewritten bootstrap is not valid: %v", err)
 			}
-			before, err := decodeTree(shipped)
-			if err != nil {
-				t.Fatal(err)
-			}
-			after, err := decodeTree(out)
-			if err != nil {
-				t.Fatal(err)
-			}
+			before, after := decodeBoth(t, shipped, out)
 
 			// The identity filter sits right after the strip, then comes ext_proc.
-			l := byName(list(obj(after, "static_resources"), "listeners"), "llm_ingress")
-			h := obj(byName(list(list(l, "filter_chains")[0], "filters"), "envoy.filters.network.http_connection_manager"), "typed_config")
-			var names []string
-			for _, f := range list(h, "http_filters") {
-				names = append(names, fmt.Sprint(f["name"]))
-			}
+			h, names := ingressFilters(after)
 			wantNames := []string{"envoy.filters.http.header_mutation", IdentityFilterName, "envoy.filters.http.ext_proc", "envoy.filters.http.router"}
 			if !reflect.DeepEqual(names, wantNames) {
 				t.Fatalf("http filters %v, want %v", names, wantNames)
@@ -200,20 +188,8 @@ func TestRewriteForBenchmarks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before, err := decodeTree(shipped)
-	if err != nil {
-		t.Fatal(err)
-	}
-	after, err := decodeTree(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := byName(list(obj(after, "static_resources"), "listeners"), "llm_ingress")
-	h := obj(byName(list(list(l, "filter_chains")[0], "filters"), "envoy.filters.network.http_connection_manager"), "typed_config")
-	var names []string
-	for _, f := range list(h, "http_filters") {
-		names = append(names, fmt.Sprint(f["name"]))
-	}
+	before, after := decodeBoth(t, shipped, out)
+	_, names := ingressFilters(after)
 	if want := []string{"envoy.filters.http.header_mutation", "envoy.filters.http.router"}; !reflect.DeepEqual(names, want) {
 		t.Errorf("http filters %v, want %v", names, want)
 	}
@@ -335,4 +311,30 @@ func TestThePinIsWrittenOnce(t *testing.T) {
 			t.Errorf("%s does not contain %q", tc.file, tc.want)
 		}
 	}
+}
+
+// decodeBoth decodes the shipped bootstrap and its rewrite, to compare
+// them setting by setting.
+func decodeBoth(t *testing.T, shipped, out []byte) (before, after map[string]any) {
+	t.Helper()
+	before, err := decodeTree(shipped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err = decodeTree(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return before, after
+}
+
+// ingressFilters returns a decoded bootstrap's ingress connection manager
+// config and the names of its HTTP filters, in order.
+func ingressFilters(tree map[string]any) (hcm node, names []string) {
+	l := byName(list(obj(tree, "static_resources"), "listeners"), "llm_ingress")
+	hcm = obj(byName(list(list(l, "filter_chains")[0], "filters"), "envoy.filters.network.http_connection_manager"), "typed_config")
+	for _, f := range list(hcm, "http_filters") {
+		names = append(names, fmt.Sprint(f["name"]))
+	}
+	return hcm, names
 }

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tiergate/tiergate/internal/freeport"
 	"github.com/tiergate/tiergate/internal/testcert"
 )
 
@@ -68,7 +68,7 @@ func Binary(t testing.TB) string {
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
 	s := &Server{t: t, opts: opts, dir: t.TempDir()}
-	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	s.Addr = freeport.Addr(t)
 	s.writeConfig()
 	s.Restart()
 	t.Cleanup(s.Stop)
@@ -81,17 +81,7 @@ func Start(t testing.TB, opts Options) *Server {
 // with any free port.)
 func ClosedAddr(t testing.TB) string {
 	t.Helper()
-	return "127.0.0.1:" + strconv.Itoa(freePort(t))
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return freeport.Addr(t)
 }
 
 func (s *Server) writeConfig() {
