@@ -110,58 +110,34 @@ func TestCannedAnswersAreWhatProtoWrites(t *testing.T) {
 		for _, tc := range []struct {
 			name   string
 			canned bool
-			build  func() *extprocv3.ProcessingResponse
+			set    func(r *extprocv3.ProcessingResponse) // nil: the shared answer itself
 		}{
-			{"shared", true, func() *extprocv3.ProcessingResponse { return base.resp }},
-			{"with metadata", true, func() *extprocv3.ProcessingResponse {
-				r := withMetadata(base.resp)
-				meta.attach(r)
-				return r
-			}},
-			{"with a mode override", false, func() *extprocv3.ProcessingResponse {
-				r := withMetadata(base.resp)
-				r.ModeOverride = unpolicedMode
-				return r
-			}},
-			{"with a message timeout", false, func() *extprocv3.ProcessingResponse {
-				r := withMetadata(base.resp)
+			{"shared", true, nil},
+			{"with metadata", true, func(r *extprocv3.ProcessingResponse) { meta.attach(r) }},
+			{"with a mode override", false, func(r *extprocv3.ProcessingResponse) { r.ModeOverride = unpolicedMode }},
+			{"with a message timeout", false, func(r *extprocv3.ProcessingResponse) {
 				r.OverrideMessageTimeout = durationpb.New(20 * time.Second)
-				return r
 			}},
-			{"with structured metadata", false, func() *extprocv3.ProcessingResponse {
-				r := withMetadata(base.resp)
+			{"with structured metadata", false, func(r *extprocv3.ProcessingResponse) {
 				r.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{"k": structpb.NewStringValue("v")}}
-				return r
 			}},
-			{"with typed metadata", false, func() *extprocv3.ProcessingResponse {
-				r := withMetadata(base.resp)
+			{"with typed metadata", false, func(r *extprocv3.ProcessingResponse) {
 				r.TypedDynamicMetadata = map[string]*anypb.Any{"ns": {TypeUrl: "type.googleapis.com/x"}}
-				return r
 			}},
-			{"with a drain request", false, func() *extprocv3.ProcessingResponse {
-				r := withMetadata(base.resp)
-				r.RequestDrain = true
-				return r
-			}},
-			{"with a drain of requests", false, func() *extprocv3.ProcessingResponse {
-				r := withMetadata(base.resp)
-				r.RequestDrainRequests = true
-				return r
-			}},
-			{"with a drain of responses", false, func() *extprocv3.ProcessingResponse {
-				r := withMetadata(base.resp)
-				r.RequestDrainResponses = true
-				return r
-			}},
-			{"with a window update", false, func() *extprocv3.ProcessingResponse {
-				r := withMetadata(base.resp)
+			{"with a drain request", false, func(r *extprocv3.ProcessingResponse) { r.RequestDrain = true }},
+			{"with a drain of requests", false, func(r *extprocv3.ProcessingResponse) { r.RequestDrainRequests = true }},
+			{"with a drain of responses", false, func(r *extprocv3.ProcessingResponse) { r.RequestDrainResponses = true }},
+			{"with a window update", false, func(r *extprocv3.ProcessingResponse) {
 				r.ServerWindowUpdate = &extprocv3.ProcessingResponse_ServerWindowUpdate{}
-				return r
 			}},
 		} {
 			t.Run(base.name+", "+tc.name, func(t *testing.T) {
 				t.Parallel()
-				resp := tc.build()
+				resp := base.resp
+				if tc.set != nil {
+					resp = withMetadata(base.resp)
+					tc.set(resp)
+				}
 				if _, canned := cannedForm(resp); canned != tc.canned {
 					t.Fatalf("cannedForm says canned %v, want %v", canned, tc.canned)
 				}

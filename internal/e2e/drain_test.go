@@ -23,6 +23,7 @@ import (
 
 	"github.com/tiergate/tiergate/internal/syncbuf"
 	"github.com/tiergate/tiergate/internal/testcert"
+	"github.com/tiergate/tiergate/internal/wsfake"
 )
 
 // The pod's shutdown, scaled down: the manifests give Envoy --drain-time-s
@@ -77,13 +78,7 @@ func slowUpstream(t *testing.T, certs testcert.Set) string {
 // slowWSUpstream answers each response.create after metadata.delay_ms.
 func slowWSUpstream(t *testing.T) string {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		ctx := r.Context()
+	srv := wsfake.Serve(t, func(ctx context.Context, c *websocket.Conn) {
 		for n := 1; ; n++ {
 			_, data, err := c.Read(ctx)
 			if err != nil {
@@ -102,8 +97,7 @@ func slowWSUpstream(t *testing.T) string {
 			_ = c.Write(ctx, websocket.MessageText, []byte(`{"type":"response.output_text.delta","delta":"hi"}`))
 			_ = c.Write(ctx, websocket.MessageText, []byte(`{"type":"response.completed","response":{"id":"`+id+`","status":"completed","model":"gpt-5.4","usage":{"input_tokens":5,"output_tokens":3,"total_tokens":8}}}`))
 		}
-	}))
-	t.Cleanup(srv.Close)
+	})
 	return srv.Listener.Addr().String()
 }
 
