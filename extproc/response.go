@@ -142,6 +142,10 @@ func (x *exchange) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 		}
 	case r.decoder != nil:
 		r.decoder.Write(chunk)
+	case r.sse == nil && b.GetEndOfStream() && len(r.json) == 0 && !r.tooLarge && len(chunk) <= r.maxJSON:
+		// A JSON response whole in one chunk (most are) is read where it
+		// lies: the message holding it is this exchange's own copy.
+		r.json = chunk
 	default:
 		r.take(chunk)
 		if r.sse != nil && r.firstOut.IsZero() && r.sse.FirstOutput() {
