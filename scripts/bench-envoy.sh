@@ -4,7 +4,7 @@
 # provider over plain HTTP and, for the floor, drop ext_proc), against the
 # same Envoy in front of the null ext_proc server.
 #
-# Four configurations, each its own Envoy (and ext_proc server), all in
+# Five configurations, each its own Envoy (and ext_proc server), all in
 # front of one stand-in provider (`tiergate-load http-upstream`: a completed
 # Responses answer with usage, so the response phases and tiergate's
 # accounting run too):
@@ -13,6 +13,10 @@
 #   tiergate  Envoy + tiergate serve (default policy: filter priority)
 #   null2     Envoy + a second null server: null against null2 is the run's
 #             own noise
+#   contract  Envoy + the null server answering as tiergate answers (the body
+#             sent back with its content-length, and metadata of tiergate's
+#             shape on the body answer and the response's last): what the
+#             contract costs Envoy, apart from what tiergate's work costs
 # ROUNDS (default 5) rounds of DURATION seconds (default 8, after 1 s of
 # warm-up) per configuration, the order rotating from round to round, all
 # with the same load: h2load (HTTP/2 without TLS) posting the load tool's
@@ -25,7 +29,7 @@
 #
 # Every round is checked: h2load must see no failure and only 2xx, and the
 # provider must have received every request still asking for priority
-# through none, null and null2, and none through tiergate.
+# through none, null, null2 and contract, and none through tiergate.
 #
 # Installs h2load (nghttp2-client) and wrk from Debian when missing, and the
 # pinned Envoy (scripts/install-envoy, or TIERGATE_ENVOY). Needs go, jq and
@@ -72,11 +76,15 @@ free_port null_port; free_port null2_port
 null_pid=$!; started+=("$null_pid")
 "$tmp/tiergate-load" null-extproc --listen "127.0.0.1:$null2_port" 2>"$tmp/null2.log" &
 null2_pid=$!; started+=("$null2_pid")
+free_port contract_port
+"$tmp/tiergate-load" null-extproc --echo --metadata --listen "127.0.0.1:$contract_port" 2>"$tmp/contract.log" &
+contract_pid=$!; started+=("$contract_pid")
 wait_port "$tg_port" "$tg_pid"; wait_port "$null_port" "$null_pid"; wait_port "$null2_port" "$null2_pid"
+wait_port "$contract_port" "$contract_pid"
 
-configs=(none null tiergate null2)
+configs=(none null tiergate null2 contract)
 declare -A listen server_pid envoy_pid
-server_pid[none]=""; server_pid[null]=$null_pid; server_pid[tiergate]=$tg_pid; server_pid[null2]=$null2_pid
+server_pid[none]=""; server_pid[null]=$null_pid; server_pid[tiergate]=$tg_pid; server_pid[null2]=$null2_pid; server_pid[contract]=$contract_pid
 for c in "${configs[@]}"; do
   free_port lp; free_port ap
   listen[$c]=$lp
@@ -86,6 +94,7 @@ for c in "${configs[@]}"; do
     null) opts+=(-extproc "127.0.0.1:$null_port") ;;
     tiergate) opts+=(-extproc "127.0.0.1:$tg_port") ;;
     null2) opts+=(-extproc "127.0.0.1:$null2_port") ;;
+    contract) opts+=(-extproc "127.0.0.1:$contract_port") ;;
   esac
   go run ./internal/envoyrig/rewrite "${opts[@]}" envoy/envoy.yaml >"$tmp/envoy-$c.json"
   # The access log (stdout) costs every configuration alike; it is dropped.
@@ -162,7 +171,7 @@ report() {
     def of(c): $all | map(select(.config == c));
     def m(c; f): of(c) | map(f) | median;
     "config     req/s   p50 µs   p99 µs   server CPU µs/req   Envoy CPU µs/req",
-    (["none", "null", "tiergate", "null2"][] as $c |
+    (["none", "null", "tiergate", "null2", "contract"][] as $c |
       "\($c | . + "         " | .[:9]) \(m($c; .rps) | round | tostring | (" " * (7 - length)) + .)  \(m($c; .p50_us) | round | tostring | (" " * (7 - length)) + .)  \(m($c; .p99_us) | round | tostring | (" " * (7 - length)) + .)   \(if $c == "none" then "-" else (m($c; .server_cpu_us_per_req) | r(1)) end)   \(m($c; .envoy_cpu_us_per_req) | r(1))"),
     "",
     "ratios of the medians        tiergate/null   null2/null (the noise)   (goal)",
@@ -171,6 +180,11 @@ report() {
     "  client p99                 \(m("tiergate"; .p99_us) / m("null"; .p99_us) | r(3))           \(m("null2"; .p99_us) / m("null"; .p99_us) | r(3))                    (<= 1.2)",
     "  ext_proc server CPU/req    \(m("tiergate"; .server_cpu_us_per_req) / m("null"; .server_cpu_us_per_req) | r(3))           \(m("null2"; .server_cpu_us_per_req) / m("null"; .server_cpu_us_per_req) | r(3))",
     "  throughput against none    null \(m("null"; .rps) / m("none"; .rps) | r(3)), tiergate \(m("tiergate"; .rps) / m("none"; .rps) | r(3))",
+    "where the gap is: contract/null (the contract'"'"'s cost, any server) and tiergate/contract (tiergate'"'"'s own work)",
+    "  throughput                 contract/null \(m("contract"; .rps) / m("null"; .rps) | r(3))   tiergate/contract \(m("tiergate"; .rps) / m("contract"; .rps) | r(3))",
+    "  client p50                 contract/null \(m("contract"; .p50_us) / m("null"; .p50_us) | r(3))   tiergate/contract \(m("tiergate"; .p50_us) / m("contract"; .p50_us) | r(3))",
+    "  Envoy CPU/req              contract-null \(m("contract"; .envoy_cpu_us_per_req) - m("null"; .envoy_cpu_us_per_req) | r(1)) µs   tiergate-contract \(m("tiergate"; .envoy_cpu_us_per_req) - m("contract"; .envoy_cpu_us_per_req) | r(1)) µs",
+    "  server CPU/req             contract-null \(m("contract"; .server_cpu_us_per_req) - m("null"; .server_cpu_us_per_req) | r(1)) µs   tiergate-contract \(m("tiergate"; .server_cpu_us_per_req) - m("contract"; .server_cpu_us_per_req) | r(1)) µs",
     "load average during the rounds: \($all | map(.load1) | min) to \($all | map(.load1) | max)"' "$out/rounds.jsonl"
 }
 
@@ -179,8 +193,8 @@ echo
 echo "== h2load: $rounds rounds of ${duration}s (after 1s warm-up) per configuration, $clients connections x $streams streams, 2 KiB body"
 printf "%-5s %-9s %8s %8s %8s %10s %10s %6s\n" round config "req/s" "p50 µs" "p99 µs" "srv µs/req" "envoy µs/req" load
 for i in $(seq "$rounds"); do
-  for k in 0 1 2 3; do
-    c=${configs[$(((i - 1 + k) % 4))]}
+  for k in "${!configs[@]}"; do
+    c=${configs[$(((i - 1 + k) % ${#configs[@]}))]}
     round h2load "$c" "$i"
     tail -n 1 "$out/rounds.jsonl" | jq -r '[.round, .config, (.rps|round), .p50_us, .p99_us, (.server_cpu_us_per_req // 0 | . * 10 | round / 10), (.envoy_cpu_us_per_req | . * 10 | round / 10), .load1] | @tsv' |
       awk -F'\t' '{printf "%-5s %-9s %8s %8s %8s %10s %10s %6s\n", $1, $2, $3, $4, $5, $6, $7, $8}'

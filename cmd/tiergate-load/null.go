@@ -15,6 +15,8 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tiergate/tiergate/extproc"
 )
@@ -31,6 +33,11 @@ type nullServer struct {
 	// (and content-length): the floor for a server that rewrites bodies,
 	// which must send the whole body back whatever it changed.
 	echo bool
+	// metadata adds, to the body answer and to the response's last answer,
+	// dynamic metadata of the shape and size tiergate sends there (its
+	// decision, then the usage): with echo, the floor for any server that
+	// keeps tiergate's contract with Envoy, whatever its policy costs.
+	metadata bool
 	// duration, when set, times each message as tiergate times its own
 	// (from the message received to its answer sent), so that both
 	// servers' time per message is read with the same ruler.
@@ -79,12 +86,21 @@ func (n *nullServer) Process(stream extprocv3.ExternalProcessor_ProcessServer) e
 			if n.echo {
 				resp = echoBody(r.RequestBody.GetBody())
 			}
+			if n.metadata {
+				if resp == nullRequestBody {
+					resp = &extprocv3.ProcessingResponse{Response: nullRequestBody.Response}
+				}
+				resp.ProtoReflect().SetUnknown(decisionMetadata)
+			}
 		case *extprocv3.ProcessingRequest_RequestTrailers:
 			resp = nullRequestTrailers
 		case *extprocv3.ProcessingRequest_ResponseHeaders:
 			resp, phase = nullResponseHeaders, phaseResponseHeaders
 		case *extprocv3.ProcessingRequest_ResponseBody:
 			resp, phase = nullResponseBody, phaseResponseBody
+			if n.metadata && r.ResponseBody.GetEndOfStream() {
+				resp = nullUsageAnswer
+			}
 		case *extprocv3.ProcessingRequest_ResponseTrailers:
 			resp = nullResponseTrailers
 		default:
@@ -97,6 +113,43 @@ func (n *nullServer) Process(stream extprocv3.ExternalProcessor_ProcessServer) e
 			n.duration.WithLabelValues(phase).Observe(time.Since(began).Seconds())
 		}
 	}
+}
+
+// The null server's metadata (--metadata): tiergate's fields for a filtered
+// Responses request and its usage, as the ProcessingResponse.dynamic_metadata
+// field's wire form, encoded once and carried as an unknown field, so that
+// sending it costs the null server a copy and Envoy what tiergate's costs it.
+var (
+	decisionMetadata = metadataWire(map[string]*structpb.Value{
+		"endpoint": structpb.NewStringValue("responses"), "action": structpb.NewStringValue("filter"),
+		"service_tier_requested": structpb.NewStringValue("priority"), "service_tier_sent": structpb.NewStringValue("default"),
+		"rule": structpb.NewStringValue("#1"), "group": structpb.NewStringValue("default"),
+		"model": structpb.NewStringValue("gpt-5.5"), "budget": structpb.NewStringValue(""),
+	})
+	nullUsageAnswer = func() *extprocv3.ProcessingResponse {
+		a := &extprocv3.ProcessingResponse{Response: nullResponseBody.Response}
+		a.ProtoReflect().SetUnknown(metadataWire(map[string]*structpb.Value{
+			"status": structpb.NewStringValue("completed"), "service_tier_reported": structpb.NewStringValue("default"),
+			"input_tokens": structpb.NewNumberValue(812), "cached_input_tokens": structpb.NewNumberValue(512),
+			"cache_write_input_tokens": structpb.NewNumberValue(0), "output_tokens": structpb.NewNumberValue(38),
+			"reasoning_tokens": structpb.NewNumberValue(12),
+		}))
+		return a
+	}()
+)
+
+// metadataWire is fields as namespace tiergate of a ProcessingResponse's
+// dynamic_metadata, in wire form.
+func metadataWire(fields map[string]*structpb.Value) []byte {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(&extprocv3.ProcessingResponse{
+		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"tiergate": structpb.NewStructValue(&structpb.Struct{Fields: fields}),
+		}},
+	})
+	if err != nil {
+		panic(fmt.Sprintf("null-extproc: encoding metadata: %v", err))
+	}
+	return b
 }
 
 // echoBody answers a request body with itself as a body mutation, with
@@ -150,6 +203,7 @@ func runNull(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:50061", "address to serve on (port 0 picks a free one; the log line names it)")
 	echo := fs.Bool("echo", false, "answer each request body with a mutation carrying the same bytes: the floor for a server that rewrites bodies")
+	metadata := fs.Bool("metadata", false, "add dynamic metadata of the shape and size tiergate sends (its decision on the body answer, the usage on the response's last): with --echo, the floor for a server that keeps tiergate's contract with Envoy")
 	admin := fs.String("admin-listen", "", "if set, serve /metrics here with the time per message in tiergate's histogram, measured as tiergate measures it")
 	maxMsg := fs.Int("grpc-max-message-bytes", defaultMaxMsg, "largest message accepted or sent, as tiergate serve's flag of the same name")
 	if err := fs.Parse(args); err != nil {
@@ -159,7 +213,7 @@ func runNull(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("null-extproc: unexpected argument %q", fs.Arg(0))
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
-	n := &nullServer{echo: *echo}
+	n := &nullServer{echo: *echo, metadata: *metadata}
 	errc := make(chan error, 2)
 	if *admin != "" {
 		reg := prometheus.NewRegistry()
