@@ -162,14 +162,22 @@ func TestSIGTERMRecordsTheTurnsItCuts(t *testing.T) {
 // fakeEnvoyAdmin answers /server_info, /drain_listeners and /stats as
 // Envoy's admin API does, with active requests in flight on the ingress
 // (the admin listener's own gauge, always 1 while a stats read runs, is
-// there too).
+// there too). Once gone, it answers nothing: every connection, a pooled
+// one included, is cut, as when Envoy's process has exited.
 type fakeEnvoyAdmin struct {
 	active  atomic.Int64
 	drained atomic.Bool
+	gone    atomic.Bool
 }
 
 func (f *fakeEnvoyAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
+	case f.gone.Load():
+		// Closing the listener alone is not enough: a poll that was
+		// accepted just before it closed keeps its connection alive.
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			_ = conn.Close()
+		}
 	case r.Method == http.MethodGet && r.URL.Path == "/server_info":
 		_, _ = io.WriteString(w, `{"state":"LIVE","command_line_options":{"drain_time":"0.2s","drain_strategy":"Gradual"}}`)
 	case r.Method == http.MethodPost && r.URL.Path == "/drain_listeners" && r.URL.Query().Has("graceful"):
@@ -206,7 +214,7 @@ func TestDrainWaitsForEnvoysRequestsInFlight(t *testing.T) {
 			t.Cleanup(srv.Close)
 			switch {
 			case tc.stop:
-				time.AfterFunc(300*time.Millisecond, func() { srv.CloseClientConnections(); srv.Listener.Close() })
+				time.AfterFunc(300*time.Millisecond, func() { f.gone.Store(true); srv.Listener.Close(); srv.CloseClientConnections() })
 			case tc.finish > 0:
 				time.AfterFunc(tc.finish, func() { f.active.Store(0) })
 			}
