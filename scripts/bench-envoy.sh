@@ -21,7 +21,10 @@
 # warm-up) per configuration, the order rotating from round to round, all
 # with the same load: h2load (HTTP/2 without TLS) posting the load tool's
 # 2 KiB Responses body asking for priority, with Codex's headers, over
-# CLIENTS connections of STREAMS streams each (4 x 4). Reported per round
+# CLIENTS connections of STREAMS streams each (4 x 4), which every Envoy
+# spreads evenly over its workers (exact balance: left to the kernel, all
+# four land on one worker in some rounds, and those rounds run a third
+# faster whatever the server). Reported per round
 # and as medians: throughput, client p50 and p99 (from h2load's per-request
 # log), and each ext_proc server's and Envoy's CPU per request. Then one
 # round per configuration with wrk (HTTP/1.1, 16 connections) as a
@@ -88,7 +91,8 @@ server_pid[none]=""; server_pid[null]=$null_pid; server_pid[tiergate]=$tg_pid; s
 for c in "${configs[@]}"; do
   free_port lp; free_port ap
   listen[$c]=$lp
-  opts=(-listen "127.0.0.1:$lp" -admin "127.0.0.1:$ap" -upstream "127.0.0.1:$up_port" -plain-upstream)
+  # -exact-balance: h2load's few connections split evenly over the two workers in every round.
+  opts=(-listen "127.0.0.1:$lp" -admin "127.0.0.1:$ap" -upstream "127.0.0.1:$up_port" -plain-upstream -exact-balance)
   case $c in
     none) opts+=(-no-extproc) ;;
     null) opts+=(-extproc "127.0.0.1:$null_port") ;;

@@ -177,14 +177,15 @@ func diffPaths(a, b any, path string) []string {
 
 // TestRewriteForBenchmarks: WithoutExtProc leaves the chain without
 // ext_proc and otherwise in order; PlainUpstreams strips TLS (and ALPN's
-// auto_config) from the providers' clusters and nothing else.
+// auto_config) from the providers' clusters; ExactBalance sets the ingress
+// listener's connection balance; nothing else changes.
 func TestRewriteForBenchmarks(t *testing.T) {
 	t.Parallel()
 	shipped, err := os.ReadFile("../../envoy/envoy.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := Rewrite(shipped, Options{WithoutExtProc: true, PlainUpstreams: true})
+	out, err := Rewrite(shipped, Options{WithoutExtProc: true, PlainUpstreams: true, ExactBalance: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +201,11 @@ func TestRewriteForBenchmarks(t *testing.T) {
 		}
 	}
 	slices.Sort(changed)
-	var want []string
+	ingress := byName(list(obj(after, "static_resources"), "listeners"), IngressListener)
+	if got := obj(ingress, "connection_balance_config", "exact_balance"); got == nil || len(got) != 0 {
+		t.Errorf("the ingress listener's connection_balance_config.exact_balance = %v, want {}", got)
+	}
+	want := []string{"static_resources.listeners[llm_ingress].connection_balance_config"}
 	for _, c := range []string{"anthropic", "openai"} {
 		p := "static_resources.clusters[" + c + "]"
 		want = append(want,
@@ -235,6 +240,7 @@ func TestRewriteRefusesWhatIsNotThere(t *testing.T) {
 		{"an address without a port", string(shipped), Options{Admin: "127.0.0.1"}, "admin: address"},
 		{"an identity with no strip to follow", noStrip, Options{IdentityHeader: "x-id"}, "nowhere to insert"},
 		{"no ext_proc to remove", strings.ReplaceAll(string(shipped), "envoy.filters.http.ext_proc", "x.ext_proc"), Options{WithoutExtProc: true}, "nothing to remove"},
+		{"no ingress listener to balance", strings.Replace(string(shipped), "name: llm_ingress", "name: other_ingress", 1), Options{ExactBalance: true}, "no listener llm_ingress to balance"},
 		{"no TLS upstream to make plain", strings.ReplaceAll(string(shipped), "common_tls_context", "x_tls_context"), Options{PlainUpstreams: true}, "nothing to make plain"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -30,6 +30,7 @@ func run(args []string) error {
 	upstreamCA := fs.String("upstream-ca", "", "PEM file of the CA the stand-in's certificate chains to (its names must still be api.openai.com and api.anthropic.com)")
 	noExtProc := fs.Bool("no-extproc", false, "remove the ext_proc filter (Envoy alone, a benchmark's floor)")
 	plainUpstream := fs.Bool("plain-upstream", false, "reach the providers' clusters over plain HTTP/1.1 (a benchmark's local stand-in)")
+	exactBalance := fs.Bool("exact-balance", false, "spread the llm_ingress listener's connections evenly over Envoy's workers (a benchmark's few connections)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -41,7 +42,7 @@ func run(args []string) error {
 		return err
 	}
 	o := envoyrig.Options{Admin: *admin, UpstreamCA: *upstreamCA, Clusters: map[string]string{},
-		WithoutExtProc: *noExtProc, PlainUpstreams: *plainUpstream}
+		WithoutExtProc: *noExtProc, PlainUpstreams: *plainUpstream, ExactBalance: *exactBalance}
 	if *listen != "" {
 		o.Listeners = map[string]string{"llm_ingress": *listen}
 	}
