@@ -17,7 +17,7 @@
 #             sent back with its content-length, and metadata of tiergate's
 #             shape on the body answer and the response's last): what the
 #             contract costs Envoy, apart from what tiergate's work costs
-# ROUNDS (default 5) rounds of DURATION seconds (default 8, after 1 s of
+# ROUNDS (default 8) rounds of DURATION seconds (default 8, after 1 s of
 # warm-up) per configuration, the order rotating from round to round, all
 # with the same load: h2load (HTTP/2 without TLS) posting the load tool's
 # 2 KiB Responses body asking for priority, with Codex's headers, over
@@ -42,7 +42,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=${ROUNDS:-5}
+rounds=${ROUNDS:-8}
 duration=${DURATION:-8}
 clients=${CLIENTS:-4}
 streams=${STREAMS:-4}

@@ -22,11 +22,18 @@
 # usage), tiergate under a pass policy (so the request body goes on
 # unchanged and the response is read for usage and accounted) against the
 # null server, so that the response path is in the figure too.
+# Between the two, CPU per transaction against the contract's floor: tiergate
+# (filter), the null server, and the null server keeping tiergate's contract
+# (--echo --metadata: the body sent back with its content-length, metadata
+# of tiergate's shape on the body answer and the response's last), request
+# half alone and with the response half, CONTRACT_ROUNDS (default ROUNDS)
+# rotating rounds; tiergate/contract is tiergate's own work, contract/null
+# what any server that keeps the contract pays.
 #
 # Needs go and jq (and curl, only to print the GOGC tiergate runs at). Listens on
 # loopback only. OUT=dir keeps each round's JSON
-# report; ROUNDS, DURATION, SWEEP_ROUNDS and SWEEP_DURATION change the run
-# (SWEEP_ROUNDS=0 skips the sweep);
+# report; ROUNDS, DURATION, CONTRACT_ROUNDS, SWEEP_ROUNDS and SWEEP_DURATION
+# change the run (CONTRACT_ROUNDS=0 and SWEEP_ROUNDS=0 skip those parts);
 # TIERGATE_BIN=path measures a tiergate built elsewhere (to compare a change);
 # NULL_GOGC=400 runs the null and echo servers with tiergate's GOGC;
 # PIN=1 runs the servers on CPU 1 and the load tool on CPU 0 (taskset), so
@@ -37,6 +44,7 @@ cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-6}
 duration=${DURATION:-8s}
 sweep_rounds=${SWEEP_ROUNDS:-2}
+contract_rounds=${CONTRACT_ROUNDS:-$rounds}
 sweep_duration=${SWEEP_DURATION:-4s}
 command -v jq >/dev/null || { echo "bench-extproc: needs jq" >&2; exit 1; }
 
@@ -52,6 +60,7 @@ if [ "${PIN:-0}" = 1 ]; then server_cpu=(taskset -c 1); load_cpu=(taskset -c 0);
 
 free_port tg_port; free_port tg_admin; free_port null_port; free_port null_admin; free_port echo_port; free_port echo_admin
 free_port pass_port; free_port pass_admin; free_port pass_ws; free_port tg_ws
+free_port contract_port; free_port contract_admin
 "${server_cpu[@]}" "$tmp/tiergate" serve --usage-log off --log-level warn \
   --extproc-listen "127.0.0.1:$tg_port" --ws-listen "127.0.0.1:$tg_ws" --admin-listen "127.0.0.1:$tg_admin" 2>"$tmp/tiergate.log" &
 tg_pid=$!; started+=("$tg_pid")
@@ -59,6 +68,8 @@ tg_pid=$!; started+=("$tg_pid")
 null_pid=$!; started+=("$null_pid")
 "${server_cpu[@]}" env "${null_env[@]}" "$tmp/tiergate-load" null-extproc --echo --listen "127.0.0.1:$echo_port" --admin-listen "127.0.0.1:$echo_admin" 2>"$tmp/echo.log" &
 echo_pid=$!; started+=("$echo_pid")
+"${server_cpu[@]}" env "${null_env[@]}" "$tmp/tiergate-load" null-extproc --echo --metadata --listen "127.0.0.1:$contract_port" --admin-listen "127.0.0.1:$contract_admin" 2>"$tmp/contract.log" &
+contract_pid=$!; started+=("$contract_pid")
 # tiergate again, under a policy that passes priority: the response sweep's.
 printf 'rules:\n- name: pass-priority\n  service_tier: priority\n  action: pass\n' >"$tmp/pass.yaml"
 "${server_cpu[@]}" "$tmp/tiergate" serve --config "$tmp/pass.yaml" --usage-log off --log-level warn \
@@ -68,6 +79,7 @@ wait_port "$tg_port" "$tg_pid"; wait_port "$tg_admin" "$tg_pid"
 wait_port "$null_port" "$null_pid"; wait_port "$null_admin" "$null_pid"
 wait_port "$echo_port" "$echo_pid"; wait_port "$echo_admin" "$echo_pid"
 wait_port "$pass_port" "$pass_pid"; wait_port "$pass_admin" "$pass_pid"
+wait_port "$contract_port" "$contract_pid"; wait_port "$contract_admin" "$contract_pid"
 sleep 1 # let them settle before their idle memory is read
 # The machine is shared: say how busy it was, so a noisy run reads as one.
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -84,6 +96,7 @@ round() {
     null) target=(--target "127.0.0.1:$null_port" --admin "http://127.0.0.1:$null_admin" --pid "$null_pid" --expect continue) ;;
     echo) target=(--target "127.0.0.1:$echo_port" --admin "http://127.0.0.1:$echo_admin" --pid "$echo_pid" --expect rewrite) ;;
     pass) target=(--target "127.0.0.1:$pass_port" --admin "http://127.0.0.1:$pass_admin" --pid "$pass_pid" --expect continue) ;;
+    contract) target=(--target "127.0.0.1:$contract_port" --admin "http://127.0.0.1:$contract_admin" --pid "$contract_pid" --expect rewrite) ;;
   esac
   # In the background, so that a signal to this script is acted on at once
   # (bash runs traps only between foreground commands, but interrupts wait).
@@ -147,6 +160,37 @@ jq -rn --slurpfile t <(cat "$out"/main-tiergate-*.json) --slurpfile n <(cat "$ou
   "tiergate RSS              idle \($idle|mib) MiB (target < 30: \(verdict($idle < 30*1048576)))   peak under load \($peak|mib) MiB (target < 100: \(verdict($peak < 100*1048576)))",
   "null RSS                  idle \($nidle|mib) MiB   peak under load \($npeak|mib) MiB"'
 
+contract_compare() {
+  echo
+  echo "== CPU per transaction against the contract's floor: $contract_rounds rotating rounds of $duration per server and half"
+  echo "   (tg: tiergate, filter; null: CONTINUE; contract: the null server answering as tiergate answers)"
+  cols="%-5s %-8s %9s %9s %9s %10s %11s %12s\n"
+  printf "$cols" round half "tg cpu/tx" "null" contract "tg/null" "contr/null" "tg/contract"
+  local servers=(tiergate contract null)
+  for i in $(seq "$contract_rounds"); do
+    for half in request response; do
+      local flags=(); [ "$half" = response ] && flags=(--response)
+      for k in 0 1 2; do
+        local server=${servers[$(((i + k) % 3))]}
+        round "$server" "$out/contract-$half-$server-$i.json" "${flags[@]}" --streams 16 --conns 2 --body-size 2048 --warmup 1s --duration "$duration"
+      done
+      jq -rn --slurpfile t "$out/contract-$half-tiergate-$i.json" --slurpfile n "$out/contract-$half-null-$i.json" \
+        --slurpfile c "$out/contract-$half-contract-$i.json" "$jqlib"'
+        ($t[0].cpu.server_us_per_tx) as $t | ($n[0].cpu.server_us_per_tx) as $n | ($c[0].cpu.server_us_per_tx) as $c |
+        [($t|r(1)), ($n|r(1)), ($c|r(1)), ($t/$n|r(3)), ($c/$n|r(3)), ($t/$c|r(3))] | @tsv' |
+        awk -v i="$i" -v h="$half" -F'\t' -v cols="$cols" '{printf cols, i, h, $1, $2, $3, $4, $5, $6}'
+    done
+  done
+  echo "medians of the rounds (server CPU µs per transaction, and the medians of the rounds' own ratios):"
+  for half in request response; do
+    jq -rn --slurpfile t <(cat "$out"/contract-"$half"-tiergate-*.json) --slurpfile n <(cat "$out"/contract-"$half"-null-*.json) \
+      --slurpfile c <(cat "$out"/contract-"$half"-contract-*.json) --arg half "$half" "$jqlib"'
+      def cpu: map(.cpu.server_us_per_tx);
+      def ratio(a; b): [a, b] | transpose | map(.[0] / .[1]) | median | r(3);
+      "  \($half): tiergate \($t|cpu|median|r(1)), null \($n|cpu|median|r(1)), contract \($c|cpu|median|r(1));" +
+      " tiergate/null \(ratio($t|cpu; $n|cpu)) (goal <= 1.1), contract/null \(ratio($c|cpu; $n|cpu)), tiergate/contract \(ratio($t|cpu; $c|cpu))"'
+  done
+}
 sweep() {
   echo
   echo "== body-size sweep: $sweep_rounds alternating rounds of $sweep_duration (after 1s warm-up) per size and server, medians"
@@ -200,6 +244,7 @@ response_sweep() {
   done
   echo "(cpu/tx: server CPU µs per transaction, request and response halves; MiB: peak RSS)"
 }
+if [ "$contract_rounds" -gt 0 ]; then contract_compare; fi
 if [ "$sweep_rounds" -gt 0 ]; then sweep; response_sweep; fi
 
 echo
