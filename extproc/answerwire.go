@@ -166,8 +166,12 @@ var cannedWire = func() map[any][]byte {
 // TestCannedFormCoversEveryField keeps the list of fields checked here
 // complete.
 func cannedForm(resp *extprocv3.ProcessingResponse) ([]byte, bool) {
-	if resp.DynamicMetadata != nil || resp.TypedDynamicMetadata != nil || resp.ModeOverride != nil ||
-		resp.OverrideMessageTimeout != nil || resp.RequestDrain || resp.RequestDrainRequests ||
+	// request_drain is deprecated, but it is still on the wire: an answer
+	// that sets it is not a canned one.
+	//lint:ignore SA1019 checked so that a set field is never dropped
+	drain := resp.RequestDrain
+	if drain || resp.DynamicMetadata != nil || resp.TypedDynamicMetadata != nil || resp.ModeOverride != nil ||
+		resp.OverrideMessageTimeout != nil || resp.RequestDrainRequests ||
 		resp.RequestDrainResponses || resp.ServerWindowUpdate != nil {
 		return nil, false
 	}

@@ -124,7 +124,10 @@ func TestCannedAnswersAreWhatProtoWrites(t *testing.T) {
 			{"with typed metadata", false, func(r *extprocv3.ProcessingResponse) {
 				r.TypedDynamicMetadata = map[string]*anypb.Any{"ns": {TypeUrl: "type.googleapis.com/x"}}
 			}},
-			{"with a drain request", false, func(r *extprocv3.ProcessingResponse) { r.RequestDrain = true }},
+			{"with a drain request", false, func(r *extprocv3.ProcessingResponse) {
+				//lint:ignore SA1019 a deprecated field is still on the wire
+				r.RequestDrain = true
+			}},
 			{"with a drain of requests", false, func(r *extprocv3.ProcessingResponse) { r.RequestDrainRequests = true }},
 			{"with a drain of responses", false, func(r *extprocv3.ProcessingResponse) { r.RequestDrainResponses = true }},
 			{"with a window update", false, func(r *extprocv3.ProcessingResponse) {
