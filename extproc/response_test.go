@@ -9,7 +9,6 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/tiergate/tiergate/policy"
 	"github.com/tiergate/tiergate/usage"
@@ -77,15 +76,7 @@ func TestJSONResponseReadsTheSameHoweverItIsCut(t *testing.T) {
 			if got := strings.Contains(records.String(), `"input_tokens":8438`); got != tc.read {
 				t.Errorf("record has the input tokens: %v, want %v:\n%s", got, tc.read, records.String())
 			}
-			wire, err := proto.Marshal(last)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var back extprocv3.ProcessingResponse
-			if err := proto.Unmarshal(wire, &back); err != nil {
-				t.Fatal(err)
-			}
-			got := back.GetDynamicMetadata().GetFields()["tiergate"].GetStructValue().GetFields()["input_tokens"].GetNumberValue()
+			got := roundTrip(t, last).GetDynamicMetadata().GetFields()["tiergate"].GetStructValue().GetFields()["input_tokens"].GetNumberValue()
 			if want := map[bool]float64{true: 8438, false: 0}[tc.read]; got != want {
 				t.Errorf("metadata input_tokens %v, want %v", got, want)
 			}
