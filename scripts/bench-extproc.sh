@@ -35,7 +35,7 @@
 # report; ROUNDS, DURATION, CONTRACT_ROUNDS, SWEEP_ROUNDS and SWEEP_DURATION
 # change the run (CONTRACT_ROUNDS=0 and SWEEP_ROUNDS=0 skip those parts);
 # TIERGATE_BIN=path measures a tiergate built elsewhere (to compare a change);
-# NULL_GOGC=400 runs the null and echo servers with tiergate's GOGC;
+# NULL_GOGC=400 runs the null, echo and contract servers with tiergate's GOGC;
 # PIN=1 runs the servers on CPU 1 and the load tool on CPU 0 (taskset), so
 # that the server under load does not share its core with the load tool.
 set -euo pipefail
@@ -84,7 +84,7 @@ sleep 1 # let them settle before their idle memory is read
 # The machine is shared: say how busy it was, so a noisy run reads as one.
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 tg_gogc=$(curl -fsS "http://127.0.0.1:$tg_admin/metrics" 2>/dev/null | awk '$1 == "go_gc_gogc_percent" {print $2}') || true
-echo "GOGC: tiergate ${tg_gogc:-?} (the serve default), null and echo ${NULL_GOGC:-100 (the Go default)}"
+echo "GOGC: tiergate ${tg_gogc:-?} (the serve default), null, echo and contract ${NULL_GOGC:-100 (the Go default)}"
 
 # round NAME FILE ARGS... runs one round against tiergate, null or echo and
 # keeps its JSON report in FILE.
