@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tiergate/tiergate/internal/envoyrig"
 )
@@ -39,7 +41,11 @@ func TestBenchmarkBootstrapsLoadInEnvoy(t *testing.T) {
 			if err := os.WriteFile(file, out, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.CommandContext(t.Context(), envoyBin, "--mode", "validate", "-c", file, "--log-level", "warn")
+			// Validation reads the config and exits; a minute is far more
+			// than it needs, and bounds a run that would not end.
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, envoyBin, "--mode", "validate", "-c", file, "--log-level", "warn")
 			msg, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("Envoy refuses the benchmark's bootstrap: %v\n%s", err, msg)

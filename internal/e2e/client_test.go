@@ -162,7 +162,7 @@ func (s *stack) countUsage(requestID string) int {
 // admin API.
 func (s *stack) extprocStat(t *testing.T, name string) int64 {
 	t.Helper()
-	resp, err := http.Get(s.adminURL + "/stats?format=json&filter=" + name)
+	resp, err := adminHTTP.Get(s.adminURL + "/stats?format=json&filter=" + name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func startProc(t *testing.T, name string, cmd *exec.Cmd, readyURL string) *proc 
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if resp, err := http.Get(readyURL); err == nil {
+		if resp, err := adminHTTP.Get(readyURL); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return p

@@ -166,7 +166,7 @@ func (fs *faultStack) startTiergate(t *testing.T) *tgProcess {
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if resp, err := http.Get(fs.adminURL + "/readyz"); err == nil {
+		if resp, err := adminHTTP.Get(fs.adminURL + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return p
@@ -209,7 +209,7 @@ func scrape(adminURL string, prefixes ...string) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, adminURL+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := adminHTTP.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("scrape %s: %w", adminURL, err)
 	}
@@ -281,7 +281,7 @@ func (fs *faultStack) settleGoroutines(t *testing.T, limit int, within time.Dura
 // pprofGoroutines returns tiergate's goroutine dump (--pprof).
 func (fs *faultStack) pprofGoroutines(t *testing.T) string {
 	t.Helper()
-	resp, err := http.Get(fs.adminURL + "/debug/pprof/goroutine?debug=1")
+	resp, err := adminHTTP.Get(fs.adminURL + "/debug/pprof/goroutine?debug=1")
 	if err != nil {
 		return err.Error()
 	}

@@ -89,7 +89,7 @@ func do(c *http.Client, base string, r loadRequest) (int, error) {
 // by its label set.
 func metricValues(t *testing.T, admin, name string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + admin + "/metrics")
+	resp, err := adminHTTP.Get("http://" + admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,7 +94,7 @@ rules:
 	for _, u := range []string{"http://127.0.0.1:" + strconv.Itoa(port+4) + "/readyz", "http://127.0.0.1:" + strconv.Itoa(port+1) + "/ready"} {
 		for {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := adminHTTP.Do(req)
 			if err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
@@ -113,7 +113,7 @@ rules:
 
 	post := func(t *testing.T, path, body string) (int, string) {
 		t.Helper()
-		resp, err := http.Post(base+path, "application/json", strings.NewReader(body))
+		resp, err := adminHTTP.Post(base+path, "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}

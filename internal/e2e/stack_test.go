@@ -24,6 +24,13 @@ import (
 // tiergateBin and envoyBin are set by TestMain.
 var tiergateBin, envoyBin string
 
+// adminHTTP is the client for the admin APIs and readiness endpoints of the
+// processes the tests start, and for requests that need no client of a
+// stack's own. Its timeout makes a process that accepts a connection and
+// never answers fail the test that asked, rather than hang the package
+// until go test's own timeout, which names no culprit.
+var adminHTTP = &http.Client{Timeout: 15 * time.Second}
+
 // TestMain checks the pinned Envoy and builds tiergate once, without the
 // race detector (the tests time real traffic; the race detector's tiergate
 // is what the package tests run).
@@ -289,7 +296,7 @@ func startProcess(t *testing.T, name string, cmd *exec.Cmd, readyURL string, log
 	defer cancel()
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, readyURL, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
+		if resp, err := adminHTTP.Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return
