@@ -278,7 +278,10 @@ func attachUsage(resp *extprocv3.ProcessingResponse, status string, u usage.Usag
 // readUsage returns the response's usage and, when it is unknown, why.
 func (x *exchange) readUsage() (usage.Usage, string) {
 	r := x.resp
-	if r == nil {
+	if r == nil || x.endpoint == policy.EndpointMessageBatches {
+		// A batch's answer carries no usage: its requests run later, and
+		// their usage comes with results tiergate does not see. Not
+		// knowing it is no fault of the response's.
 		return usage.Unknown(), ""
 	}
 	if r.decoder != nil {

@@ -18,6 +18,11 @@ const (
 	EndpointMessages
 	EndpointResponsesWS
 	EndpointRealtime
+	// EndpointMessageBatches is Anthropic's Message Batches create
+	// (POST /v1/messages/batches). Each requests[].params is a Messages
+	// request: policy rules for messages judge it; policy files cannot
+	// name this endpoint.
+	EndpointMessageBatches
 )
 
 var endpointNames = [...]string{
@@ -27,6 +32,7 @@ var endpointNames = [...]string{
 	EndpointMessages:        "messages",
 	EndpointResponsesWS:     "responses_ws",
 	EndpointRealtime:        "realtime",
+	EndpointMessageBatches:  "message_batches",
 }
 
 // String returns the endpoint's name as written in the policy file and in
@@ -40,7 +46,7 @@ func (e Endpoint) String() string {
 
 // anthropic reports whether the endpoint speaks Anthropic's dialect, where
 // fast mode (speed and the anthropic-beta header) stands for the tier.
-func (e Endpoint) anthropic() bool { return e == EndpointMessages }
+func (e Endpoint) anthropic() bool { return e == EndpointMessages || e == EndpointMessageBatches }
 
 // endpointForPath recognises an HTTP endpoint by the suffix of its path
 // (see ParsePath).
@@ -137,6 +143,8 @@ func endpointOfClean(clean, lower string) (Endpoint, string) {
 		ep = EndpointResponses
 	case strings.HasSuffix(lower, "/v1/messages"):
 		ep = EndpointMessages
+	case strings.HasSuffix(lower, "/v1/messages/batches"):
+		ep = EndpointMessageBatches
 	}
 	if ep == EndpointUnknown {
 		return ep, ""

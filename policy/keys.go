@@ -34,6 +34,8 @@ const (
 	kindType
 	kindResponse
 	kindSession
+	kindRequests
+	kindParams
 )
 
 // kindNames holds each kind's canonical spelling, the one tiergate writes.
@@ -48,6 +50,8 @@ var kindNames = [...]string{
 	kindType:          keyType,
 	kindResponse:      keyResponse,
 	kindSession:       keySession,
+	kindRequests:      keyRequests,
+	kindParams:        keyParams,
 }
 
 // maxFoldedKey is the longest folded name tiergate reads ("streamoptions"
@@ -158,6 +162,10 @@ func kindOfFolded(f []byte) keyKind {
 		return kindResponse
 	case "SESSION":
 		return kindSession
+	case "REQUESTS":
+		return kindRequests
+	case "PARAMS":
+		return kindParams
 	}
 	return keyOther
 }
@@ -212,4 +220,4 @@ var scanKeys = jsonscan.Keys{
 
 // Every kind must fit a scan's count of kinds: this fails to compile
 // when one more kind would not.
-var _ [jsonscan.MaxKinds - 1 - int(kindSession)]struct{}
+var _ [jsonscan.MaxKinds - 1 - int(kindParams)]struct{}

@@ -75,6 +75,8 @@ const (
 	keyType          = "type"
 	keyResponse      = "response"
 	keySession       = "session"
+	keyRequests      = "requests" // a message batch's list of requests
+	keyParams        = "params"   // a message batch entry's Messages request
 )
 
 // scratch holds the fixed-size buffers one evaluation needs, so a request
@@ -143,11 +145,14 @@ func (p *Policy) applyCounted(req *Request, body []byte) (Result, work) {
 	if !isObj {
 		s.doc = jsonscan.Object{}
 	}
-	if req.Endpoint.anthropic() {
+	switch {
+	case req.Endpoint == EndpointMessageBatches:
+		p.applyBatch(req, body, s, &res)
+	case req.Endpoint.anthropic():
 		p.applyAnthropic(req, body, s, &res)
-		return res, s.work
+	default:
+		p.applyOpenAI(req, body, s, &res, false)
 	}
-	p.applyOpenAI(req, body, s, &res, false)
 	return res, s.work
 }
 

@@ -165,7 +165,11 @@ func (l *loader) checkTestCase(path string, m map[string]any, c *tiergatev1.Poli
 	case given > 1:
 		l.addf(path, "give the body one way only: body, json, or model and service_tier")
 	}
-	if ep, _ := ParsePath(c.Path); tier && ep == EndpointMessages {
+	ep, _ := ParsePath(c.Path)
+	if ep == EndpointMessageBatches && (model || tier) {
+		l.addf(path, "on /v1/messages/batches write the batch body (json with requests[].params); model and service_tier describe one request")
+	}
+	if tier && ep == EndpointMessages {
 		if t := ParseTier(c.ServiceTier); t != TierPriority {
 			l.addf(path+".service_tier", "on /v1/messages only priority (fast mode) can be written as service_tier; write the body for anything else")
 		}

@@ -79,6 +79,8 @@ func TestPolicyTestFileProblems(t *testing.T) {
 			"cases[0]: no body: give body (raw text), json (an object), or model and service_tier"},
 		{"a tier other than priority on messages", "cases:\n- {name: x, path: /v1/messages, service_tier: flex, want: {action: pass}}\n",
 			"cases[0].service_tier: on /v1/messages only priority (fast mode) can be written as service_tier"},
+		{"model and service_tier on a message batch", "cases:\n- {name: x, path: /v1/messages/batches, model: claude-opus-4-6, service_tier: priority, want: {action: pass}}\n",
+			"cases[0]: on /v1/messages/batches write the batch body (json with requests[].params)"},
 		{"a want with nothing in it", "cases:\n- {name: x, path: /v1/responses, body: '{}', want: {}}\n",
 			"cases[0].want: nothing to compare: give at least one field"},
 		{"two cases with one name", "cases:\n- {name: x, path: /v1/responses, body: '{}', want: {status: 0}}\n- {name: x, path: /v1/responses, body: '{}', want: {status: 0}}\n",
