@@ -116,6 +116,16 @@ var policyCases = []policyCase{
 		header: map[string]string{"x-api-key": keyFast},
 		body:   `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[]}`, upstream: `{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[],"speed":"fast"}`,
 		upstreamHeader: map[string]string{"anthropic-beta": fastModeBeta}, action: "pass", group: "codex-fast"},
+
+	// Anthropic Message Batches: each requests[].params is a Messages request.
+	{name: "message batches: fast mode is filtered from each entry and from anthropic-beta", path: "/v1/messages/batches",
+		header:         map[string]string{"anthropic-beta": "fast-mode-2026-02-01,message-batches-2024-09-24"},
+		body:           `{"requests":[{"custom_id":"a","params":{"model":"claude-sonnet-4-5","speed":"fast","max_tokens":5,"messages":[]}}]}`,
+		upstream:       `{"requests":[{"custom_id":"a","params":{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[]}}]}`,
+		upstreamHeader: map[string]string{"anthropic-beta": "message-batches-2024-09-24"}, action: "filter"},
+	{name: "message batches: an entry asking fast mode on claude-opus-4-6 blocks the batch", path: "/v1/messages/batches",
+		body:   `{"requests":[{"custom_id":"a","params":{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[]}},{"custom_id":"b","params":{"model":"claude-opus-4-6","speed":"fast","max_tokens":5,"messages":[]}}]}`,
+		action: "block"},
 }
 
 func testPolicyMatrix(t *testing.T, s *stack) {
