@@ -2,9 +2,9 @@ package policy
 
 import "testing"
 
-func TestApplyAnthropic(t *testing.T) {
-	t.Parallel()
-	p := mustLoad(t, `
+// anthropicPolicy: fast mode passes for vip on claude-opus-4-6, is blocked
+// on the haiku models and filtered elsewhere; two groups are forced.
+const anthropicPolicy = `
 rules:
 - {name: opus-fast-ok, service_tier: priority, action: pass, model_whitelist: [claude-opus-4-6], groups: [vip]}
 - {name: no-fast-haiku, service_tier: priority, action: block, model_whitelist: ["claude-haiku-*"]}
@@ -13,7 +13,11 @@ groups:
 - {name: vip}
 - {name: forced-vip, force_service_tier: priority}
 - {name: forced-flex, force_service_tier: flex}
-`)
+`
+
+func TestApplyAnthropic(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, anthropicPolicy)
 	cases := []struct {
 		name    string
 		group   string

@@ -29,18 +29,11 @@ func TestMessageBatchesPath(t *testing.T) {
 }
 
 // TestApplyMessageBatches: each requests[].params of a batch is judged as
-// a /v1/messages body under the batch's anthropic-beta header.
+// a /v1/messages body under the batch's anthropic-beta header, by the
+// same rules as TestApplyAnthropic.
 func TestApplyMessageBatches(t *testing.T) {
 	t.Parallel()
-	p := mustLoad(t, `
-rules:
-- {name: opus-fast-ok, service_tier: priority, action: pass, model_whitelist: [claude-opus-4-6], groups: [vip]}
-- {name: no-fast-haiku, service_tier: priority, action: block, model_whitelist: ["claude-haiku-*"]}
-- {name: strip-fast, service_tier: priority, action: filter}
-groups:
-- {name: vip}
-- {name: forced-vip, force_service_tier: priority}
-`)
+	p := mustLoad(t, anthropicPolicy)
 	entry := func(id, params string) string { return `{"custom_id":"` + id + `","params":` + params + `}` }
 	batch := func(entries ...string) string { return `{"requests":[` + strings.Join(entries, ",") + `]}` }
 	opusFast := `{"model":"claude-opus-4-6","max_tokens":10,"speed":"fast","messages":[]}`
