@@ -8,7 +8,7 @@ import (
 )
 
 // applyAnthropic polices a Messages request. Fast mode is the tier here:
-// requested by an anthropic-beta token starting with fast-mode-, by a
+// requested by an anthropic-beta token holding fast-mode-, by a
 // top-level "speed": "fast", or by "speed": "fast" in any fallbacks entry;
 // any of them means priority.
 //
@@ -304,8 +304,20 @@ func betaTokens(lines []string) []string {
 	return out
 }
 
+// isFastModeToken reports whether an anthropic-beta token asks for fast
+// mode. Any token that holds fast-mode- in any case counts, not only one
+// that starts with it: a token quoted ("fast-mode-…") or run together with
+// another by a space or a semicolon may still be read as fast mode by a
+// lenient header parser, and the strict reading is the one that cannot let
+// fast mode through unjudged. Filtering drops such a token whole.
 func isFastModeToken(t string) bool {
-	return len(t) >= len("fast-mode-") && strings.EqualFold(t[:len("fast-mode-")], "fast-mode-")
+	const name = "fast-mode-"
+	for i := 0; i+len(name) <= len(t); i++ {
+		if strings.EqualFold(t[i:i+len(name)], name) {
+			return true
+		}
+	}
+	return false
 }
 
 // isFastSpeed reads a speed value: fast (trimmed as tiers are, any case) is

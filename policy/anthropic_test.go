@@ -37,6 +37,16 @@ func TestApplyAnthropic(t *testing.T) {
 			beta2: "interleaved-thinking-2025-05-14", betaMod: true,
 		},
 		{
+			name: "a quoted fast-mode token, or one run together with another, is fast mode and is dropped whole",
+			beta: []string{`"fast-mode-2026-02-01", other-2025-01-01`, "x-2025-01-01;FAST-MODE-2026-02-01", "a-2025-01-01 fast-mode-2026-02-01"},
+			body: `{"model":"claude-opus-4-6"}`, action: ActionFilter, beta2: "other-2025-01-01", betaMod: true,
+		},
+		{
+			name: "a token merely holding fast-mode without the dash is not fast mode",
+			beta: []string{"no-fastmode-2025-01-01"},
+			body: `{"model":"claude-opus-4-6"}`, action: ActionPass,
+		},
+		{
 			name: "filter drops the header when only fast-mode tokens were in it, across lines",
 			beta: []string{"fast-mode-2026-02-01", " Fast-Mode-2027-01-01 "},
 			body: `{"model":"claude-opus-4-6"}`, action: ActionFilter, beta2: "", betaMod: true,
