@@ -14,7 +14,9 @@ import (
 //
 // A fallbacks entry's speed is judged against that entry's own model (or,
 // when the entry names none, the request's): each fallback attempt runs
-// under its own model.
+// under its own model. Fast mode asked at the top level (or forced) is
+// judged against every fallback's model too, since a fallback that names
+// no speed may inherit the request's.
 func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Result) {
 	tokens := betaTokens(req.Beta)
 	rd, ok := readMessages(body, s, tokens, res)
@@ -34,9 +36,15 @@ func (p *Policy) applyAnthropic(req *Request, body []byte, s *scratch, res *Resu
 	// of its own), and each fast fallback's own. A request without fast
 	// mode is judged against its models with no tier (a pass).
 	judged := rd.models
-	if !rd.fast && p.forcedTier(req.Group) == TierNone && !rd.fastEntryNoModel && len(rd.fastEntryModels) > 0 {
+	groupForced := p.forcedTier(req.Group) != TierNone
+	switch {
+	case !rd.fast && !groupForced && !rd.fastEntryNoModel && len(rd.fastEntryModels) > 0:
 		judged = rd.fastEntryModels
-	} else {
+	case rd.fast || groupForced:
+		// A fallback that names no speed of its own may inherit the
+		// request's: every fallback's model is judged.
+		judged = append(judged, rd.entryModels...)
+	default:
 		judged = append(judged, rd.fastEntryModels...)
 	}
 	res.Decision = p.evaluate(req.Endpoint, req.Group, tiers, judged, &s.work)
@@ -61,9 +69,11 @@ type messagesRead struct {
 	models    []string // the top level's models
 	fallbacks []int    // the fallbacks members that hold arrays
 	// fastEntryModels are the models of fallbacks asking for fast mode;
-	// fastEntryNoModel: a fast fallback names no model.
+	// fastEntryNoModel: a fast fallback names no model. entryModels are
+	// the models of every fallback, fast or not.
 	fastEntryModels  []string
 	fastEntryNoModel bool
+	entryModels      []string
 	entry            jsonscan.Object // a fallbacks entry: one buffer for every entry
 }
 
@@ -133,6 +143,7 @@ func (rd *messagesRead) readFallbacks(body []byte, start int, s *scratch, count 
 			rd.fastEntryModels = entryModels(rd.fastEntryModels, body, o)
 			rd.fastEntryNoModel = rd.fastEntryNoModel || !named
 		}
+		rd.entryModels = entryModels(rd.entryModels, body, o)
 		if count.over() {
 			return
 		}

@@ -58,6 +58,16 @@ func TestApplyAnthropic(t *testing.T) {
 			out:    `{"model":"claude-opus-4-6","fallbacks":[{"model":"claude-sonnet-4-5"},"default",{"model":"x","speed":"standard"}]}`,
 		},
 		{
+			name: "top-level fast mode is judged against a fallback that names no speed of its own", group: "vip",
+			body:   `{"model":"claude-opus-4-6","speed":"fast","fallbacks":[{"model":"claude-haiku-4-5"}]}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "without fast mode a fallback's model alone decides nothing", group: "vip",
+			body:   `{"model":"claude-opus-4-6","fallbacks":[{"model":"claude-haiku-4-5"}]}`,
+			action: ActionPass,
+		},
+		{
 			name:   "a fast fallback alone is a fast-mode request",
 			body:   `{"model":"claude-haiku-4-5","fallbacks":[{"model":"claude-haiku-4-5","speed":"fast"}]}`,
 			action: ActionBlock, status: 403,
