@@ -16,6 +16,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/tiergate/tiergate/internal/compresstest"
+	"github.com/tiergate/tiergate/internal/contentcoding"
 )
 
 const chatStream = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"service_tier\":\"default\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"},\"finish_reason\":null}],\"usage\":null}\r\n\r\n" +
@@ -298,6 +299,55 @@ func TestLargeJSONResponseIsNotHeldAndCountsUnknown(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(h.srv.metrics.usageUnknown.WithLabelValues("responses", unknownTooLarge)); n != 1 {
 		t.Errorf("usage_unknown_total{reason=too_large} = %v", n)
+	}
+}
+
+// TestStackedResponseCodingsAreBounded: a response's codings are undone to
+// read its usage, a decompressor per coding, so they are bounded as a
+// request's are (contentcoding.MaxCodings): an upstream (or whatever sits
+// before it) that stacks more gets its usage counted unknown for its
+// encoding, built no decoder, and the client still gets the body unchanged.
+func TestStackedResponseCodingsAreBounded(t *testing.T) {
+	t.Parallel()
+	const jsonBody = `{"id":"resp_5","object":"response","status":"completed","usage":{"input_tokens":5,"output_tokens":2}}`
+	gzipN := func(n int) []byte {
+		b := []byte(jsonBody)
+		for range n {
+			b = compresstest.Gzip(b)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name     string
+		encoding string
+		body     []byte
+		known    bool
+	}{
+		{"a response at the cap is decoded for usage", strings.Repeat("gzip,", contentcoding.MaxCodings-1) + "gzip", gzipN(contentcoding.MaxCodings), true},
+		{"a response one coding over the cap is not decoded", strings.Repeat("gzip,", contentcoding.MaxCodings) + "gzip", gzipN(contentcoding.MaxCodings + 1), false},
+		{"thousands of deflate codings over two bytes are not decoded", strings.TrimSuffix(strings.Repeat("deflate,", 7500), ","), []byte("{}"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, "rules: []")
+			h.setResponse(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("content-type", "application/json")
+				w.Header().Set("content-encoding", tc.encoding)
+				_, _ = w.Write(tc.body)
+			})
+			resp, body := h.do("POST", "/v1/responses", nil, []byte(`{"model":"m"}`))
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(body, tc.body) {
+				t.Fatalf("client got %d with %d bytes, want 200 and the body unchanged", resp.StatusCode, len(body))
+			}
+			rec := h.record(1)
+			if _, ok := rec["input_tokens"]; ok != tc.known {
+				t.Errorf("input_tokens known = %v, want %v; record %v", ok, tc.known, rec)
+			}
+			unknown := testutil.ToFloat64(h.srv.metrics.usageUnknown.WithLabelValues("responses", unknownEncoding))
+			if want := map[bool]float64{true: 0, false: 1}[tc.known]; unknown != want {
+				t.Errorf("usage_unknown_total{reason=encoding} = %v, want %v", unknown, want)
+			}
+		})
 	}
 }
 

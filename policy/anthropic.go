@@ -340,5 +340,5 @@ func isFastSpeed(val []byte) bool {
 }
 
 func isFast(s []byte) bool {
-	return strings.EqualFold(string(bytes.TrimFunc(s, trimmed)), "fast")
+	return equalFoldValue(bytes.TrimFunc(s, trimmed), "fast")
 }

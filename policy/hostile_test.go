@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // These tests hold the classes of input that hostile testing found to slip
@@ -155,6 +156,39 @@ func TestFoldedKeysAreOccurrences(t *testing.T) {
 			body:   `{"type":"response.create","Response":{"serviceTier":"priority"}}`,
 			action: ActionFilter, out: `{"type":"response.create","Response":{}}`,
 		},
+		// Readers that compare upper-cased names (Java's equalsIgnoreCase,
+		// .NET's OrdinalIgnoreCase, Python's str.upper) take the dotless ı
+		// for i: simple folding alone does not.
+		{
+			name: "a key with the dotless i is filtered", endpoint: EndpointChatCompletions,
+			body:   `{"model":"gpt-4o","servıce_tıer":"priority"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a key with the dotless i escaped is filtered", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-4o","serv\u0131ce_t\u0131er":"priority"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a key with the dotted capital I is filtered", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-4o","SERVİCE_TİER":"priority"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a key with the dotless i is blocked where a rule blocks", endpoint: EndpointChatCompletions,
+			body:   `{"model":"gpt-5.5","servıce_tıer":"priority"}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a passed key with the dotless i is renamed service_tier at its place", endpoint: EndpointResponses,
+			body:   `{"servıce_tıer":"priority","model":"gpt-5"}`,
+			action: ActionPass, out: `{"service_tier":"priority","model":"gpt-5"}`,
+		},
+		{
+			name: "a dotless-i key and an exact one leave one key, the last one's value", endpoint: EndpointResponses,
+			body:   `{"service_tier":"default","SERVıCE_TıER":"fast","model":"gpt-5"}`,
+			action: ActionPass, out: `{"service_tier":"priority","model":"gpt-5"}`, requests: TierPriority,
+		},
 		{
 			name: "a folded stream_options key gets include_usage", endpoint: EndpointChatCompletions,
 			body:   `{"model":"gpt-5","stream":true,"streamOptions":{"include_usage":true}}`,
@@ -185,6 +219,78 @@ func TestFrameTypesAreReadAsTiersAre(t *testing.T) {
 		{
 			name: "another type is still not policed", endpoint: EndpointResponsesWS,
 			body:   `{"type":"response.cancel","model":"gpt-5.5","service_tier":"priority"}`,
+			action: ActionPass,
+		},
+	})
+}
+
+// TestTiersAreReadAsUpperCasingReadersReadThem: a reader that upper-cases
+// before it compares (Java's equalsIgnoreCase and toUpperCase, .NET's
+// ToUpperInvariant, Python's str.upper) reads the dotless ı as I, and with
+// the full mapping the ligatures U+FB00–FB06 as their letters: "prıority"
+// and "faﬆ" are priority to it, so they are to tiergate.
+func TestTiersAreReadAsUpperCasingReadersReadThem(t *testing.T) {
+	t.Parallel()
+	p := mustLoad(t, hostilePolicy)
+	runHostile(t, p, []hostileCase{
+		{
+			name: "priority with the dotless i is blocked", endpoint: EndpointChatCompletions,
+			body:   `{"model":"gpt-5.5","service_tier":"prıority"}`,
+			action: ActionBlock, status: 403, requests: TierPriority,
+		},
+		{
+			name: "upper-case priority with the dotless i is filtered", endpoint: EndpointChatCompletions,
+			body:   `{"model":"gpt-4o","service_tier":"PRıORıTY"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "priority with the dotless i escaped is filtered", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-4o","service_tier":"pr\u0131ority"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "fast with the st ligature is priority", endpoint: EndpointChatCompletions,
+			body:   `{"model":"gpt-5.5","service_tier":"faﬆ"}`,
+			action: ActionBlock, status: 403, requests: TierPriority,
+		},
+		{
+			name: "fast with the long st ligature is filtered", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-4o","service_tier":"FAﬅ"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a dotless-i key and value together are filtered", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-4o","servıce_tıer":"prıorıty"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a passed dotless-i tier is written canonically", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5","service_tier":"prıority"}`,
+			action: ActionPass, out: `{"model":"gpt-5","service_tier":"priority"}`,
+		},
+		{
+			name: "a passed ligature tier is written canonically", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5","service_tier":"ﬂex"}`,
+			action: ActionPass, out: `{"model":"gpt-5","service_tier":"flex"}`, requests: TierFlex,
+		},
+		{
+			name: "a forced group rewrites a dotless-i key and tier", endpoint: EndpointResponses, group: "forced",
+			body:   `{"servıce_tıer":"PRıORıTY","model":"gpt-5"}`,
+			action: ActionPass, out: `{"service_tier":"priority","model":"gpt-5"}`,
+		},
+		{
+			name: "fast speed with the st ligature is fast mode", endpoint: EndpointMessages,
+			body:   `{"model":"gpt-4o","speed":"faﬆ"}`,
+			action: ActionFilter, out: `{"model":"gpt-4o"}`,
+		},
+		{
+			name: "a fallback's fast speed with the st ligature is fast mode", endpoint: EndpointMessages,
+			body:   `{"model":"gpt-4o","fallbacks":[{"model":"gpt-5.5","speed":"FAﬆ"}]}`,
+			action: ActionBlock, status: 403,
+		},
+		{
+			name: "a combining dot after the dotless i is no tier", endpoint: EndpointResponses,
+			body:   `{"model":"gpt-5.5","service_tier":"prı̇ority"}`,
 			action: ActionPass,
 		},
 	})
@@ -617,6 +723,17 @@ func TestKeyIsFoldsAsGoReaders(t *testing.T) {
 		{`"serviceTier"`, "service_tier", true},
 		{`"service-tier"`, "service_tier", true},
 		{`"_s_e_r_v_i_c_e_t_i_e_r_"`, "service_tier", true},
+		// Upper-casing readers: the dotless ı and the dotted İ are I, the
+		// sharp s is SS, a ligature is its letters.
+		{`"servıce_tıer"`, "service_tier", true},
+		{`"SERVİCE_TİER"`, "service_tier", true},
+		{`"serv\u0131ce_t\u0131er"`, "service_tier", true},
+		{`"Seßion"`, "session", true},
+		{`"ﬆream_optıons"`, "stream_options", true},
+		{`"ınclude_usage"`, "include_usage", true},
+		{`"ﬀallbacks"`, "fallbacks", false},
+		{`"servıce_tıer\u0307"`, "service_tier", false},
+		{`"` + strings.Repeat("ﬃ", 6) + `"`, "service_tier", false},
 		{`"servicetiers"`, "service_tier", false},
 		{`"service tier"`, "service_tier", false},
 		{`"Model"`, "model", true},
@@ -635,8 +752,42 @@ func TestKeyIsFoldsAsGoReaders(t *testing.T) {
 		{`"type`, "type", false},
 	}
 	for _, tc := range cases {
-		if got := KeyIs([]byte(tc.tok), tc.name); got != tc.want {
-			t.Errorf("KeyIs(%s, %q) = %v, want %v", tc.tok, tc.name, got, tc.want)
-		}
+		t.Run(tc.tok+" is "+tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := KeyIs([]byte(tc.tok), tc.name); got != tc.want {
+				t.Errorf("KeyIs(%s, %q) = %v, want %v", tc.tok, tc.name, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestFoldASCIIKnowsEveryRuneAReaderTakesForASCII holds the whole set of
+// non-ASCII runes some upstream's folding makes ASCII letters of (fold.go),
+// so that a Unicode update that adds one fails here rather than open a way
+// past the policy unseen.
+func TestFoldASCIIKnowsEveryRuneAReaderTakesForASCII(t *testing.T) {
+	t.Parallel()
+	want := map[rune]string{
+		'ß': "ss", 'İ': "i", 'ı': "i", 'ſ': "s", '\u212A': "k",
+		'\uFB00': "ff", '\uFB01': "fi", '\uFB02': "fl", '\uFB03': "ffi", '\uFB04': "ffl", '\uFB05': "st", '\uFB06': "st",
+	}
+	for _, tc := range []struct {
+		name string
+		from rune
+		to   rune
+	}{
+		{"Latin", 0x80, 0x24FF},
+		{"the rest of the Basic Multilingual Plane", 0x2500, 0xFFFF},
+		{"the supplementary planes", 0x10000, unicode.MaxRune},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			for r := tc.from; r <= tc.to; r++ {
+				got := foldASCII(r)
+				if w := want[r]; got != w {
+					t.Errorf("foldASCII(%U %q) = %q, want %q", r, r, got, w)
+				}
+			}
+		})
 	}
 }

@@ -68,10 +68,16 @@ func (p *Policy) DecideHTTP(r *HTTPRequest) HTTPOutcome {
 	}
 	if enc := r.contentEncoding(); !contentcoding.Identity(enc) {
 		decoded, err := contentcoding.Decode(enc, body, r.MaxDecoded)
+		// The header is the client's and may be tens of KB: messages quote
+		// a bounded prefix of it (contentcoding.Quote).
 		switch {
+		case errors.Is(err, contentcoding.ErrTooManyCodings):
+			return refuse(group, RefusalUnsupportedEncoding,
+				fmt.Sprintf("content-encoding %s stacks more than %d codings; send the body uncompressed, gzip or deflate",
+					contentcoding.Quote(enc), contentcoding.MaxCodings))
 		case errors.Is(err, contentcoding.ErrUnsupported):
 			return refuse(group, RefusalUnsupportedEncoding,
-				fmt.Sprintf("content-encoding %q is not supported; send the body uncompressed, gzip or deflate", enc))
+				fmt.Sprintf("content-encoding %s is not supported; send the body uncompressed, gzip or deflate", contentcoding.Quote(enc)))
 		case errors.Is(err, contentcoding.ErrTooLarge):
 			return refuse(group, RefusalInvalidJSON, "the decompressed body is too large")
 		case err != nil:

@@ -31,12 +31,24 @@ func TestDecideHTTPAsTheServerForwards(t *testing.T) {
 		{"a streamed chat request asks for its usage", EndpointChatCompletions, none, nil,
 			`{"model":"gpt-4o","stream":true}`, `{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}`,
 			[]HeaderEdit{{Name: "accept-encoding", Value: "identity"}}},
+		{"a stream key spelled with the st ligature asks for its usage too", EndpointChatCompletions, none, nil,
+			`{"model":"gpt-4o","ﬆream":true}`, `{"model":"gpt-4o","ﬆream":true,"stream_options":{"include_usage":true}}`,
+			[]HeaderEdit{{Name: "accept-encoding", Value: "identity"}}},
 		{"an unstreamed one is left alone", EndpointChatCompletions, none, nil,
 			`{"model":"gpt-4o"}`, `{"model":"gpt-4o"}`, nil},
 		{"no body passes untouched", EndpointResponses, none, nil, ``, ``, nil},
 		{"fast mode's beta token goes, the rest stays", EndpointMessages, none, []string{"fast-mode-2026-02-01, context-1m-2025-08-07"},
 			`{"model":"claude-opus-4-6","speed":"fast"}`, `{"model":"claude-opus-4-6"}`,
 			[]HeaderEdit{{Name: "anthropic-beta", Value: "context-1m-2025-08-07"}}},
+		{"a body under as many codings as contentcoding.MaxCodings is decoded and judged", EndpointChatCompletions,
+			func(name string) string {
+				if name == "content-encoding" {
+					return "gzip, deflate, gzip, deflate"
+				}
+				return ""
+			}, nil,
+			string(compresstest.Zlib(compresstest.Gzip(compresstest.Zlib(compresstest.Gzip([]byte(`{"model":"gpt-4o"}`)))))), `{"model":"gpt-4o"}`,
+			[]HeaderEdit{{Name: "content-encoding", Remove: true}}},
 		{"a beta header of fast mode alone is removed", EndpointMessages, none, []string{"fast-mode-2026-02-01"},
 			`{"model":"claude-opus-4-6"}`, `{"model":"claude-opus-4-6"}`,
 			[]HeaderEdit{{Name: "anthropic-beta", Remove: true}}},
@@ -72,6 +84,10 @@ func TestDecideHTTPRefusesWhatItCannotRead(t *testing.T) {
 		code, message  string
 	}{
 		{"brotli", "br", []byte(`{}`), 415, "unsupported_content_encoding", `content-encoding "br" is not supported`},
+		{"more codings than contentcoding.MaxCodings", strings.Repeat("deflate,", 7500), []byte(`{}`), 415, "unsupported_content_encoding",
+			`content-encoding "deflate,deflate,deflate,deflate,deflate,deflate,deflate,deflate,"… stacks more than 4 codings`},
+		{"an unknown coding of 60 KB", strings.Repeat("x", 60000), []byte(`{}`), 415, "unsupported_content_encoding",
+			`content-encoding "` + strings.Repeat("x", 64) + `"… is not supported`},
 		{"a bomb", "gzip", bomb, 400, "invalid_json", "the decompressed body is too large"},
 		{"corrupt gzip", "gzip", []byte("not gzip at all"), 400, "invalid_json", "the body could not be decompressed"},
 		{"invalid JSON", "", []byte(`{"model":`), 400, "invalid_json", "the request body is not valid JSON"},
@@ -95,6 +111,11 @@ func TestDecideHTTPRefusesWhatItCannotRead(t *testing.T) {
 			body := out.Refusal.Body(EndpointResponses, out.Message)
 			if err := json.Unmarshal(body, &e); err != nil || e.Error.Code != tc.code || !strings.HasPrefix(e.Error.Message, tc.message) {
 				t.Errorf("error body %s, want code %s and a message starting %q", body, tc.code, tc.message)
+			}
+			// A header is the client's and may be tens of KB; a message
+			// quotes a bounded prefix of it.
+			if len(out.Message) > 256 {
+				t.Errorf("message is %d bytes, want a bounded quote of the header", len(out.Message))
 			}
 			if out.Sent != TierNone || out.Action != ActionBlock {
 				t.Errorf("sent %v, action %v; want none and block", out.Sent, out.Action)

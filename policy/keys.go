@@ -11,12 +11,12 @@ import (
 // This file decides which member keys tiergate reads. An upstream's reader
 // may fill a service_tier field from a key that is not spelled
 // service_tier: Go's encoding/json matches struct fields with Unicode
-// simple case folding (SERVICE_TIER, ſervice_tier), and encoding/json/v2's
-// case-insensitive matching also ignores '_' and '-' (serviceTier,
-// service-tier). So every key is compared after JSON unescaping, simple
-// folding and removal of '_' and '-' (docs/contracts.md, "Evaluation", step
-// 1), and every
-// key that matches is an occurrence.
+// simple case folding (SERVICE_TIER, ſervice_tier), a reader that compares
+// upper-cased names takes servıce_tıer (dotless i) for it (fold.go), and
+// encoding/json/v2's case-insensitive matching also ignores '_' and '-'
+// (serviceTier, service-tier). So every key is compared after JSON
+// unescaping, that folding and removal of '_' and '-' (docs/contracts.md,
+// "Evaluation", step 1), and every key that matches is an occurrence.
 
 // keyKind names a key tiergate reads.
 type keyKind uint8
@@ -91,7 +91,8 @@ func classifyKey(tok []byte) keyKind {
 	return kindOfFolded(buf[:n])
 }
 
-// classifySlow classifies a key that holds escapes or non-ASCII runes.
+// classifySlow classifies a key that holds escapes or non-ASCII runes. A
+// non-ASCII rune counts as the ASCII letters foldASCII makes of it.
 func classifySlow(raw []byte) keyKind {
 	var ubuf [64]byte
 	s, ok := jsonscan.Unescape(ubuf[:0], raw)
@@ -110,15 +111,23 @@ func classifySlow(raw []byte) keyKind {
 		if r == '_' || r == '-' {
 			continue
 		}
-		r = foldToSmallest(r)
-		if r >= utf8.RuneSelf {
+		var f string
+		if r < utf8.RuneSelf {
+			f = asciiLetter(r)
+		} else if f = foldASCII(r); f == "" {
 			return keyOther // no name tiergate reads holds such a rune
 		}
-		if n == len(buf) {
+		if n+len(f) > len(buf) {
 			return keyOther
 		}
-		buf[n] = byte(r)
-		n++
+		for j := 0; j < len(f); j++ {
+			c := f[j]
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			buf[n] = c
+			n++
+		}
 	}
 	return kindOfFolded(buf[:n])
 }

@@ -404,7 +404,8 @@ func TestParseTier(t *testing.T) {
 	cases := map[string]Tier{
 		"priority": TierPriority, "fast": TierPriority, " Fast ": TierPriority, "PRIORITY": TierPriority,
 		"flex": TierFlex, "auto": TierAuto, "default": TierDefault, "scale": TierScale, "ultrafast": TierUltrafast,
-		"ſcale": TierScale, "": TierUnrecognised, "turbo": TierUnrecognised, "priority!": TierUnrecognised,
+		"ſcale": TierScale, "prıority": TierPriority, "PRİORİTY": TierPriority, "faﬆ": TierPriority, "FAﬅ": TierPriority,
+		"ﬂex": TierFlex, "ultrafaﬆ": TierUltrafast, "prı\u0307ority": TierUnrecognised, "": TierUnrecognised, "turbo": TierUnrecognised, "priority!": TierUnrecognised,
 		strings.Repeat("a", 100): TierUnrecognised,
 	}
 	for in, want := range cases {

@@ -54,9 +54,9 @@ func (t Tier) concrete() bool { return t >= TierPriority && t <= TierUltrafast }
 func (t Tier) quoted() string { return `"` + t.String() + `"` }
 
 // ParseTier normalises a tier name as a client may write it: surrounding
-// white space and control characters trimmed (trimmed), case folded, fast
-// read as priority. Anything else is TierUnrecognised; the empty string
-// (after trimming) too.
+// white space and control characters trimmed (trimmed), case folded as by
+// simple folding or upper-casing (fold.go), fast read as priority.
+// Anything else is TierUnrecognised; the empty string (after trimming) too.
 func ParseTier(s string) Tier {
 	s = strings.TrimFunc(s, trimmed)
 	if len(s) > 4*len("ultrafast") {
@@ -95,26 +95,17 @@ func tierByName(lower string) Tier {
 }
 
 // asciiLower lower-cases s without allocating when it is already lower-case
-// ASCII; other strings take Unicode folding, so that a look-alike spelling
-// some upstream might fold (the Kelvin sign, the long s) is read the same way.
+// ASCII; other strings are folded as any upstream might fold them
+// (foldValue), so that a look-alike spelling (the long s, the Kelvin sign,
+// the dotless i, the ligature in "faﬆ") is read the same way.
 func asciiLower(s string) string {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c >= utf8.RuneSelf || ('A' <= c && c <= 'Z') {
-			return strings.ToLower(strings.Map(foldRune, s))
+			return foldValue(s)
 		}
 	}
 	return s
-}
-
-// foldRune maps the long s, whose case folding lands on an ASCII letter but
-// which ToLower leaves alone, onto that letter. (ToLower already maps the
-// Kelvin sign to k.)
-func foldRune(r rune) rune {
-	if r == 'ſ' {
-		return 's'
-	}
-	return r
 }
 
 // TierLabel bounds a tier name an upstream reported (or tiergate sent) for

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrUnsupported is returned for a coding this package cannot decode.
@@ -22,18 +23,34 @@ var ErrUnsupported = errors.New("unsupported content-encoding")
 // ErrTooLarge is returned when the decoded body would exceed the limit.
 var ErrTooLarge = errors.New("decoded body exceeds the limit")
 
+// MaxCodings is the most codings a Content-Encoding value may stack. Real
+// clients send one, and a proxy that compresses again makes two; past that
+// a stack only serves to make the reader build a decompressor (with its
+// window and buffers, tens of KB) per layer before a byte of the body is
+// judged: thousands of "deflate," fit under Envoy's header limit, and cost
+// hundreds of MB per request. So the count is checked before any decoder is
+// built, and a deeper stack is not supported.
+const MaxCodings = 4
+
+// ErrTooManyCodings is returned for a Content-Encoding value that stacks
+// more than MaxCodings codings. It is an ErrUnsupported, so callers that
+// refuse an unknown coding refuse it the same way.
+var ErrTooManyCodings = fmt.Errorf("%w: more than %d codings", ErrUnsupported, MaxCodings)
+
+// maxQuoted is the most bytes of a header value an error message quotes:
+// enough to show what was sent, where a whole value (up to Envoy's header
+// limit, 60 KB and more) would be echoed into refusals and logs.
+const maxQuoted = 64
+
 // Supported reports whether every coding in a Content-Encoding value can be
-// decoded. An empty value and identity are supported.
+// decoded, at most MaxCodings of them. An empty value and identity are
+// supported.
 func Supported(header string) bool {
 	if Identity(header) {
 		return true // and, for the usual empty header, without allocating
 	}
-	for _, c := range codings(header) {
-		if !known(c) {
-			return false
-		}
-	}
-	return true
+	_, err := codings(header)
+	return err == nil
 }
 
 // Identity reports whether a Content-Encoding value means no coding. Almost
@@ -42,21 +59,49 @@ func Identity(header string) bool {
 	if header == "" || header == "identity" {
 		return true
 	}
-	return len(codings(header)) == 0
+	for c := range strings.SplitSeq(header, ",") {
+		if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+			return false
+		}
+	}
+	return true
 }
 
 func known(c string) bool { return c == "gzip" || c == "x-gzip" || c == "deflate" }
 
-// codings splits a Content-Encoding value, dropping identity.
-func codings(header string) []string {
+// codings splits a Content-Encoding value, dropping identity. It fails on a
+// coding this package cannot decode, and on more than MaxCodings codings
+// before it has gathered more than that.
+func codings(header string) ([]string, error) {
 	var out []string
-	for _, c := range strings.Split(header, ",") {
+	for c := range strings.SplitSeq(header, ",") {
 		c = strings.ToLower(strings.TrimSpace(c))
-		if c != "" && c != "identity" {
-			out = append(out, c)
+		if c == "" || c == "identity" {
+			continue
 		}
+		if !known(c) {
+			return nil, fmt.Errorf("%w: %s", ErrUnsupported, Quote(c))
+		}
+		if len(out) == MaxCodings {
+			return nil, fmt.Errorf("%w: %s", ErrTooManyCodings, Quote(header))
+		}
+		out = append(out, c)
 	}
-	return out
+	return out, nil
+}
+
+// Quote returns s as a Go-quoted string for an error message, cut to its
+// first maxQuoted bytes (at a rune boundary) with an ellipsis when it is
+// longer: a header value is the client's, and can be tens of KB.
+func Quote(s string) string {
+	if len(s) <= maxQuoted {
+		return fmt.Sprintf("%q", s)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%q…", s[:cut])
 }
 
 // Decode undoes the codings of a Content-Encoding value (applied in the
@@ -75,7 +120,7 @@ func Decode(header string, body []byte, limit int64) ([]byte, error) {
 	case errors.Is(err, ErrTooLarge):
 		return nil, fmt.Errorf("%w (%d bytes)", ErrTooLarge, limit)
 	case err != nil:
-		return nil, fmt.Errorf("decode %s body: %w", header, err)
+		return nil, fmt.Errorf("decode %s body: %w", Quote(header), err)
 	}
 	return out, nil
 }
@@ -91,8 +136,15 @@ func Decode(header string, body []byte, limit int64) ([]byte, error) {
 // that yields nothing (a stream of empty members), which costs CPU with no
 // output to stop it. limit <= 0 bounds nothing, for a stream whose size is
 // not this package's to judge.
+//
+// A value with a coding this package cannot decode, or with more than
+// MaxCodings codings, fails with ErrUnsupported (ErrTooManyCodings for the
+// latter) before any decoder is built.
 func NewDecoder(header string, r io.Reader, limit int64) (io.Reader, error) {
-	cs := codings(header)
+	cs, err := codings(header)
+	if err != nil {
+		return nil, err
+	}
 	for i := len(cs) - 1; i >= 0; i-- {
 		var err error
 		if r, err = newReader(cs[i], r); err != nil {
@@ -152,5 +204,5 @@ func newReader(coding string, r io.Reader) (io.Reader, error) {
 		}
 		return flate.NewReader(br), nil
 	}
-	return nil, fmt.Errorf("%w: %q", ErrUnsupported, coding)
+	return nil, fmt.Errorf("%w: %s", ErrUnsupported, Quote(coding))
 }
