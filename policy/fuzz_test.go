@@ -3,7 +3,9 @@ package policy
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
@@ -60,6 +62,8 @@ func FuzzApply(f *testing.F) {
 		`{"type":" Response.CREATE\u0000","model":"gpt-5.5\u0000x","service_tier":"\ufeffpriority\u0000"}`,
 		`{"a":1,"b":2,"service_tier":"flex","c":3,"service_tier\u0000":"fast","d":4}`,
 		`{"type":"response.create","model":"gpt-4o","response":{"x":1,"service_tier":"priority","y":2}}`,
+		`{"model":"gpt-5.5","servıce_tıer":"prıority"}`,
+		`{"model":"gpt-4o","service_tier":"faﬆ","ſervice_tier":"flex"}`,
 	} {
 		for i := range fuzzEndpoints {
 			f.Add([]byte(s), uint8(i), uint8(i))
@@ -114,6 +118,9 @@ func FuzzApply(f *testing.F) {
 					continue
 				}
 				tier := tierOfValue(tok)
+				if reader.value != nil {
+					tier = reader.value(tok)
+				}
 				model := ""
 				if m, ok := jsonscan.StringValue(nil, modelTok); ok {
 					model = string(m)
@@ -142,11 +149,88 @@ func FuzzApply(f *testing.F) {
 var openAIReaders = []struct {
 	name string
 	read func([]byte) (tier, model []byte, nested []byte)
+	// value reads a tier value as the reader does (nil: as tiergate does).
+	value func([]byte) Tier
 }{
-	{"encoding/json struct (case-insensitive, last match wins)", readStructFolded},
-	{"encoding/json/v2 case-insensitive names (also ignoring _ and -)", readV2CaseInsensitive},
-	{"gjson (exact key, first match wins)", readFirstWins},
-	{"map (exact key, last key wins)", readLastWins},
+	{"encoding/json struct (case-insensitive, last match wins)", readStructFolded, nil},
+	{"encoding/json/v2 case-insensitive names (also ignoring _ and -)", readV2CaseInsensitive, nil},
+	{"gjson (exact key, first match wins)", readFirstWins, nil},
+	{"map (exact key, last key wins)", readLastWins, nil},
+	{"upper-cased keys and values (Python's str.upper, Java's toUpperCase; last key wins)", readUpperCased, upperCasedTier},
+}
+
+// upperFull upper-cases s as Python's str.upper and Java's
+// String.toUpperCase do: rune by rune, with the full mapping's expansions
+// Go's unicode package leaves out (ß and the Latin ligatures).
+func upperFull(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case 'ß':
+			b.WriteString("SS")
+		case '\uFB00':
+			b.WriteString("FF")
+		case '\uFB01':
+			b.WriteString("FI")
+		case '\uFB02':
+			b.WriteString("FL")
+		case '\uFB03':
+			b.WriteString("FFI")
+		case '\uFB04':
+			b.WriteString("FFL")
+		case '\uFB05', '\uFB06':
+			b.WriteString("ST")
+		default:
+			b.WriteRune(unicode.ToUpper(r))
+		}
+	}
+	return b.String()
+}
+
+// upperCasedTier reads a tier value as an upper-casing reader does: the
+// string trimmed and upper-cased ("prıority" is PRIORITY), else as
+// tiergate reads it.
+func upperCasedTier(tok []byte) Tier {
+	var v string
+	if json.Unmarshal(tok, &v) == nil {
+		if t := ParseTier(strings.ToLower(upperFull(strings.TrimSpace(v)))); t != TierUnrecognised {
+			return t
+		}
+	}
+	return tierOfValue(tok)
+}
+
+// readUpperCased reads as a dict-based reader that matches a key by
+// upper-casing it: "servıce_tıer" and "SERVICE_TIER" are both service_tier
+// to it, and the last match wins.
+func readUpperCased(out []byte) (tier, model, nested []byte) {
+	members := func(doc []byte) map[string]json.RawMessage {
+		dec := json.NewDecoder(bytes.NewReader(doc))
+		if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+			return nil
+		}
+		m := map[string]json.RawMessage{}
+		for dec.More() {
+			tok, err := dec.Token()
+			if err != nil {
+				return nil
+			}
+			var val json.RawMessage
+			if err := dec.Decode(&val); err != nil {
+				return nil
+			}
+			m[upperFull(tok.(string))] = val
+		}
+		return m
+	}
+	top := members(out)
+	if top == nil {
+		return nil, nil, nil
+	}
+	if r := top["RESPONSE"]; r != nil {
+		nested = members(r)["SERVICE_TIER"]
+	}
+	return top["SERVICE_TIER"], top["MODEL"], nested
 }
 
 // readStructFolded decodes into a struct as a Go relay does: encoding/json
