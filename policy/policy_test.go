@@ -222,9 +222,14 @@ func TestApplySemantics(t *testing.T) {
 			action: ActionBlock, status: 400,
 		},
 		{
-			name: "a body that is not an object passes", endpoint: EndpointResponses,
+			name: "a body that is not an object is refused", endpoint: EndpointResponses,
 			body:   `["service_tier","priority"]`,
-			action: ActionPass,
+			action: ActionBlock, status: 400, message: "the request body is not a JSON object",
+		},
+		{
+			name: "a number for a body is refused", endpoint: EndpointMessages,
+			body:   ` 42 `,
+			action: ActionBlock, status: 400, message: "the request body is not a JSON object",
 		},
 	}
 	for _, tc := range cases {

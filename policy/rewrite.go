@@ -143,7 +143,12 @@ func (p *Policy) applyCounted(req *Request, body []byte) (Result, work) {
 		return res, s.work
 	}
 	if !isObj {
-		s.doc = jsonscan.Object{}
+		// Every policed endpoint takes an object. Anything else is the
+		// upstream's to refuse, but it is refused here, with a reason,
+		// rather than passed on unjudged.
+		res.Refusal = RefusalInvalidJSON
+		res.Decision = Decision{Group: req.Group, Action: ActionBlock, Message: "the request body is not a JSON object"}
+		return res, s.work
 	}
 	switch {
 	case req.Endpoint == EndpointMessageBatches:
