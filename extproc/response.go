@@ -19,7 +19,7 @@ import (
 
 // Reasons usage could not be read, the values of tiergate_usage_unknown_total's reason.
 const (
-	unknownTooLarge  = "too_large" // a JSON body or SSE event beyond MaxUsageBytes
+	unknownTooLarge  = "too_large" // a JSON body or SSE event beyond MaxUsageBytes whose usage members did not fit either
 	unknownEncoding  = "encoding"  // a content-encoding tiergate cannot decode
 	unknownMissing   = "missing"   // the response carried no usage
 	unknownTruncated = "truncated" // the stream ended before its usage
@@ -37,9 +37,9 @@ type responseState struct {
 	stream     bool
 	sse        *usage.SSE
 	filter     *usage.ChatStreamFilter
-	json       []byte
-	maxJSON    int // --max-usage-bytes: the most of a JSON body kept
-	tooLarge   bool
+	json       []byte      // a JSON body whole in one chunk, read where it lies
+	body       *usage.Body // a JSON body that came in chunks
+	maxJSON    int         // --max-usage-bytes: the most of a JSON body held whole
 	decoder    *streamDecoder
 	encoding   bool // undecodable content-encoding
 	firstOut   time.Time
@@ -101,13 +101,10 @@ func (r *responseState) take(p []byte) {
 		r.sse.Write(p)
 		return
 	}
-	if len(r.json)+len(p) > r.maxJSON {
-		r.tooLarge, r.json = true, nil
-		return
+	if r.body == nil {
+		r.body = usage.NewBody(r.api, r.maxJSON)
 	}
-	if !r.tooLarge {
-		r.json = append(r.json, p...)
-	}
+	r.body.Write(p)
 }
 
 // plainResponseBodyAnswer passes a response chunk unchanged. Shared, and so
@@ -142,7 +139,7 @@ func (x *exchange) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResp
 		}
 	case r.decoder != nil:
 		r.decoder.Write(chunk)
-	case r.sse == nil && b.GetEndOfStream() && len(r.json) == 0 && !r.tooLarge && len(chunk) <= r.maxJSON:
+	case r.sse == nil && b.GetEndOfStream() && r.body == nil && len(chunk) <= r.maxJSON:
 		// A JSON response whole in one chunk (most are) is read where it
 		// lies: the message holding it is this exchange's own copy.
 		r.json = chunk
@@ -302,8 +299,11 @@ func (x *exchange) readUsage() (usage.Usage, string) {
 		if r.sse.Overflowed() && !u.Known() {
 			return u, unknownTooLarge
 		}
-	case r.tooLarge:
-		return usage.Unknown(), unknownTooLarge
+	case r.body != nil:
+		u = r.body.Usage()
+		if r.body.Overflowed() {
+			return u, unknownTooLarge
+		}
 	default:
 		u = usage.ParseJSON(r.api, r.json)
 	}

@@ -18,7 +18,7 @@ import (
 // chunk is read where it lies, and one cut into chunks is gathered first;
 // both give the same record and the same usage metadata, and reading in
 // place changes nothing the client receives. A response larger than
-// --max-usage-bytes in one chunk is not read at all.
+// --max-usage-bytes in one chunk is read pruned, to the same usage.
 func TestJSONResponseReadsTheSameHoweverItIsCut(t *testing.T) {
 	t.Parallel()
 	rh, rb := responseMessages()
@@ -41,7 +41,8 @@ func TestJSONResponseReadsTheSameHoweverItIsCut(t *testing.T) {
 		{"whole in one chunk", [][]byte{whole}, 0, true},
 		{"in three chunks", chunks(10, 200), 0, true},
 		{"whole, then an empty last chunk", [][]byte{whole, {}}, 0, true},
-		{"one chunk over --max-usage-bytes", [][]byte{whole}, len(whole) - 1, false},
+		{"one chunk over --max-usage-bytes", [][]byte{whole}, len(whole) - 1, true},
+		{"chunks over --max-usage-bytes", chunks(10, 200), 100, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -44,10 +44,10 @@ type Options struct {
 	Log   *slog.Logger
 	// MaxBodyBytes bounds a decompressed request body (default 64 MiB).
 	MaxBodyBytes int64
-	// MaxUsageBytes bounds how much of a non-streamed response is kept to
-	// read its usage, and the size of one SSE event (default 8 MiB). Beyond
-	// it the usage is recorded as unknown; the response itself is never
-	// affected.
+	// MaxUsageBytes bounds how much of a non-streamed response, or of one
+	// SSE event, is held whole to read its usage (default 8 MiB). Beyond it
+	// the rest is read as it passes, keeping only the members usage is read
+	// from; the response itself is never affected.
 	MaxUsageBytes int
 }
 

@@ -281,24 +281,37 @@ func TestDynamicMetadataOnRefusals(t *testing.T) {
 	}
 }
 
-func TestLargeJSONResponseIsNotHeldAndCountsUnknown(t *testing.T) {
+// TestLargeJSONResponseIsReadWithoutBeingHeld: a JSON response longer than
+// --max-usage-bytes reaches the client whole and its usage is still read,
+// pruned as it passes; only one whose usage members do not fit either is
+// counted as too large.
+func TestLargeJSONResponseIsReadWithoutBeingHeld(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, "rules: []") // MaxUsageBytes is 1 MiB in the harness
-	big := `{"id":"resp_big","output":"` + strings.Repeat("x", 2<<20) + `","usage":{"input_tokens":1,"output_tokens":1}}`
-	h.setResponse(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("content-type", "application/json")
-		_, _ = w.Write([]byte(big))
-	})
-	resp, body := h.do("POST", "/v1/responses", nil, []byte(`{"model":"m"}`))
-	if resp.StatusCode != 200 || len(body) != len(big) {
-		t.Fatalf("client got %d with %d bytes, want the whole %d", resp.StatusCode, len(body), len(big))
-	}
-	rec := h.record(1)
-	if _, ok := rec["input_tokens"]; ok {
-		t.Errorf("usage beyond the cap should be unknown, record %v", rec)
-	}
-	if n := testutil.ToFloat64(h.srv.metrics.usageUnknown.WithLabelValues("responses", unknownTooLarge)); n != 1 {
-		t.Errorf("usage_unknown_total{reason=too_large} = %v", n)
+	output := `"output":"` + strings.Repeat("x", 2<<20) + `",`
+	for i, tc := range []struct {
+		body     string
+		read     bool
+		tooLarge float64
+	}{
+		{`{"id":"resp_big",` + output + `"usage":{"input_tokens":1,"output_tokens":1}}`, true, 0},
+		{`{"id":"` + strings.Repeat("i", 100<<10) + `",` + output + `"usage":{"input_tokens":1,"output_tokens":1}}`, false, 1},
+	} {
+		h.setResponse(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("content-type", "application/json")
+			_, _ = w.Write([]byte(tc.body))
+		})
+		resp, body := h.do("POST", "/v1/responses", nil, []byte(`{"model":"m"}`))
+		if resp.StatusCode != 200 || len(body) != len(tc.body) {
+			t.Fatalf("client got %d with %d bytes, want the whole %d", resp.StatusCode, len(body), len(tc.body))
+		}
+		rec := h.record(i + 1)
+		if _, ok := rec["input_tokens"]; ok != tc.read {
+			t.Errorf("body %d: usage read %v, want %v; record %v", i, ok, tc.read, rec)
+		}
+		if n := testutil.ToFloat64(h.srv.metrics.usageUnknown.WithLabelValues("responses", unknownTooLarge)); n != tc.tooLarge {
+			t.Errorf("body %d: usage_unknown_total{reason=too_large} = %v, want %v", i, n, tc.tooLarge)
+		}
 	}
 }
 

@@ -138,11 +138,11 @@ func TestChatStreamFilter(t *testing.T) {
 			dropped: true,
 		},
 		{
-			name:   "a usage chunk longer than the bound is forwarded and not read",
+			name:   "a usage chunk longer than the bound is forwarded, and read pruned",
 			max:    40,
 			stream: delta + use + done,
 			want:   delta + use + done,
-			in:     -1,
+			in:     9,
 		},
 		{
 			name:   "a usage chunk whose data fits but whose record does not is forwarded and read",
@@ -219,8 +219,8 @@ func TestChatStreamFilterHoldsAtMostTheBound(t *testing.T) {
 	if !bytes.Equal(out, []byte(long)) {
 		t.Fatal("a long record was not forwarded whole")
 	}
-	if !f.Overflowed() {
-		t.Fatal("a chat chunk too long to read should count as an overflow")
+	if f.Overflowed() || !f.FirstOutput() {
+		t.Fatalf("a chat chunk longer than the bound is read pruned: overflowed %v, first output %v", f.Overflowed(), f.FirstOutput())
 	}
 }
 

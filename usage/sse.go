@@ -2,9 +2,12 @@ package usage
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/tiergate/tiergate/internal/jsonprune"
 )
 
 // DefaultMaxEvent is the record bound NewSSE uses when given 0 or less. A
@@ -16,7 +19,8 @@ const DefaultMaxEvent = 4 << 20
 // network chunk at a time. It is a byte-level state machine: a chunk may end
 // anywhere, even between the \r and \n of one line ending, and nothing of a
 // partial line is copied except the data of records that can carry usage.
-// Memory is bounded by the maxEvent given to NewSSE.
+// Memory is bounded by the maxEvent given to NewSSE, plus 64 KiB for the
+// members usage is read from when a record is longer than that.
 //
 // Per dialect it reads (docs/contracts.md, "Wire facts"):
 //   - ChatCompletions: every chunk; the last non-null usage wins; id, model
@@ -46,11 +50,12 @@ type SSE struct {
 	ev      [64]byte // the event name; longer names are none we read
 	evLen   int
 	kind    kind
-	data    []byte // the record's data lines, joined with \n
-	lines   int    // data lines in data
-	hasData bool   // the record had a data field, buffered or not
-	over    bool   // data outgrew max and was dropped
-	skipped bool   // a data line was not buffered (the event was irrelevant then)
+	data    []byte            // the record's data lines, joined with \n
+	lines   int               // data lines in data
+	hasData bool              // the record had a data field, buffered or not
+	over    bool              // data outgrew max: the rest of the record goes to prune
+	skipped bool              // a data line was not buffered (the event was irrelevant then)
+	prune   *jsonprune.Pruner // the data of a record longer than max; made once, reused
 
 	// Results.
 	u         Usage
@@ -91,13 +96,14 @@ const (
 	kindUnnamed kind = iota // no event name: buffer, then read data.type
 	kindSkip                // named and irrelevant: not buffered
 	kindOutput              // first-output marker: not buffered
-	kindMeta                // ids and model only; overflow is not a loss
+	kindMeta                // ids and model only; an unreadable one is no loss
 	kindUsage               // may carry usage or status: overflow is counted
 )
 
 // NewSSE returns a reader for one stream of the given dialect. maxEvent bounds
-// the data of one record; a record that could carry usage and is longer is
-// skipped and reported by Overflowed. Zero or less means DefaultMaxEvent.
+// the data of one record held whole; a longer record is read as it passes,
+// keeping only the members usage is read from (at most 64 KiB of them), and
+// reads the same. Zero or less means DefaultMaxEvent.
 func NewSSE(api API, maxEvent int) *SSE {
 	s := &SSE{}
 	s.init(api, maxEvent)
@@ -148,8 +154,9 @@ func (s *SSE) Usage() Usage {
 func (s *SSE) FirstOutput() bool { return s.first }
 
 // Overflowed reports whether a record that could have carried usage was
-// skipped for being longer than maxEvent, so that a missing usage can be
-// told apart from one the upstream never sent.
+// longer than maxEvent and could not be read even so: the members usage is
+// read from would not fit in 64 KiB, or the record was not JSON. It tells a
+// missing usage apart from one the upstream never sent.
 func (s *SSE) Overflowed() bool { return s.overflows > 0 }
 
 // scan runs the state machine over one chunk. In filter mode it also forwards
@@ -281,13 +288,22 @@ func (s *SSE) value(b []byte) {
 }
 
 // appendData adds to the record's data unless that would pass the bound, in
-// which case the record is given up and its buffer kept for the next one.
+// which case what is buffered and the rest of the record go to the pruner,
+// and the buffer is kept for the next record.
 func (s *SSE) appendData(b []byte) {
 	if s.over {
+		s.prune.Write(b)
 		return
 	}
 	if len(s.data)+len(b) > s.max {
 		s.over = true
+		if s.prune == nil {
+			s.prune = jsonprune.New(eventSpec(s.api), prunedMax)
+		} else {
+			s.prune.Reset()
+		}
+		s.prune.Write(s.data)
+		s.prune.Write(b)
 		s.data = s.data[:0]
 		return
 	}
@@ -395,11 +411,9 @@ func (s *SSE) dispatch(final bool) {
 			s.first = true
 		case k == kindSkip, s.skipped:
 		case s.over:
-			if k != kindMeta {
-				s.overflows++
-			}
+			s.readPruned(k, final)
 		default:
-			s.read(k, final)
+			s.read(k, s.data, final)
 		}
 	}
 	s.data = s.data[:0]
@@ -411,9 +425,24 @@ func (s *SSE) dispatch(final bool) {
 	s.evLen = 0
 }
 
-// read handles the data of one record.
-func (s *SSE) read(k kind, final bool) {
-	d := s.data
+// readPruned reads a record longer than max from its pruned copy. One whose
+// copy would not fit is an overflow, unless it could only have given ids
+// (kindMeta). So is one that is not JSON: a short one is read leniently,
+// and that reading cannot be replayed from a copy; but a cut-off last record
+// is not read at any length, so it is no overflow either.
+func (s *SSE) readPruned(k kind, final bool) {
+	d, err := s.prune.Close()
+	switch {
+	case err == nil:
+		s.read(k, d, final)
+	case final && errors.Is(err, jsonprune.ErrInvalid):
+	case k != kindMeta:
+		s.overflows++
+	}
+}
+
+// read handles the data d of one record.
+func (s *SSE) read(k kind, d []byte, final bool) {
 	if string(bytes.TrimSpace(d)) == "[DONE]" {
 		return
 	}

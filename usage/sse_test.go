@@ -300,13 +300,38 @@ func TestSSEBounds(t *testing.T) {
 		maxCap     int // bound on the buffered data's capacity
 	}{
 		{
-			name:       "a terminal event longer than the bound is skipped and reported",
+			name:   "a terminal event longer than the bound is read pruned",
+			api:    Responses,
+			max:    1024,
+			stream: "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"output\":\"" + big + "\",\"usage\":{\"input_tokens\":1}}}\n\n",
+			want:   known(1, -1, -1, -1, "", "", "", StatusCompleted),
+			maxCap: 1024,
+		},
+		{
+			name:       "a terminal event whose read members do not fit the pruned copy is skipped and reported",
 			api:        Responses,
 			max:        1024,
-			stream:     "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"output\":\"" + big + "\",\"usage\":{\"input_tokens\":1}}}\n\n",
+			stream:     "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"" + strings.Repeat("i", prunedMax) + "\",\"usage\":{\"input_tokens\":1}}}\n\n",
 			want:       Unknown(),
 			overflowed: true,
 			maxCap:     1024,
+		},
+		{
+			name:       "a long record that is not JSON is skipped and reported",
+			api:        Responses,
+			max:        1024,
+			stream:     "event: response.completed\ndata: {\"response\":{\"output\":\"" + big + "\",\"usage\":{\"input_tokens\":1}}\n\n",
+			want:       Unknown(),
+			overflowed: true,
+			maxCap:     1024,
+		},
+		{
+			name:   "a long last record cut short is neither read nor an overflow, as a short one",
+			api:    Responses,
+			max:    1024,
+			stream: "event: response.completed\ndata: {\"response\":{\"usage\":{\"input_tokens\":1},\"output\":\"" + big,
+			want:   Unknown(),
+			maxCap: 1024,
 		},
 		{
 			name:   "a long delta is neither buffered nor an overflow",
@@ -317,18 +342,34 @@ func TestSSEBounds(t *testing.T) {
 			maxCap: 1024,
 		},
 		{
-			name:   "a long response.created only loses the early id",
+			name:   "a long response.created gives the early id",
 			api:    Responses,
 			max:    1024,
 			stream: "event: response.created\ndata: {\"response\":{\"id\":\"r\",\"instructions\":\"" + big + "\"}}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":1}}}\n\n",
+			want:   known(1, -1, -1, -1, "r", "", "", StatusCompleted),
+			maxCap: 1024,
+		},
+		{
+			name:   "an unreadable long response.created only loses the early id",
+			api:    Responses,
+			max:    1024,
+			stream: "event: response.created\ndata: {\"response\":{\"id\":\"" + strings.Repeat("i", prunedMax) + "\"}}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":1}}}\n\n",
 			want:   known(1, -1, -1, -1, "", "", "", StatusCompleted),
 			maxCap: 1024,
 		},
 		{
-			name:       "a long chat chunk is an overflow, and the next record is read",
+			name:   "a long chat chunk is read pruned, and so is the next record",
+			api:    ChatCompletions,
+			max:    1024,
+			stream: "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"" + big + "\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":2}}\n\n",
+			want:   known(2, -1, -1, -1, "c", "", "", ""),
+			maxCap: 1024,
+		},
+		{
+			name:       "an unreadable long chat chunk is an overflow, and the next record is read",
 			api:        ChatCompletions,
 			max:        1024,
-			stream:     "data: {\"choices\":[{\"delta\":{\"content\":\"" + big + "\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":2}}\n\n",
+			stream:     "data: {\"choices\":[{\"finish_reason\":\"" + strings.Repeat("f", prunedMax) + "\"}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":2}}\n\n",
 			want:       known(2, -1, -1, -1, "", "", "", ""),
 			overflowed: true,
 			maxCap:     1024,
@@ -342,13 +383,12 @@ func TestSSEBounds(t *testing.T) {
 			maxCap: len(`{"usage":{"prompt_tokens":2}}`),
 		},
 		{
-			name:       "the newlines joining data lines count toward the bound",
-			api:        ChatCompletions,
-			max:        len(`{"usage":{"prompt_tokens":2}}`),
-			stream:     "data: {\"usage\":\ndata: {\"prompt_tokens\":2}}\n\n",
-			want:       Unknown(),
-			overflowed: true,
-			maxCap:     len(`{"usage":{"prompt_tokens":2}}`),
+			name:   "the newlines joining data lines count toward the bound, and go to the pruned copy",
+			api:    ChatCompletions,
+			max:    len(`{"usage":{"prompt_tokens":2}}`),
+			stream: "data: {\"usage\":\ndata: {\"prompt_tokens\":2}}\n\n",
+			want:   known(2, -1, -1, -1, "", "", "", ""),
+			maxCap: len(`{"usage":{"prompt_tokens":2}}`),
 		},
 		{
 			name:   "a very long event name is one we do not read",
@@ -376,6 +416,9 @@ func TestSSEBounds(t *testing.T) {
 				}
 				if c := cap(s.data); c > tt.maxCap {
 					t.Errorf("in %d chunks: data buffer grew to %d bytes, bound %d", len(chunks), c, tt.maxCap)
+				}
+				if s.prune != nil && s.prune.Held() > prunedMax+8 {
+					t.Errorf("in %d chunks: the pruner holds %d bytes, bound %d and a word of nesting", len(chunks), s.prune.Held(), prunedMax)
 				}
 			}
 		})

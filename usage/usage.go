@@ -168,8 +168,9 @@ func (u Usage) Fill(r *tiergatev1.UsageRecord) {
 func ptr[T any](v T) *T { return &v }
 
 // ParseJSON reads the usage of a non-streamed response body. A body that is
-// not whole, valid JSON (for instance one cut at the caller's accumulation
-// cap) yields Unknown: a truncated body must not be half-counted.
+// not whole, valid JSON (for instance one cut short) yields Unknown: a
+// truncated body must not be half-counted. Body reads one that arrives in
+// chunks, of any length, to the same result.
 //
 // An error body (OpenAI's {"error":{...}}, Anthropic's {"type":"error",...})
 // yields StatusFailed.

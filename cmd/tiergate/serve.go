@@ -65,7 +65,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.extprocListen, "extproc-listen", "127.0.0.1:50051", "ext_proc gRPC address: host:port or unix:///path/to.sock")
 	fs.IntVar(&c.grpcMaxMsg, "grpc-max-message-bytes", extproc.DefaultMaxMessageBytes, "largest ext_proc message accepted or sent; at least Envoy's per_connection_buffer_limit_bytes (envoy.yaml: 64 MiB) plus headroom")
 	fs.Int64Var(&c.maxBody, "max-body-bytes", defaultMaxBody, "largest request body after decompression; a larger gzip body is refused (400)")
-	fs.IntVar(&c.maxUsage, "max-usage-bytes", extproc.DefaultMaxUsageBytes, "how much of a non-streamed response (or of one SSE event) is kept to read its usage; beyond it the usage is recorded as unknown")
+	fs.IntVar(&c.maxUsage, "max-usage-bytes", extproc.DefaultMaxUsageBytes, "how much of a non-streamed response (or of one SSE event) is held whole to read its usage; beyond it only the members usage is read from are kept")
 	c.ws.register(fs)
 	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9464", "address of /metrics, /healthz, /readyz and /policy (in Kubernetes bind :9464)")
 	fs.BoolVar(&c.pprof, "pprof", false, "also serve Go's runtime profiles at /debug/pprof/ on the admin listener (off by default: they show internals, and a profile being taken costs CPU)")
