@@ -188,6 +188,20 @@ func TestPolicyOnFrames(t *testing.T) {
 			}},
 		},
 		{
+			name: "force adds the group's tier at the top level when a frame carries one only under response",
+			path: PathResponses,
+			opts: withHeader("X-Tiergate-Group", "codex-fast"),
+			steps: []step{{
+				send:  `{"type":"response.create","model":"gpt-5.4","response":{"service_tier":"default"}}`,
+				want:  `{"type":"response.create","model":"gpt-5.4","response":{"service_tier":"priority"},"service_tier":"priority"}`,
+				await: "response.completed",
+			}},
+			records: []map[string]any{{
+				"group": "codex-fast", "action": "pass", "rule": "fast-group",
+				"service_tier_requested": "default", "service_tier_sent": "priority", "service_tier_reported": "priority",
+			}},
+		},
+		{
 			name: "the group comes from the key in the openai-insecure-api-key subprotocol",
 			path: PathResponses,
 			opts: &websocket.DialOptions{Subprotocols: []string{"openai-insecure-api-key.sk-fast"}},
