@@ -7,7 +7,7 @@
 // It owns the upgrade and the upstream dial (server.go, upstream.go), which
 // headers cross and why (headers.go), the two pumps that relay frames and
 // pass close codes (relay.go), the session's state and group (session.go),
-// the model it runs under (models.go), what a client frame says beyond the
+// the models it may run under (models.go), what a client frame says beyond the
 // policy's verdict (frames.go), turn accounting (turns.go) and refused frames
 // (refusals.go: the error event and close code come from policy.Refusal).
 // Policy decisions and frame rewriting are

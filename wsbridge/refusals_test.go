@@ -362,6 +362,79 @@ func TestUnconfirmedSessionUpdateClaimsAreRefused(t *testing.T) {
 	}
 }
 
+// namedFrames returns response.create frames naming the models
+// m-<from> to m-<to-1>, one each.
+func namedFrames(from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprintf(`{"type":"response.create","model":"m-%d"}`, i))
+	}
+	return out
+}
+
+// TestTooManyNamedModelsAreRefused has a /v1/responses client name one
+// model after another in response.create frames the upstream does not
+// answer: each stays a candidate for the rest of the session, so once
+// maxClaimed distinct ones were named, a frame naming one more is refused
+// (refuseOverload); a model named again takes no more room.
+func TestTooManyNamedModelsAreRefused(t *testing.T) {
+	t.Parallel()
+	msg := fmt.Sprintf("too many distinct models named in response.create frames: at most %d per session", maxClaimed)
+	cases := []struct {
+		name string
+		// script is sent in order; every frame must reach the upstream.
+		script []string
+		// refused is the frame then sent, which must be refused.
+		refused string
+	}{
+		{
+			name:    "the distinct model past maxClaimed is refused",
+			script:  namedFrames(0, maxClaimed),
+			refused: `{"type":"response.create","model":"one-too-many"}`,
+		},
+		{
+			name:    "a model named again, or a frame naming none, takes no more room",
+			script:  slices.Concat(namedFrames(0, maxClaimed), namedFrames(0, 1), []string{`{"type":"response.create"}`}),
+			refused: `{"type":"response.create","model":"one-too-many"}`,
+		},
+		{
+			name: "a model repeated in one frame counts once, and every distinct one counts",
+			script: slices.Concat(namedFrames(0, maxClaimed-2),
+				[]string{`{"type":"response.create","model":"x","Model":"x","MODEL":"y"}`}),
+			refused: `{"type":"response.create","model":"m-0","model":"one-too-many"}`,
+		},
+		{
+			name:    "a model only under response takes no room",
+			script:  slices.Concat(namedFrames(0, maxClaimed), []string{`{"type":"response.create","response":{"model":"nested"}}`}),
+			refused: `{"type":"response.create","model":"one-too-many"}`,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			q := newQuietUpstream(t)
+			h := newHarness(t, testPolicy, q.use)
+			c, _ := h.dial(t, PathResponses, withHeader("X-Request-Id", "req-named"))
+			qc := q.next(t)
+			sendAll(t, c, tc.script)
+			qc.waitFrames(t, len(tc.script)) // none was refused
+
+			send(t, c, tc.refused)
+			expectRefusal(t, c, qc, msg, len(tc.script))
+			h.waitSessions(t)
+
+			recs := h.records()
+			if len(recs) != 1+len(tc.script) {
+				t.Fatalf("%d usage records, want 1 for the refusal and %d for the turns cut short", len(recs), len(tc.script))
+			}
+			checkRecord(t, recs[0], map[string]any{
+				"request_id": "req-named", "endpoint": "responses_ws",
+				"status": "blocked", "http_status": 403.0, "action": "block", "rule": nil, "model": nil,
+			})
+		})
+	}
+}
+
 // TestUpstreamErrorNamingASessionUpdateEndsNoTurn has a Realtime client
 // claim gpt-realtime-max in a session.update (event_id evt_u1) the upstream
 // leaves unconfirmed, then send a response.create that waits. The upstream

@@ -2,6 +2,7 @@ package wsbridge
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -185,4 +186,39 @@ func (s *session) writeClient(typ websocket.MessageType, p []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.b.opts.WriteTimeout)
 	defer cancel()
 	return s.client.Write(ctx, typ, p)
+}
+
+// Why refuseOverload ends a session whose frames would leave more waiting
+// on the upstream than a session may hold.
+const (
+	overloadClaims  = "too many session.update frames are waiting for the upstream's session.updated"
+	overloadWaiting = "too many response.create frames are waiting for the upstream's response.created"
+)
+
+var overloadNamed = fmt.Sprintf("too many distinct models named in response.create frames: at most %d per session", maxClaimed)
+
+// book takes what a client frame leaves waiting on the upstream: its
+// session.update claim (meta.update), its turn t (a response.create; nil
+// for other frames) and the models it names at the top level. When any of
+// them would pass its bound, it takes none and returns why, for
+// refuseOverload; a frame may be both a claim and a response.create
+// (duplicate type keys), and a refused frame must leave nothing behind.
+// Called with s.mu held.
+func (s *session) book(meta *frameMeta, t *turn) (overload string) {
+	switch {
+	case meta.update && !s.models.roomFor(len(meta.claimed)):
+		return overloadClaims
+	case t != nil && s.turns.full():
+		return overloadWaiting
+	case t != nil && len(s.models.named)+s.models.unnamed(meta.named) > maxClaimed:
+		return overloadNamed
+	}
+	if meta.update {
+		s.models.claim(meta.eventID, meta.claimed)
+	}
+	if t != nil {
+		s.turns.push(t)
+		s.models.name(meta.named)
+	}
+	return ""
 }

@@ -115,9 +115,12 @@ func (b *turnBook) tidy(id string) {
 	}
 }
 
+// full reports whether maxWaiting frames wait already.
+func (b *turnBook) full() bool { return b.waiting >= maxWaiting }
+
 // push queues a forwarded response.create; false when too many wait.
 func (b *turnBook) push(t *turn) bool {
-	if b.waiting >= maxWaiting {
+	if b.full() {
 		return false
 	}
 	b.seq++
