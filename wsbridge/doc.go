@@ -17,6 +17,8 @@
 // at its end, to the windows of that arrival). A frame's shadow matches are
 // counted and logged at info, and the first goes into its turn's record. It
 // must not buffer without bound: each direction holds at most
-// one message, and a slow reader slows its sender. It knows nothing of
-// ext_proc.
+// one message, and a slow reader slows its sender; what a session keeps
+// while frames wait on the upstream is bounded in count and in bytes
+// (maxClaimed, maxWaiting, maxHeld), a frame past them refused. It knows
+// nothing of ext_proc.
 package wsbridge

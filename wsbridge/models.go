@@ -37,11 +37,23 @@ type models struct {
 	// until the upstream confirms what the session runs under.
 	claims  []claim
 	claimed int // models in claims
+	// held is the bytes of the model strings claims and named hold,
+	// counted against maxHeld.
+	held int
 }
 
 type claim struct {
 	eventID string
 	models  []string
+}
+
+// stringBytes is the bytes of ss's strings.
+func stringBytes(ss []string) int {
+	n := 0
+	for _, s := range ss {
+		n += len(s)
+	}
+	return n
 }
 
 // maxClaimed bounds the session.update frames not yet answered, the models
@@ -121,6 +133,7 @@ func (m *models) claim(eventID string, claimed []string) bool {
 	}
 	m.claims = append(m.claims, claim{eventID: eventID, models: claimed})
 	m.claimed += len(claimed)
+	m.held += stringBytes(claimed)
 	return true
 }
 
@@ -134,9 +147,11 @@ func (m *models) reportedBy(model string, updated bool) {
 	}
 	m.current, m.reported = model, model
 	// The upstream has said which model it runs.
+	m.held -= stringBytes(m.named)
 	m.requested, m.named = nil, nil
 	if updated && len(m.claims) > 0 {
 		m.claimed -= len(m.claims[0].models)
+		m.held -= stringBytes(m.claims[0].models)
 		m.claims[0] = claim{}
 		m.claims = m.claims[1:]
 		if len(m.claims) == 0 {
@@ -167,29 +182,30 @@ func (m *models) refused(eventID string) bool {
 		return false
 	}
 	m.claimed -= len(m.claims[at].models)
+	m.held -= stringBytes(m.claims[at].models)
 	m.claims = append(m.claims[:at], m.claims[at+1:]...)
 	return true
 }
 
 // unnamed counts the distinct models of top (a response.create's
-// top-level models) that naming them would add to named.
-func (m *models) unnamed(top []string) int {
+// top-level models) that naming them would add to named, and their bytes.
+func (m *models) unnamed(top []string) (n, bytes int) {
 	if m.reported != "" {
-		return 0
+		return 0, 0
 	}
-	n := 0
 	for i, model := range top {
 		if model != "" && !slices.Contains(m.named, model) && !slices.Contains(top[:i], model) {
 			n++
+			bytes += len(model)
 		}
 	}
-	return n
+	return n, bytes
 }
 
 // name takes the top-level models of a forwarded response.create (the
-// caller has checked unnamed against maxClaimed). They settle the session
-// model only where the upstream reports none: a Realtime session's model is
-// the upstream's to say.
+// caller has checked unnamed against maxClaimed and maxHeld). They settle
+// the session model only where the upstream reports none: a Realtime
+// session's model is the upstream's to say.
 func (m *models) name(top []string) {
 	if m.reported != "" {
 		return
@@ -200,6 +216,7 @@ func (m *models) name(top []string) {
 		}
 		if !slices.Contains(m.named, model) {
 			m.named = append(m.named, model)
+			m.held += len(model)
 		}
 		m.current = model
 	}

@@ -430,13 +430,15 @@ func TestSessionModels(t *testing.T) {
 	var n models
 	n.connect([]string{"q"})
 	n.name([]string{"a", "b", "a"})
-	if got := strings.Join(n.candidates(nil), ","); got != "q,a,b,a" || n.unnamed([]string{"b", "c", "c"}) != 1 {
-		t.Errorf("named a, b, a: candidates %s, unnamed(b, c, c) %d; want q,a,b,a and 1", got, n.unnamed([]string{"b", "c", "c"}))
+	got := strings.Join(n.candidates(nil), ",")
+	if k, bytes := n.unnamed([]string{"b", "cc", "cc"}); got != "q,a,b,a" || k != 1 || bytes != 2 || n.held != 2 {
+		t.Errorf("named a, b, a: candidates %s, unnamed(b, cc, cc) %d (%d bytes), held %d; want q,a,b,a, 1 (2 bytes), 2",
+			got, k, bytes, n.held)
 	}
 	n.reportedBy("rt", false)
 	n.name([]string{"z"})
-	if got := strings.Join(n.candidates(nil), ","); got != "rt" || n.unnamed([]string{"z"}) != 0 {
-		t.Errorf("after the upstream reported rt: candidates %s; want rt alone", got)
+	if k, _ := n.unnamed([]string{"z"}); strings.Join(n.candidates(nil), ",") != "rt" || k != 0 || n.held != 0 {
+		t.Errorf("after the upstream reported rt: candidates %v, unnamed(z) %d, held %d; want rt alone, 0, 0", n.candidates(nil), k, n.held)
 	}
 	var c models
 	for i := range maxClaimed {
