@@ -393,6 +393,16 @@ func TestRealtimeForceAddsNoKey(t *testing.T) {
 			body:   `{"type":"response.create"}`,
 			action: ActionPass, out: `{"type":"response.create","service_tier":"priority"}`,
 		},
+		{
+			name: "a Responses WebSocket frame with a tier only under response gets the forced tier at the top level too", endpoint: EndpointResponsesWS, group: "forced", session: []string{"gpt-5"},
+			body:   `{"type":"response.create","response":{"service_tier":"default"}}`,
+			action: ActionPass, out: `{"type":"response.create","response":{"service_tier":"priority"},"service_tier":"priority"}`,
+		},
+		{
+			name: "a Responses WebSocket frame with a tier at both levels gets no second top-level key", endpoint: EndpointResponsesWS, group: "forced", session: []string{"gpt-5"},
+			body:   `{"type":"response.create","service_tier":"flex","response":{"SERVICE_TIER":"default"}}`,
+			action: ActionPass, out: `{"type":"response.create","service_tier":"priority","response":{"service_tier":"priority"}}`,
+		},
 	})
 }
 

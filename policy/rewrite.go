@@ -247,7 +247,7 @@ type openAIRead struct {
 	topModels int
 	nested    []nestedResponse // a frame's response objects
 	stream    int              // 1: every stream member is true; -1: one is not
-	carried   bool             // a service_tier member was sent
+	carried   bool             // a top-level service_tier member was sent
 }
 
 // readOpenAI reads the top-level members and, on frames, those of every
@@ -292,6 +292,7 @@ func readOpenAI(body []byte, s *scratch, frame bool) (rd openAIRead, ok bool) {
 		}
 	}
 	rd.topModels = len(rd.models)
+	rd.carried = count.tiers > 0 // before the nested tiers are counted
 	for _, n := range rd.nested {
 		for _, m := range n.obj.Members {
 			s.work.visits++
@@ -312,7 +313,6 @@ func readOpenAI(body []byte, s *scratch, frame bool) (rd openAIRead, ok bool) {
 			}
 		}
 	}
-	rd.carried = count.tiers > 0
 	return rd, true
 }
 
@@ -340,9 +340,11 @@ func rewriteOpenAI(req *Request, body []byte, s *scratch, res *Result, rd *openA
 		}
 	}
 	var adds []string
-	// Force adds a key only where none was sent, and never to a Realtime
-	// frame: Realtime has no service_tier parameter, and an unknown one may
-	// fail the turn (docs/contracts.md, "Evaluation", step 6).
+	// Force adds a key when the top level sent none (a tier only under
+	// response is rewritten but is not one the Responses upstream reads),
+	// and never to a Realtime frame: Realtime has no service_tier
+	// parameter, and an unknown one may fail the turn (docs/contracts.md,
+	// "Evaluation", step 6).
 	if res.Forced && res.Action == ActionPass && !rd.carried && req.Endpoint != EndpointRealtime {
 		adds = append(adds, `"service_tier":`+res.Sent.quoted())
 	}

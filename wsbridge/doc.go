@@ -7,7 +7,7 @@
 // It owns the upgrade and the upstream dial (server.go, upstream.go), which
 // headers cross and why (headers.go), the two pumps that relay frames and
 // pass close codes (relay.go), the session's state and group (session.go),
-// the model it runs under (models.go), what a client frame says beyond the
+// the models it may run under (models.go), what a client frame says beyond the
 // policy's verdict (frames.go), turn accounting (turns.go) and refused frames
 // (refusals.go: the error event and close code come from policy.Refusal).
 // Policy decisions and frame rewriting are
@@ -17,6 +17,8 @@
 // at its end, to the windows of that arrival). A frame's shadow matches are
 // counted and logged at info, and the first goes into its turn's record. It
 // must not buffer without bound: each direction holds at most
-// one message, and a slow reader slows its sender. It knows nothing of
-// ext_proc.
+// one message, and a slow reader slows its sender; what a session keeps
+// while frames wait on the upstream is bounded in count and in bytes
+// (maxClaimed, maxWaiting, maxHeld), a frame past them refused. It knows
+// nothing of ext_proc.
 package wsbridge

@@ -57,7 +57,11 @@ type frameMeta struct {
 	// Of a response.create:
 	streamID string // the Responses WebSocket lane
 	eventID  string // the client's event id (Realtime)
-	named    bool   // the frame names a model (top level, or in response)
+	// named are the frame's top-level models (string values, every
+	// occurrence): the fields a Responses upstream reads, so the ones that
+	// may set the model later frames run under. A model under response is
+	// a candidate for its own frame only, which the policy judges.
+	named []string
 	// Of a session.update (any "type" occurrence counts, with duplicate
 	// keys: a claim only adds candidates):
 	update  bool
@@ -90,10 +94,8 @@ func readFrame(frame []byte, policed bool) frameMeta {
 				m.eventID = v.Str
 			}
 		case policy.KeyIs(key, "model"):
-			m.named = m.named || v.Type == gjson.String
-		case policy.KeyIs(key, "response"):
-			if v.IsObject() && len(stringModels(nil, v)) > 0 {
-				m.named = true
+			if policed && v.Type == gjson.String {
+				m.named = append(m.named, strings.Clone(v.Str))
 			}
 		case policy.KeyIs(key, "session"):
 			if v.IsObject() {

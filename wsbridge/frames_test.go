@@ -188,6 +188,20 @@ func TestPolicyOnFrames(t *testing.T) {
 			}},
 		},
 		{
+			name: "force adds the group's tier at the top level when a frame carries one only under response",
+			path: PathResponses,
+			opts: withHeader("X-Tiergate-Group", "codex-fast"),
+			steps: []step{{
+				send:  `{"type":"response.create","model":"gpt-5.4","response":{"service_tier":"default"}}`,
+				want:  `{"type":"response.create","model":"gpt-5.4","response":{"service_tier":"priority"},"service_tier":"priority"}`,
+				await: "response.completed",
+			}},
+			records: []map[string]any{{
+				"group": "codex-fast", "action": "pass", "rule": "fast-group",
+				"service_tier_requested": "default", "service_tier_sent": "priority", "service_tier_reported": "priority",
+			}},
+		},
+		{
 			name: "the group comes from the key in the openai-insecure-api-key subprotocol",
 			path: PathResponses,
 			opts: &websocket.DialOptions{Subprotocols: []string{"openai-insecure-api-key.sk-fast"}},
@@ -310,6 +324,135 @@ func TestPolicyOnFrames(t *testing.T) {
 			h := newHarness(t, testPolicy)
 			h.up.holdSessionUpdated = tc.hold
 			play(t, h, tc.path, tc.opts, tc.steps)
+			h.waitSessions(t)
+			recs := h.records()
+			if tc.records != nil && len(recs) != len(tc.records) {
+				t.Fatalf("%d usage records, want %d:\n%s", len(recs), len(tc.records), h.usage.String())
+			}
+			for i, want := range tc.records {
+				checkRecord(t, recs[i], want)
+			}
+		})
+	}
+}
+
+// miniOnlyPolicy allows priority on gpt-5.4-mini alone, so whether a frame
+// that names no model passes priority says which models it was judged
+// against.
+const miniOnlyPolicy = `
+rules:
+- name: priority-only-on-mini
+  service_tier: priority
+  action: pass
+  model_whitelist: ["gpt-5.4-mini"]
+  fallback_action: block
+`
+
+// TestSessionModelComesFromTopLevelModels checks which models a
+// response.create that names none is judged against on /v1/responses,
+// whose upstream reads only a frame's top-level fields (docs/contracts.md,
+// "WebSocket sessions and turns"): every top-level model a forwarded frame
+// named, the last of which its record takes; never a model named only under
+// response, which is a candidate for its own frame alone.
+func TestSessionModelComesFromTopLevelModels(t *testing.T) {
+	t.Parallel()
+	const (
+		named55   = `{"type":"response.create","model":"gpt-5.5","input":"a"}`
+		namedMini = `{"type":"response.create","model":"gpt-5.4-mini","input":"b"}`
+		priority  = `{"type":"response.create","service_tier":"priority","input":"c"}`
+	)
+	blocked55 := blocked("service_tier=priority is not allowed for model gpt-5.5")
+	cases := []struct {
+		name    string
+		path    string
+		steps   []step
+		records []map[string]any
+	}{
+		{
+			name: "a frame naming no model is judged against the top-level model named before it",
+			steps: []step{
+				{send: named55, await: "response.completed"},
+				{send: priority, refused: blocked55},
+			},
+			records: []map[string]any{
+				{"model": "gpt-5.5", "status": "completed"},
+				{"model": "gpt-5.5", "action": "block", "status": "blocked"},
+			},
+		},
+		{
+			name: "a frame naming no model runs under the model named before it, and its record says so",
+			steps: []step{
+				{send: namedMini, await: "response.completed"},
+				{send: priority, await: "response.completed"},
+			},
+			records: []map[string]any{
+				{"model": "gpt-5.4-mini", "status": "completed"},
+				{"model": "gpt-5.4-mini", "action": "pass", "service_tier_sent": "priority", "status": "completed"},
+			},
+		},
+		{
+			name: "a model named only under response does not become the session model",
+			steps: []step{
+				{send: named55, await: "response.completed"},
+				{send: `{"type":"response.create","response":{"model":"gpt-5.4-mini"},"input":"b"}`, await: "response.completed"},
+				{send: priority, refused: blocked55},
+			},
+		},
+		{
+			name: "a model under response is judged beside the session model for its own frame",
+			steps: []step{
+				{send: namedMini, await: "response.completed"},
+				{send: `{"type":"response.create","service_tier":"priority","response":{"model":"gpt-5.5"}}`, refused: blocked55},
+			},
+		},
+		{
+			name: "the model of a frame the upstream refused stays a candidate beside the earlier one",
+			steps: []step{
+				{send: named55, await: "response.completed"},
+				{send: `{"type":"response.create","model":"gpt-5.4-mini","metadata":{"fake":"error"},"input":"b"}`, await: "error"},
+				{send: priority, refused: blocked55},
+			},
+		},
+		{
+			name: "every top-level model named stays a candidate, and records take the last one named",
+			steps: []step{
+				{send: named55, await: "response.completed"},
+				{send: namedMini, await: "response.completed"},
+				{send: `{"type":"response.create","input":"c"}`, await: "response.completed"},
+				{send: priority, refused: blocked55},
+			},
+			records: []map[string]any{
+				{"model": "gpt-5.5"},
+				{"model": "gpt-5.4-mini"},
+				{"model": "gpt-5.4-mini", "action": "pass", "status": "completed"},
+				{"action": "block", "status": "blocked"},
+			},
+		},
+		{
+			name: "every occurrence of a repeated top-level model key is a candidate, folded spellings included",
+			steps: []step{
+				{send: `{"type":"response.create","model":"gpt-5.5","MODEL":"gpt-5.4-mini","input":"a"}`, await: "response.completed"},
+				{send: priority, refused: blocked55},
+			},
+		},
+		{
+			name: "a ?model= of the connection stays a candidate after a frame names another",
+			path: PathResponses + "?model=gpt-5.5",
+			steps: []step{
+				{send: namedMini, await: "response.completed"},
+				{send: priority, refused: blocked55},
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, miniOnlyPolicy)
+			path := tc.path
+			if path == "" {
+				path = PathResponses
+			}
+			play(t, h, path, nil, tc.steps)
 			h.waitSessions(t)
 			recs := h.records()
 			if tc.records != nil && len(recs) != len(tc.records) {

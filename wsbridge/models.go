@@ -2,6 +2,7 @@ package wsbridge
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -11,12 +12,22 @@ import (
 type models struct {
 	// current is the settled session model: ?model= at connect, then what
 	// the upstream reports in session.created and session.updated or, where
-	// the upstream reports none (the Responses API), the model of the last
-	// response.create that named one.
+	// the upstream reports none (the Responses API), the last top-level
+	// model of the last forwarded response.create that named one. Records
+	// of frames that name no model take it.
 	current string
-	// requested are the ?model= parameters of the connection beyond the
-	// first (the first is current): the upstream may run under any of
-	// them until it reports which, so each is a candidate until then.
+	// named are the distinct top-level models of every forwarded
+	// response.create since the upstream last reported a model, in the
+	// order first named. Each stays a candidate beside current: once
+	// several were named, tiergate cannot know which one the upstream runs
+	// a frame naming none under, nor whether a frame the upstream refused
+	// with an error changed it. Empty where the upstream reports the model
+	// (Realtime), since frames do not set it there.
+	named []string
+	// requested are the ?model= parameters of the connection, the first
+	// (current at connect) included: the upstream may run under any of
+	// them until it reports which, so each is a candidate until then, even
+	// once a response.create has named another.
 	requested []string
 	// reported is the model the upstream itself last reported; a Realtime
 	// turn's response names none, so its record takes this one.
@@ -26,6 +37,9 @@ type models struct {
 	// until the upstream confirms what the session runs under.
 	claims  []claim
 	claimed int // models in claims
+	// held is the bytes of the model strings claims and named hold,
+	// counted against maxHeld.
+	held int
 }
 
 type claim struct {
@@ -33,9 +47,19 @@ type claim struct {
 	models  []string
 }
 
-// maxClaimed bounds the session.update frames not yet answered, and the
-// models they claim: a client that sends more than the upstream answers is
-// refused rather than holding memory without end.
+// stringBytes is the bytes of ss's strings.
+func stringBytes(ss []string) int {
+	n := 0
+	for _, s := range ss {
+		n += len(s)
+	}
+	return n
+}
+
+// maxClaimed bounds the session.update frames not yet answered, the models
+// they claim, and the distinct models response.create frames name (named):
+// a client that sends more than the upstream answers, or names model after
+// model, is refused rather than holding memory without end.
 const maxClaimed = 256
 
 // queryModels returns every model= parameter of a raw query as any
@@ -69,22 +93,32 @@ func (m *models) connect(params []string) {
 		}
 		if m.current == "" {
 			m.current = p
-		} else if len(m.requested) < maxClaimed {
+		}
+		if len(m.requested) < maxClaimed {
 			m.requested = append(m.requested, p)
 		}
 	}
 }
 
 // candidates appends the models a frame that names none may run under.
+// The policy takes the last as the frame's model, for its record: current,
+// or the newest pending claim, so requested and named come first.
 func (m *models) candidates(dst []string) []string {
+	dst = append(dst, m.requested...)
+	dst = append(dst, m.named...)
 	if m.current != "" {
 		dst = append(dst, m.current)
 	}
-	dst = append(dst, m.requested...)
 	for _, c := range m.claims {
 		dst = append(dst, c.models...)
 	}
 	return dst
+}
+
+// roomFor reports whether one more session.update claiming n models may
+// wait for its answer.
+func (m *models) roomFor(n int) bool {
+	return m.claimed+n <= maxClaimed && len(m.claims) < maxClaimed
 }
 
 // claim notes a client session.update; false when too many are pending.
@@ -94,11 +128,12 @@ func (m *models) candidates(dst []string) []string {
 // upstream has answered it, and a model still to come would stop being
 // judged.
 func (m *models) claim(eventID string, claimed []string) bool {
-	if m.claimed+len(claimed) > maxClaimed || len(m.claims) >= maxClaimed {
+	if !m.roomFor(len(claimed)) {
 		return false
 	}
 	m.claims = append(m.claims, claim{eventID: eventID, models: claimed})
 	m.claimed += len(claimed)
+	m.held += stringBytes(claimed)
 	return true
 }
 
@@ -111,9 +146,12 @@ func (m *models) reportedBy(model string, updated bool) {
 		return
 	}
 	m.current, m.reported = model, model
-	m.requested = nil // the upstream has said which model it runs
+	// The upstream has said which model it runs.
+	m.held -= stringBytes(m.named)
+	m.requested, m.named = nil, nil
 	if updated && len(m.claims) > 0 {
 		m.claimed -= len(m.claims[0].models)
+		m.held -= stringBytes(m.claims[0].models)
 		m.claims[0] = claim{}
 		m.claims = m.claims[1:]
 		if len(m.claims) == 0 {
@@ -144,15 +182,42 @@ func (m *models) refused(eventID string) bool {
 		return false
 	}
 	m.claimed -= len(m.claims[at].models)
+	m.held -= stringBytes(m.claims[at].models)
 	m.claims = append(m.claims[:at], m.claims[at+1:]...)
 	return true
 }
 
-// named takes the model a forwarded response.create named. It settles the
-// session model only where the upstream reports none: a Realtime session's
-// model is the upstream's to say.
-func (m *models) named(model string) {
-	if m.reported == "" && model != "" {
+// unnamed counts the distinct models of top (a response.create's
+// top-level models) that naming them would add to named, and their bytes.
+func (m *models) unnamed(top []string) (n, bytes int) {
+	if m.reported != "" {
+		return 0, 0
+	}
+	for i, model := range top {
+		if model != "" && !slices.Contains(m.named, model) && !slices.Contains(top[:i], model) {
+			n++
+			bytes += len(model)
+		}
+	}
+	return n, bytes
+}
+
+// name takes the top-level models of a forwarded response.create (the
+// caller has checked unnamed against maxClaimed and maxHeld). They settle
+// the session model only where the upstream reports none: a Realtime
+// session's model is the upstream's to say.
+func (m *models) name(top []string) {
+	if m.reported != "" {
+		return
+	}
+	for _, model := range top {
+		if model == "" {
+			continue
+		}
+		if !slices.Contains(m.named, model) {
+			m.named = append(m.named, model)
+			m.held += len(model)
+		}
 		m.current = model
 	}
 }

@@ -362,6 +362,297 @@ func TestUnconfirmedSessionUpdateClaimsAreRefused(t *testing.T) {
 	}
 }
 
+// namedFrames returns response.create frames naming the models
+// m-<from> to m-<to-1>, one each.
+func namedFrames(from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprintf(`{"type":"response.create","model":"m-%d"}`, i))
+	}
+	return out
+}
+
+// TestTooManyNamedModelsAreRefused has a /v1/responses client name one
+// model after another in response.create frames the upstream does not
+// answer: each stays a candidate for the rest of the session, so once
+// maxClaimed distinct ones were named, a frame naming one more is refused
+// (refuseOverload); a model named again takes no more room.
+func TestTooManyNamedModelsAreRefused(t *testing.T) {
+	t.Parallel()
+	msg := fmt.Sprintf("too many distinct models named in response.create frames: at most %d per session", maxClaimed)
+	cases := []struct {
+		name string
+		// script is sent in order; every frame must reach the upstream.
+		script []string
+		// refused is the frame then sent, which must be refused.
+		refused string
+	}{
+		{
+			name:    "the distinct model past maxClaimed is refused",
+			script:  namedFrames(0, maxClaimed),
+			refused: `{"type":"response.create","model":"one-too-many"}`,
+		},
+		{
+			name:    "a model named again, or a frame naming none, takes no more room",
+			script:  slices.Concat(namedFrames(0, maxClaimed), namedFrames(0, 1), []string{`{"type":"response.create"}`}),
+			refused: `{"type":"response.create","model":"one-too-many"}`,
+		},
+		{
+			name: "a model repeated in one frame counts once, and every distinct one counts",
+			script: slices.Concat(namedFrames(0, maxClaimed-2),
+				[]string{`{"type":"response.create","model":"x","Model":"x","MODEL":"y"}`}),
+			refused: `{"type":"response.create","model":"m-0","model":"one-too-many"}`,
+		},
+		{
+			name:    "a model only under response takes no room",
+			script:  slices.Concat(namedFrames(0, maxClaimed), []string{`{"type":"response.create","response":{"model":"nested"}}`}),
+			refused: `{"type":"response.create","model":"one-too-many"}`,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			q := newQuietUpstream(t)
+			h := newHarness(t, testPolicy, q.use)
+			c, _ := h.dial(t, PathResponses, withHeader("X-Request-Id", "req-named"))
+			qc := q.next(t)
+			sendAll(t, c, tc.script)
+			qc.waitFrames(t, len(tc.script)) // none was refused
+
+			send(t, c, tc.refused)
+			expectRefusal(t, c, qc, msg, len(tc.script))
+			h.waitSessions(t)
+
+			recs := h.records()
+			if len(recs) != 1+len(tc.script) {
+				t.Fatalf("%d usage records, want 1 for the refusal and %d for the turns cut short", len(recs), len(tc.script))
+			}
+			checkRecord(t, recs[0], map[string]any{
+				"request_id": "req-named", "endpoint": "responses_ws",
+				"status": "blocked", "http_status": 403.0, "action": "block", "rule": nil, "model": nil,
+			})
+		})
+	}
+}
+
+// TestWhatWaitsOnTheUpstreamIsBounded sends frames that leave strings
+// waiting on an upstream that answers none of them: a session.update's
+// claimed models, a response.create's stream_id, event_id and model, and
+// the models response.create frames name. Once they would hold more than
+// maxHeld bytes, the frame is refused (refuseOverload) however few frames
+// wait, rather than the session pinning up to maxClaimed or maxWaiting
+// strings each as long as the read limit.
+func TestWhatWaitsOnTheUpstreamIsBounded(t *testing.T) {
+	t.Parallel()
+	msg := fmt.Sprintf("the frames waiting for the upstream would hold more than %d bytes of models, stream_ids and event_ids", maxHeld)
+	const kib = 1 << 10
+	repeat := func(n int, f func(i int) string) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = f(i)
+		}
+		return out
+	}
+	// name returns a distinct string of exactly size bytes.
+	name := func(i, size int) string {
+		p := fmt.Sprintf("m-%d-", i)
+		return p + strings.Repeat("x", size-len(p))
+	}
+	lane := strings.Repeat("s", 256) // the longest stream_id PROTOCOLS.md allows
+	cases := []struct {
+		name string
+		path string
+		// script is sent in order; every frame must reach the upstream.
+		script []string
+		// refused is the frame then sent, which must be refused.
+		refused string
+	}{
+		{
+			name:    "a session.update claiming a model longer than the bound is refused at once",
+			path:    PathResponses,
+			refused: `{"type":"session.update","session":{"model":"` + strings.Repeat("m", 1<<20) + `"}}`,
+		},
+		{
+			name: "the models of pending session.update claims add up to the bound",
+			path: PathResponses,
+			script: repeat(maxHeld/kib, func(i int) string {
+				return `{"type":"session.update","session":{"model":"` + name(i, kib) + `"}}`
+			}),
+			refused: `{"type":"session.update","session":{"model":"m"}}`,
+		},
+		{
+			name:    "a response.create with a stream_id longer than the bound is refused at once",
+			path:    PathResponses,
+			refused: `{"type":"response.create","stream_id":"` + strings.Repeat("s", 1<<20) + `"}`,
+		},
+		{
+			name:    "the stream_ids of waiting response.create frames add up to the bound",
+			path:    PathResponses,
+			script:  repeat(maxHeld/len(lane), func(int) string { return `{"type":"response.create","stream_id":"` + lane + `"}` }),
+			refused: `{"type":"response.create","stream_id":"s"}`,
+		},
+		{
+			name: "so do their event_ids",
+			path: PathRealtime,
+			script: repeat(maxHeld/kib, func(i int) string {
+				return `{"type":"response.create","event_id":"` + name(i, kib) + `"}`
+			}),
+			refused: `{"type":"response.create","event_id":"e"}`,
+		},
+		{
+			name: "so do the models they name, held by the turn and by the session's named models",
+			path: PathResponses,
+			script: repeat(maxHeld/(2*kib), func(i int) string {
+				return `{"type":"response.create","model":"` + name(i, kib) + `"}`
+			}),
+			refused: `{"type":"response.create","model":"m"}`,
+		},
+		{
+			name: "waiting turns and claims share one bound",
+			path: PathResponses,
+			script: slices.Concat(
+				repeat(maxHeld/(2*len(lane)), func(int) string { return `{"type":"response.create","stream_id":"` + lane + `"}` }),
+				repeat(maxHeld/(2*kib), func(i int) string {
+					return `{"type":"session.update","session":{"model":"` + name(i, kib) + `"}}`
+				})),
+			refused: `{"type":"session.update","session":{"model":"m"}}`,
+		},
+		{
+			// A turn's model may be a session candidate's string, but the
+			// turn can outlive the candidate (a confirmed claim), so it
+			// counts for the turn too.
+			name: "a waiting turn counts the session model it was judged under",
+			path: PathResponses,
+			script: []string{
+				`{"type":"session.update","session":{"model":"` + name(0, maxHeld/2) + `"}}`,
+				`{"type":"response.create"}`,
+			},
+			refused: `{"type":"response.create","stream_id":"s"}`,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			q := newQuietUpstream(t)
+			h := newHarness(t, testPolicy, q.use)
+			c, _ := h.dial(t, tc.path, withHeader("X-Request-Id", "req-held"))
+			qc := q.next(t)
+			sendAll(t, c, tc.script)
+			qc.waitFrames(t, len(tc.script)) // none was refused
+
+			send(t, c, tc.refused)
+			expectRefusal(t, c, qc, msg, len(tc.script))
+			h.waitSessions(t)
+			checkRecord(t, h.records()[0], map[string]any{
+				"request_id": "req-held", "status": "blocked", "http_status": 403.0, "action": "block", "rule": nil, "model": nil,
+			})
+		})
+	}
+}
+
+// TestAnsweredFramesReleaseWhatTheyHeld has the upstream answer each frame
+// before the next is sent, many times over what maxHeld holds: every
+// answer that settles a frame (a response.created, an error naming it, a
+// session.updated) releases its strings, so the session is never refused.
+func TestAnsweredFramesReleaseWhatTheyHeld(t *testing.T) {
+	t.Parallel()
+	const kib = 1 << 10
+	lane := strings.Repeat("s", 256)
+	cases := []struct {
+		name  string
+		path  string
+		n     int                  // frames sent
+		size  int                  // the bytes each holds while it waits
+		frame func(i int) string   // the i-th frame
+		reply func(i int) []string // what the upstream answers it with
+		await string               // the event the client waits for
+	}{
+		{
+			name: "a response.create released at its response.created, and its turn ended",
+			path: PathResponses, n: 4 * maxHeld / len(lane), size: len(lane),
+			frame: func(int) string { return `{"type":"response.create","stream_id":"` + lane + `"}` },
+			reply: func(i int) []string {
+				return []string{
+					fmt.Sprintf(`{"type":"response.created","stream_id":"%s","response":{"id":"resp_%d","status":"in_progress"}}`, lane, i),
+					fmt.Sprintf(`{"type":"response.completed","stream_id":"%s","response":{"id":"resp_%d","status":"completed","usage":{"input_tokens":1,"output_tokens":1}}}`, lane, i),
+				}
+			},
+			await: "response.completed",
+		},
+		{
+			name: "a response.create released by the upstream's error",
+			path: PathResponses, n: 4 * maxHeld / len(lane), size: len(lane),
+			frame: func(int) string { return `{"type":"response.create","stream_id":"` + lane + `"}` },
+			reply: func(int) []string {
+				return []string{`{"type":"error","stream_id":"` + lane + `","status":400,"error":{"type":"invalid_request_error","message":"no"}}`}
+			},
+			await: "error",
+		},
+		{
+			name: "a Realtime response.create released by an error naming its event_id",
+			path: PathRealtime, n: 4 * maxHeld / kib, size: kib,
+			frame: func(i int) string {
+				return fmt.Sprintf(`{"type":"response.create","event_id":"%0*d"}`, kib, i)
+			},
+			reply: func(i int) []string {
+				return []string{fmt.Sprintf(`{"type":"error","event_id":"event_%d","error":{"type":"invalid_request_error","message":"no","event_id":"%0*d"}}`, i, kib, i)}
+			},
+			await: "error",
+		},
+		{
+			name: "a session.update's claim released by the session.updated that confirms it",
+			path: PathRealtime, n: 4 * maxHeld / kib, size: kib,
+			frame: func(i int) string {
+				return fmt.Sprintf(`{"type":"session.update","session":{"type":"realtime","model":"%0*d"}}`, kib, i)
+			},
+			reply: func(i int) []string {
+				return []string{fmt.Sprintf(`{"type":"session.updated","event_id":"event_%d","session":{"type":"realtime","model":"%0*d"}}`, i, kib, i)}
+			},
+			await: "session.updated",
+		},
+		{
+			name: "a session.update's claim released by an error naming its event_id",
+			path: PathRealtime, n: 4 * maxHeld / kib, size: kib,
+			frame: func(i int) string {
+				return fmt.Sprintf(`{"type":"session.update","event_id":"evt_%d","session":{"type":"realtime","model":"%0*d"}}`, i, kib, i)
+			},
+			reply: func(i int) []string {
+				return []string{fmt.Sprintf(`{"type":"error","event_id":"event_%d","error":{"type":"invalid_request_error","message":"no","event_id":"evt_%d"}}`, i, i)}
+			},
+			await: "error",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if tc.n*tc.size <= 2*maxHeld {
+				t.Fatalf("the case sends %d bytes in all, too few to show anything is released", tc.n*tc.size)
+			}
+			q := newQuietUpstream(t)
+			h := newHarness(t, testPolicy, q.use)
+			c, _ := h.dial(t, tc.path, nil)
+			qc := q.next(t)
+			for i := range tc.n {
+				send(t, c, tc.frame(i))
+				qc.waitFrames(t, i+1)
+				for _, r := range tc.reply(i) {
+					qc.send(t, r)
+				}
+				until(t, c, tc.await)
+			}
+			if err := c.Close(websocket.StatusNormalClosure, ""); err != nil {
+				t.Fatalf("the session ended before the client closed it: %v", err)
+			}
+			if code := websocket.CloseStatus(qc.waitClosed(t)); code != websocket.StatusNormalClosure {
+				t.Errorf("the upstream saw close %d, want the client's 1000", code)
+			}
+			if n := len(qc.received()); n != tc.n {
+				t.Errorf("the upstream received %d frames, want all %d", n, tc.n)
+			}
+		})
+	}
+}
+
 // TestUpstreamErrorNamingASessionUpdateEndsNoTurn has a Realtime client
 // claim gpt-realtime-max in a session.update (event_id evt_u1) the upstream
 // leaves unconfirmed, then send a response.create that waits. The upstream

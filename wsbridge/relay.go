@@ -348,31 +348,25 @@ func (s *session) police(frame []byte, ob *[]byte) (body []byte, ok bool) {
 	if !meta.update && !res.Policed {
 		return res.Body, true // most frames (audio, items): nothing to book
 	}
-	s.mu.Lock()
-	if meta.update && !s.models.claim(meta.eventID, meta.claimed) {
-		s.mu.Unlock()
-		s.refuseOverload(group, "too many session.update frames are waiting for the upstream's session.updated")
-		return nil, false
-	}
+	var t *turn
 	if res.Policed {
-		// The turn waits before its frame is written: the upstream may
-		// answer before the write returns.
-		if !s.turns.push(&turn{
+		t = &turn{
 			lane: meta.streamID, eventID: meta.eventID, start: time.Now(),
 			model: res.RequestModel, group: res.Group,
 			requested: res.Requested, sent: res.Sent, action: res.Action, rule: res.Rule, pol: pol,
 			budget: res.Budget, decidedAt: decidedAt,
 			shadowRule: res.ShadowRule, shadowAction: res.ShadowAction,
-		}) {
-			s.mu.Unlock()
-			s.refuseOverload(group, "too many response.create frames are waiting for the upstream's response.created")
-			return nil, false
-		}
-		if meta.named {
-			s.models.named(res.RequestModel)
 		}
 	}
+	// The frame is booked before it is written: the upstream may answer
+	// before the write returns.
+	s.mu.Lock()
+	overload := s.book(&meta, t)
 	s.mu.Unlock()
+	if overload != "" {
+		s.refuseOverload(group, overload)
+		return nil, false
+	}
 	return res.Body, true
 }
 

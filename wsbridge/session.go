@@ -2,6 +2,7 @@ package wsbridge
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -185,4 +186,64 @@ func (s *session) writeClient(typ websocket.MessageType, p []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.b.opts.WriteTimeout)
 	defer cancel()
 	return s.client.Write(ctx, typ, p)
+}
+
+// Why refuseOverload ends a session whose frames would leave more waiting
+// on the upstream than a session may hold.
+const (
+	overloadClaims  = "too many session.update frames are waiting for the upstream's session.updated"
+	overloadWaiting = "too many response.create frames are waiting for the upstream's response.created"
+)
+
+var (
+	overloadNamed = fmt.Sprintf("too many distinct models named in response.create frames: at most %d per session", maxClaimed)
+	overloadHeld  = fmt.Sprintf("the frames waiting for the upstream would hold more than %d bytes of models, stream_ids and event_ids", maxHeld)
+)
+
+// maxHeld bounds the bytes of the strings a session holds while it waits on
+// the upstream: the models of pending session.update claims and of named,
+// and the stream_id, event_id and model of each response.create waiting for
+// its response.created. maxClaimed and maxWaiting bound how many there are,
+// but each may be as long as the read limit allows, so counts alone would
+// let one session pin hundreds of MiB with frames it never stops sending.
+// 64 KiB is generous: a stream_id is 1-256 characters, a model name a few
+// dozen.
+const maxHeld = 64 << 10
+
+// book takes what a client frame leaves waiting on the upstream: its
+// session.update claim (meta.update), its turn t (a response.create; nil
+// for other frames) and the models it names at the top level. When any of
+// them would pass its bound, or they would take what the session holds past
+// maxHeld, it takes none and returns why, for refuseOverload: a frame may
+// be both a claim and a response.create (duplicate type keys), and a
+// refused frame must leave nothing behind. Called with s.mu held.
+func (s *session) book(meta *frameMeta, t *turn) (overload string) {
+	switch {
+	case meta.update && !s.models.roomFor(len(meta.claimed)):
+		return overloadClaims
+	case t != nil && s.turns.full():
+		return overloadWaiting
+	}
+	held := 0
+	if meta.update {
+		held += stringBytes(meta.claimed)
+	}
+	if t != nil {
+		n, bytes := s.models.unnamed(meta.named)
+		if len(s.models.named)+n > maxClaimed {
+			return overloadNamed
+		}
+		held += t.heldBytes() + bytes
+	}
+	if s.models.held+s.turns.held+held > maxHeld {
+		return overloadHeld
+	}
+	if meta.update {
+		s.models.claim(meta.eventID, meta.claimed)
+	}
+	if t != nil {
+		s.turns.push(t)
+		s.models.name(meta.named)
+	}
+	return ""
 }

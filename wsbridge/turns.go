@@ -56,6 +56,12 @@ type turn struct {
 	pol *policy.Policy
 }
 
+// heldBytes is the bytes of the strings a waiting turn holds, counted
+// against maxHeld until the upstream answers it. A model taken from the
+// session's candidates counts too, though the session holds the same
+// string: the turn may wait on after that candidate is gone.
+func (t *turn) heldBytes() int { return len(t.lane) + len(t.eventID) + len(t.model) }
+
 // lane is one stream_id's queue: the frames waiting for their
 // response.created, oldest first, and the turn whose events stream now.
 type lane struct {
@@ -85,6 +91,7 @@ const maxWaiting = 4096
 type turnBook struct {
 	seq     uint64
 	waiting int
+	held    int  // the heldBytes of the waiting turns
 	def     lane // the lane of frames without stream_id
 	lanes   map[string]*lane
 	open    map[string]*turn // turns under way, by response id
@@ -115,9 +122,12 @@ func (b *turnBook) tidy(id string) {
 	}
 }
 
+// full reports whether maxWaiting frames wait already.
+func (b *turnBook) full() bool { return b.waiting >= maxWaiting }
+
 // push queues a forwarded response.create; false when too many wait.
 func (b *turnBook) push(t *turn) bool {
-	if b.waiting >= maxWaiting {
+	if b.full() {
 		return false
 	}
 	b.seq++
@@ -125,6 +135,7 @@ func (b *turnBook) push(t *turn) bool {
 	l := b.lane(t.lane, true)
 	l.waiting = append(l.waiting, t)
 	b.waiting++
+	b.held += t.heldBytes()
 	return true
 }
 
@@ -149,6 +160,7 @@ func (b *turnBook) popWaiting(id string) *turn {
 	}
 	t := l.shift()
 	b.waiting--
+	b.held -= t.heldBytes()
 	b.tidy(t.lane)
 	return t
 }
@@ -160,6 +172,7 @@ func (b *turnBook) removeWaiting(id string) *turn {
 			if t.eventID == id {
 				l.waiting = slices.Delete(l.waiting, i, i+1)
 				b.waiting--
+				b.held -= t.heldBytes()
 				b.tidy(t.lane)
 				return t
 			}

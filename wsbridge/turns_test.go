@@ -415,14 +415,30 @@ func TestSessionModels(t *testing.T) {
 	if got := strings.Join(m.candidates(nil), ","); got != "max" {
 		t.Errorf("after u3 is refused: %s", got)
 	}
-	m.named("gpt-5.5") // the upstream reports the model: a frame's name does not move it
-	if m.current != "max" {
-		t.Errorf("current %s", m.current)
+	m.name([]string{"gpt-5.5"}) // the upstream reports the model: a frame's name does not move it
+	if m.current != "max" || m.named != nil {
+		t.Errorf("current %s, named %v", m.current, m.named)
 	}
 	var r models
-	r.named("gpt-5.5") // the Responses API: no reports, the frames say
+	r.name([]string{"gpt-5.5"}) // the Responses API: no reports, the frames say
 	if r.current != "gpt-5.5" {
 		t.Errorf("current %s", r.current)
+	}
+	// Every top-level model named stays a candidate, as does every
+	// ?model=; current, last among them, is the last one named. A model
+	// the upstream reports clears them, and frames name none after it.
+	var n models
+	n.connect([]string{"q"})
+	n.name([]string{"a", "b", "a"})
+	got := strings.Join(n.candidates(nil), ",")
+	if k, bytes := n.unnamed([]string{"b", "cc", "cc"}); got != "q,a,b,a" || k != 1 || bytes != 2 || n.held != 2 {
+		t.Errorf("named a, b, a: candidates %s, unnamed(b, cc, cc) %d (%d bytes), held %d; want q,a,b,a, 1 (2 bytes), 2",
+			got, k, bytes, n.held)
+	}
+	n.reportedBy("rt", false)
+	n.name([]string{"z"})
+	if k, _ := n.unnamed([]string{"z"}); strings.Join(n.candidates(nil), ",") != "rt" || k != 0 || n.held != 0 {
+		t.Errorf("after the upstream reported rt: candidates %v, unnamed(z) %d, held %d; want rt alone, 0, 0", n.candidates(nil), k, n.held)
 	}
 	var c models
 	for i := range maxClaimed {
