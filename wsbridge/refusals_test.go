@@ -458,7 +458,7 @@ func TestWhatWaitsOnTheUpstreamIsBounded(t *testing.T) {
 		p := fmt.Sprintf("m-%d-", i)
 		return p + strings.Repeat("x", size-len(p))
 	}
-	lane := strings.Repeat("s", 256) // the longest stream_id PROTOCOLS.md allows
+	lane := strings.Repeat("s", 256) // the longest stream_id the API allows (docs/contracts.md, "Wire facts")
 	cases := []struct {
 		name string
 		path string
