@@ -801,3 +801,32 @@ func TestFoldASCIIKnowsEveryRuneAReaderTakesForASCII(t *testing.T) {
 		})
 	}
 }
+
+// TestTypeIsFoldsAsValuesAre: a frame's type is read as tier values are,
+// so each spelling some upstream's reader takes for the name counts.
+func TestTypeIsFoldsAsValuesAre(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		value, want string
+		is          bool
+	}{
+		{"session.update", "session.update", true},
+		{" Session.UPDATE\x00x", "session.update", true},
+		{"ſession.update", "session.update", true},
+		{"seßion.update", "session.update", true},  // Python's str.upper: SESSION.UPDATE
+		{"SESSıON.update", "session.update", true}, // Java's toUpperCase: SESSION.UPDATE
+		{"sessİon.update", "session.update", true},
+		{"Response.Create", "response.create", true},
+		{"re\u017fponse.create", "response.create", true},
+		{"session.updates", "session.update", false},
+		{"sesion.update", "session.update", false},
+		{"se\u00dfion.update", "response.create", false},
+		{"séssion.update", "session.update", false},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			if got := TypeIs(tc.value, tc.want); got != tc.is {
+				t.Errorf("TypeIs(%q, %q) = %v, want %v", tc.value, tc.want, got, tc.is)
+			}
+		})
+	}
+}

@@ -206,9 +206,15 @@ func TypeIs(value, want string) bool {
 }
 
 func typeIs(v []byte, want string) bool {
-	// Read whole and up to a NUL, as tiers are (tierOfValue).
-	return bytes.EqualFold(bytes.TrimFunc(v, trimmed), []byte(want)) ||
-		bytes.EqualFold(bytes.TrimFunc(cString(v), trimmed), []byte(want))
+	// Read whole and up to a NUL, as tiers are (tierOfValue), and folded
+	// as values are (equalFoldValue): an upper-casing reader takes
+	// "seßıon.update" for session.update.
+	for _, s := range [2][]byte{bytes.TrimFunc(v, trimmed), bytes.TrimFunc(cString(v), trimmed)} {
+		if bytes.EqualFold(s, []byte(want)) || equalFoldValue(s, want) {
+			return true
+		}
+	}
+	return false
 }
 
 // cString cuts an unescaped key or value at its first NUL, where a reader

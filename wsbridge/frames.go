@@ -30,25 +30,29 @@ func mayNameSessionUpdate(frame []byte) bool {
 			return false
 		}
 		i += j
-		// "update" folds only to ASCII letters; "session" may carry the
-		// two-byte long s, so it is compared rune by rune.
-		if i+7 <= len(frame) && bytes.EqualFold(frame[i+1:i+7], []byte("update")) && hasSuffixFold(frame[:i], "session") {
+		// No non-ASCII rune folds or upper-cases to a letter of "update";
+		// "session" may be spelled with several (ſ, ı, İ, ß for "ss"),
+		// so any non-ASCII byte where it would stand sends the frame to
+		// the parser, which reads the type as policy.TypeIs does.
+		if i+7 <= len(frame) && bytes.EqualFold(frame[i+1:i+7], []byte("update")) && maySpellSession(frame[:i]) {
 			return true
 		}
 	}
 }
 
-// hasSuffixFold reports whether b ends with the ASCII suffix under Unicode
-// simple case folding.
-func hasSuffixFold(b []byte, suffix string) bool {
-	for k := len(suffix) - 1; k >= 0; k-- {
-		r, n := utf8.DecodeLastRune(b)
-		if n == 0 || !strings.EqualFold(string(r), suffix[k:k+1]) {
-			return false
+// maySpellSession reports whether b could end with "session" as
+// policy.TypeIs folds it: the ASCII spelling in any case, or a non-ASCII
+// byte among the last bytes that a folded spelling can take (each of its
+// seven letters is at most three bytes).
+func maySpellSession(b []byte) bool {
+	const name = "session"
+	tail := b[max(0, len(b)-3*len(name)):]
+	for _, c := range tail {
+		if c >= utf8.RuneSelf {
+			return true
 		}
-		b = b[:len(b)-n]
 	}
-	return true
+	return len(b) >= len(name) && bytes.EqualFold(b[len(b)-len(name):], []byte(name))
 }
 
 // frameMeta is what the session needs from a client frame beyond the

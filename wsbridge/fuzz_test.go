@@ -30,6 +30,8 @@ func FuzzSessionUpdateClaims(f *testing.F) {
 		`{"type":"response.create","session":{"model":"gpt-5.5"}}`,
 		`{"type":" Session.Update","session":{"model":"gpt-5.5"}}`,
 		`{"type":"\u017fession.UPDATE","session":{"model":"gpt-5.5"}}`,
+		`{"type":"seßion.update","session":{"model":"gpt-5.5"}}`,
+		`{"type":"SESSıON.update","session":{"model":"gpt-5.5"}}`,
 	} {
 		f.Add([]byte(s))
 	}
