@@ -64,7 +64,8 @@ type frameMeta struct {
 	// named are the frame's top-level models (string values, every
 	// occurrence): the fields a Responses upstream reads, so the ones that
 	// may set the model later frames run under. A model under response is
-	// a candidate for its own frame only, which the policy judges.
+	// a candidate for its own frame only, which the policy judges. They
+	// are views into the frame: valid only until its buffer is reused.
 	named []string
 	// Of a session.update (any "type" occurrence counts, with duplicate
 	// keys: a claim only adds candidates):
@@ -99,7 +100,9 @@ func readFrame(frame []byte, policed bool) frameMeta {
 			}
 		case policy.KeyIs(key, "model"):
 			if policed && v.Type == gjson.String {
-				m.named = append(m.named, strings.Clone(v.Str))
+				// A view into frame: models.name copies the ones it keeps,
+				// and most frames name the model the session already has.
+				m.named = append(m.named, v.Str)
 			}
 		case policy.KeyIs(key, "session"):
 			if v.IsObject() {

@@ -214,10 +214,13 @@ func (m *models) name(top []string) {
 		if model == "" {
 			continue
 		}
-		if !slices.Contains(m.named, model) {
-			m.named = append(m.named, model)
+		// top's strings may be views into the frame's buffer: keep copies.
+		i := slices.Index(m.named, model)
+		if i < 0 {
+			i = len(m.named)
+			m.named = append(m.named, strings.Clone(model))
 			m.held += len(model)
 		}
-		m.current = model
+		m.current = m.named[i]
 	}
 }
