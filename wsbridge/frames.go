@@ -133,3 +133,30 @@ func stringModels(dst []string, obj gjson.Result) []string {
 	})
 	return dst
 }
+
+// clientTypes are the client event types of the Responses WebSocket and
+// Realtime APIs (docs/contracts.md, "Wire facts"). A frame of any other
+// type is one the upstream can only refuse.
+var clientTypes = map[string]bool{
+	"response.create": true, "response.processed": true, "response.append": true, "response.inject": true,
+	"session.update": true, "transcription_session.update": true,
+	"input_audio_buffer.append": true, "input_audio_buffer.commit": true, "input_audio_buffer.clear": true,
+	"conversation.item.create": true, "conversation.item.retrieve": true,
+	"conversation.item.truncate": true, "conversation.item.delete": true,
+	"response.cancel": true, "output_audio_buffer.clear": true,
+}
+
+// strayFrame reports whether the upstream can answer a client frame only
+// with an error that names no event: its type is none the APIs define (or
+// it has none), and it carries no event_id for the error to name. Frames
+// of a known type, nearly all of them, are told by their first bytes.
+func strayFrame(frame []byte) bool {
+	typ, ok := sniffType(frame)
+	if !ok {
+		typ = gjson.GetBytes(frame, "type").Str
+	}
+	if clientTypes[typ] {
+		return false
+	}
+	return !gjson.GetBytes(frame, "event_id").Exists()
+}

@@ -346,6 +346,11 @@ func (s *session) police(frame []byte, ob *[]byte) (body []byte, ok bool) {
 	}
 	meta := readFrame(frame, res.Policed)
 	if !meta.update && !res.Policed {
+		if strayFrame(frame) {
+			s.mu.Lock()
+			s.turns.stray()
+			s.mu.Unlock()
+		}
 		return res.Body, true // most frames (audio, items): nothing to book
 	}
 	var t *turn

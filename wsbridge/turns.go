@@ -21,7 +21,8 @@ import (
 // from then on and ends at response.completed, .failed, .incomplete
 // (Responses) or response.done (Realtime). An error event that answers a
 // response.create before any response.created removes the oldest waiting
-// frame (or, on Realtime, the one whose event_id it names). Every turn gets
+// frame (or, on Realtime, the one whose event_id it names), unless a stray
+// frame sent before it awaits its error (turnBook.strays). Every turn gets
 // one usage record, turns cut short by a close included.
 
 // turn is one response.
@@ -86,10 +87,22 @@ func (l *lane) shift() *turn {
 // upstream is the one party tiergate trusts.
 const maxWaiting = 4096
 
+// maxStrays bounds the strays a session remembers (see turnBook.strays):
+// an upstream answers each at once, so more than a few outstanding means
+// they were not what they seemed, and the oldest are forgotten.
+const maxStrays = 64
+
 // turnBook is a session's turns, guarded by session.mu. Only the upstream
 // pump changes turns under way (and, after it has ended, run).
 type turnBook struct {
-	seq     uint64
+	seq uint64
+	// strays are the sequence numbers (in seq's order, shared with the
+	// turns) of forwarded client frames the upstream can only answer with
+	// an error that names no event: an unknown type, no event_id. Such an
+	// error goes to the oldest stray sent before the oldest waiting
+	// response.create, not to that turn, which would otherwise be
+	// recorded as failed and its real answer as a turn the server began.
+	strays  []uint64
 	waiting int
 	held    int  // the heldBytes of the waiting turns
 	def     lane // the lane of frames without stream_id
@@ -139,24 +152,57 @@ func (b *turnBook) push(t *turn) bool {
 	return true
 }
 
+// stray notes a forwarded client frame that can only draw an error naming
+// no event (see turnBook.strays).
+func (b *turnBook) stray() {
+	b.seq++
+	if len(b.strays) == maxStrays {
+		b.strays = slices.Delete(b.strays, 0, 1)
+	}
+	b.strays = append(b.strays, b.seq)
+}
+
+// strayAnswered reports whether an error naming no event and no stream_id
+// answers a stray rather than a waiting response.create: the upstream
+// answers frames in the order they came, so it does when a stray was sent
+// before the oldest frame waiting. That stray is then settled.
+func (b *turnBook) strayAnswered() bool {
+	if len(b.strays) == 0 {
+		return false
+	}
+	if l := b.oldestLane(""); l != nil && l.waiting[0].seq < b.strays[0] {
+		return false
+	}
+	b.strays = slices.Delete(b.strays, 0, 1)
+	return true
+}
+
+// oldestLane returns the lane popWaiting(id) takes from, nil when no frame
+// waits there.
+func (b *turnBook) oldestLane(id string) *lane {
+	l := b.lane(id, false)
+	if l != nil && len(l.waiting) > 0 {
+		return l
+	}
+	if id != "" {
+		return nil
+	}
+	l = nil
+	for _, c := range b.lanes {
+		if len(c.waiting) > 0 && (l == nil || c.waiting[0].seq < l.waiting[0].seq) {
+			l = c
+		}
+	}
+	return l
+}
+
 // popWaiting takes the oldest frame waiting in lane id. An event without
 // stream_id when no frame without one waits (an upstream that does not
 // echo stream_id) takes the oldest frame of any lane.
 func (b *turnBook) popWaiting(id string) *turn {
-	l := b.lane(id, false)
-	if l == nil || len(l.waiting) == 0 {
-		if id != "" {
-			return nil
-		}
-		l = nil
-		for _, c := range b.lanes {
-			if len(c.waiting) > 0 && (l == nil || c.waiting[0].seq < l.waiting[0].seq) {
-				l = c
-			}
-		}
-		if l == nil {
-			return nil
-		}
+	l := b.oldestLane(id)
+	if l == nil {
+		return nil
 	}
 	t := l.shift()
 	b.waiting--
@@ -205,6 +251,14 @@ func (b *turnBook) created(e *usage.Event, now time.Time, sessionModel string) {
 	t := b.popWaiting(e.StreamID)
 	if t == nil {
 		t = serverTurn(e.StreamID, now, sessionModel)
+	} else {
+		// Frames are answered in order: a stray sent before this one that
+		// drew no error by now was not one after all.
+		n := 0
+		for n < len(b.strays) && b.strays[n] < t.seq {
+			n++
+		}
+		b.strays = slices.Delete(b.strays, 0, n)
 	}
 	t.created = true
 	t.responseID = e.ResponseID
@@ -289,6 +343,9 @@ func (b *turnBook) end(t *turn) {
 func (b *turnBook) failed(streamID, eventID string) *turn {
 	if eventID != "" {
 		return b.removeWaiting(eventID)
+	}
+	if streamID == "" && b.strayAnswered() {
+		return nil
 	}
 	return b.popWaiting(streamID)
 }

@@ -361,11 +361,45 @@ func TestTurnBookMatching(t *testing.T) {
 			events: []string{"error::e2", "error::nope", "error::", "created:"},
 			want:   []string{"m2", "", "m1", "server"},
 		},
+		{
+			name:   "an error naming nothing answers a stray sent before the oldest waiting frame",
+			frames: []frame{{model: "stray"}, {"", "", "m1"}},
+			events: []string{"error::", "created:"},
+			want:   []string{"", "m1"},
+		},
+		{
+			name:   "a stray sent after the oldest waiting frame leaves the error to that frame",
+			frames: []frame{{"", "", "m1"}, {model: "stray"}},
+			events: []string{"error::", "created:"},
+			want:   []string{"m1", "server"},
+		},
+		{
+			name:   "a frame's response.created settles the strays sent before it",
+			frames: []frame{{model: "stray"}, {"", "", "m1"}, {"", "", "m2"}},
+			events: []string{"created:", "error::"},
+			want:   []string{"m1", "m2"},
+		},
+		{
+			name:   "an error in a lane never answers a stray",
+			frames: []frame{{model: "stray"}, {"a", "", "a1"}},
+			events: []string{"error:a:"},
+			want:   []string{"a1"},
+		},
+		{
+			name:   "with nothing waiting, an error naming nothing settles a stray and takes no turn",
+			frames: []frame{{model: "stray"}, {model: "stray"}},
+			events: []string{"error::", "error::", "error::"},
+			want:   []string{"", "", ""},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var b turnBook
 			for _, f := range tc.frames {
+				if f.model == "stray" {
+					b.stray()
+					continue
+				}
 				b.push(&turn{lane: f.lane, eventID: f.eventID, model: f.model})
 			}
 			for i, ev := range tc.events {
@@ -499,6 +533,77 @@ func TestErrorDetails(t *testing.T) {
 			if id != tc.eventID || status != tc.status {
 				t.Errorf("errorDetails = %q, %d; want %q, %d", id, status, tc.eventID, tc.status)
 			}
+		})
+	}
+}
+
+func TestStrayFrame(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		frame string
+		stray bool
+	}{
+		{`{"type":"bogus"}`, true},
+		{`{"type":"bogus","event_id":"e1"}`, false}, // its error names it
+		{`{"event_id":"e1"}`, false},
+		{`{"input":"no type"}`, true},
+		{`[1,2]`, true},
+		{`{"type":"input_audio_buffer.append","audio":"AAAA"}`, false},
+		{`{"type":"response.processed","response_id":"resp_1"}`, false},
+		{`{"type":"response.cancel"}`, false},
+		{`{ "audio":"AAAA", "type" : "input_audio_buffer.append"}`, false},
+		{`{"audio":"AAAA","type":"input_audio_buffer.appendx"}`, true},
+	} {
+		t.Run(tc.frame, func(t *testing.T) {
+			if got := strayFrame([]byte(tc.frame)); got != tc.stray {
+				t.Errorf("strayFrame(%s) = %v, want %v", tc.frame, got, tc.stray)
+			}
+		})
+	}
+}
+
+// TestAnErrorForAStrayFrameLeavesTheTurnAlone: a client frame of a type no
+// API defines draws an error that names no event; the response.create sent
+// right after it keeps its place, and its turn gets one record with its
+// own decision.
+func TestAnErrorForAStrayFrameLeavesTheTurnAlone(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		stray string
+	}{
+		{"a frame of an unknown type", `{"type":"bogus"}`},
+		{"a frame without a type", `{"input":"hi"}`},
+		// Its error names it, so it never could take the turn.
+		{"an unknown type with an event_id", `{"type":"bogus","event_id":"evt_1"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			q := newQuietUpstream(t)
+			h := newHarness(t, testPolicy, q.use)
+			c, _ := h.dial(t, PathResponses, nil)
+			qc := q.next(t)
+			send(t, c, tc.stray)
+			send(t, c, `{"type":"response.create","model":"gpt-5.4","service_tier":"priority","input":"hi"}`)
+			qc.waitFrames(t, 2)
+			errEvent := `{"type":"error","status":400,"error":{"type":"invalid_request_error","code":"unknown_event_type","message":"Unknown event type."}}`
+			if id := gjson.Get(tc.stray, "event_id").Str; id != "" {
+				errEvent = `{"type":"error","status":400,"error":{"type":"invalid_request_error","message":"Unknown event type.","event_id":"` + id + `"}}`
+			}
+			qc.send(t, errEvent)
+			qc.send(t, `{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","status":"in_progress","model":"gpt-5.4","usage":null}}`)
+			qc.send(t, `{"type":"response.completed","sequence_number":1,"response":{"id":"resp_1","status":"completed","model":"gpt-5.4","service_tier":"default","usage":{"input_tokens":100,"output_tokens":10,"total_tokens":110}}}`)
+			until(t, c, "response.completed")
+			_ = c.Close(websocket.StatusNormalClosure, "")
+			h.waitSessions(t)
+			recs := h.records()
+			if len(recs) != 1 {
+				t.Fatalf("%d usage records for one turn, want 1: %v", len(recs), recs)
+			}
+			checkRecord(t, recs[0], map[string]any{
+				"status": "completed", "action": "filter", "rule": "strip-priority",
+				"service_tier_requested": "priority", "response_id": "resp_1", "input_tokens": 100.0,
+			})
 		})
 	}
 }
