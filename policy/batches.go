@@ -33,12 +33,14 @@ func (p *Policy) applyBatch(req *Request, body []byte, s *scratch, res *Result) 
 	entry.Endpoint, entry.Buf, entry.PathModels = EndpointMessages, nil, nil
 	original := strings.Join(req.Beta, ",")
 
-	type splice struct {
-		start, end int
-		with       []byte
-	}
 	var (
-		splices []splice
+		// out is the batch rewritten so far, up to body[copied]; nil until
+		// an entry changes. Each entry's rewrite is copied in as it is
+		// judged, into one buffer, and the entry's own buffer is reused:
+		// a batch of many small entries costs about one output body, not
+		// an allocation per entry.
+		out     []byte
+		copied  int
 		agg     Result
 		beta    string
 		betaSet bool
@@ -79,9 +81,15 @@ func (p *Policy) applyBatch(req *Request, body []byte, s *scratch, res *Result) 
 		}
 		if n == 1 || r.Action > agg.Action || agg.Requested == TierNone && r.Requested != TierNone {
 			agg = r
+			agg.Body = nil // the entry's buffer is reused
 		}
 		if r.BodyChanged && end > start {
-			splices = append(splices, splice{start, end, r.Body})
+			if out == nil {
+				out = slices.Grow(req.Buf[:0], len(body)+len(body)/8)
+			}
+			out = append(append(out, body[copied:start]...), r.Body...)
+			copied = end
+			entry.Buf = r.Body[:0]
 		}
 		return true
 	}
@@ -123,18 +131,8 @@ func (p *Policy) applyBatch(req *Request, body []byte, s *scratch, res *Result) 
 	if beta != original {
 		res.Beta, res.BetaChanged = beta, true
 	}
-	if len(splices) == 0 {
+	if out == nil {
 		return
 	}
-	size := len(body)
-	for _, sp := range splices {
-		size += len(sp.with) - (sp.end - sp.start)
-	}
-	out := slices.Grow(req.Buf[:0], size)
-	prev := 0
-	for _, sp := range splices {
-		out = append(append(out, body[prev:sp.start]...), sp.with...)
-		prev = sp.end
-	}
-	res.Body, res.BodyChanged = append(out, body[prev:]...), true
+	res.Body, res.BodyChanged = append(out, body[copied:]...), true
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -138,6 +139,55 @@ func TestApplyMessageBatches(t *testing.T) {
 			}
 			if res.RequestModel != tc.model {
 				t.Errorf("model = %q, want %q", res.RequestModel, tc.model)
+			}
+		})
+	}
+}
+
+// TestABatchRewriteAllocatesAboutOneBody: a batch whose every entry is
+// rewritten costs about one output body, however many entries it has:
+// each entry's rewrite is copied into one buffer as it is judged, not kept
+// until the end. (Per entry, judging allocates only the model's string.)
+func TestABatchRewriteAllocatesAboutOneBody(t *testing.T) {
+	p := mustLoad(t, anthropicPolicy)
+	for _, tc := range []struct {
+		name   string
+		params string
+	}{
+		{"tiny entries, each filtered", `{"speed":"fast"}`},
+		{"entries naming a model, each filtered", `{"model":"claude-opus-4-6","speed":"fast","max_tokens":8}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const n = 100_000
+			var b strings.Builder
+			b.WriteString(`{"requests":[`)
+			for i := range n {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(`{"params":` + tc.params + `}`)
+			}
+			b.WriteString(`]}`)
+			body := []byte(b.String())
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			res := p.DecideHTTP(&HTTPRequest{Endpoint: EndpointMessageBatches, Body: body})
+			runtime.ReadMemStats(&after)
+			if res.Action != ActionFilter || !res.BodyChanged {
+				t.Fatalf("action %v, body changed %v; want every entry filtered", res.Action, res.BodyChanged)
+			}
+			if raceEnabled {
+				// The race detector's sync.Pool drops items on purpose, so
+				// each entry's scratch is new: CI checks this without it.
+				t.Logf("%d bytes allocated under -race (not checked)", after.TotalAlloc-before.TotalAlloc)
+				return
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 3*uint64(len(body)) {
+				t.Errorf("a %d-byte batch allocated %d bytes (%.1f times the body)", len(body), alloc, float64(alloc)/float64(len(body)))
+			}
+			if objects := after.Mallocs - before.Mallocs; objects > n+n/2 {
+				t.Errorf("%d heap objects for %d entries", objects, n)
 			}
 		})
 	}
