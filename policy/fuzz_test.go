@@ -208,25 +208,7 @@ func upperCasedTier(tok []byte) Tier {
 // upper-casing it: "servıce_tıer" and "SERVICE_TIER" are both service_tier
 // to it, and the last match wins.
 func readUpperCased(out []byte) (tier, model, nested []byte) {
-	members := func(doc []byte) map[string]json.RawMessage {
-		dec := json.NewDecoder(bytes.NewReader(doc))
-		if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-			return nil
-		}
-		m := map[string]json.RawMessage{}
-		for dec.More() {
-			tok, err := dec.Token()
-			if err != nil {
-				return nil
-			}
-			var val json.RawMessage
-			if err := dec.Decode(&val); err != nil {
-				return nil
-			}
-			m[upperFull(tok.(string))] = val
-		}
-		return m
-	}
+	members := func(doc []byte) map[string]json.RawMessage { return foldedjson.MembersKeyed(doc, upperFull) }
 	top := members(out)
 	if top == nil {
 		return nil, nil, nil

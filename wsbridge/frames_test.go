@@ -324,14 +324,7 @@ func TestPolicyOnFrames(t *testing.T) {
 			h := newHarness(t, testPolicy)
 			h.up.holdSessionUpdated = tc.hold
 			play(t, h, tc.path, tc.opts, tc.steps)
-			h.waitSessions(t)
-			recs := h.records()
-			if tc.records != nil && len(recs) != len(tc.records) {
-				t.Fatalf("%d usage records, want %d:\n%s", len(recs), len(tc.records), h.usage.String())
-			}
-			for i, want := range tc.records {
-				checkRecord(t, recs[i], want)
-			}
+			checkRecords(t, h, tc.records)
 		})
 	}
 }
@@ -453,14 +446,7 @@ func TestSessionModelComesFromTopLevelModels(t *testing.T) {
 				path = PathResponses
 			}
 			play(t, h, path, nil, tc.steps)
-			h.waitSessions(t)
-			recs := h.records()
-			if tc.records != nil && len(recs) != len(tc.records) {
-				t.Fatalf("%d usage records, want %d:\n%s", len(recs), len(tc.records), h.usage.String())
-			}
-			for i, want := range tc.records {
-				checkRecord(t, recs[i], want)
-			}
+			checkRecords(t, h, tc.records)
 		})
 	}
 }
@@ -598,5 +584,19 @@ func TestFrameCountersAndDecisions(t *testing.T) {
 	}
 	if blockLines != 1 {
 		t.Errorf("%d block lines, want 1:\n%s", blockLines, h.logs.String())
+	}
+}
+
+// checkRecords waits for the harness's sessions to end and checks their
+// usage records against want, in order (nil: not checked).
+func checkRecords(t *testing.T, h *harness, want []map[string]any) {
+	t.Helper()
+	h.waitSessions(t)
+	recs := h.records()
+	if want != nil && len(recs) != len(want) {
+		t.Fatalf("%d usage records, want %d:\n%s", len(recs), len(want), h.usage.String())
+	}
+	for i, w := range want {
+		checkRecord(t, recs[i], w)
 	}
 }

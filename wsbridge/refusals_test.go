@@ -168,6 +168,24 @@ func expectRefusal(t *testing.T, c *websocket.Conn, qc *quietConn, msg string, f
 	}
 }
 
+// refusedAfter opens a session on path (request id requestID) to an
+// upstream that answers nothing, sends script (every frame of which must
+// reach the upstream), then refused, which must be refused with msg
+// (expectRefusal), and returns the session's usage records.
+func refusedAfter(t *testing.T, path, requestID string, script []string, refused, msg string) []map[string]any {
+	t.Helper()
+	q := newQuietUpstream(t)
+	h := newHarness(t, testPolicy, q.use)
+	c, _ := h.dial(t, path, withHeader("X-Request-Id", requestID))
+	qc := q.next(t)
+	sendAll(t, c, script)
+	qc.waitFrames(t, len(script)) // none was refused
+	send(t, c, refused)
+	expectRefusal(t, c, qc, msg, len(script))
+	h.waitSessions(t)
+	return h.records()
+}
+
 // sendAll sends frames in order.
 func sendAll(t *testing.T, c *websocket.Conn, frames []string) {
 	t.Helper()
@@ -412,18 +430,7 @@ func TestTooManyNamedModelsAreRefused(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			q := newQuietUpstream(t)
-			h := newHarness(t, testPolicy, q.use)
-			c, _ := h.dial(t, PathResponses, withHeader("X-Request-Id", "req-named"))
-			qc := q.next(t)
-			sendAll(t, c, tc.script)
-			qc.waitFrames(t, len(tc.script)) // none was refused
-
-			send(t, c, tc.refused)
-			expectRefusal(t, c, qc, msg, len(tc.script))
-			h.waitSessions(t)
-
-			recs := h.records()
+			recs := refusedAfter(t, PathResponses, "req-named", tc.script, tc.refused, msg)
 			if len(recs) != 1+len(tc.script) {
 				t.Fatalf("%d usage records, want 1 for the refusal and %d for the turns cut short", len(recs), len(tc.script))
 			}
@@ -533,17 +540,8 @@ func TestWhatWaitsOnTheUpstreamIsBounded(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			q := newQuietUpstream(t)
-			h := newHarness(t, testPolicy, q.use)
-			c, _ := h.dial(t, tc.path, withHeader("X-Request-Id", "req-held"))
-			qc := q.next(t)
-			sendAll(t, c, tc.script)
-			qc.waitFrames(t, len(tc.script)) // none was refused
-
-			send(t, c, tc.refused)
-			expectRefusal(t, c, qc, msg, len(tc.script))
-			h.waitSessions(t)
-			checkRecord(t, h.records()[0], map[string]any{
+			recs := refusedAfter(t, tc.path, "req-held", tc.script, tc.refused, msg)
+			checkRecord(t, recs[0], map[string]any{
 				"request_id": "req-held", "status": "blocked", "http_status": 403.0, "action": "block", "rule": nil, "model": nil,
 			})
 		})

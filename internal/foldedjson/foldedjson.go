@@ -16,7 +16,11 @@ import (
 
 // Members reads a JSON object's members, keyed by Key of their names, the
 // last of each kept. It returns nil when doc is not an object.
-func Members(doc []byte) map[string]json.RawMessage {
+func Members(doc []byte) map[string]json.RawMessage { return MembersKeyed(doc, Key) }
+
+// MembersKeyed is Members with the reader's own key function: a reader
+// that matches names by upper-casing them keys them by their upper case.
+func MembersKeyed(doc []byte, key func(name string) string) map[string]json.RawMessage {
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return nil
@@ -31,7 +35,7 @@ func Members(doc []byte) map[string]json.RawMessage {
 		if err := dec.Decode(&val); err != nil {
 			return nil
 		}
-		m[Key(tok.(string))] = val
+		m[key(tok.(string))] = val
 	}
 	return m
 }
