@@ -43,6 +43,7 @@ type models struct {
 }
 
 type claim struct {
+	seq     uint64 // its place among the session's frames (turnBook.next)
 	eventID string
 	models  []string
 }
@@ -127,11 +128,11 @@ func (m *models) roomFor(n int) bool {
 // from the line would let an answer settle a later claim before the
 // upstream has answered it, and a model still to come would stop being
 // judged.
-func (m *models) claim(eventID string, claimed []string) bool {
+func (m *models) claim(seq uint64, eventID string, claimed []string) bool {
 	if !m.roomFor(len(claimed)) {
 		return false
 	}
-	m.claims = append(m.claims, claim{eventID: eventID, models: claimed})
+	m.claims = append(m.claims, claim{seq: seq, eventID: eventID, models: claimed})
 	m.claimed += len(claimed)
 	m.held += stringBytes(claimed)
 	return true
@@ -150,13 +151,7 @@ func (m *models) reportedBy(model string, updated bool) {
 	m.held -= stringBytes(m.named)
 	m.requested, m.named = nil, nil
 	if updated && len(m.claims) > 0 {
-		m.claimed -= len(m.claims[0].models)
-		m.held -= stringBytes(m.claims[0].models)
-		m.claims[0] = claim{}
-		m.claims = m.claims[1:]
-		if len(m.claims) == 0 {
-			m.claims = nil
-		}
+		m.drop(0)
 	}
 }
 
@@ -181,10 +176,40 @@ func (m *models) refused(eventID string) bool {
 	if at < 0 {
 		return false
 	}
-	m.claimed -= len(m.claims[at].models)
-	m.held -= stringBytes(m.claims[at].models)
-	m.claims = append(m.claims[:at], m.claims[at+1:]...)
+	m.drop(at)
 	return true
+}
+
+// drop removes claim i, answered by the upstream.
+func (m *models) drop(i int) {
+	m.claimed -= len(m.claims[i].models)
+	m.held -= stringBytes(m.claims[i].models)
+	m.claims = slices.Delete(m.claims, i, i+1)
+	if len(m.claims) == 0 {
+		m.claims = nil
+	}
+}
+
+// anonymousClaim returns the place (its seq) of the oldest claim without an
+// event_id, which an error naming no event may answer; 0 when none waits.
+func (m *models) anonymousClaim() uint64 {
+	for _, c := range m.claims {
+		if c.eventID == "" {
+			return c.seq
+		}
+	}
+	return 0
+}
+
+// dropAnonymousClaim removes the claim anonymousClaim names: the error
+// naming no event answered it, so what it claimed never took.
+func (m *models) dropAnonymousClaim() {
+	for i, c := range m.claims {
+		if c.eventID == "" {
+			m.drop(i)
+			return
+		}
+	}
 }
 
 // unnamed counts the distinct models of top (a response.create's

@@ -239,7 +239,7 @@ func (s *session) book(meta *frameMeta, t *turn) (overload string) {
 		return overloadHeld
 	}
 	if meta.update {
-		s.models.claim(meta.eventID, meta.claimed)
+		s.models.claim(s.turns.next(), meta.eventID, meta.claimed)
 	}
 	if t != nil {
 		s.turns.push(t)

@@ -152,29 +152,20 @@ func (b *turnBook) push(t *turn) bool {
 	return true
 }
 
+// next returns the place of a client frame the upstream will answer, in
+// the order of the session's frames (turns take theirs in push).
+func (b *turnBook) next() uint64 {
+	b.seq++
+	return b.seq
+}
+
 // stray notes a forwarded client frame that can only draw an error naming
 // no event (see turnBook.strays).
 func (b *turnBook) stray() {
-	b.seq++
 	if len(b.strays) == maxStrays {
 		b.strays = slices.Delete(b.strays, 0, 1)
 	}
-	b.strays = append(b.strays, b.seq)
-}
-
-// strayAnswered reports whether an error naming no event and no stream_id
-// answers a stray rather than a waiting response.create: the upstream
-// answers frames in the order they came, so it does when a stray was sent
-// before the oldest frame waiting. That stray is then settled.
-func (b *turnBook) strayAnswered() bool {
-	if len(b.strays) == 0 {
-		return false
-	}
-	if l := b.oldestLane(""); l != nil && l.waiting[0].seq < b.strays[0] {
-		return false
-	}
-	b.strays = slices.Delete(b.strays, 0, 1)
-	return true
+	b.strays = append(b.strays, b.next())
 }
 
 // oldestLane returns the lane popWaiting(id) takes from, nil when no frame
@@ -340,14 +331,39 @@ func (b *turnBook) end(t *turn) {
 
 // failed takes the waiting frame an upstream error event answers: the one
 // whose event_id the error names, or with none named, the lane's oldest.
-func (b *turnBook) failed(streamID, eventID string) *turn {
+// An error that names neither an event nor a lane answers the oldest, in
+// the order the client sent them, of that frame, a stray, and the
+// session.update claim without event_id at place claim (0: none), since
+// the upstream answers frames in order: a stray is then settled, and
+// claimAnswered says the claim was.
+func (b *turnBook) failed(streamID, eventID string, claim uint64) (t *turn, claimAnswered bool) {
 	if eventID != "" {
-		return b.removeWaiting(eventID)
+		return b.removeWaiting(eventID), false
 	}
-	if streamID == "" && b.strayAnswered() {
-		return nil
+	if streamID != "" {
+		return b.popWaiting(streamID), false
 	}
-	return b.popWaiting(streamID)
+	const none = ^uint64(0)
+	stray, turn := none, none
+	if len(b.strays) > 0 {
+		stray = b.strays[0]
+	}
+	if l := b.oldestLane(""); l != nil {
+		turn = l.waiting[0].seq
+	}
+	if claim == 0 {
+		claim = none
+	}
+	switch first := min(stray, turn, claim); {
+	case first == none:
+		return nil, false
+	case first == stray:
+		b.strays = slices.Delete(b.strays, 0, 1)
+		return nil, false
+	case first == claim:
+		return nil, true
+	}
+	return b.popWaiting(""), false
 }
 
 // all returns every turn not yet recorded, in the order they began.
@@ -432,7 +448,11 @@ func (s *session) account(frame []byte) {
 	case e.Type == "error":
 		eventID, st := errorDetails(frame)
 		if !s.models.refused(eventID) {
-			done = s.turns.failed(e.StreamID, eventID)
+			var claimAnswered bool
+			done, claimAnswered = s.turns.failed(e.StreamID, eventID, s.models.anonymousClaim())
+			if claimAnswered {
+				s.models.dropAnonymousClaim()
+			}
 			status, httpStatus = usage.StatusUpstreamError, st
 		}
 	}

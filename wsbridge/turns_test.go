@@ -386,6 +386,18 @@ func TestTurnBookMatching(t *testing.T) {
 			want:   []string{"a1"},
 		},
 		{
+			name:   "an error naming nothing answers a session.update without event_id sent before the waiting frame",
+			frames: []frame{{model: "claim"}, {"", "", "m1"}},
+			events: []string{"error::", "created:"},
+			want:   []string{"claim", "m1"},
+		},
+		{
+			name:   "a session.update sent after the waiting frame leaves the error to that frame",
+			frames: []frame{{"", "", "m1"}, {model: "claim"}, {model: "stray"}},
+			events: []string{"error::", "error::", "error::"},
+			want:   []string{"m1", "claim", ""},
+		},
+		{
 			name:   "with nothing waiting, an error naming nothing settles a stray and takes no turn",
 			frames: []frame{{model: "stray"}, {model: "stray"}},
 			events: []string{"error::", "error::", "error::"},
@@ -395,9 +407,14 @@ func TestTurnBookMatching(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var b turnBook
+			var claim uint64 // the place of the one claim a case may have
 			for _, f := range tc.frames {
-				if f.model == "stray" {
+				switch f.model {
+				case "stray":
 					b.stray()
+					continue
+				case "claim":
+					claim = b.next()
 					continue
 				}
 				b.push(&turn{lane: f.lane, eventID: f.eventID, model: f.model})
@@ -412,7 +429,10 @@ func TestTurnBookMatching(t *testing.T) {
 					got = b.open[e.ResponseID]
 				case "error":
 					lane, eventID, _ := strings.Cut(rest, ":")
-					got = b.failed(lane, eventID)
+					var claimAnswered bool
+					if got, claimAnswered = b.failed(lane, eventID, claim); claimAnswered {
+						got, claim = &turn{model: "claim"}, 0
+					}
 				}
 				model := ""
 				if got != nil {
@@ -432,9 +452,9 @@ func TestSessionModels(t *testing.T) {
 	t.Parallel()
 	var m models
 	m.current = "gpt-realtime"
-	m.claim("u1", []string{"max"})
-	m.claim("u2", nil)
-	m.claim("u3", []string{"mini", "mini"})
+	m.claim(1, "u1", []string{"max"})
+	m.claim(2, "u2", nil)
+	m.claim(3, "u3", []string{"mini", "mini"})
 	if got := strings.Join(m.candidates(nil), ","); got != "gpt-realtime,max,mini,mini" {
 		t.Errorf("candidates %s", got)
 	}
@@ -476,11 +496,11 @@ func TestSessionModels(t *testing.T) {
 	}
 	var c models
 	for i := range maxClaimed {
-		if !c.claim(fmt.Sprint(i), []string{"m"}) {
+		if !c.claim(uint64(i+1), fmt.Sprint(i), []string{"m"}) {
 			t.Fatalf("claim %d refused", i)
 		}
 	}
-	if c.claim("one-too-many", []string{"m"}) {
+	if c.claim(1000, "one-too-many", []string{"m"}) {
 		t.Error("a claim beyond the bound was taken")
 	}
 	// Frames naming no model wait in line too: the bound counts them, and
@@ -489,14 +509,14 @@ func TestSessionModels(t *testing.T) {
 	var e models
 	e.current = "gpt-realtime"
 	for i := range maxClaimed - 1 {
-		if !e.claim(fmt.Sprint(i), nil) {
+		if !e.claim(uint64(i+1), fmt.Sprint(i), nil) {
 			t.Fatalf("a claim naming no model was refused at %d", i)
 		}
 	}
-	if !e.claim("x", []string{"x"}) {
+	if !e.claim(1000, "x", []string{"x"}) {
 		t.Fatal("the last claim within the bound was refused")
 	}
-	if e.claim("past", nil) {
+	if e.claim(1001, "past", nil) {
 		t.Error("a claim naming no model was taken past the bound")
 	}
 	for range maxClaimed - 1 {
@@ -605,5 +625,41 @@ func TestAnErrorForAStrayFrameLeavesTheTurnAlone(t *testing.T) {
 				"service_tier_requested": "priority", "response_id": "resp_1", "input_tokens": 100.0,
 			})
 		})
+	}
+}
+
+// TestARefusedSessionUpdateWithoutEventIDIsSettled: a Realtime
+// session.update without event_id (it is optional) that the upstream
+// refuses draws an error naming nothing. It settles that claim, so a long
+// session with one refused update per accepted one never piles claims up
+// to the bound that would refuse its honest frames.
+func TestARefusedSessionUpdateWithoutEventIDIsSettled(t *testing.T) {
+	t.Parallel()
+	s := &session{}
+	s.models.connect([]string{"gpt-realtime"})
+	s.account([]byte(`{"type":"session.created","event_id":"e0","session":{"type":"realtime","model":"gpt-realtime"}}`))
+	for i := range 2 * maxClaimed {
+		for _, accepted := range []bool{false, true} {
+			frame := []byte(`{"type":"session.update","session":{"type":"realtime","model":"gpt-realtime"}}`)
+			meta := readFrame(frame, false)
+			if !meta.update {
+				t.Fatal("not read as a session.update")
+			}
+			s.mu.Lock()
+			why := s.book(&meta, nil)
+			s.mu.Unlock()
+			if why != "" {
+				t.Fatalf("round %d: a session.update with nothing else unanswered is refused: %s (claims %d, held %d)",
+					i, why, len(s.models.claims), s.models.held)
+			}
+			if accepted {
+				s.account([]byte(fmt.Sprintf(`{"type":"session.updated","event_id":"u%d","session":{"type":"realtime","model":"gpt-realtime"}}`, i)))
+			} else {
+				s.account([]byte(fmt.Sprintf(`{"type":"error","event_id":"x%d","error":{"type":"invalid_request_error","code":"invalid_value","message":"Invalid voice"}}`, i)))
+			}
+		}
+	}
+	if len(s.models.claims) != 0 || s.models.held != 0 {
+		t.Errorf("%d claims and %d bytes left after every update was answered", len(s.models.claims), s.models.held)
 	}
 }
