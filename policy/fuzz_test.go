@@ -351,3 +351,82 @@ func checkAnthropicOutput(t *testing.T, p *Policy, res Result, out []byte) {
 		}
 	}
 }
+
+// FuzzBatch checks the invariant on Message Batches: under fuzzPolicy with
+// every budget exhausted fast mode never passes, so a batch that goes on
+// carries it in no entry's params, as any reader finds the entries (folded
+// keys, last wins; gjson's first exact key; a last-key-wins map; json/v2's
+// folded names), and not in its anthropic-beta header.
+func FuzzBatch(f *testing.F) {
+	for _, s := range []string{
+		`{"requests":[{"custom_id":"a","params":{"model":"claude-opus-4-6","speed":"fast"}}]}`,
+		`{"REQUESTS":[{"Params":{"speed":"fast"},"params":{"model":"m"}}],"requests":[{"params":{"Speed":"faﬆ"}}]}`,
+		`{"requests":[{"params":{"model":"claude-opus-4-6","fallbacks":[{"speed":"fast"}]}},{"params":{"speed":"FAST"}}]}`,
+		`{"requests":[[{"params":{"speed":"fast"}}],{"params":"x"}]}`,
+		`{"requests":[{"params":{"speed":"fast"},"params":{"speed":"fast","speed":"fast"}}]}`,
+		`{"requests":[]}`,
+	} {
+		f.Add([]byte(s), uint8(0), false)
+		f.Add([]byte(s), uint8(1), true)
+	}
+	p, err := Load([]byte(fuzzPolicy))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, groupSel uint8, fastBeta bool) {
+		group := fuzzGroups[int(groupSel)%len(fuzzGroups)]
+		req := &Request{Endpoint: EndpointMessageBatches, Group: group, Spend: fuzzSpend}
+		if fastBeta {
+			req.Beta = []string{"fast-mode-2026-02-01"}
+		}
+		res := p.apply(req, body)
+		if res.Refusal.Status() != 0 {
+			return
+		}
+		out := res.Body
+		if !json.Valid(out) {
+			t.Fatalf("output is not valid JSON:\n in: %s\nout: %s", body, out)
+		}
+		header := strings.Join(req.Beta, ",")
+		if res.BetaChanged {
+			header = res.Beta
+		}
+		if isFastModeToken(header) {
+			t.Fatalf("the fast-mode token survives in %q:\n in: %s", header, body)
+		}
+		var entries [][]byte
+		var folded struct {
+			Requests []struct {
+				Params json.RawMessage `json:"params"`
+			} `json:"requests"`
+		}
+		if json.Unmarshal(out, &folded) == nil {
+			for _, r := range folded.Requests {
+				entries = append(entries, r.Params)
+			}
+		}
+		var exact map[string][]map[string]json.RawMessage
+		if json.Unmarshal(out, &exact) == nil {
+			for _, r := range exact["requests"] {
+				entries = append(entries, r["params"])
+			}
+		}
+		var v2 []json.RawMessage
+		if reqs := foldedjson.Members(out)["requests"]; json.Unmarshal(reqs, &v2) == nil {
+			for _, r := range v2 {
+				entries = append(entries, foldedjson.Members(r)["params"])
+			}
+		}
+		gjson.GetBytes(out, "requests").ForEach(func(_, e gjson.Result) bool {
+			if pr := e.Get("params"); pr.Exists() {
+				entries = append(entries, []byte(pr.Raw))
+			}
+			return true
+		})
+		for _, pr := range entries {
+			if len(pr) > 0 && pr[0] == '{' {
+				checkAnthropicOutput(t, p, Result{Decision: Decision{Group: group}}, pr)
+			}
+		}
+	})
+}
