@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tiergate/tiergate/policy"
 )
 
 // TestMessageBatchesArePoliced: a Message Batches create is judged entry by
@@ -100,4 +102,34 @@ func firstBody(ups []upstreamRequest) string {
 		return ""
 	}
 	return string(ups[0].body)
+}
+
+// TestAMessageBatchIsInNoBudget: a batch's spend comes with results
+// tiergate never sees, so where prices and a budget apply its record is
+// unpriced (no_usage) and the budget counts it as unaccounted, rather than
+// the batch silently costing nothing.
+func TestAMessageBatchIsInNoBudget(t *testing.T) {
+	t.Parallel()
+	h, _ := budgetHarness(t, "2026-12-07T10:00:00Z")
+	h.setResponse(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("content-type", "application/json")
+		_, _ = w.Write([]byte(`{"id":"msgbatch_01","type":"message_batch","processing_status":"in_progress"}`))
+	})
+	h.doStatus("POST", "/v1/messages/batches", map[string]string{"x-tiergate-group": "team-c"},
+		[]byte(`{"requests":[{"custom_id":"a","params":{"model":"claude-opus-4-6","max_tokens":8,"messages":[]}}]}`), http.StatusOK)
+	rec := h.record(1)
+	if got := rec["cost_unpriced_reason"]; got != policy.UnpricedNoUsage {
+		t.Errorf("record's cost_unpriced_reason %v, want %s: %v", got, policy.UnpricedNoUsage, rec)
+	}
+	for _, m := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"tiergate_cost_unpriced_total", map[string]string{"endpoint": "message_batches", "reason": policy.UnpricedNoUsage}},
+		{"tiergate_budget_unaccounted_total", map[string]string{"budget": "team-c-hard", "reason": policy.UnpricedNoUsage}},
+	} {
+		if got := metricValue(t, h.reg, m.name, m.labels); got != 1 {
+			t.Errorf("%s%v = %v, want 1", m.name, m.labels, got)
+		}
+	}
 }
